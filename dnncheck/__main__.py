@@ -1,0 +1,3 @@
+from dnncheck.cli import main
+
+main()

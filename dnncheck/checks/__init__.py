@@ -1,0 +1,37 @@
+"""The catalog of checks: an explicit tuple, in id order (no registry magic, no directory scan)."""
+
+from __future__ import annotations
+
+from dnncheck.checks.imbalance import Imbalance
+from dnncheck.checks.loss_sanity import LossSanity
+from dnncheck.errors import UserError, closest
+
+CHECKS = (LossSanity, Imbalance)
+
+# Ids and slugs of the contract (DESIGN section 4) whose checks are not implemented yet: they may be
+# named in --select/--ignore/[checks] without error, and `dnncheck checks` lists them as planned.
+PLANNED = {
+    "DNC1": ("input-fidelity", 1, "Input fidelity"),
+    "DNC2": ("normalization", 2, "Normalization"),
+    "DNC3": ("label-noise", 3, "Label noise"),
+    "DNC5": ("separability", 5, "t-SNE/UMAP separability"),
+    "DNC6": ("split-leakage", 6, "Leakage-free splits"),
+    "DNC7": ("external-validation", 7, "External validation"),
+    "DNC8": ("overfit", None, "Overfit probe"),
+    "DNC10": ("pixel-attack", None, "Pixel-attack probe"),
+    "DNC11": ("gradient-health", None, "Gradient health"),
+    "DNC12": ("learning-rate", None, "Learning-rate range"),
+    "DNC13": ("training-curves", None, "Training curves"),
+}
+
+
+def lookup(key: str, origin: str = "--select"):
+    """The check class for an id (DNC4, dnc4) or slug; None for a planned one; UserError otherwise."""
+    for check in CHECKS:
+        if key.upper() == check.id or key.lower() == check.slug:
+            return check
+    for cid, (slug, _, _) in PLANNED.items():
+        if key.upper() == cid or key.lower() == slug:
+            return None
+    names = [c.id for c in CHECKS] + [c.slug for c in CHECKS] + list(PLANNED) + [s for s, _, _ in PLANNED.values()]
+    raise UserError(f"{origin}: unknown check {key!r}{closest(key, names)}; `dnncheck checks` lists them")

@@ -1,0 +1,67 @@
+"""What every check is: an id, a slug, a checklist item, a docstring that `dnncheck explain`
+prints, documented thresholds with defaults, and `run(ctx) -> CheckResult`.
+
+Checks never print, exit or render; they return results. Thresholds are overridable in
+`[checks.<slug>]` and validated here so a typo names the key and the closest valid one.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+from dnncheck.errors import UserError, closest
+from dnncheck.results import CheckResult, Finding, Status
+
+
+class Check:
+    id: ClassVar[str] = ""
+    slug: ClassVar[str] = ""
+    item: ClassVar[int | None] = None
+    title: ClassVar[str] = ""
+    needs: ClassVar[str] = "data"  # what it needs, for `dnncheck checks`
+    # name -> (default, what it means)
+    thresholds: ClassVar[dict[str, tuple[Any, str]]] = {}
+
+    def __init__(self, **overrides):
+        self.t: dict[str, Any] = {name: default for name, (default, _) in self.thresholds.items()}
+        for name, value in overrides.items():
+            if name not in self.thresholds:
+                raise UserError(f"[checks.{self.slug}] {name}: unknown threshold{closest(name, self.thresholds)}; "
+                                f"valid: {', '.join(self.thresholds) or 'none'}")
+            default = self.thresholds[name][0]
+            if not _same_kind(value, default):
+                raise UserError(f"[checks.{self.slug}] {name} = {value!r}: expected {type(default).__name__} "
+                                f"like the default {default!r}")
+            self.t[name] = float(value) if isinstance(default, float) else value
+
+    def run(self, ctx) -> CheckResult:  # pragma: no cover - every check overrides it
+        raise NotImplementedError
+
+    def result(self, status: Status, summary: str, metrics: dict | None = None, findings=(), remedy: str = "",
+               figures: dict | None = None) -> CheckResult:
+        return CheckResult(self.id, self.slug, self.item, self.title, status, summary, metrics or {},
+                           tuple(findings), remedy, figures=figures or {})
+
+    def skip(self, reason: str) -> CheckResult:
+        return self.result(Status.SKIP, reason)
+
+    @classmethod
+    def doc(cls) -> str:
+        return inspect.cleandoc(cls.__doc__ or "")
+
+
+def _same_kind(value, default) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def verdict(findings, default: Status = Status.PASS) -> Status:
+    """The check's status: the worst severity among its findings."""
+    return Status.worst([default, *(f.severity for f in findings)])
+
+
+__all__ = ["Check", "CheckResult", "Finding", "Status", "verdict"]

@@ -1,0 +1,219 @@
+"""DNC9 imbalance: class counts per split, the imbalance ratio, instances per class against the
+tutorial's guidance, and what a briefly trained probe does with the minority classes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dnncheck.checks.base import Check, Finding, Status, verdict
+from dnncheck.errors import ProbeUnavailable
+
+MAX_LISTED = 20
+
+
+class Imbalance(Check):
+    """Class balance and data volume.
+
+    What it checks
+        Counts per class in each split; the imbalance ratio (largest / smallest training class);
+        training instances per class against the tutorial's guidance; per-class recall of the
+        probe (the model trained briefly on train) on validation, beside the majority-class
+        baseline; classes missing from a split. For regression: the target's range per split and
+        how much of validation/test lies outside what training covers.
+
+    Why it matters
+        Ponti et al. (SIBGRAPI 2021, section II-B/C): deep networks need roughly 1000-1500
+        instances per class for coarse categories. With fewer than ~1000, train only a classifier
+        on features of a pretrained network (feature extraction) or fine-tune one (transfer
+        learning); with 1000-5000, use augmentation and/or transfer learning. With unequal
+        classes, accuracy rewards predicting the majority class: a 95/5 split scores 0.95 while
+        learning nothing. Report balanced accuracy or macro-F1 and look at per-class recall.
+
+    How it is computed
+        Counts from the labels of every split. The probe's predictions on validation (or test)
+        give per-class recall, accuracy, balanced accuracy and macro-F1 (scikit-learn); the
+        majority baseline always predicts the largest training class. Fail when the ratio
+        reaches `ratio_fail`, when the probe does no better than the majority baseline on
+        imbalanced data, or when a class appears in evaluation but not in train; warn at
+        `ratio_warn`, below `small_data_per_class`, or when a split lacks a class.
+
+    How to fix
+        Collect more data for the small classes; otherwise use class weights in the loss or a
+        balanced sampler (torch.utils.data.WeightedRandomSampler), augmentation, and report
+        balanced accuracy / macro-F1. For small data use a pretrained backbone (torchvision's
+        resnet18 weights) as a feature extractor or fine-tune it.
+    """
+
+    id = "DNC9"
+    slug = "imbalance"
+    item = None
+    title = "Class imbalance and data volume"
+    needs = "data, probe run"
+    thresholds = {
+        "ratio_warn": (3.0, "imbalance ratio (largest / smallest training class) at which to warn"),
+        "ratio_fail": (20.0, "imbalance ratio at which to fail"),
+        "small_data_per_class": (1000, "fewer training instances per class than this is small data"),
+        "augment_per_class": (5000, "below this (and above small data) augmentation/transfer learning helps"),
+        "baseline_margin": (0.02, "the probe must beat the majority baseline's accuracy by this on imbalanced data"),
+        "low_recall_factor": (0.5, "a class whose recall is below this times the median recall is named"),
+        "out_of_range_share": (0.05, "regression: share of val/test targets outside train's range that warns"),
+    }
+
+    def run(self, ctx):
+        ds = ctx.dataset
+        if ds.task == "regression":
+            return self._regression(ds)
+        counts = _counts(ds)
+        findings, metrics = [], {}
+        train = counts["train"]
+        present = train[train > 0]
+        ratio = float(present.max() / present.min())
+        metrics.update(imbalance_ratio=round(ratio, 3), min_class_count=int(present.min()),
+                       max_class_count=int(present.max()), classes=ds.num_classes)
+        findings += self._ratio_findings(ds, train, ratio)
+        findings += self._volume_findings(ds, train)
+        findings += self._coverage_findings(ds, counts)
+        probe_metrics, probe_findings = self._probe(ctx, train, ratio)
+        metrics.update(probe_metrics)
+        findings += probe_findings
+        status = verdict(findings)
+        summary = _summary(ds, train, ratio, probe_metrics)
+        figures = {"class_counts": {"classes": ds.classes, **{s: c.tolist() for s, c in counts.items()}}}
+        if "per_class_recall" in probe_metrics:
+            figures["per_class_recall"] = probe_metrics["per_class_recall"]
+        return self.result(status, summary, metrics, findings, self._remedy(ratio, int(present.min())), figures)
+
+    # -- findings -----------------------------------------------------------------------------
+    def _ratio_findings(self, ds, train, ratio):
+        if ratio < self.t["ratio_warn"]:
+            return []
+        severity = Status.FAIL if ratio >= self.t["ratio_fail"] else Status.WARN
+        small = np.argsort(train)[: min(3, len(train))]
+        named = ", ".join(f"{ds.classes[i]} ({train[i]})" for i in small)
+        return [Finding(severity, f"imbalance ratio {ratio:.1f}: the smallest classes are {named} against "
+                        f"{ds.classes[int(np.argmax(train))]} ({train.max()}); prefer balanced accuracy or macro-F1 "
+                        "over accuracy", evidence={"train_counts": dict(zip(ds.classes, train.tolist()))})]
+
+    def _volume_findings(self, ds, train):
+        smallest = int(train[train > 0].min())
+        if smallest >= self.t["augment_per_class"]:
+            return []
+        if smallest < self.t["small_data_per_class"]:
+            advice = ("small data: below the ~1000-1500 instances per class deep networks need for coarse "
+                      "categories; use a pretrained network as a feature extractor or fine-tune it (transfer learning)")
+        else:
+            advice = "moderate data: augmentation and/or transfer learning will help"
+        below = [ds.classes[i] for i in np.flatnonzero((train > 0) & (train < self.t["small_data_per_class"]))]
+        return [Finding(Status.WARN, f"{smallest} training instances in the smallest class "
+                        f"(median {int(np.median(train))}): {advice}",
+                        evidence={"classes_below_small_data": below[:MAX_LISTED],
+                                  "small_data_per_class": self.t["small_data_per_class"]})]
+
+    def _coverage_findings(self, ds, counts):
+        findings = []
+        train = counts["train"]
+        for split, c in counts.items():
+            if split == "train":
+                continue
+            unseen = [ds.classes[i] for i in np.flatnonzero((c > 0) & (train == 0))]
+            if unseen:
+                findings.append(Finding(Status.FAIL, f"{split} has classes that train lacks: {', '.join(unseen[:MAX_LISTED])}; "
+                                        "the model can never predict them", evidence={"split": split, "classes": unseen}))
+            absent = [ds.classes[i] for i in np.flatnonzero((c == 0) & (train > 0))]
+            if absent:
+                findings.append(Finding(Status.WARN, f"{split} has no samples of {len(absent)} class(es): "
+                                        f"{', '.join(absent[:MAX_LISTED])}; their recall cannot be measured",
+                                        evidence={"split": split, "classes": absent}))
+        return findings
+
+    def _probe(self, ctx, train, ratio):
+        """Per-class recall and baselines of the shared probe run on the evaluation split."""
+        from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
+
+        ds = ctx.dataset
+        try:
+            run = ctx.fit_probe()
+        except ProbeUnavailable as exc:
+            return {}, [Finding(Status.WARN, f"per-class recall not measured: the probe could not train ({exc})")]
+        if run.val_outputs is None:
+            return {}, [Finding(Status.WARN, "per-class recall not measured: there is no validation or test split")]
+        y_true = ctx.targets(ctx.eval_split)[ctx.probe_val_index].numpy()
+        y_pred = run.val_outputs.argmax(1).numpy()
+        labels = np.arange(ds.num_classes)
+        recall = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+        majority = int(np.argmax(train))
+        metrics = {
+            "evaluated_on": ctx.eval_split, "evaluated_samples": int(len(y_true)),
+            "probe_accuracy": round(float(np.mean(y_true == y_pred)), 4),
+            "probe_balanced_accuracy": round(float(balanced_accuracy_score(y_true, y_pred)), 4),
+            "probe_macro_f1": round(float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 4),
+            "majority_baseline_accuracy": round(float(np.mean(y_true == majority)), 4),
+            "per_class_recall": {ds.classes[i]: round(float(recall[i]), 4) for i in labels if np.any(y_true == i)},
+        }
+        findings = []
+        if ratio >= self.t["ratio_warn"] and \
+                metrics["probe_accuracy"] <= metrics["majority_baseline_accuracy"] + self.t["baseline_margin"]:
+            findings.append(Finding(Status.FAIL, f"the probe's accuracy {metrics['probe_accuracy']:.3f} is no better than "
+                                    f"always predicting {ds.classes[majority]} ({metrics['majority_baseline_accuracy']:.3f})",
+                                    evidence={"majority_class": ds.classes[majority]}))
+        measured = np.array(list(metrics["per_class_recall"].values()))
+        low = [(name, r) for name, r in metrics["per_class_recall"].items()
+               if r < self.t["low_recall_factor"] * float(np.median(measured))]
+        if low:
+            findings.append(Finding(Status.WARN, "classes the probe rarely recognises: " +
+                                    ", ".join(f"{n} (recall {r:.2f})" for n, r in low[:MAX_LISTED]),
+                                    evidence={"low_recall": dict(low)}))
+        return metrics, findings
+
+    def _remedy(self, ratio, smallest):
+        parts = []
+        if ratio >= self.t["ratio_warn"]:
+            parts.append("Weight the loss by inverse class frequency or use a balanced sampler "
+                         "(WeightedRandomSampler); report balanced accuracy and macro-F1, not accuracy.")
+        if smallest < self.t["small_data_per_class"]:
+            parts.append("Small data: start from a pretrained network (feature extraction or fine-tuning) "
+                         "and augment; collect more samples for the smallest classes.")
+        elif smallest < self.t["augment_per_class"]:
+            parts.append("Use augmentation and/or transfer learning.")
+        return " ".join(parts)
+
+    # -- regression ---------------------------------------------------------------------------
+    def _regression(self, ds):
+        train = ds.splits["train"].y
+        lo, hi = float(train.min()), float(train.max())
+        metrics = {"target_min": lo, "target_max": hi, "target_mean": float(train.mean()), "target_std": float(train.std())}
+        hist, edges = np.histogram(train, bins=20)
+        interior_empty = int(np.sum(hist[1:-1] == 0))
+        metrics["train_histogram_empty_bins"] = interior_empty
+        findings = []
+        for name in ("val", "test"):
+            part = ds.split(name)
+            if part is None:
+                continue
+            outside = float(np.mean((part.y < lo) | (part.y > hi)))
+            metrics[f"{name}_outside_train_range"] = round(outside, 4)
+            if outside > self.t["out_of_range_share"]:
+                findings.append(Finding(Status.WARN, f"{outside:.1%} of {name} targets lie outside train's range "
+                                        f"[{lo:.4g}, {hi:.4g}]: the model must extrapolate",
+                                        samples=tuple(np.array(part.ids)[(part.y < lo) | (part.y > hi)][:MAX_LISTED])))
+        if interior_empty:
+            findings.append(Finding(Status.WARN, f"{interior_empty} of 20 histogram bins inside train's target range are "
+                                    "empty: parts of the range have no training examples"))
+        figures = {"target_histogram": {"counts": hist.tolist(), "edges": edges.tolist()}}
+        summary = f"regression target in [{lo:.4g}, {hi:.4g}] over {len(train)} training samples"
+        return self.result(verdict(findings), summary, metrics, findings,
+                           "Collect samples for the uncovered target ranges; stratify splits on target quantiles.",
+                           figures)
+
+
+def _counts(ds) -> dict[str, np.ndarray]:
+    return {name: np.bincount(part.y, minlength=ds.num_classes) for name, part in ds.splits.items() if len(part)}
+
+
+def _summary(ds, train, ratio, probe_metrics) -> str:
+    text = (f"{ds.num_classes} classes, {int(train.min())}-{int(train.max())} training instances per class, "
+            f"imbalance ratio {ratio:.1f}")
+    if "probe_balanced_accuracy" in probe_metrics:
+        text += (f"; probe balanced accuracy {probe_metrics['probe_balanced_accuracy']:.2f} "
+                 f"vs majority baseline {probe_metrics['majority_baseline_accuracy']:.2f}")
+    return text

@@ -1,0 +1,196 @@
+"""The command line (DESIGN section 1): the only place that prints errors and decides to exit.
+
+Importing this module must stay cheap: torch, torchvision and umap are imported only inside the
+commands that need them, so `dnncheck --help` and `dnncheck checks` answer at once.
+"""
+
+from __future__ import annotations
+
+import functools
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+
+from dnncheck import __version__
+from dnncheck.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="A pre-flight checklist for training deep neural networks.")
+
+
+def _say_error(message: str) -> None:
+    print(f"dnncheck: error: {message}", file=sys.stderr)
+
+
+def user_errors_exit_2(fn):
+    """Bad input ends with one plain line on stderr and exit code 2, never a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            _say_error(str(exc))
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+def _split_ids(value: Optional[str]) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _absolute_from_cwd(value: Optional[str]) -> Optional[str]:
+    """Paths given as flags are relative to where the command runs, not to the config file."""
+    if value and ":" not in value and Path(value).expanduser().exists():
+        return str(Path(value).expanduser().resolve())
+    return value
+
+
+@app.command()
+@user_errors_exit_2
+def audit(
+    target: Optional[str] = typer.Argument(None, help="a .toml config, a dataset (folder, .npz, .csv) or sklearn:digits; "
+                                           "default: [tool.dnncheck] in ./pyproject.toml, else ./dnncheck.toml"),
+    model: Optional[str] = typer.Option(None, "--model", help="smallcnn | mlp | resnet18 | pkg.module:factory | model.ts"),
+    weights: Optional[str] = typer.Option(None, "--weights", help="state_dict to load into the model"),
+    select: Optional[str] = typer.Option(None, "--select", help="comma-separated check ids or slugs to run"),
+    ignore: Optional[str] = typer.Option(None, "--ignore", help="comma-separated check ids or slugs to skip"),
+    fail_on: Optional[str] = typer.Option(None, "--fail-on", help="fail | warn | never: which status makes the exit code 1"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write the results as JSON here"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
+    budget: Optional[float] = typer.Option(None, "--budget", help="seconds for all probe training"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed for splits, subsamples and probes"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no report or progress on the terminal"),
+):
+    """Run the checklist on a dataset and model."""
+    started = time.perf_counter()
+    from dnncheck.config import build_config
+
+    overrides = {"--model": ("model", "factory", _absolute_from_cwd(model)),
+                 "--weights": ("model", "weights", _absolute_from_cwd(weights)),
+                 "--fail-on": ("checks", "fail_on", fail_on), "--device": ("probe", "device", device),
+                 "--budget": ("probe", "budget_seconds", budget), "--seed": ("probe", "seed", seed)}
+    cfg = build_config(target, overrides)
+    if select:
+        cfg.select = _split_ids(select)
+    cfg.ignore = cfg.ignore + _split_ids(ignore)
+    result = _run(cfg, quiet, started)
+    if json_path:
+        from dnncheck.report.json import write_json
+
+        try:
+            write_json(result, json_path)
+        except OSError as exc:
+            raise UserError(f"{json_path}: cannot write the JSON results ({exc.strerror})") from None
+    if not quiet:
+        from dnncheck.report.terminal import render_audit
+
+        render_audit(result, Console())
+    raise typer.Exit(result.exit_code)
+
+
+def _run(cfg, quiet: bool, started: float):
+    from dnncheck.context import Context
+    from dnncheck.progress import NullProgress
+    from dnncheck.runner import run_audit, select_checks
+
+    checks = select_checks(cfg)
+    err = Console(stderr=True)
+    if quiet or not err.is_terminal:
+        progress = NullProgress()
+    else:
+        from dnncheck.report.terminal import RichProgress
+
+        progress = RichProgress(err)
+    command = "dnncheck " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with progress:
+        ctx = Context(cfg, progress)
+        ctx.prepare()
+        return run_audit(ctx, checks, command, started)
+
+
+@app.command("checks")
+def list_checks():
+    """List every check: id, slug, checklist item, what it needs."""
+    from rich.table import Table
+
+    from dnncheck.checks import CHECKS, PLANNED
+
+    table = Table(title="dnncheck checks", title_justify="left")
+    for col in ("id", "slug", "item", "title", "needs"):
+        table.add_column(col)
+    rows = [(c.id, c.slug, c.item, c.title, c.needs, "") for c in CHECKS]
+    rows += [(cid, slug, item, title, "not implemented yet", "dim") for cid, (slug, item, title) in PLANNED.items()]
+    for cid, slug, item, title, needs, style in sorted(rows, key=lambda r: int(r[0][3:])):
+        table.add_row(cid, slug, "" if item is None else str(item), title, needs, style=style)
+    Console().print(table)
+
+
+@app.command()
+@user_errors_exit_2
+def explain(key: str = typer.Argument(..., help="a check id (DNC4) or slug (loss-sanity)")):
+    """What a check checks, why it matters, how it is computed and how to fix what it finds."""
+    from rich.table import Table
+
+    from dnncheck.checks import PLANNED, lookup
+
+    check = lookup(key, "explain")
+    console = Console()
+    if check is None:
+        cid = next(c for c, (slug, _, _) in PLANNED.items() if key.upper() == c or key.lower() == slug)
+        console.print(f"{cid} {PLANNED[cid][0]}: planned, not implemented in this version.")
+        return
+    item = f", checklist item {check.item}" if check.item else ""
+    console.print(f"[bold]{check.id} {check.slug}[/bold]: {check.title}{item}\n", highlight=False)
+    console.print(check.doc(), highlight=False, markup=False)
+    if check.thresholds:
+        table = Table(title=f"thresholds ([checks.{check.slug}] in the config)", title_justify="left")
+        for col in ("name", "default", "meaning"):
+            table.add_column(col)
+        for name, (default, meaning) in check.thresholds.items():
+            table.add_row(name, repr(default), meaning)
+        console.print(table)
+
+
+@app.command()
+@user_errors_exit_2
+def init(path: Path = typer.Argument(Path("dnncheck.toml"), help="where to write the starter config")):
+    """Write a commented starter config (never overwrites an existing file)."""
+    from dnncheck.config import STARTER_CONFIG
+
+    if path.exists():
+        raise UserError(f"{path}: already exists and dnncheck never overwrites files; pass another PATH")
+    try:
+        path.write_text(STARTER_CONFIG.format(name=path.name), encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write it ({exc.strerror})") from None
+    Console().print(f"wrote {path}; edit [data] source, then run: dnncheck audit {path}", highlight=False)
+
+
+def _version_callback(value: bool):
+    if value:
+        print(f"dnncheck {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                       help="print the version and exit")):
+    """A pre-flight checklist for training deep neural networks."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: usage errors become one plain line and exit 2."""
+    try:
+        code = app(args=argv, prog_name="dnncheck", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        _say_error(f"{exc.format_message()} (see `dnncheck {exc.ctx.info_name if exc.ctx else ''} --help`)".replace("  ", " "))
+        sys.exit(2)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,265 @@
+"""AuditConfig: a TOML file or [tool.dnncheck] in pyproject.toml, with CLI flags on top.
+
+Every problem is a UserError whose message names the file and key and what would be valid, so the
+CLI can print it as one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dnncheck.errors import UserError, closest
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+NORMALIZE_MODES = ("auto", "none", "zscore", "minmax")
+LOSSES = ("cross_entropy", "nll", "bce", "mse")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "mse", "mae", "r2")
+FAIL_ON = ("fail", "warn", "never")
+DEFAULT_CONFIG_NAME = "dnncheck.toml"
+
+
+@dataclass
+class AuditConfig:
+    source: str | None = None
+    image_size: tuple[int, int] | None = None  # None: decided from the data (see data.dataset)
+    normalize: Any = "auto"
+    external: str | None = None
+    decode_max_side: int = 256
+    model: str = "auto"  # auto: smallcnn for images, mlp for tables
+    weights: str | None = None
+    loss: str | None = None  # None: cross_entropy for classification, mse for regression
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    batch_size: int = 64
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    metric: str | None = None
+    budget_seconds: float = 120.0
+    device: str = "auto"
+    seed: int = 0
+    epochs: int = 15
+    max_train_samples: int = 5000
+    select: list[str] = field(default_factory=list)
+    ignore: list[str] = field(default_factory=list)
+    fail_on: str = "fail"
+    thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    base_dir: Path = field(default_factory=Path.cwd)
+    origin: str = "command line"  # where the settings came from, for messages
+
+    def resolve(self, path: str) -> Path:
+        """A path from the config is relative to the config file's folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+
+# key -> (validator, human description of the expected type)
+def _is_str(v):
+    return isinstance(v, str)
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_str_list(v):
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _is_image_size(v):
+    return (_is_int(v) and v > 0) or (isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x > 0 for x in v))
+
+
+def _is_normalize(v):
+    if isinstance(v, str):
+        return v in NORMALIZE_MODES
+    return isinstance(v, dict) and set(v) == {"mean", "std"} and all(
+        isinstance(v[k], list) and v[k] and all(_is_number(x) for x in v[k]) for k in v
+    ) and len(v["mean"]) == len(v["std"]) and all(x > 0 for x in v["std"])
+
+
+def _is_loss(v):
+    return isinstance(v, str) and (v in LOSSES or re.fullmatch(r"[\w.]+:\w+", v) is not None)
+
+
+def _is_device(v):
+    return isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None
+
+
+SCHEMA: dict[str, dict[str, tuple]] = {
+    "data": {
+        "source": (_is_str, "a path or a built-in source such as \"sklearn:digits\""),
+        "image_size": (_is_image_size, "two positive integers [H, W] (or one for a square)"),
+        "normalize": (_is_normalize, f"one of {', '.join(NORMALIZE_MODES)} or {{mean=[..], std=[..]}} with positive stds"),
+        "external": (_is_str, "a path to an external validation set"),
+        "decode_max_side": (lambda v: _is_int(v) and v >= 8, "an integer >= 8 (pixels)"),
+    },
+    "model": {
+        "factory": (_is_str, "a model spec: smallcnn | mlp | resnet18 | pkg.module:factory | model.ts"),
+        "weights": (_is_str, "a path to a state_dict file"),
+        "loss": (_is_loss, f"one of {', '.join(LOSSES)} or pkg.module:function"),
+    },
+    "train": {
+        "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+        "lr": (lambda v: _is_number(v) and v > 0, "a positive number"),
+        "batch_size": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+        "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+        "momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+        "metric": (lambda v: v in METRICS, f"one of {', '.join(METRICS)}"),
+    },
+    "probe": {
+        "budget_seconds": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+        "device": (_is_device, "auto, cpu, cuda or cuda:N"),
+        "seed": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+        "epochs": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+        "max_train_samples": (lambda v: _is_int(v) and v >= 10, "an integer >= 10"),
+    },
+    "checks": {
+        "select": (_is_str_list, "a list of check ids or slugs"),
+        "ignore": (_is_str_list, "a list of check ids or slugs"),
+        "fail_on": (lambda v: v in FAIL_ON, f"one of {', '.join(FAIL_ON)}"),
+    },
+}
+
+# (section, key) -> AuditConfig attribute
+_ATTRS = {("model", "factory"): "model", ("probe", "budget_seconds"): "budget_seconds"}
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found; check the path or run `dnncheck init {path}`") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror}); check the file's permissions") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: invalid TOML ({exc}); fix the syntax at that line") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text; save the config as UTF-8 TOML") from None
+
+
+def load_config_file(path: Path) -> AuditConfig:
+    """A dnncheck TOML file, or the [tool.dnncheck] table of a pyproject.toml."""
+    raw = read_toml(path)
+    if path.name == "pyproject.toml":
+        raw = raw.get("tool", {}).get("dnncheck")
+        if raw is None:
+            raise UserError(f"{path}: has no [tool.dnncheck] table; add one or pass a TARGET")
+    cfg = AuditConfig(base_dir=path.resolve().parent, origin=str(path))
+    apply_table(cfg, raw, str(path))
+    return cfg
+
+
+def apply_table(cfg: AuditConfig, raw: dict, origin: str) -> None:
+    """Validate a parsed config table and copy it onto cfg; unknown keys name the closest valid one."""
+    for section, table in raw.items():
+        if section not in SCHEMA:
+            raise UserError(f"{origin}: unknown section [{section}]{closest(section, SCHEMA)}; "
+                            f"valid sections: {', '.join(SCHEMA)}")
+        if not isinstance(table, dict):
+            raise UserError(f"{origin}: [{section}] must be a table of keys, not a single value")
+        for key, value in table.items():
+            if section == "checks" and isinstance(value, dict):
+                cfg.thresholds[key] = dict(value)  # validated by the runner, which knows the checks
+                continue
+            _apply_key(cfg, section, key, value, origin)
+
+
+def _apply_key(cfg: AuditConfig, section: str, key: str, value, origin: str) -> None:
+    schema = SCHEMA[section]
+    if key not in schema:
+        hint = closest(key, schema)
+        if section == "checks":
+            hint += "; per-check thresholds go in a table such as [checks.label-noise]"
+        raise UserError(f"{origin}: unknown key {section}.{key}{hint}; valid keys: {', '.join(schema)}")
+    valid, expected = schema[key]
+    if not valid(value):
+        raise UserError(f"{origin}: {section}.{key} = {value!r} is not valid; expected {expected}")
+    if key == "image_size":
+        value = (value, value) if isinstance(value, int) else tuple(value)
+    if key in ("lr", "budget_seconds", "weight_decay", "momentum"):
+        value = float(value)
+    setattr(cfg, _ATTRS.get((section, key), key), value)
+
+
+def find_default_config(cwd: Path) -> Path | None:
+    """With no TARGET: [tool.dnncheck] in ./pyproject.toml, else ./dnncheck.toml."""
+    pyproject = cwd / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            if "dnncheck" in read_toml(pyproject).get("tool", {}):
+                return pyproject
+        except UserError:
+            pass  # a broken pyproject that is not ours: look for dnncheck.toml instead
+    candidate = cwd / DEFAULT_CONFIG_NAME
+    return candidate if candidate.is_file() else None
+
+
+def build_config(target: str | None, overrides: dict[str, tuple[str, str, Any]], cwd: Path | None = None) -> AuditConfig:
+    """TARGET (config file or data source) plus flag overrides {flag: (section, key, value)}."""
+    cwd = cwd or Path.cwd()
+    if target is None:
+        found = find_default_config(cwd)
+        if found is None:
+            raise UserError("no TARGET given and no [tool.dnncheck] in ./pyproject.toml nor ./dnncheck.toml; "
+                            "pass a dataset (e.g. `dnncheck audit sklearn:digits`) or run `dnncheck init`")
+        cfg = load_config_file(found)
+    elif target.endswith(".toml"):
+        cfg = load_config_file(Path(target))
+    else:
+        cfg = AuditConfig(source=target, base_dir=cwd)
+    for flag, (section, key, value) in overrides.items():
+        if value is not None:
+            _apply_key(cfg, section, key, value, flag)
+    if not cfg.source:
+        raise UserError(f"{cfg.origin}: data.source is not set; add source = \"path/to/data\" under [data]")
+    return cfg
+
+
+STARTER_CONFIG = '''\
+# dnncheck configuration. Every key is optional except data.source.
+# Run `dnncheck audit {name}`; `dnncheck explain SLUG` documents each check.
+
+[data]
+source = "sklearn:digits"      # folder | manifest.csv | table.csv | arrays.npz | sklearn:digits | python:pkg.mod:fn
+# image_size = [64, 64]        # what the model sees (H, W); default: the native size when all images share one (<= 128), else 64x64
+normalize = "auto"             # auto | none | zscore | minmax | {{mean = [..], std = [..]}}
+# external = "data/external"   # optional external validation set, same formats
+# decode_max_side = 256        # images are held in memory with their longer side at most this
+
+[model]
+factory = "auto"               # auto (smallcnn for images, mlp for tables) | smallcnn | mlp | resnet18 | pkg.module:factory | model.ts
+# weights = "runs/best.pt"     # optional state_dict, loaded with torch.load(weights_only=True)
+# loss = "cross_entropy"       # cross_entropy | nll | bce | mse | pkg.module:function
+
+[train]                        # what you train with; the probes imitate it
+optimizer = "adam"             # adam | adamw | sgd | rmsprop
+lr = 1e-3
+batch_size = 64
+# metric = "balanced_accuracy" # accuracy | balanced_accuracy | f1_macro | mse | mae | r2
+
+[probe]
+budget_seconds = 120           # all probe training in one audit stays within this (+10%)
+device = "auto"                # auto | cpu | cuda | cuda:N
+seed = 0
+# epochs = 15                  # at most this many epochs per probe run
+# max_train_samples = 5000     # probes train on a stratified subsample of at most this many
+
+[checks]
+fail_on = "fail"               # fail | warn | never: which status makes the exit code 1
+ignore = []                    # check ids or slugs, e.g. ["DNC7"]
+# [checks.imbalance]           # per-check thresholds: `dnncheck explain imbalance` lists them
+# max_ratio_warn = 3.0
+'''

@@ -1,0 +1,263 @@
+"""Context: the artefacts checks share, each computed once on first use and cached.
+
+`prepare()` does what can refuse to start an audit (decode the data, build the model, load the
+weights) so that its UserErrors surface as exit 2 before any check runs. Everything else is lazy:
+a check that never asks for the probe run never pays for it.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from functools import cached_property
+
+import numpy as np
+
+from dnncheck.errors import ProbeUnavailable, UserError
+from dnncheck.progress import NullProgress
+
+MAIN_PROBE_SHARE = 0.5  # of --budget, for the shared "trained briefly on train" run
+MAX_PROBE_VAL = 2000  # validation samples evaluated each probe epoch
+
+
+class Context:
+    def __init__(self, cfg, progress=None):
+        self.cfg = cfg
+        self.progress = progress or NullProgress()
+        self._probe_error: str | None = None
+
+    # -- set-up that may refuse to start (exit 2) -------------------------------------------
+    def prepare(self) -> None:
+        self.dataset  # noqa: B018 - decode now
+        self.device  # noqa: B018
+        model = self.user_model()  # build and load weights now so errors surface before checks
+        self.model_info = {"spec": self.model_spec, **self._param_counts(model)}
+
+    @cached_property
+    def dataset(self):
+        from dnncheck.data import load_dataset
+
+        self.progress.stage("loading data")
+        return load_dataset(self.cfg, self.progress)
+
+    @cached_property
+    def device(self) -> str:
+        import torch
+
+        wanted = self.cfg.device
+        if wanted == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if wanted.startswith("cuda"):
+            if not torch.cuda.is_available():
+                raise UserError(f"device {wanted!r}: no CUDA device is available here; use --device cpu or auto")
+            index = int(wanted.split(":")[1]) if ":" in wanted else 0
+            if index >= torch.cuda.device_count():
+                raise UserError(f"device {wanted!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return wanted
+
+    @property
+    def model_spec(self) -> str:
+        from dnncheck.models.build import resolve_spec
+
+        return resolve_spec(self.cfg.model, self.dataset.modality)
+
+    @cached_property
+    def model_inputs(self):
+        from dnncheck.models.build import ModelInputs
+
+        ds = self.dataset
+        outputs = ds.num_classes if ds.task == "classification" else 1
+        if ds.is_image:
+            return ModelInputs(outputs, ds.channels, tuple(ds.image_size))
+        return ModelInputs(outputs, len(ds.feature_names), None)
+
+    def fresh_model(self, seed: int | None = None):
+        """A newly initialised model, seeded so that repeated builds are identical."""
+        import torch
+
+        from dnncheck.models.build import build_model
+
+        torch.manual_seed(self.cfg.seed if seed is None else seed)
+        return build_model(self.model_spec, self.model_inputs, self.cfg.base_dir)
+
+    def user_model(self):
+        """The model as the user has it: fresh, with --weights loaded when given."""
+        from dnncheck.models.build import load_weights
+
+        model = self.fresh_model()
+        if self.cfg.weights:
+            load_weights(model, self.cfg.resolve(self.cfg.weights))
+        return model
+
+    @staticmethod
+    def _param_counts(model) -> dict:
+        from dnncheck.models.introspect import parameter_count
+
+        return parameter_count(model)
+
+    # -- tensors ------------------------------------------------------------------------------
+    @cached_property
+    def _raw_cache(self) -> dict:
+        return {}
+
+    def raw_inputs(self, split: str):
+        """Resized float tensor in the data's own value scale (before normalisation)."""
+        from dnncheck.probes.inputs import raw_tensor
+
+        if split not in self._raw_cache:
+            part = self.dataset.splits[split]
+            self._raw_cache[split] = raw_tensor(part.x, self.dataset.image_size if self.dataset.is_image else None)
+        return self._raw_cache[split]
+
+    @cached_property
+    def normalizer(self):
+        from dnncheck.probes.inputs import fit_normalizer, integer_scale
+
+        ds = self.dataset
+        scale = integer_scale(ds.splits["train"].x) if ds.is_image else None
+        return fit_normalizer(self.cfg.normalize, self.raw_inputs("train"), scale, ds.is_image)
+
+    @cached_property
+    def _input_cache(self) -> dict:
+        return {}
+
+    def inputs(self, split: str):
+        """The tensor that enters the model for a split (resized and normalised as configured)."""
+        if split not in self._input_cache:
+            self._input_cache[split] = self.normalizer(self.raw_inputs(split))
+        return self._input_cache[split]
+
+    def targets(self, split: str):
+        import torch
+
+        y = self.dataset.splits[split].y
+        return torch.as_tensor(y, dtype=torch.long if self.dataset.task == "classification" else torch.float32)
+
+    @property
+    def eval_split(self) -> str | None:
+        """Where held-out metrics are measured: val, else test."""
+        part = self.dataset.split("val", "test")
+        return None if part is None else part.name
+
+    # -- the model's outputs and loss --------------------------------------------------------
+    @cached_property
+    def output_info(self):
+        """How a fresh model's outputs look on a batch of training inputs."""
+        import torch
+
+        from dnncheck.models.introspect import describe_outputs
+
+        model = self.fresh_model().eval()
+        with torch.no_grad():
+            return describe_outputs(model(self.inputs("train")[:256]))
+
+    @property
+    def loss_name(self) -> str:
+        from dnncheck.probes.losses import resolve_loss_name
+
+        return resolve_loss_name(self.cfg.loss, self.dataset.task)
+
+    @cached_property
+    def loss_fn(self):
+        from dnncheck.probes.losses import make_loss
+
+        unit_range = self.output_info.kind in ("probabilities", "sigmoid")
+        return make_loss(self.loss_name, self.dataset.task, self.dataset.num_classes, unit_range, (self.cfg.base_dir,))
+
+    # -- probes -----------------------------------------------------------------------------
+    @cached_property
+    def budget(self):
+        from dnncheck.probes.budget import Budget
+
+        return Budget(self.cfg.budget_seconds)
+
+    @cached_property
+    def probe_train_index(self) -> np.ndarray:
+        """A stratified subsample of train of at most max_train_samples (all of it when smaller)."""
+        return subsample_index(self.dataset.splits["train"].y, self.cfg.max_train_samples, self.cfg.seed,
+                               self.dataset.task == "classification")
+
+    @cached_property
+    def probe_val_index(self) -> np.ndarray | None:
+        split = self.eval_split
+        if split is None:
+            return None
+        return subsample_index(self.dataset.splits[split].y, MAX_PROBE_VAL, self.cfg.seed,
+                               self.dataset.task == "classification")
+
+    def probe_settings(self, share: float, **overrides):
+        from dnncheck.probes.train import ProbeSettings
+
+        c = self.cfg
+        values = dict(optimizer=c.optimizer, lr=c.lr, batch_size=c.batch_size, max_epochs=c.epochs,
+                      seconds=self.budget.allot(share), seed=c.seed, device=self.device,
+                      weight_decay=c.weight_decay, momentum=c.momentum)
+        values.update(overrides)
+        return ProbeSettings(**values)
+
+    def probe_data(self):
+        """(train, val) tensor pairs for probes: the subsample of train, and val (or test)."""
+        tr = self.probe_train_index
+        train = (self.inputs("train")[tr], self.targets("train")[tr])
+        val = None
+        if self.eval_split is not None:
+            vi = self.probe_val_index
+            val = (self.inputs(self.eval_split)[vi], self.targets(self.eval_split)[vi])
+        return train, val
+
+    def fit_probe(self):
+        """The model trained briefly on train with the user's settings: one run shared by all checks.
+
+        Raises ProbeUnavailable (with the reason) when it cannot train, every time it is asked.
+        """
+        if self._probe_error is not None:
+            raise ProbeUnavailable(self._probe_error)
+        if "_fit_run" not in self.__dict__:
+            from dnncheck.probes.train import train_probe
+
+            try:
+                train, val = self.probe_data()
+                settings = self.probe_settings(MAIN_PROBE_SHARE)
+                if settings.seconds <= 0:
+                    raise ProbeUnavailable("the probe budget is spent")
+                with self.budget.timer("fit"):
+                    self._fit_run = train_probe("fit", self.fresh_model(), self.loss_fn, train, val,
+                                                self.dataset.task, settings, self.progress)
+            except ProbeUnavailable as exc:
+                self._probe_error = str(exc)
+                raise
+            except UserError:
+                raise
+            except Exception as exc:  # the user's model or loss cannot train on this data
+                self._probe_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                raise ProbeUnavailable(self._probe_error) from exc
+        return self._fit_run
+
+    def environment(self) -> dict:
+        import torch
+
+        env = {"python": platform.python_version(), "torch": torch.__version__, "device": self.device,
+               "platform": platform.platform(terse=True)}
+        if self.device.startswith("cuda"):
+            env["gpu"] = torch.cuda.get_device_name(torch.device(self.device))
+        return env
+
+
+def subsample_index(y: np.ndarray, cap: int, seed: int, stratify: bool) -> np.ndarray:
+    """Indices of at most `cap` samples, keeping class shares (sorted, so order is reproducible)."""
+    n = len(y)
+    if n <= cap:
+        return np.arange(n)
+    if stratify:
+        from sklearn.model_selection import train_test_split
+
+        try:
+            keep, _ = train_test_split(np.arange(n), train_size=cap, stratify=y, random_state=seed)
+            return np.sort(keep)
+        except ValueError:
+            pass  # a class too small to stratify: plain random sample below
+    return np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
+
+
+def finite_or_none(value: float):
+    return value if value is not None and math.isfinite(value) else None

@@ -1,0 +1,79 @@
+"""Loading a data source into a Dataset (DESIGN section 2), decoded once and held in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dnncheck.data.dataset import Dataset, SplitData
+from dnncheck.errors import UserError
+
+MAX_DEFAULT_SIDE = 128  # a common native size up to this is used as the model's input size
+FALLBACK_IMAGE_SIZE = (64, 64)
+
+
+def load_dataset(cfg, progress=None) -> Dataset:
+    """Read cfg.source, make missing splits, settle channels and the model's input size."""
+    ds, renumber = _read_source(cfg.source, cfg, progress)
+    from dnncheck.data.splits import make_missing_splits
+
+    _check_labels(ds)
+    make_missing_splits(ds, cfg.seed, renumber)
+    if ds.is_image:
+        ds.image_size = cfg.image_size or default_image_size(ds)
+    return ds
+
+
+def _read_source(source: str, cfg, progress):
+    if source.startswith("sklearn:"):
+        from dnncheck.data.arrays import load_sklearn
+
+        return load_sklearn(source.split(":", 1)[1]), True
+    if source.startswith("python:"):
+        from dnncheck.data.pysource import load_python
+
+        return load_python(source.split(":", 1)[1], (cfg.base_dir,)), True
+    path = cfg.resolve(source)
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder; give a folder, .csv, .npz, sklearn:digits or python:pkg.mod:fn")
+    if path.is_dir():
+        from dnncheck.data.folder import load_folder
+
+        return load_folder(path, cfg.decode_max_side, progress), False
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        from dnncheck.data.arrays import load_npz
+
+        return load_npz(path), True
+    if suffix == ".csv":
+        from dnncheck.data.csvfile import load_csv
+
+        return load_csv(path, cfg.decode_max_side, progress)
+    raise UserError(f"{path}: unsupported data file {suffix or '(no extension)'}; "
+                    "use a class folder, a .csv (manifest or table) or an .npz")
+
+
+def _check_labels(ds: Dataset) -> None:
+    train = ds.splits["train"]
+    if len(train) == 0:
+        raise UserError(f"{ds.source}: the train split is empty")
+    if ds.task == "classification":
+        present = np.unique(train.y)
+        if len(present) < 2:
+            raise UserError(f"{ds.source}: train holds a single class ({ds.classes[present[0]]}); "
+                            "a classifier needs at least two")
+
+
+def default_image_size(ds: Dataset) -> tuple[int, int]:
+    """The native size when every image shares one no larger than MAX_DEFAULT_SIDE, else 64x64."""
+    sizes = np.concatenate([s.native_sizes for s in ds.splits.values() if s.native_sizes is not None])
+    first = tuple(int(v) for v in sizes[0])
+    if np.all(sizes == sizes[0]) and max(first) <= MAX_DEFAULT_SIDE:
+        return first
+    ds.notes.append(f"images vary in size or exceed {MAX_DEFAULT_SIDE}px: model input set to "
+                    f"{FALLBACK_IMAGE_SIZE[0]}x{FALLBACK_IMAGE_SIZE[1]} (set [data] image_size to change)")
+    return FALLBACK_IMAGE_SIZE
+
+
+__all__ = ["Dataset", "SplitData", "load_dataset", "Path"]

@@ -1,0 +1,82 @@
+"""Array sources: .npz files (x_train, y_train, optional val/test/external and group_<split>)
+and scikit-learn's bundled digits. Sample id: `<split>:<index within that split>`."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from dnncheck.data.dataset import SPLITS, Dataset, SplitData, class_labels, to_hwc
+from dnncheck.errors import UserError
+
+
+def load_npz(path: Path) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise UserError(f"{path}: not a readable .npz archive ({exc}); save it with numpy.savez") from None
+    except ValueError as exc:
+        raise UserError(f"{path}: holds object arrays ({exc}); save plain numeric arrays") from None
+    missing = [k for k in ("x_train", "y_train") if k not in arrays]
+    if missing:
+        raise UserError(f"{path}: missing {' and '.join(missing)} (found: {', '.join(sorted(arrays)) or 'nothing'}); "
+                        "save arrays named x_train, y_train[, x_val, y_val, x_test, y_test]")
+    names = [s for s in (*SPLITS, "external") if f"x_{s}" in arrays or f"y_{s}" in arrays]
+    for s in names:
+        for k in (f"x_{s}", f"y_{s}"):
+            if k not in arrays:
+                raise UserError(f"{path}: has {'x' if k[0] == 'y' else 'y'}_{s} but no {k}; save both")
+        if len(arrays[f"x_{s}"]) != len(arrays[f"y_{s}"]):
+            raise UserError(f"{path}: x_{s} has {len(arrays[f'x_{s}'])} samples but y_{s} has "
+                            f"{len(arrays[f'y_{s}'])}; they must match")
+        if f"group_{s}" in arrays and len(arrays[f"group_{s}"]) != len(arrays[f"y_{s}"]):
+            raise UserError(f"{path}: group_{s} length differs from y_{s}")
+    table = arrays["x_train"].ndim == 2
+    all_y = np.concatenate([arrays[f"y_{s}"].reshape(-1) for s in names])
+    all_labels, classes = class_labels(all_y, f"{path} y arrays")
+    offsets = np.cumsum([0] + [len(arrays[f"y_{s}"]) for s in names])
+    splits, external = {}, None
+    for k, s in enumerate(names):
+        y = all_labels[offsets[k]:offsets[k + 1]]
+        x = arrays[f"x_{s}"]
+        if (x.ndim == 2) != table:
+            raise UserError(f"{path}: x_{s} has shape {x.shape} but x_train has {arrays['x_train'].shape}")
+        if not table:
+            x = to_hwc(x, f"{path} x_{s}")
+            if x.shape[1:] != to_hwc(arrays["x_train"], f"{path} x_train").shape[1:]:
+                raise UserError(f"{path}: x_{s} images are {x.shape[1:]} but x_train's are "
+                                f"{arrays['x_train'].shape[1:]}; store one image size")
+        groups = arrays.get(f"group_{s}")
+        part = SplitData(s, [f"{s}:{i}" for i in range(len(y))], y, x,
+                         None if groups is None else groups.astype(str).astype(object),
+                         None if table else np.tile(np.array(x.shape[1:3]), (len(y), 1)))
+        if s == "external":
+            external = part
+        else:
+            splits[s] = part
+    ds = Dataset(source=str(path), modality="table" if table else "image", task="classification",
+                 classes=classes, splits=splits,
+                 channels=0 if table else splits["train"].x.shape[-1],
+                 feature_names=[f"x{i}" for i in range(arrays["x_train"].shape[1])] if table else [])
+    ds.external = external
+    return ds
+
+
+def load_sklearn(name: str) -> Dataset:
+    if name != "digits":
+        raise UserError(f"sklearn:{name}: unknown built-in source; the built-in is sklearn:digits")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # digits are 4-bit grayscale (0..16): rescale to 8 bits so they are ordinary integer images
+    x = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    y = digits.target.astype(np.int64)
+    train = SplitData("train", [f"train:{i}" for i in range(len(y))], y, x,
+                      native_sizes=np.tile(np.array([8, 8]), (len(y), 1)))
+    ds = Dataset(source="sklearn:digits", modality="image", task="classification",
+                 classes=[str(c) for c in digits.target_names], splits={"train": train}, channels=1)
+    ds.notes.append("scikit-learn digits: 1,797 8x8 images, 4-bit values rescaled to 0..255")
+    return ds

@@ -1,0 +1,126 @@
+"""The in-memory dataset every check reads: splits, sample ids, labels, classes, native sizes.
+
+Images are held decoded as uint8 (or float) arrays in HWC layout, one array per sample when sizes
+differ (`SplitData.x` is a list) or one stacked N,H,W,C array when they agree. Tables are an N,F
+float array. Each source module builds SplitData objects; `finish_dataset` fills in what is common:
+missing splits (seeded, stratified), consistent channels and the model's input size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+SPLIT_FRACTIONS = {"val": 0.15, "test": 0.15}  # of all labelled data, when a split has to be made
+
+
+@dataclass
+class SplitData:
+    name: str
+    ids: list[str]
+    y: np.ndarray  # int64 class indices, or float targets for regression
+    x: object  # np.ndarray (N,H,W,C) / (N,F), or list of HWC arrays
+    groups: np.ndarray | None = None
+    native_sizes: np.ndarray | None = None  # (N, 2) H, W as found in the file, before any downscale
+    modes: list[str] | None = None  # PIL mode per image as found in the file (images only)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, index: np.ndarray, name: str | None = None, renumber: bool = False) -> "SplitData":
+        """A new split made of the samples at `index` (ids renumbered as `<name>:<i>` if asked)."""
+        index = np.asarray(index, dtype=np.int64)
+        name = name or self.name
+        ids = [f"{name}:{i}" for i in range(len(index))] if renumber else [self.ids[i] for i in index]
+        x = self.x[index] if isinstance(self.x, np.ndarray) else [self.x[i] for i in index]
+        pick = (lambda a: None if a is None else a[index])
+        modes = None if self.modes is None else [self.modes[i] for i in index]
+        return SplitData(name, ids, self.y[index], x, pick(self.groups), pick(self.native_sizes), modes)
+
+
+@dataclass
+class Dataset:
+    source: str
+    modality: str  # "image" | "table"
+    task: str  # "classification" | "regression"
+    classes: list[str]
+    splits: dict[str, SplitData]
+    channels: int = 0  # images only
+    image_size: tuple[int, int] | None = None  # model input (H, W), images only
+    feature_names: list[str] = field(default_factory=list)  # tables only
+    made_splits: list[str] = field(default_factory=list)  # splits dnncheck carved out of train
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (sample id, reason)
+    ignored_files: list[str] = field(default_factory=list)  # files skipped for their extension
+    notes: list[str] = field(default_factory=list)  # how the data was interpreted, for the report
+    decode_max_side: int | None = None
+    external: SplitData | None = None  # an external validation set, when the source holds one
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def is_image(self) -> bool:
+        return self.modality == "image"
+
+    def split(self, *names: str) -> SplitData | None:
+        """The first of `names` that exists and is not empty."""
+        for name in names:
+            s = self.splits.get(name)
+            if s is not None and len(s):
+                return s
+        return None
+
+    def summary(self) -> dict:
+        return {"source": self.source, "task": self.task, "modality": self.modality,
+                "classes": list(self.classes),
+                "splits": {name: len(self.splits[name]) if name in self.splits else 0 for name in SPLITS},
+                "made_splits": list(self.made_splits), "unreadable": len(self.unreadable),
+                **({"image_size": list(self.image_size), "channels": self.channels} if self.is_image else
+                   {"features": len(self.feature_names)})}
+
+
+def class_labels(raw_labels, where: str) -> tuple[np.ndarray, list[str]]:
+    """Map labels (strings or integers) to class indices; integer labels must be >= 0.
+
+    Integer labels keep their meaning: classes are "0".."max" so that label 3 stays class "3".
+    """
+    from dnncheck.errors import UserError
+
+    values = np.asarray(raw_labels)
+    if values.dtype.kind in "iu" or (values.dtype.kind == "f" and np.all(np.isfinite(values))
+                                     and np.all(values == np.round(values))):
+        ints = values.astype(np.int64)
+        if ints.size and ints.min() < 0:
+            raise UserError(f"{where}: class labels must be >= 0 (found {ints.min()}); "
+                            "renumber classes as 0..C-1")
+        top = int(ints.max()) if ints.size else -1
+        return ints, [str(i) for i in range(top + 1)]
+    if values.dtype.kind == "f":
+        raise UserError(f"{where}: class labels must be integers (found {values[~(values == np.round(values))][0]!r}); "
+                        "for a regression target use a table CSV with a `target` column")
+    names = sorted({str(v) for v in values})
+    lookup = {n: i for i, n in enumerate(names)}
+    return np.array([lookup[str(v)] for v in values], dtype=np.int64), names
+
+
+def stack_if_uniform(images: list[np.ndarray]):
+    """One N,H,W,C array when every image has the same shape and dtype (cheaper), else the list."""
+    if images and all(im.shape == images[0].shape and im.dtype == images[0].dtype for im in images):
+        return np.stack(images)
+    return images
+
+
+def to_hwc(array: np.ndarray, where: str) -> np.ndarray:
+    """Image batches as N,H,W,C: uint8 N,H,W / N,H,W,C, float N,C,H,W (DESIGN section 2)."""
+    from dnncheck.errors import UserError
+
+    if array.ndim == 3:
+        return array[..., None]
+    if array.ndim == 4:
+        if array.dtype.kind == "f" and array.shape[1] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+            return np.ascontiguousarray(array.transpose(0, 2, 3, 1))
+        return array
+    raise UserError(f"{where}: images must be N,H,W or N,H,W,C (uint8) or N,C,H,W (float); got shape {array.shape}")

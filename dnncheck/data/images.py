@@ -1,0 +1,96 @@
+"""Decoding image files once, at a bounded size, with consistent modes.
+
+Modes are converted the way torchvision's default loader does (`convert("RGB")`: palette and RGBA
+become RGB, the alpha channel is dropped), except that grayscale stays one channel until we know
+whether the dataset holds colour images too (`harmonise_channels`). 16-bit images are scaled to 8 bits.
+Images whose longer side exceeds `max_side` are downscaled on decode (JPEG's DCT scaling through
+Pillow's draft mode makes that cheap); the native size is recorded for the checks that need it.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+class DecodeError(Exception):
+    """One file could not be decoded; the audit skips it and input-fidelity reports it."""
+
+
+def decode_image(path: Path, max_side: int) -> tuple[np.ndarray, tuple[int, int], str]:
+    """(HWC array, native (H, W), original mode) or DecodeError with a short reason."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if os.path.getsize(path) == 0:
+            raise DecodeError("empty file (0 bytes)")
+        with Image.open(path) as img:
+            mode = img.mode
+            native = (img.height, img.width)
+            if max(native) > max_side:
+                img.draft("RGB" if mode not in GRAY_MODES else "L", (max_side, max_side))
+            img.load()
+            img = _convert_mode(img)
+            if max(img.size) > max_side:
+                img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+            array = np.asarray(img)
+    except DecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise DecodeError("not an image Pillow can read") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated data, bad headers, decoder errors
+        raise DecodeError(f"cannot decode: {exc}") from None
+    if array.ndim == 2:
+        array = array[..., None]
+    return np.ascontiguousarray(array), native, mode
+
+
+def _convert_mode(img):
+    if img.mode in ("L", "RGB"):
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        wide = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode != "I" or wide.max() > 255 else 255.0
+        from PIL import Image
+
+        return Image.fromarray(np.clip(np.round(wide / top * 255.0), 0, 255).astype(np.uint8))
+    if img.mode in GRAY_MODES:
+        return img.convert("L")
+    return img.convert("RGB")
+
+
+def decode_many(paths: list[Path], max_side: int, progress=None, label: str = "decoding images"):
+    """Decode files in parallel (Pillow releases the GIL while decoding).
+
+    Returns a list aligned with `paths` of (array, native, mode) or a DecodeError.
+    """
+    def one(path):
+        try:
+            return decode_image(path, max_side)
+        except DecodeError as exc:
+            return exc
+
+    workers = max(1, min(8, (os.cpu_count() or 1) * 2))
+    results = []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        task = progress.task(label, total=len(paths)) if progress else None
+        for out in pool.map(one, paths):
+            results.append(out)
+            if task:
+                task.advance()
+        if task:
+            task.close()
+    return results
+
+
+def harmonise_channels(images: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
+    """Grayscale images become 3-channel when any image in the dataset has colour."""
+    channels = 3 if any(im.shape[-1] == 3 for im in images) else 1
+    if channels == 3:
+        images = [np.repeat(im, 3, axis=-1) if im.shape[-1] == 1 else im for im in images]
+    return images, channels

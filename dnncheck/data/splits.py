@@ -1,0 +1,67 @@
+"""Making the splits a source did not provide: seeded, stratified, groups kept whole."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dnncheck.data.dataset import SPLIT_FRACTIONS, Dataset, SplitData
+
+
+def make_missing_splits(ds: Dataset, seed: int, renumber: bool) -> None:
+    """Carve missing val/test out of train (in place), recording which were made and how.
+
+    `renumber`: sources whose ids are `<split>:<index>` renumber ids after the split, as the
+    contract says; path ids (folders, manifests) stay as they are.
+    """
+    missing = [name for name in ("test", "val") if ds.split(name) is None]
+    if not missing:
+        return
+    train = ds.splits["train"]
+    taken = 0.0
+    for name in missing:
+        # fractions are of the data before any carving: 15% of all for each made split
+        fraction = SPLIT_FRACTIONS[name] / (1.0 - taken)
+        keep, carve, how = _split_indices(train, fraction, seed, ds.task)
+        if len(carve) == 0 or len(keep) == 0:
+            ds.notes.append(f"too few training samples ({len(train)}) to carve a {name} split")
+            continue
+        ds.splits[name] = train.take(carve, name=name, renumber=renumber)
+        train = train.take(keep, name="train", renumber=renumber)
+        ds.made_splits.append(name)
+        ds.notes.append(f"{name} split made from train ({len(carve)} samples, {how}, seed {seed})")
+        taken += SPLIT_FRACTIONS[name]
+    ds.splits["train"] = train
+
+
+def _split_indices(split: SplitData, fraction: float, seed: int, task: str):
+    from sklearn.model_selection import GroupShuffleSplit, ShuffleSplit, StratifiedShuffleSplit
+
+    n = len(split)
+    dummy = np.zeros(n)
+    if split.groups is not None:
+        splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        keep, carve = next(splitter.split(dummy, groups=split.groups))
+        return keep, carve, "groups kept whole"
+    strata = _strata(split.y, task)
+    n_carve = int(round(fraction * n))
+    if strata is not None:
+        counts = np.bincount(strata)
+        counts = counts[counts > 0]
+        if counts.min() >= 2 and len(counts) <= n_carve <= n - len(counts):
+            splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_carve, random_state=seed)
+            keep, carve = next(splitter.split(dummy, strata))
+            return np.sort(keep), np.sort(carve), "stratified"
+    if n_carve < 1 or n_carve >= n:
+        return np.arange(n), np.array([], dtype=np.int64), "not made"
+    keep, carve = next(ShuffleSplit(n_splits=1, test_size=n_carve, random_state=seed).split(dummy))
+    return np.sort(keep), np.sort(carve), "random (classes too small to stratify)"
+
+
+def _strata(y: np.ndarray, task: str):
+    if task == "classification":
+        return y.astype(np.int64)
+    if len(y) < 20:
+        return None
+    # regression: stratify on target quintiles so every split covers the target's range
+    edges = np.quantile(y, [0.2, 0.4, 0.6, 0.8])
+    return np.searchsorted(edges, y, side="right").astype(np.int64)

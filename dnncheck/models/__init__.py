@@ -1,0 +1,1 @@
+"""Models: built-in nets, building from a spec, loading weights, introspection."""

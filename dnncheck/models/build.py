@@ -1,0 +1,113 @@
+"""Building the model from a spec: a built-in name, pkg.module:factory, or a TorchScript file."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+
+from dnncheck.errors import UserError
+from dnncheck.importing import import_object
+
+BUILTINS = ("mlp", "smallcnn", "resnet18")
+TORCHSCRIPT_SUFFIXES = (".ts", ".pt", ".pth", ".jit")
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What a factory may be told about the data."""
+    num_classes: int  # output units: classes, or 1 for regression
+    in_channels: int  # image channels, or the number of features of a table
+    image_size: tuple[int, int] | None  # None for tables
+
+
+def resolve_spec(spec: str, modality: str) -> str:
+    if spec == "auto":
+        return "smallcnn" if modality == "image" else "mlp"
+    return spec
+
+
+def build_model(spec: str, inputs: ModelInputs, base_dir: Path = Path.cwd()):
+    """A freshly initialised model (the caller seeds torch first so builds are reproducible)."""
+    import torch
+
+    if spec in BUILTINS:
+        return _builtin(spec, inputs)
+    path = Path(spec).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if spec.lower().endswith(TORCHSCRIPT_SUFFIXES) and ":" not in spec:
+        if not path.is_file():
+            raise UserError(f"{path}: TorchScript model file not found")
+        try:
+            return torch.jit.load(str(path), map_location="cpu")
+        except Exception as exc:
+            raise UserError(f"{path}: not a loadable TorchScript model ({str(exc).splitlines()[0]}); "
+                            "save it with torch.jit.save(torch.jit.script(model), path)") from None
+    if ":" not in spec:
+        raise UserError(f"--model {spec!r}: unknown model; use one of {', '.join(BUILTINS)}, "
+                        "pkg.module:factory or a TorchScript file (.ts)")
+    return _from_factory(spec, inputs, base_dir)
+
+
+def _builtin(name: str, inputs: ModelInputs):
+    from dnncheck.models import nets
+
+    if name == "mlp":
+        return nets.MLP(nets.flat_size(inputs.in_channels, inputs.image_size), inputs.num_classes)
+    if inputs.image_size is None:
+        raise UserError(f"--model {name}: needs images but the data is a table; use --model mlp")
+    if name == "smallcnn":
+        return nets.SmallCNN(inputs.in_channels, inputs.num_classes)
+    return nets.resnet18(inputs.in_channels, inputs.num_classes)
+
+
+def _from_factory(spec: str, inputs: ModelInputs, base_dir: Path):
+    import torch
+
+    factory = import_object(spec, "model factory", (base_dir,))
+    if not callable(factory):
+        raise UserError(f"model factory {spec!r} is not callable")
+    offered = {"num_classes": inputs.num_classes, "in_channels": inputs.in_channels,
+               "image_size": inputs.image_size, "num_features": inputs.in_channels}
+    try:
+        params = inspect.signature(factory).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        kwargs = {k: v for k, v in offered.items() if takes_any or k in params}
+        if inputs.image_size is None:
+            kwargs.pop("image_size", None)
+    except (TypeError, ValueError):
+        kwargs = {}
+    try:
+        model = factory(**kwargs)
+    except Exception as exc:
+        raise UserError(f"model factory {spec!r} raised {type(exc).__name__}: {exc} "
+                        f"(called with {', '.join(f'{k}={v}' for k, v in kwargs.items()) or 'no arguments'})") from None
+    if not isinstance(model, torch.nn.Module):
+        raise UserError(f"model factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def load_weights(model, weights: Path) -> None:
+    """Load a state_dict saved with torch.save; only tensors are unpickled (weights_only=True)."""
+    import torch
+
+    if not weights.is_file():
+        raise UserError(f"{weights}: weights file not found")
+    try:
+        state = torch.load(str(weights), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"{weights}: cannot load it as a state_dict ({str(exc).splitlines()[0]}); "
+                        "save with torch.save(model.state_dict(), path)") from None
+    if isinstance(state, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict):
+        raise UserError(f"{weights}: holds a {type(state).__name__}, not a state_dict")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())
+        raise UserError(f"{weights}: does not match the model ({detail[:300]}); "
+                        "check --model and the number of classes") from None

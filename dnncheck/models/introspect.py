@@ -1,0 +1,86 @@
+"""What can be read off a model: parameter counts, the penultimate layer, the kind of output."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+ROWSUM_TOL = 1e-3
+
+
+def parameter_count(model: nn.Module) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"parameters": total, "trainable": trainable}
+
+
+def output_layer(model: nn.Module) -> nn.Module | None:
+    """The last nn.Linear in module order: the layer that produces the outputs in common nets."""
+    last = None
+    for module in model.modules():
+        if isinstance(module, nn.Linear) or getattr(module, "original_name", None) == "Linear":
+            last = module
+    return last
+
+
+def final_activation(model: nn.Module) -> str | None:
+    """'softmax' / 'log_softmax' / 'sigmoid' / 'tanh' when the last leaf module is one."""
+    names = {nn.Softmax: "softmax", nn.LogSoftmax: "log_softmax", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
+    leaves = [m for m in model.modules() if not list(m.children())]
+    if not leaves:
+        return None
+    return next((name for cls, name in names.items() if isinstance(leaves[-1], cls)), None)
+
+
+@contextmanager
+def capture_penultimate(model: nn.Module):
+    """Collect the input of the output layer (the penultimate features) during forward passes.
+
+    Yields a list that each forward appends a detached float CPU tensor to; empty when the model
+    has no hookable linear output layer (TorchScript models, for instance).
+    """
+    store: list[torch.Tensor] = []
+    layer = output_layer(model)
+    handle = None
+    if layer is not None and not isinstance(model, torch.jit.ScriptModule):
+        handle = layer.register_forward_hook(lambda m, inputs, out: store.append(inputs[0].detach().float().cpu()))
+    try:
+        yield store
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+@dataclass(frozen=True)
+class OutputInfo:
+    """How the model's raw outputs look on a batch."""
+    units: int
+    kind: str  # "logits" | "probabilities" (rows sum to 1) | "log_probabilities" | "sigmoid" ([0,1], no sum)
+    min: float
+    max: float
+    finite: bool
+
+    def to_dict(self) -> dict:
+        return {"units": self.units, "kind": self.kind, "min": self.min, "max": self.max, "finite": self.finite}
+
+
+def describe_outputs(out: torch.Tensor) -> OutputInfo:
+    out = out.detach().float()
+    if out.ndim == 1:
+        out = out[:, None]
+    out = out.reshape(out.shape[0], -1)
+    finite = bool(torch.isfinite(out).all())
+    lo, hi = float(out.min()), float(out.max())
+    kind = "logits"
+    if finite and out.shape[1] > 1 and lo >= 0 and hi <= 1 + 1e-6 and \
+            torch.allclose(out.sum(1), torch.ones(out.shape[0]), atol=ROWSUM_TOL):
+        kind = "probabilities"
+    elif finite and out.shape[1] > 1 and hi <= 1e-6 and \
+            torch.allclose(out.exp().sum(1), torch.ones(out.shape[0]), atol=ROWSUM_TOL):
+        kind = "log_probabilities"
+    elif finite and lo >= 0 and hi <= 1:
+        kind = "sigmoid"
+    return OutputInfo(int(out.shape[1]), kind, lo, hi, finite)

@@ -1,0 +1,56 @@
+"""Built-in networks: small enough to train in a probe's budget on a CPU."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Sequential):
+    """Flatten -> 256 -> 128 -> outputs, ReLU between: a plain baseline for tables and small images."""
+
+    def __init__(self, in_features: int, num_classes: int, hidden: tuple[int, ...] = (256, 128)):
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, num_classes))
+        super().__init__(*layers)
+
+
+class SmallCNN(nn.Module):
+    """Three 3x3 conv blocks (32, 64, 128 channels, BatchNorm, ReLU), global average pooling,
+    one linear head. ceil_mode pooling keeps it valid down to 4x4 inputs."""
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+
+        def block(cin, cout, pool):
+            layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            if pool:
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            return layers
+
+        self.features = nn.Sequential(*block(in_channels, 32, True), *block(32, 64, True), *block(64, 128, False),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(128, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def resnet18(in_channels: int, num_classes: int) -> nn.Module:
+    """torchvision's ResNet-18, randomly initialised (weights only ever come from a local file)."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    model = tv_resnet18(weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    return model
+
+
+def flat_size(in_channels: int, image_size) -> int:
+    return in_channels * (math.prod(image_size) if image_size else 1)

@@ -1,0 +1,1 @@
+"""Probes: short training runs and the tensors they train on."""

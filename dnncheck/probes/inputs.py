@@ -1,0 +1,98 @@
+"""The tensor that enters the model: resized to image_size, scaled and normalised as configured.
+
+`normalize` (DESIGN section 2) says what the user's pipeline does:
+- "none": values used as given (uint8 images stay 0..255);
+- "zscore" / "minmax": per channel (images) or feature (tables), fitted on train only;
+- {mean, std}: applied as given; integer images are scaled to [0, 1] first (torchvision's convention);
+- "auto": integer images are scaled to [0, 1] and z-scored per channel with train statistics;
+  float arrays and tables are used as given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dnncheck.errors import UserError
+
+
+def raw_tensor(x, image_size: tuple[int, int] | None) -> torch.Tensor:
+    """Float32 tensor in the data's own value scale: N,C,H,W resized to image_size, or N,F."""
+    if image_size is None:  # table
+        return torch.as_tensor(np.asarray(x, dtype=np.float32))
+    if isinstance(x, np.ndarray):
+        return _resize(torch.from_numpy(x).permute(0, 3, 1, 2).float(), image_size)
+    return torch.cat([_resize(torch.from_numpy(im).permute(2, 0, 1)[None].float(), image_size) for im in x]) \
+        if x else torch.empty(0)
+
+
+def _resize(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(batch.shape[-2:]) == tuple(size):
+        return batch.contiguous()
+    out = []
+    for chunk in torch.split(batch, 2048):  # bounded temporary memory
+        out.append(F.interpolate(chunk, size=size, mode="bilinear", antialias=True, align_corners=False))
+    return torch.cat(out)
+
+
+def integer_scale(x) -> float | None:
+    """The divisor that maps integer images to [0, 1] (255 for uint8), None for float data."""
+    dtype = x.dtype if isinstance(x, np.ndarray) else (x[0].dtype if x else np.float32)
+    if np.issubdtype(dtype, np.integer):
+        return float(np.iinfo(dtype).max)
+    return None
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    mode: str  # what was applied: none | scale | zscore | minmax | given
+    scale: float | None  # integer images divided by this first
+    shift: torch.Tensor | None  # per channel/feature
+    divisor: torch.Tensor | None
+
+    def __call__(self, t: torch.Tensor) -> torch.Tensor:
+        if self.scale:
+            t = t / self.scale
+        if self.shift is not None:
+            shape = (1, -1) + (1,) * (t.ndim - 2)
+            t = (t - self.shift.view(shape)) / self.divisor.view(shape)
+        return t
+
+    def describe(self) -> dict:
+        d = {"mode": self.mode, "fitted_on": "train" if self.mode in ("zscore", "minmax") else None}
+        if self.scale:
+            d["scaled_by"] = self.scale
+        if self.shift is not None:
+            d["shift"] = [round(float(v), 6) for v in self.shift]
+            d["divisor"] = [round(float(v), 6) for v in self.divisor]
+        return d
+
+
+def fit_normalizer(setting, train_raw: torch.Tensor, scale: float | None, is_image: bool) -> Normalizer:
+    """Fit on the training split only, as the user's pipeline should."""
+    dims = (0, 2, 3) if is_image else (0,)
+    if setting == "none":
+        return Normalizer("none", None, None, None)
+    if isinstance(setting, dict):
+        mean = torch.tensor(setting["mean"], dtype=torch.float32)
+        std = torch.tensor(setting["std"], dtype=torch.float32)
+        width = train_raw.shape[1]
+        if len(mean) != width:
+            raise UserError(f"data.normalize: mean/std have {len(mean)} values but the data has {width} "
+                            f"{'channels' if is_image else 'features'}; give one per {'channel' if is_image else 'feature'}")
+        return Normalizer("given", scale if is_image else None, mean, std)
+    if setting == "auto" and (not is_image or scale is None):
+        return Normalizer("none", None, None, None)
+    pre = scale if setting == "auto" else None
+    values = train_raw / pre if pre else train_raw
+    finite = torch.where(torch.isfinite(values), values, torch.zeros_like(values))
+    if setting == "minmax":
+        lo = finite.amin(dim=dims)
+        span = finite.amax(dim=dims) - lo
+        return Normalizer("minmax", pre, lo, torch.where(span > 0, span, torch.ones_like(span)))
+    mean = finite.mean(dim=dims)
+    std = finite.std(dim=dims)
+    return Normalizer("zscore", pre, mean, torch.where(std > 1e-8, std, torch.ones_like(std)))

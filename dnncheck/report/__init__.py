@@ -1,0 +1,1 @@
+"""Reporters: they read results and write them out; they never compute."""
