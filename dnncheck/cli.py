@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 from rich.console import Console
 
@@ -188,9 +187,15 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors become one plain line and exit 2."""
     try:
         code = app(args=argv, prog_name="dnncheck", standalone_mode=False)
-    except click.exceptions.UsageError as exc:
-        _say_error(f"{exc.format_message()} (see `dnncheck {exc.ctx.info_name if exc.ctx else ''} --help`)".replace("  ", " "))
-        sys.exit(2)
-    except click.exceptions.Abort:
+    except typer.Abort:
         sys.exit(130)
+    except Exception as exc:
+        # click's UsageError (vendored by recent typer, so matched by shape): bad flags or arguments
+        if getattr(exc, "exit_code", None) != 2 or not hasattr(exc, "format_message"):
+            raise
+        if not exc.format_message():  # `dnncheck` alone: help was printed, nothing went wrong
+            sys.exit(0)
+        command = getattr(getattr(exc, "ctx", None), "command_path", "dnncheck")
+        _say_error(f"{exc.format_message()} (see `{command} --help`)")
+        sys.exit(2)
     sys.exit(code if isinstance(code, int) else 0)

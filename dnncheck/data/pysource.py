@@ -67,7 +67,7 @@ def _items(spec: str, split: str, data):
 
 
 def _as_array(x) -> np.ndarray:
-    if hasattr(x, "mode") and hasattr(x, "size"):  # a PIL image
+    if hasattr(x, "convert") and hasattr(x, "getbands"):  # a PIL image
         array = np.asarray(x.convert("RGB") if x.mode not in ("L", "RGB") else x)
     elif hasattr(x, "detach"):  # a torch tensor, C,H,W by torchvision's convention
         array = x.detach().cpu().numpy()

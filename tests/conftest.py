@@ -1,0 +1,92 @@
+"""Shared fixtures: tiny synthetic datasets written to tmp_path, and the shared real data."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_data(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent: the shared real data sits beside the project checkout in CI")
+    return path
+
+
+def save_png(path: Path, array: np.ndarray, mode: str | None = None) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(array)
+    if mode:
+        img = img.convert(mode)
+    img.save(path)
+
+
+def blob_images(n: int, classes: int, size: int = 12, channels: int = 1, seed: int = 0):
+    """Images whose class is the position of a bright square: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = rng.integers(0, 40, size=(n, size, size, channels), dtype=np.uint8)
+    for i, c in enumerate(y):
+        r = (c * 3) % (size - 3)
+        x[i, r:r + 3, r:r + 3, :] = 230
+    return x, y
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """root/<split>/<class>/<file>.png with 2 classes, grayscale."""
+    def make(splits=("train", "val"), per_class=6, classes=("cat", "dog"), rgb=False):
+        root = tmp_path / "folder"
+        x, y = blob_images(per_class * len(classes) * len(splits), len(classes), channels=3 if rgb else 1)
+        for i, (img, label) in enumerate(zip(x, y)):
+            split = splits[(i // len(classes)) % len(splits)]
+            parts = (split,) if split else ()
+            save_png(root.joinpath(*parts, classes[label], f"img{i:03d}.png"), img if rgb else img[..., 0])
+        return root
+    return make
+
+
+@pytest.fixture
+def npz_file(tmp_path):
+    def make(name="arrays.npz", **arrays):
+        path = tmp_path / name
+        np.savez(path, **arrays)
+        return path
+    return make
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """Write a Python module into tmp_path and make it importable (uniquely named per test)."""
+    counter = {"n": 0}
+
+    def make(source: str) -> str:
+        counter["n"] += 1
+        name = f"usermod_{abs(hash(str(tmp_path))) % 10**8}_{counter['n']}"
+        (tmp_path / f"{name}.py").write_text(source)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        sys.modules.pop(name, None)
+        return name
+    return make
+
+
+def write_config(tmp_path: Path, text: str, name: str = "dnncheck.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+FAST = """
+[train]
+batch_size = 64
+[probe]
+epochs = 3
+budget_seconds = 30
+"""

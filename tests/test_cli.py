@@ -1,0 +1,178 @@
+"""The command line through typer's CliRunner: exit codes, JSON contract, selection, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import FAST, write_config
+from dnncheck.cli import app
+
+runner = CliRunner()
+
+
+def audit(*args):
+    return runner.invoke(app, ["audit", *args])
+
+
+@pytest.fixture
+def digits_config(tmp_path):
+    return write_config(tmp_path, "[data]\nsource = 'sklearn:digits'\n[model]\nfactory = 'mlp'\n" + FAST)
+
+
+def test_audit_writes_json_per_contract(digits_config, tmp_path):
+    out = tmp_path / "r.json"
+    result = audit(str(digits_config), "--json", str(out), "--quiet")
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["schema_version"] == 1 and data["tool"]["name"] == "dnncheck"
+    assert {"python", "torch", "device"} <= set(data["environment"])
+    assert data["data"]["classes"] == [str(i) for i in range(10)]
+    assert sum(data["data"]["splits"].values()) == 1797
+    assert data["model"]["spec"] == "mlp" and data["model"]["parameters"] > 0
+    assert data["status"] in ("pass", "warn") and data["exit_code"] == 0
+    by_slug = {c["slug"]: c for c in data["checks"]}
+    assert set(by_slug) == {"loss-sanity", "imbalance"}
+    ls = by_slug["loss-sanity"]
+    assert {"id", "slug", "item", "title", "status", "summary", "metrics", "findings", "remedy", "duration_s"} <= set(ls)
+    assert ls["id"] == "DNC4" and ls["item"] == 4
+    assert abs(ls["metrics"]["expected_initial_loss"] - 2.3026) < 1e-3
+    assert result.output == ""  # --quiet prints nothing
+
+
+def test_fail_on_warn_turns_a_warning_into_exit_1(digits_config):
+    # digits has ~125 samples per class: imbalance warns about small data
+    assert audit(str(digits_config), "--quiet", "--select", "imbalance").exit_code == 0
+    assert audit(str(digits_config), "--quiet", "--select", "imbalance", "--fail-on", "warn").exit_code == 1
+
+
+def test_failing_check_exits_1_and_never_exits_0(tmp_path, user_module):
+    name = user_module("""
+import torch.nn as nn
+def build(num_classes, in_channels, image_size):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size[0] * image_size[1], num_classes), nn.Softmax(dim=1))
+""")
+    cfg = write_config(tmp_path, f"[data]\nsource = 'sklearn:digits'\n[model]\nfactory = '{name}:build'\n" + FAST)
+    result = audit(str(cfg), "--select", "DNC4")
+    assert result.exit_code == 1, result.output
+    assert "FAIL" in result.output and "softmax" in result.output
+    assert audit(str(cfg), "--select", "DNC4", "--fail-on", "never", "--quiet").exit_code == 0
+
+
+def test_crashing_check_is_an_error_result_and_exit_3(digits_config, tmp_path, monkeypatch):
+    from dnncheck.checks.imbalance import Imbalance
+
+    def boom(self, ctx):
+        raise RuntimeError("planted crash")
+
+    monkeypatch.setattr(Imbalance, "run", boom)
+    out = tmp_path / "r.json"
+    result = audit(str(digits_config), "--quiet", "--json", str(out))
+    assert result.exit_code == 3
+    data = json.loads(out.read_text())
+    checks = {c["slug"]: c for c in data["checks"]}
+    assert checks["imbalance"]["status"] == "error"
+    assert "planted crash" in checks["imbalance"]["findings"][0]["evidence"]["traceback"]
+    assert checks["loss-sanity"]["status"] == "pass"  # the others still ran
+    assert data["status"] == "error"
+
+
+def test_select_and_ignore_by_id_or_slug(digits_config, tmp_path):
+    out = tmp_path / "r.json"
+    assert audit(str(digits_config), "--quiet", "--ignore", "loss-sanity", "--json", str(out)).exit_code == 0
+    assert [c["id"] for c in json.loads(out.read_text())["checks"]] == ["DNC9"]
+    assert audit(str(digits_config), "--quiet", "--select", "dnc4", "--json", str(out)).exit_code == 0
+    assert [c["slug"] for c in json.loads(out.read_text())["checks"]] == ["loss-sanity"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sklearn:digits", "--select", "imbalanse"], 'unknown check \'imbalanse\' (did you mean "imbalance"?)'),
+    (["sklearn:digits", "--fail-on", "sometimes"], "--fail-on: checks.fail_on = 'sometimes' is not valid"),
+    (["sklearn:digits", "--device", "gpu"], "expected auto, cpu, cuda or cuda:N"),
+    (["sklearn:digits", "--budget", "0"], "expected a positive number of seconds"),
+    (["/no/such/data"], "/no/such/data: no such file or folder"),
+    (["sklearn:digits", "--model", "vgg99"], "unknown model"),
+    (["sklearn:digits", "--model", "no_such_pkg_q:build"], "cannot import module"),
+    (["sklearn:digits", "--weights", "/no/weights.pt"], "weights file not found"),
+    (["sklearn:digits", "--select", "split-leakage"], "not implemented yet"),
+])
+def test_bad_input_exits_2_with_one_line(args, message):
+    result = audit(*args, "--quiet")
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_weights_that_do_not_match_the_model(tmp_path):
+    import torch
+    from torch import nn
+
+    path = tmp_path / "w.pt"
+    torch.save(nn.Linear(3, 2).state_dict(), path)
+    result = audit("sklearn:digits", "--model", "mlp", "--weights", str(path), "--quiet")
+    assert result.exit_code == 2 and "does not match the model" in result.stderr
+
+
+def test_weights_that_match_are_loaded(tmp_path):
+    import torch
+
+    from dnncheck.models.nets import MLP
+
+    torch.manual_seed(3)
+    path = tmp_path / "w.pt"
+    torch.save(MLP(64, 10).state_dict(), path)
+    cfg = write_config(tmp_path, "[data]\nsource = 'sklearn:digits'\n" + FAST)
+    result = audit(str(cfg), "--model", "mlp", "--weights", str(path), "--quiet", "--select", "DNC4")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_factory_that_raises_exits_2(tmp_path, user_module):
+    name = user_module("def build(num_classes):\n    raise ValueError('no such backbone')\n")
+    result = audit("sklearn:digits", "--model", f"{name}:build", "--quiet")
+    assert result.exit_code == 2 and "raised ValueError: no such backbone" in result.stderr
+
+
+def test_checks_and_explain():
+    listing = runner.invoke(app, ["checks"])
+    assert listing.exit_code == 0 and "loss-sanity" in listing.output and "split-leakage" in listing.output
+    explained = runner.invoke(app, ["explain", "DNC4"])
+    assert explained.exit_code == 0 and "Why it matters" in explained.output and "initial_loss_tolerance" in explained.output
+    assert runner.invoke(app, ["explain", "imbalance"]).exit_code == 0
+    assert "planned" in runner.invoke(app, ["explain", "DNC6"]).output
+    unknown = runner.invoke(app, ["explain", "DNC99"])
+    assert unknown.exit_code == 2 and "unknown check" in unknown.stderr
+
+
+def test_init_writes_once_and_never_overwrites(tmp_path):
+    path = tmp_path / "dnncheck.toml"
+    assert runner.invoke(app, ["init", str(path)]).exit_code == 0
+    text = path.read_text()
+    assert "[data]" in text
+    again = runner.invoke(app, ["init", str(path)])
+    assert again.exit_code == 2 and "never overwrites" in again.stderr
+    assert path.read_text() == text
+
+
+def test_cli_import_does_not_import_torch():
+    code = "import sys, dnncheck.cli, dnncheck.checks; print('torch' in sys.modules, 'umap' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False False"
+
+
+def test_console_script_usage_error_is_one_line():
+    proc = subprocess.run([sys.executable, "-m", "dnncheck", "audit", "--budget", "abc"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "--budget" in proc.stderr
+
+
+def test_image_folder_audit_calls_small_data(image_folder, tmp_path):
+    root = image_folder(splits=("train", "val"), per_class=12)
+    out = tmp_path / "r.json"
+    result = audit(str(root), "--model", "smallcnn", "--budget", "20", "--quiet", "--json", str(out))
+    assert result.exit_code in (0, 1), result.stderr
+    checks = {c["slug"]: c for c in json.loads(out.read_text())["checks"]}
+    assert "small data" in json.dumps(checks["imbalance"]["findings"])
