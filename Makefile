@@ -1,0 +1,21 @@
+# Two commands for a newcomer: `make demo` and `make test` (each installs what it needs first).
+PYTHON ?= python3
+# These pins match the wheels on the project's build machines (taken from local disk there);
+# elsewhere override them, e.g. `make demo TORCH_PINS=` to keep the torch you have.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: install demo test bench
+
+install:
+	$(PIP) $(TORCH_PINS) -e ".[dev]"
+
+demo: install
+	mkdir -p reports
+	$(PYTHON) -m dnncheck audit sklearn:digits --json reports/demo.json
+
+test: install
+	$(PYTHON) -m pytest
+
+bench: install
+	$(PYTHON) benchmarks/bench_demo.py

@@ -1,0 +1,80 @@
+"""imbalance (DNC9): planted imbalance and small data are flagged; balanced, ample data passes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import blob_images, shared_data
+from dnncheck.checks.imbalance import Imbalance
+from dnncheck.results import Status
+from helpers import messages, run_one
+
+
+def _npz(tmp_path, counts, seed=0):
+    """Blob images with the given number of training samples per class (val/test made from train)."""
+    x, y = blob_images(sum(counts) * 4, len(counts), seed=seed)
+    keep = np.concatenate([np.flatnonzero(y == c)[:n] for c, n in enumerate(counts)])
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=x[keep, ..., 0], y_train=y[keep])
+    return path
+
+
+def test_severe_imbalance_fails_and_names_the_small_class(tmp_path):
+    result = run_one(Imbalance(small_data_per_class=10), source=str(_npz(tmp_path, [400, 400, 12])), model="mlp")
+    assert result.status is Status.FAIL
+    assert result.metrics["imbalance_ratio"] >= 20
+    assert "the smallest classes are 2" in messages(result)
+
+
+def test_moderate_imbalance_warns(tmp_path):
+    result = run_one(Imbalance(small_data_per_class=10), source=str(_npz(tmp_path, [300, 300, 60])), model="mlp")
+    assert result.status is Status.WARN
+    assert "imbalance ratio 5.0" in messages(result)
+    assert set(result.metrics["per_class_recall"]) == {"0", "1", "2"}
+
+
+def test_balanced_ample_data_passes(tmp_path):
+    result = run_one(Imbalance(small_data_per_class=100, augment_per_class=100),
+                     source=str(_npz(tmp_path, [200, 200, 200])), model="mlp")
+    assert result.status is Status.PASS, messages(result)
+    assert result.metrics["probe_balanced_accuracy"] > result.metrics["majority_baseline_accuracy"]
+
+
+def test_digits_is_called_small_data():
+    result = run_one(Imbalance(), source="sklearn:digits", model="mlp")
+    assert result.status is Status.WARN and "small data" in messages(result)
+    assert result.metrics["imbalance_ratio"] < 1.2
+
+
+def test_probe_no_better_than_majority_fails(tmp_path):
+    # labels independent of the images: nothing to learn, so the probe falls back to the majority
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(800, 8, 8), dtype=np.uint8)
+    y = np.where(rng.random(800) < 0.85, 0, 1)
+    path = tmp_path / "noise.npz"
+    np.savez(path, x_train=x, y_train=y)
+    result = run_one(Imbalance(small_data_per_class=10, ratio_warn=3.0), source=str(path), model="mlp")
+    assert result.status is Status.FAIL
+    assert "no better than always predicting 0" in messages(result)
+
+
+def test_regression_targets_outside_train_range_warn(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = ["a,target,split"]
+    rows += [f"{rng.normal()},{rng.uniform(0, 10)},train" for _ in range(100)]
+    rows += [f"{rng.normal()},{rng.uniform(8, 20)},val" for _ in range(30)]
+    rows += [f"{rng.normal()},{rng.uniform(0, 10)},test" for _ in range(30)]
+    (tmp_path / "r.csv").write_text("\n".join(rows))
+    result = run_one(Imbalance(), source=str(tmp_path / "r.csv"), model="mlp")
+    assert result.status is Status.WARN
+    assert result.metrics["val_outside_train_range"] > 0.5 and result.metrics["test_outside_train_range"] < 0.05
+    assert len(result.findings) == 1  # test stays within the range: only val is named
+    assert all(s.startswith("val:") for s in result.findings[0].samples)
+
+
+def test_hymenoptera_is_small_data():
+    root = shared_data("hymenoptera")
+    result = run_one(Imbalance(), source=str(root), model="mlp", image_size=(32, 32), epochs=2)
+    assert result.status is Status.WARN
+    assert "small data" in messages(result)
+    assert result.metrics["min_class_count"] < 130
