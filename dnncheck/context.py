@@ -195,15 +195,43 @@ class Context:
         values.update(overrides)
         return ProbeSettings(**values)
 
-    def probe_data(self):
-        """(train, val) tensor pairs for probes: the subsample of train, and val (or test)."""
+    def probe_data(self, normalizer=None):
+        """(train, val) tensor pairs for probes: the subsample of train, and val (or test).
+
+        `normalizer` replaces the configured normalisation (the normalization check compares both).
+        """
+        def features(split, index):
+            if normalizer is None:
+                return self.inputs(split)[index]
+            return normalizer(self.raw_inputs(split)[index])
+
         tr = self.probe_train_index
-        train = (self.inputs("train")[tr], self.targets("train")[tr])
+        train = (features("train", tr), self.targets("train")[tr])
         val = None
         if self.eval_split is not None:
             vi = self.probe_val_index
-            val = (self.inputs(self.eval_split)[vi], self.targets(self.eval_split)[vi])
+            val = (features(self.eval_split, vi), self.targets(self.eval_split)[vi])
         return train, val
+
+    def train_probe(self, name: str, share: float, normalizer=None, model=None, **overrides):
+        """A fresh probe run of the user's model and settings within `share` of the budget.
+
+        Raises ProbeUnavailable with the reason when it cannot train.
+        """
+        from dnncheck.probes.train import train_probe
+
+        settings = self.probe_settings(share, **overrides)
+        if settings.seconds <= 0:
+            raise ProbeUnavailable("the probe budget is spent")
+        train, val = self.probe_data(normalizer)
+        try:
+            with self.budget.timer(name):
+                return train_probe(name, model if model is not None else self.fresh_model(), self.loss_fn, train,
+                                   val, self.dataset.task, settings, self.progress)
+        except UserError:
+            raise
+        except Exception as exc:  # the user's model or loss cannot train on this data
+            raise ProbeUnavailable(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
 
     def fit_probe(self):
         """The model trained briefly on train with the user's settings: one run shared by all checks.
@@ -213,24 +241,11 @@ class Context:
         if self._probe_error is not None:
             raise ProbeUnavailable(self._probe_error)
         if "_fit_run" not in self.__dict__:
-            from dnncheck.probes.train import train_probe
-
             try:
-                train, val = self.probe_data()
-                settings = self.probe_settings(MAIN_PROBE_SHARE)
-                if settings.seconds <= 0:
-                    raise ProbeUnavailable("the probe budget is spent")
-                with self.budget.timer("fit"):
-                    self._fit_run = train_probe("fit", self.fresh_model(), self.loss_fn, train, val,
-                                                self.dataset.task, settings, self.progress)
+                self._fit_run = self.train_probe("fit", MAIN_PROBE_SHARE)
             except ProbeUnavailable as exc:
                 self._probe_error = str(exc)
                 raise
-            except UserError:
-                raise
-            except Exception as exc:  # the user's model or loss cannot train on this data
-                self._probe_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-                raise ProbeUnavailable(self._probe_error) from exc
         return self._fit_run
 
     def environment(self) -> dict:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from dnncheck.checks.imbalance import Imbalance
+from dnncheck.checks.input_fidelity import InputFidelity
 from dnncheck.checks.loss_sanity import LossSanity
+from dnncheck.checks.normalization import Normalization
 from dnncheck.errors import UserError, closest
 
-CHECKS = (LossSanity, Imbalance)
+CHECKS = (InputFidelity, Normalization, LossSanity, Imbalance)
 
 # Ids and slugs of the contract (DESIGN section 4) whose checks are not implemented yet: they may be
 # named in --select/--ignore/[checks] without error, and `dnncheck checks` lists them as planned.
 PLANNED = {
-    "DNC1": ("input-fidelity", 1, "Input fidelity"),
-    "DNC2": ("normalization", 2, "Normalization"),
     "DNC3": ("label-noise", 3, "Label noise"),
     "DNC5": ("separability", 5, "t-SNE/UMAP separability"),
     "DNC6": ("split-leakage", 6, "Leakage-free splits"),

@@ -38,7 +38,7 @@ def decode_image(path: Path, max_side: int) -> tuple[np.ndarray, tuple[int, int]
             img = _convert_mode(img)
             if max(img.size) > max_side:
                 img.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-            array = np.asarray(img)
+            array = np.array(img)  # a writable copy (torch refuses read-only buffers)
     except DecodeError:
         raise
     except UnidentifiedImageError:

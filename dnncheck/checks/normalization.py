@@ -1,0 +1,265 @@
+"""DNC2 normalization: the tensor entering the model is in a sane range per channel or feature,
+its statistics come from train only, and a probe shows what normalising changes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dnncheck.checks.base import Check, Finding, Status, verdict
+from dnncheck.errors import ProbeUnavailable
+
+PROBE_SHARE = 0.15  # of --budget for the comparison run
+MAX_LISTED = 20
+
+
+class Normalization(Check):
+    """Inputs reach the model centred and scaled, with statistics fitted on train only.
+
+    What it checks
+        Per channel (images) or feature (tables) of the tensor as it enters the model (after
+        resizing and the configured `normalize`): mean, std, min and max. Flags values still in
+        0..255, means far from 0 or stds far from 1, features whose scales differ by orders of
+        magnitude, constant features, and data whose statistics were fitted on all splits rather
+        than train. A probe trains the model twice, on the inputs as fed and normalised
+        differently (z-scored with train statistics, or raw when the feed is already z-scored),
+        and compares the loss curves and the steps each needs to reach the same loss.
+
+    Why it matters
+        Ponti et al. (SIBGRAPI 2021), checklist item 2, "normalise the data": unnormalised inputs
+        make the loss surface ill-conditioned, so gradient descent zig-zags and needs far more
+        steps (their Fig. 4a-b: the same network on raw and z-scored Boston-housing features).
+        Features on different scales dominate the first layer in proportion to their magnitude.
+        Statistics must come from the training split alone; fitting them on validation or test
+        leaks information about the held-out data into training.
+
+    How it is computed
+        Statistics over all training inputs. Fail when any value exceeds `max_abs_value` (raw
+        0..255 pixels) or when the largest feature std is `scale_ratio_fail` times the smallest
+        non-zero one; warn at `scale_ratio_warn`, for |mean| above `max_abs_mean`, for a std
+        outside [`min_std`, `max_std`], and for constant features. Leaked statistics: float data
+        used as given whose union of splits has mean 0 and std 1 (or min 0 and max 1) per
+        feature to 1e-4 while train alone does not. Probe: the same model, seed and settings on
+        the same subsample; losses smoothed over a twentieth of the run; steps to reach the
+        higher of the two runs' lowest losses.
+
+    How to fix
+        Scale images to [0, 1] and z-score per channel with the training split's mean and std
+        (torchvision.transforms.Normalize); z-score or min-max table features with statistics
+        fitted on train only (sklearn.preprocessing.StandardScaler fitted on train, then applied
+        to val and test); drop constant features.
+    """
+
+    id = "DNC2"
+    slug = "normalization"
+    item = 2
+    title = "Normalization"
+    needs = "data, probe runs (2)"
+    thresholds = {
+        "max_abs_value": (20.0, "fail when an input value exceeds this in magnitude (e.g. raw 0..255 pixels)"),
+        "max_abs_mean": (1.0, "warn when a channel/feature mean is further than this from 0"),
+        "min_std": (0.1, "warn when a channel/feature std is below this (and not 0)"),
+        "max_std": (10.0, "warn when a channel/feature std is above this"),
+        "scale_ratio_warn": (10.0, "warn when feature stds differ by this factor"),
+        "scale_ratio_fail": (100.0, "fail when feature stds differ by this factor (orders of magnitude)"),
+        "slower_factor": (2.0, "the probe warns when the inputs as fed need this many times the steps"),
+        "probe": (True, "run the two-run comparison probe"),
+    }
+
+    def run(self, ctx):
+        ds = ctx.dataset
+        tensor = ctx.inputs("train")
+        dims = (0, 2, 3) if ds.is_image else (0,)
+        names = [f"channel {i}" for i in range(tensor.shape[1])] if ds.is_image else list(ds.feature_names)
+        stats = _stats(tensor, dims)
+        metrics = {"normalize": ctx.cfg.normalize if isinstance(ctx.cfg.normalize, str) else "given",
+                   "applied": ctx.normalizer.describe(),
+                   "input_min": round(float(stats["min"].min()), 4), "input_max": round(float(stats["max"].max()), 4),
+                   "per_" + ("channel" if ds.is_image else "feature"): _per_unit(names, stats)}
+        findings = self._range(ds, names, stats, metrics)
+        findings += self._leaked(ctx)
+        figures = {}
+        if self.t["probe"]:
+            probe_metrics, probe_findings, figures = self._probe(ctx, findings)
+            metrics.update(probe_metrics)
+            findings += probe_findings
+        status = verdict(findings)
+        return self.result(status, _summary(findings, metrics), metrics, findings, self._remedy(ds, findings), figures)
+
+    # -- statistics ---------------------------------------------------------------------------
+    def _range(self, ds, names, stats, metrics):
+        findings = []
+        top = float(np.nanmax(np.abs(np.concatenate([stats["min"], stats["max"]]))))
+        if top > self.t["max_abs_value"]:
+            what = "pixel values still in 0..255" if ds.is_image and stats["max"].max() <= 255 and \
+                stats["min"].min() >= 0 else f"input values up to {top:.4g}"
+            findings.append(Finding(Status.FAIL, f"{what} reach the model (mean {stats['mean'].mean():.3g}, std "
+                                    f"{stats['std'].mean():.3g}): scale and z-score them with train statistics",
+                                    evidence={"max_abs_value": top}))
+        std = stats["std"]
+        constant = [n for n, s in zip(names, std) if s == 0]
+        if constant:
+            findings.append(Finding(Status.WARN, f"{len(constant)} constant {'channel' if ds.is_image else 'feature'}(s) "
+                                    f"on train: {', '.join(constant[:MAX_LISTED])}; they carry no information",
+                                    evidence={"constant": constant}))
+        live = std[std > 0]
+        if not ds.is_image and len(live) > 1:
+            ratio = float(live.max() / live.min())
+            metrics["feature_scale_ratio"] = round(ratio, 2)
+            if ratio >= self.t["scale_ratio_warn"]:
+                big, small = names[int(np.argmax(np.where(std > 0, std, -np.inf)))], \
+                    names[int(np.argmin(np.where(std > 0, std, np.inf)))]
+                severity = Status.FAIL if ratio >= self.t["scale_ratio_fail"] else Status.WARN
+                findings.append(Finding(severity, f"feature scales differ by a factor of {ratio:.3g} (std of {big} "
+                                        f"{std.max():.3g} vs {small} {live.min():.3g}): z-score or min-max them "
+                                        "with train statistics", evidence={"largest": big, "smallest": small}))
+        if not any(f.severity is Status.FAIL for f in findings):
+            off_mean = [n for n, m in zip(names, stats["mean"]) if abs(m) > self.t["max_abs_mean"]]
+            off_std = [n for n, s in zip(names, std) if s > 0 and not self.t["min_std"] <= s <= self.t["max_std"]]
+            if off_mean or off_std:
+                findings.append(Finding(Status.WARN, f"inputs are not centred and scaled: {len(off_mean)} with |mean| > "
+                                        f"{self.t['max_abs_mean']:g}, {len(off_std)} with std outside "
+                                        f"[{self.t['min_std']:g}, {self.t['max_std']:g}]",
+                                        evidence={"off_mean": off_mean[:MAX_LISTED], "off_std": off_std[:MAX_LISTED]}))
+        return findings
+
+    def _leaked(self, ctx):
+        """Float data used as given that was standardised on all splits together, not on train."""
+        ds = ctx.dataset
+        if ctx.normalizer.mode != "none" or len(ds.splits) < 2:
+            return []
+        dims = (0, 2, 3) if ds.is_image else (0,)
+        raw = {name: ctx.raw_inputs(name) for name in ds.splits}
+        import torch
+
+        everything = torch.cat(list(raw.values()))
+        all_stats, train_stats = _stats(everything, dims), _stats(raw["train"], dims)
+        tol = 1e-4
+        zscored_all = np.all(np.abs(all_stats["mean"]) < tol) and np.all(np.abs(all_stats["std"] - 1) < 1e-3)
+        zscored_train = np.all(np.abs(train_stats["mean"]) < tol) and np.all(np.abs(train_stats["std"] - 1) < 1e-3)
+        minmax_all = np.all(np.abs(all_stats["min"]) < tol) and np.all(np.abs(all_stats["max"] - 1) < tol)
+        minmax_train = np.all(np.abs(train_stats["min"]) < tol) and np.all(np.abs(train_stats["max"] - 1) < tol)
+        if (zscored_all and not zscored_train) or (minmax_all and not minmax_train):
+            kind = "z-scored" if zscored_all and not zscored_train else "min-max scaled"
+            return [Finding(Status.WARN, f"the data was {kind} with statistics of all splits together (exactly "
+                            f"standard over {', '.join(ds.splits)}, not over train alone): validation and test "
+                            "leaked into the preprocessing; fit the scaler on train only",
+                            evidence={"train_mean": train_stats["mean"][:MAX_LISTED].round(4).tolist(),
+                                      "all_mean": all_stats["mean"][:MAX_LISTED].round(6).tolist()})]
+        return []
+
+    # -- the probe ------------------------------------------------------------------------------
+    def _probe(self, ctx, findings):
+        from dnncheck.probes.inputs import fit_normalizer, integer_scale
+
+        ds = ctx.dataset
+        fed_mode = ctx.normalizer.mode
+        other = "none" if fed_mode == "zscore" else "zscore"
+        scale = integer_scale(ds.splits["train"].x) if ds.is_image else None
+        alternative = fit_normalizer(other, ctx.raw_inputs("train"), scale, ds.is_image)
+        try:
+            fed = ctx.fit_probe()
+            alt = ctx.train_probe("normalization", PROBE_SHARE, normalizer=alternative)
+        except ProbeUnavailable as exc:
+            return {}, [Finding(Status.WARN, f"comparison probe not run: {exc}")], {}
+        label_alt = "raw (not normalised)" if other == "none" else "z-scored with train statistics"
+        fed_steps, alt_steps, target = _steps_to_common_loss(fed.step_loss, alt.step_loss)
+        metrics = {"probe_target_loss": _round(target), "probe_steps_as_fed": fed_steps,
+                   "probe_steps_alternative": alt_steps, "probe_alternative": label_alt,
+                   "probe_final_loss_as_fed": _round(_tail(fed.step_loss)),
+                   "probe_final_loss_alternative": _round(_tail(alt.step_loss))}
+        figures = {"loss_curves": {"as fed (" + fed_mode + ")": fed.step_loss, label_alt: alt.step_loss}}
+        out = []
+        if other == "zscore":
+            slower = _ratio(fed_steps, alt_steps)
+            metrics["probe_slowdown_as_fed"] = slower
+            if slower is None or slower >= self.t["slower_factor"]:
+                how = "never reached" if fed_steps is None else f"needed {fed_steps} steps for"
+                out.append(Finding(Status.WARN, f"as fed, the probe {how} loss {target:.3g}; z-scored inputs reach it in "
+                                   f"{alt_steps} steps", evidence={"steps_as_fed": fed_steps, "steps_zscored": alt_steps}))
+        else:
+            metrics["probe_speedup_from_normalising"] = _ratio(alt_steps, fed_steps)
+        return metrics, out, figures
+
+    @staticmethod
+    def _remedy(ds, findings) -> str:
+        if not findings:
+            return ""
+        if ds.is_image:
+            return ("Scale pixels to [0, 1] and z-score per channel with the training split's statistics "
+                    "(transforms.ToTensor + transforms.Normalize(mean, std)); set [data] normalize to what your "
+                    "pipeline does so the audit sees the same tensor.")
+        return ("Fit sklearn.preprocessing.StandardScaler (or MinMaxScaler) on the training split only and apply it "
+                "to val and test; drop constant features.")
+
+
+def _stats(tensor, dims) -> dict[str, np.ndarray]:
+    import torch
+
+    t = tensor.double()
+    finite = torch.isfinite(t)
+    safe = torch.where(finite, t, torch.zeros_like(t))
+    count = finite.sum(dim=dims).clamp(min=1)
+    mean = safe.sum(dim=dims) / count
+    shape = [1] * t.ndim
+    shape[1] = -1
+    var = (torch.where(finite, (t - mean.view(shape)) ** 2, torch.zeros_like(t))).sum(dim=dims) / count
+    big = torch.finfo(torch.float64).max
+    return {"mean": mean.numpy(), "std": var.sqrt().numpy(),
+            "min": torch.where(finite, t, torch.full_like(t, big)).amin(dim=dims).numpy(),
+            "max": torch.where(finite, t, torch.full_like(t, -big)).amax(dim=dims).numpy()}
+
+
+def _per_unit(names, stats, limit: int = 64) -> dict:
+    return {n: {k: round(float(stats[k][i]), 4) for k in ("mean", "std", "min", "max")}
+            for i, n in enumerate(names[:limit])}
+
+
+def _smooth(values, window):
+    v = np.asarray(values, dtype=float)
+    if window <= 1 or len(v) < window:
+        return v
+    return np.convolve(v, np.ones(window) / window, mode="valid")
+
+
+def _steps_to_common_loss(a, b):
+    """Steps each run needs to reach the higher of their lowest (smoothed) losses; None if never."""
+    window = max(1, min(len(a), len(b)) // 20)
+    sa, sb = _smooth(a, window), _smooth(b, window)
+    sa, sb = sa[np.isfinite(sa)], sb[np.isfinite(sb)]
+    if not len(sa) or not len(sb):
+        return None, None, float("nan")
+    target = max(sa.min(), sb.min())
+
+    def reach(s):
+        hit = np.flatnonzero(s <= target)
+        return int(hit[0]) + window if len(hit) else None
+
+    return reach(sa), reach(sb), float(target)
+
+
+def _tail(values) -> float:
+    v = np.asarray(values, dtype=float)
+    return float(np.mean(v[-max(1, len(v) // 10):])) if len(v) else float("nan")
+
+
+def _ratio(a, b):
+    if a is None or not b:
+        return None
+    return round(a / b, 2)
+
+
+def _round(v):
+    return None if v is None or not np.isfinite(v) else round(float(v), 4)
+
+
+def _summary(findings, metrics) -> str:
+    if findings:
+        worst = max(findings, key=lambda f: f.severity.rank)
+        return worst.message.split(":")[0]
+    text = f"inputs in [{metrics['input_min']:.3g}, {metrics['input_max']:.3g}], centred and scaled ({metrics['applied']['mode']})"
+    if metrics.get("probe_steps_as_fed") and metrics.get("probe_alternative"):
+        raw = metrics.get("probe_steps_alternative")
+        text += (f"; the probe reached loss {metrics['probe_target_loss']:.3g} in {metrics['probe_steps_as_fed']} steps "
+                 f"as fed, {raw if raw is not None else 'never'} {'steps ' if raw is not None else ''}"
+                 f"{metrics['probe_alternative'].split(' (')[0]}")
+    return text
