@@ -5,7 +5,7 @@ PYTHON ?= python3
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test bench
+.PHONY: install demo test bench bench-leakage
 
 install:
 	$(PIP) $(TORCH_PINS) -e ".[dev]"
@@ -19,3 +19,6 @@ test: install
 
 bench: install
 	$(PYTHON) benchmarks/bench_demo.py
+
+bench-leakage: install
+	$(PYTHON) benchmarks/bench_leakage.py

@@ -248,6 +248,13 @@ class Context:
                 raise
         return self._fit_run
 
+    def artifact(self, key, compute):
+        """A shared result computed once per audit under `key` (e.g. duplicate pairs)."""
+        store = self.__dict__.setdefault("_artifacts", {})
+        if key not in store:
+            store[key] = compute()
+        return store[key]
+
     def environment(self) -> dict:
         import torch
 

@@ -248,6 +248,7 @@ def _montage(ctx) -> dict:
     for c in range(min(ds.num_classes, MONTAGE_CLASSES)):
         picks += list(np.flatnonzero(train.y == c)[:MONTAGE_PER_CLASS])
     images = tensor[picks].permute(0, 2, 3, 1).numpy() if picks else np.zeros((0, 1, 1, 1))
+    images = np.nan_to_num(images, nan=0.0, posinf=0.0, neginf=0.0)  # NaN/Inf are reported, shown as 0
     lo = images.reshape(len(images), -1).min(1)[:, None, None, None] if len(images) else 0
     hi = images.reshape(len(images), -1).max(1)[:, None, None, None] if len(images) else 1
     display = np.clip((images - lo) / np.maximum(hi - lo, 1e-8) * 255, 0, 255).astype(np.uint8)

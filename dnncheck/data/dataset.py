@@ -29,6 +29,13 @@ class SplitData:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def id_set(self) -> frozenset:
+        """The split's ids as a set (cached: membership tests over many findings)."""
+        if "_id_set" not in self.__dict__:
+            self.__dict__["_id_set"] = frozenset(self.ids)
+        return self.__dict__["_id_set"]
+
     def take(self, index: np.ndarray, name: str | None = None, renumber: bool = False) -> "SplitData":
         """A new split made of the samples at `index` (ids renumbered as `<name>:<i>` if asked)."""
         index = np.asarray(index, dtype=np.int64)

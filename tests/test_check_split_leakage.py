@@ -1,0 +1,112 @@
+"""split-leakage (DNC6): planted copies, group and label shift are found; clean splits pass."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from dnncheck.checks.split_leakage import SplitLeakage
+from dnncheck.results import Status
+from helpers import messages, run_one
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from plant import TRANSFORMS, plant_copies, stratified_split  # noqa: E402
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return np.round(d.images * 255 / 16).astype(np.uint8), d.target
+
+
+def _save(tmp_path, x, y, tr, va, te, name="d.npz", **extra):
+    path = tmp_path / name
+    np.savez(path, x_train=x[tr], y_train=y[tr], x_val=x[va], y_val=y[va], x_test=x[te], y_test=y[te], **extra)
+    return path
+
+
+def test_clean_digits_splits_pass(tmp_path):
+    x, y = _digits()
+    tr, va, te = stratified_split(y)
+    result = run_one(SplitLeakage(), source=str(_save(tmp_path, x, y, tr, va, te)))
+    assert result.status is Status.PASS, messages(result)
+    assert result.metrics["near_duplicate_pairs"] == 0 and result.metrics["exact_duplicate_pairs"] == 0
+
+
+def test_planted_copies_of_every_kind_are_found(tmp_path):
+    x, y = _digits()
+    tr, va, te = stratified_split(y)
+    x_val, planted = plant_copies(x[tr], x[va], per_kind=4, seed=1)
+    y_val = y[va].copy()
+    for s, t, _ in planted:
+        y_val[t] = y[tr][s]
+    path = tmp_path / "p.npz"
+    np.savez(path, x_train=x[tr], y_train=y[tr], x_val=x_val, y_val=y_val, x_test=x[te], y_test=y[te])
+    result = run_one(SplitLeakage(), source=str(path))
+    assert result.status is Status.FAIL
+    pairs = {(p["a"], p["b"]): p for f in result.findings for p in f.evidence.get("pairs", [])}
+    for s, t, kind in planted:
+        pair = pairs.get((f"train:{s}", f"val:{t}"))
+        assert pair is not None, f"missed {kind} copy train:{s} -> val:{t}"
+        assert pair["kind"] == ("exact" if kind == "exact" else "near")
+        assert set(pair) == {"a", "b", "kind", "similarity"}
+    assert len(pairs) <= len(planted) + 1  # nothing else (at most one natural near-twin)
+    assert len(TRANSFORMS) * 4 == len(planted)
+
+
+def test_copies_with_different_labels_are_flagged(tmp_path):
+    x, y = _digits()
+    tr, va, te = stratified_split(y)
+    x_val, y_val = x[va].copy(), y[va].copy()
+    x_val[0], y_val[0] = x[tr][0], (y[tr][0] + 1) % 10
+    path = tmp_path / "c.npz"
+    np.savez(path, x_train=x[tr], y_train=y[tr], x_val=x_val, y_val=y_val, x_test=x[te], y_test=y[te])
+    result = run_one(SplitLeakage(), source=str(path))
+    assert result.metrics["conflicting_label_pairs"] == 1
+    assert any("carry different labels" in f.message for f in result.findings)
+
+
+def test_shared_groups_are_named(tmp_path):
+    x, y = _digits()
+    tr, va, te = stratified_split(y)
+    groups = {"group_train": np.arange(len(tr)) // 10, "group_val": np.arange(len(va)) // 10 + 10000,
+              "group_test": np.arange(len(te)) // 10 + 20000}
+    groups["group_val"][:3] = 7  # patient 7 also appears in val
+    result = run_one(SplitLeakage(), source=str(_save(tmp_path, x, y, tr, va, te, **groups)))
+    assert result.status is Status.FAIL
+    finding = next(f for f in result.findings if "group(s) appear" in f.message)
+    assert "7 (train/val)" in finding.message
+    assert {p["kind"] for p in finding.evidence["pairs"]} == {"group"}
+    assert result.metrics["leaked_groups"] == 1
+
+
+def test_label_shift_between_splits_warns(tmp_path):
+    x, y = _digits()
+    tr, va, te = stratified_split(y)
+    va = va[(y[va] < 5) | (np.arange(len(va)) % 4 == 0)]  # val mostly digits 0-4
+    result = run_one(SplitLeakage(), source=str(_save(tmp_path, x, y, tr, va, te)))
+    assert result.status is Status.WARN and "label distributions differ" in messages(result)
+    assert result.metrics["label_shift_p_value"] < 1e-3
+
+
+def test_made_splits_warn_with_the_tutorials_rule():
+    result = run_one(SplitLeakage(), source="sklearn:digits")
+    assert result.status is Status.WARN
+    assert "test split you evaluate once" in messages(result) and "k-fold" in messages(result)
+
+
+def test_duplicate_table_rows_across_splits(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = ["a,b,c,label,split"]
+    train = rng.normal(size=(100, 3))
+    for r in train:
+        rows.append(f"{r[0]},{r[1]},{r[2]},{int(r.sum() > 0)},train")
+    for k in range(30):
+        r = train[k] if k < 3 else rng.normal(size=3)
+        rows.append(f"{r[0]},{r[1]},{r[2]},{int(r.sum() > 0)},{'val' if k % 2 else 'test'}")
+    (tmp_path / "t.csv").write_text("\n".join(rows))
+    result = run_one(SplitLeakage(), source=str(tmp_path / "t.csv"))
+    assert result.metrics["exact_duplicate_pairs"] == 3
