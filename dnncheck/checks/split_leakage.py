@@ -8,6 +8,7 @@ import numpy as np
 from dnncheck.checks.base import Check, Finding, Status, verdict
 
 MAX_LISTED = 50
+FIGURE_PAIRS = 12
 
 
 class SplitLeakage(Check):
@@ -78,7 +79,7 @@ class SplitLeakage(Check):
                    "conflicting_label_pairs": sum(p["label_a"] != p["label_b"] for p in pairs),
                    "splits": {n: len(s) for n, s in ds.splits.items()}, **shift_metrics}
         status = verdict(findings)
-        figures = {"duplicate_pairs": pairs[:16]} if pairs else {}
+        figures = {"duplicate_pairs": _pair_images(ds, pairs[:FIGURE_PAIRS])} if pairs else {}
         return self.result(status, _summary(metrics, findings), metrics, findings, self._remedy(findings), figures)
 
     def _splits_present(self, ds):
@@ -183,10 +184,19 @@ def _pairs(ctx, threshold, candidate_cosine, max_shift):
 
 
 def _split_of(ds, sample_id: str) -> str:
-    for name, part in ds.splits.items():
-        if sample_id in part.id_set:
-            return name
-    return "?"
+    where = ds.locate(sample_id)
+    return where[0] if where else "?"
+
+
+def _pair_images(ds, pairs) -> list[dict]:
+    """The first pairs with both images, side by side in the HTML report."""
+    out = []
+    for p in pairs:
+        item = {k: p[k] for k in ("a", "b", "kind", "similarity")}
+        if ds.is_image:
+            item["image_a"], item["image_b"] = ds.sample(p["a"]), ds.sample(p["b"])
+        out.append(item)
+    return out
 
 
 def _summary(metrics, findings) -> str:

@@ -32,9 +32,14 @@ class SplitData:
     @property
     def id_set(self) -> frozenset:
         """The split's ids as a set (cached: membership tests over many findings)."""
-        if "_id_set" not in self.__dict__:
-            self.__dict__["_id_set"] = frozenset(self.ids)
-        return self.__dict__["_id_set"]
+        return frozenset(self.positions)
+
+    @property
+    def positions(self) -> dict[str, int]:
+        """Sample id -> index in this split (cached)."""
+        if "_positions" not in self.__dict__:
+            self.__dict__["_positions"] = {sample_id: i for i, sample_id in enumerate(self.ids)}
+        return self.__dict__["_positions"]
 
     def take(self, index: np.ndarray, name: str | None = None, renumber: bool = False) -> "SplitData":
         """A new split made of the samples at `index` (ids renumbered as `<name>:<i>` if asked)."""
@@ -79,6 +84,19 @@ class Dataset:
             if s is not None and len(s):
                 return s
         return None
+
+    def locate(self, sample_id: str) -> tuple[str, int] | None:
+        """(split name, index) of a sample id, or None."""
+        for name, part in self.splits.items():
+            index = part.positions.get(sample_id)
+            if index is not None:
+                return name, index
+        return None
+
+    def sample(self, sample_id: str):
+        """The decoded sample (HWC image or feature row) for an id."""
+        where = self.locate(sample_id)
+        return None if where is None else self.splits[where[0]].x[where[1]]
 
     def summary(self) -> dict:
         return {"source": self.source, "task": self.task, "modality": self.modality,
