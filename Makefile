@@ -5,7 +5,7 @@ PYTHON ?= python3
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test bench bench-leakage
+.PHONY: install demo test bench bench-leakage bench-label-noise
 
 install:
 	$(PIP) $(TORCH_PINS) -e ".[dev]"
@@ -22,3 +22,6 @@ bench: install
 
 bench-leakage: install
 	$(PYTHON) benchmarks/bench_leakage.py
+
+bench-label-noise: install
+	$(PYTHON) benchmarks/bench_label_noise.py

@@ -213,17 +213,18 @@ class Context:
             val = (features(self.eval_split, vi), self.targets(self.eval_split)[vi])
         return train, val
 
-    def train_probe(self, name: str, share: float, normalizer=None, model=None, **overrides):
+    def train_probe(self, name: str, share: float, normalizer=None, model=None, data=None, **overrides):
         """A fresh probe run of the user's model and settings within `share` of the budget.
 
-        Raises ProbeUnavailable with the reason when it cannot train.
+        `data` = (train, val) tensor pairs replaces the default probe data. Raises ProbeUnavailable
+        with the reason when it cannot train.
         """
         from dnncheck.probes.train import train_probe
 
         settings = self.probe_settings(share, **overrides)
         if settings.seconds <= 0:
             raise ProbeUnavailable("the probe budget is spent")
-        train, val = self.probe_data(normalizer)
+        train, val = data if data is not None else self.probe_data(normalizer)
         try:
             with self.budget.timer(name):
                 return train_probe(name, model if model is not None else self.fresh_model(), self.loss_fn, train,

@@ -64,7 +64,7 @@ def test_introspection():
     assert counts["parameters"] == counts["trainable"] > 0
     with capture_penultimate(model) as feats:
         model(torch.rand(5, 1, 8, 8))
-    assert feats[0].shape == (5, 128)
+    assert feats[0].shape == (5, 128 * 16)
     softmaxed = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Softmax(dim=1))
     assert final_activation(softmaxed) == "softmax"
     assert describe_outputs(softmaxed(torch.rand(4, 1, 8, 8))).kind == "probabilities"

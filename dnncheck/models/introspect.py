@@ -84,3 +84,13 @@ def describe_outputs(out: torch.Tensor) -> OutputInfo:
     elif finite and lo >= 0 and hi <= 1:
         kind = "sigmoid"
     return OutputInfo(int(out.shape[1]), kind, lo, hi, finite)
+
+
+def to_probabilities(out: torch.Tensor, kind: str) -> torch.Tensor:
+    """Class probabilities from raw outputs of the given kind (softmax of logits, exp of log-probs)."""
+    out = out.float()
+    if kind == "probabilities":
+        return out.clamp(min=0) / out.clamp(min=0).sum(1, keepdim=True).clamp(min=1e-12)
+    if kind == "log_probabilities":
+        return out.exp()
+    return torch.softmax(out, dim=1)

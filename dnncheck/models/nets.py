@@ -8,6 +8,9 @@ import torch
 from torch import nn
 
 
+POOL_GRID = 4
+
+
 class MLP(nn.Sequential):
     """Flatten -> 256 -> 128 -> outputs, ReLU between: a plain baseline for tables and small images."""
 
@@ -22,8 +25,10 @@ class MLP(nn.Sequential):
 
 
 class SmallCNN(nn.Module):
-    """Three 3x3 conv blocks (32, 64, 128 channels, BatchNorm, ReLU), global average pooling,
-    one linear head. ceil_mode pooling keeps it valid down to 4x4 inputs."""
+    """Three 3x3 conv blocks (32, 64, 128 channels, BatchNorm, ReLU), average pooling to a 4x4 grid,
+    one linear head. Keeping a coarse grid (rather than global pooling) keeps where things are,
+    which small probes on digits learn several times faster; ceil_mode pooling keeps it valid down
+    to tiny inputs."""
 
     def __init__(self, in_channels: int, num_classes: int):
         super().__init__()
@@ -35,8 +40,8 @@ class SmallCNN(nn.Module):
             return layers
 
         self.features = nn.Sequential(*block(in_channels, 32, True), *block(32, 64, True), *block(64, 128, False),
-                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(128, num_classes)
+                                      nn.AdaptiveAvgPool2d(POOL_GRID), nn.Flatten())
+        self.head = nn.Linear(128 * POOL_GRID * POOL_GRID, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

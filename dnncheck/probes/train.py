@@ -30,6 +30,7 @@ class ProbeSettings:
     device: str = "cpu"
     weight_decay: float = 0.0
     momentum: float = 0.9
+    record_epochs: bool = True  # evaluate train/val after each epoch (cross-fitting skips it)
 
 
 @dataclass
@@ -146,7 +147,10 @@ def train_probe(name: str, model: nn.Module, loss_fn, train: tuple, val: tuple |
                 break
         values = torch.stack(losses).cpu().tolist()
         run.step_loss[-len(values):] = values
-        run.epochs.append(_epoch_record(epoch + 1, model, loss_fn, (x_train, y_train), val, task, device, values))
+        if settings.record_epochs:
+            run.epochs.append(_epoch_record(epoch + 1, model, loss_fn, (x_train, y_train), val, task, device, values))
+        else:
+            run.epochs.append({"epoch": epoch + 1, "train_loss": float(np.mean(values)) if values else math.nan})
         if task_bar:
             task_bar.advance()
         if run.stopped_by != "epochs" or not all(math.isfinite(v) for v in values):

@@ -1,0 +1,124 @@
+"""Out-of-sample class probabilities for every training sample, by cross-fitting.
+
+Estimators cross-fitted on the same stratified folds and averaged (ensembling diverse models gives
+better out-of-sample probabilities than any one of them, which is what confident learning needs):
+- the probe: the user's model, trained fresh on each fold's complement within a time allotment,
+  read two ways (its softmax, and a k-NN vote in its penultimate features);
+- an RBF support-vector machine on a 50-d PCA of the model's input tensor (softmax of 3x its
+  one-vs-rest scores), up to MAX_SVM_SAMPLES training samples; above that, or without a probe,
+  a 10-nearest-neighbour vote on the same PCA.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_SVM_SAMPLES = 10000
+DEEP_KNN_REFERENCE = 1200
+PCA_DIMS = 50
+
+
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold number of each sample."""
+    from sklearn.model_selection import StratifiedKFold
+
+    out = np.zeros(len(y), dtype=np.int64)
+    for k, (_, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y)):
+        out[held] = k
+    return out
+
+
+def pca_features(flat: np.ndarray, seed: int) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    dims = min(PCA_DIMS, flat.shape[1], len(flat))
+    return PCA(dims, random_state=seed).fit_transform(np.nan_to_num(flat)).astype(np.float32)
+
+
+def classical_probabilities(features: np.ndarray, y: np.ndarray, fold: np.ndarray, classes: int,
+                            with_knn: bool = False) -> dict:
+    """{name: out-of-sample probabilities} of the cheap estimators on the given folds: the RBF SVM
+    (up to MAX_SVM_SAMPLES), and pixel-space kNN when asked (the fallback without a probe)."""
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.svm import SVC
+
+    makers = {}
+    if with_knn or len(y) > MAX_SVM_SAMPLES:
+        makers["knn"] = lambda: KNeighborsClassifier(10, weights="distance")
+    if len(y) <= MAX_SVM_SAMPLES:
+        makers["svm"] = lambda: SVC(C=10, gamma="scale")
+    out = {}
+    for name, make in makers.items():
+        probs = np.zeros((len(y), classes))
+        for k in np.unique(fold):
+            fit, held = fold != k, fold == k
+            model = make().fit(features[fit], y[fit])
+            probs[held] = _class_probs(model, features[held], classes)
+        out[name] = probs
+    return out
+
+
+def _class_probs(model, x: np.ndarray, classes: int) -> np.ndarray:
+    full = np.zeros((len(x), classes))
+    if hasattr(model, "predict_proba") and not hasattr(model, "decision_function"):
+        full[:, model.classes_] = model.predict_proba(x)
+        return full
+    scores = model.decision_function(x)
+    if scores.ndim == 1:  # binary SVM: one score for the second class
+        scores = np.stack([-scores, scores], axis=1)
+    e = np.exp(3.0 * (scores - scores.max(axis=1, keepdims=True)))
+    full[:, model.classes_] = e / e.sum(axis=1, keepdims=True)
+    return full
+
+
+def probe_probabilities(ctx, fold: np.ndarray, share: float, name: str = "label-noise") -> dict:
+    """Out-of-sample probabilities from the user's model, two ways, one fresh probe per fold (trained
+    on the other folds, a stratified subsample of at most max_train_samples, within share/folds of
+    the budget):
+    - "probe": the model's own predicted probabilities on the held-out fold;
+    - "deep_knn": 10-nearest-neighbour votes in the model's penultimate features, held-out samples
+      against up to DEEP_KNN_REFERENCE samples of the folds it trained on (Bahri, Jiang & Gupta,
+      "Deep k-NN for noisy labels", ICML 2020: neighbours in learned features resist label noise
+      better than the softmax head).
+    """
+    from dnncheck.context import subsample_index
+    from dnncheck.models.introspect import capture_penultimate, to_probabilities
+    from dnncheck.probes.train import forward_all
+
+    x, y = ctx.inputs("train"), ctx.targets("train")
+    labels = y.numpy()
+    classes = ctx.dataset.num_classes
+    out = {"probe": np.zeros((len(y), classes)), "deep_knn": np.zeros((len(y), classes))}
+    folds = np.unique(fold)
+    rng = np.random.default_rng(ctx.cfg.seed)
+    for k in folds:
+        fit = np.flatnonzero(fold != k)
+        fit = fit[subsample_index(labels[fit], ctx.cfg.max_train_samples, ctx.cfg.seed + int(k), True)]
+        held = np.flatnonzero(fold == k)
+        model = ctx.fresh_model(seed=ctx.cfg.seed + int(k))
+        run = ctx.train_probe(name, share / len(folds), model=model, data=((x[fit], y[fit]), None),
+                              record_epochs=False)
+        reference = fit if len(fit) <= DEEP_KNN_REFERENCE else np.sort(rng.choice(fit, DEEP_KNN_REFERENCE, replace=False))
+        with capture_penultimate(run.model) as captured:
+            outputs = forward_all(run.model, x[np.concatenate([held, reference])], ctx.device)
+        out["probe"][held] = to_probabilities(outputs[: len(held)], ctx.output_info.kind)[:, :classes].numpy()
+        if captured:
+            feats = torch_cat_normalised(captured)
+            out["deep_knn"][held] = _knn_vote(feats[len(held):], labels[reference], feats[: len(held)], classes)
+        else:
+            out.pop("deep_knn", None)  # no hookable output layer (TorchScript): softmax only
+    return out
+
+
+def torch_cat_normalised(chunks) -> np.ndarray:
+    import torch
+
+    feats = torch.cat(chunks).reshape(sum(len(c) for c in chunks), -1).numpy()
+    return feats / (np.linalg.norm(feats, axis=1, keepdims=True) + 1e-8)
+
+
+def _knn_vote(ref: np.ndarray, ref_labels: np.ndarray, query: np.ndarray, classes: int) -> np.ndarray:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    knn = KNeighborsClassifier(min(10, len(ref)), weights="distance").fit(ref, ref_labels)
+    return _class_probs(knn, query, classes)
