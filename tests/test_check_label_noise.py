@@ -1,0 +1,75 @@
+"""label-noise (DNC3): planted flips are found and ranked; clean digits are not cried wolf on."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dnncheck.checks.label_noise import LabelNoise
+from dnncheck.results import Status
+from helpers import messages, run_one
+
+
+def _digits_npz(tmp_path, flip_fraction=0.0, seed=0, duplicate_conflict=False):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.round(d.images * 255 / 16).astype(np.uint8)
+    y = d.target.copy()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y))
+    x, y = x[order], y[order]
+    train, val, test = slice(0, 1400), slice(1400, 1600), slice(1600, None)
+    y_train = y[train].copy()
+    flipped = rng.choice(1400, int(flip_fraction * 1400), replace=False)
+    y_train[flipped] = (y_train[flipped] + rng.integers(1, 10, len(flipped))) % 10
+    x_train = x[train].copy()
+    if duplicate_conflict:
+        x_train[1] = x_train[0]
+        y_train[1] = (y_train[0] + 1) % 10
+    path = tmp_path / "digits.npz"
+    # all three splits given, so train ids stay the indices of x_train (no split is carved out)
+    np.savez(path, x_train=x_train, y_train=y_train, x_val=x[val], y_val=y[val], x_test=x[test], y_test=y[test])
+    return path, set(flipped.tolist())
+
+
+def _flagged(result):
+    finding = next(f for f in result.findings if "look mislabelled" in f.message)
+    return finding
+
+
+def test_planted_flips_are_found_ranked_with_suggestions(tmp_path):
+    path, planted = _digits_npz(tmp_path, flip_fraction=0.1)
+    result = run_one(LabelNoise(), source=str(path), model="mlp", epochs=15, budget_seconds=40.0)
+    assert result.status is Status.FAIL
+    finding = _flagged(result)
+    flagged = {int(s.split(":")[1]) for s in finding.samples}
+    precision = len(flagged & planted) / len(flagged)
+    recall = len(flagged & planted) / len(planted)
+    assert precision > 0.8 and recall > 0.8, (precision, recall)
+    assert len(finding.evidence["given"]) == len(finding.evidence["suggested"]) == len(finding.samples)
+    quality = finding.evidence["label_quality"]
+    assert quality == sorted(quality)  # most likely mislabelled first
+    assert 0.06 < result.metrics["estimated_noise_rate"] < 0.14
+    assert set(result.metrics["estimators"]) == {"probe", "deep_knn", "svm"}
+    assert result.figures["suspects"][0]["image"].shape == (8, 8, 1)
+
+
+def test_clean_digits_are_not_cried_wolf_on(tmp_path):
+    path, _ = _digits_npz(tmp_path)
+    result = run_one(LabelNoise(), source=str(path), model="mlp", epochs=15, budget_seconds=40.0)
+    assert result.status is Status.PASS, messages(result)
+    assert result.metrics["flagged_fraction"] < 0.02
+
+
+def test_identical_samples_with_different_labels_fail(tmp_path):
+    path, _ = _digits_npz(tmp_path, duplicate_conflict=True)
+    result = run_one(LabelNoise(probe=False), source=str(path))
+    finding = next(f for f in result.findings if "identical sample pair" in f.message)
+    assert finding.severity is Status.FAIL and set(finding.samples) == {"train:0", "train:1"}
+    assert result.metrics["estimators"] == ["knn", "svm"]
+
+
+def test_regression_is_skipped(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "r.csv").write_text("a,target\n" + "\n".join(f"{rng.normal()},{rng.normal()}" for _ in range(50)))
+    assert run_one(LabelNoise(), source=str(tmp_path / "r.csv")).status is Status.SKIP
