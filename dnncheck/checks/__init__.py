@@ -7,15 +7,15 @@ from dnncheck.checks.input_fidelity import InputFidelity
 from dnncheck.checks.label_noise import LabelNoise
 from dnncheck.checks.loss_sanity import LossSanity
 from dnncheck.checks.normalization import Normalization
+from dnncheck.checks.separability import Separability
 from dnncheck.checks.split_leakage import SplitLeakage
 from dnncheck.errors import UserError, closest
 
-CHECKS = (InputFidelity, Normalization, LabelNoise, LossSanity, SplitLeakage, Imbalance)
+CHECKS = (InputFidelity, Normalization, LabelNoise, LossSanity, Separability, SplitLeakage, Imbalance)
 
 # Ids and slugs of the contract (DESIGN section 4) whose checks are not implemented yet: they may be
 # named in --select/--ignore/[checks] without error, and `dnncheck checks` lists them as planned.
 PLANNED = {
-    "DNC5": ("separability", 5, "t-SNE/UMAP separability"),
     "DNC7": ("external-validation", 7, "External validation"),
     "DNC8": ("overfit", None, "Overfit probe"),
     "DNC10": ("pixel-attack", None, "Pixel-attack probe"),

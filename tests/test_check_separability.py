@@ -1,0 +1,53 @@
+"""separability (DNC5): a trained probe on digits separates classes; a representation drowned in
+noise while the model stays above chance is flagged (the tutorial's Fig. 3)."""
+
+from __future__ import annotations
+
+from dnncheck.checks.separability import Separability
+from dnncheck.results import Status
+from helpers import messages, run_one
+
+NOISY = """
+import torch
+from torch import nn
+
+class Noisy(nn.Module):
+    # a 4-d learned signal drowned in 256 random features at the penultimate layer: the head still
+    # classifies from the 4 dims, but distances between feature vectors are mostly noise
+    def __init__(self, in_features, num_classes):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_features, 64), nn.ReLU(), nn.Linear(64, 4))
+        self.head = nn.Linear(4 + 256, num_classes)
+
+    def forward(self, x):
+        return self.head(torch.cat([self.body(x), torch.randn(len(x), 256) * 5], 1))
+
+def build(num_classes, in_channels, image_size):
+    return Noisy(in_channels * image_size[0] * image_size[1], num_classes)
+"""
+
+
+def test_trained_probe_on_digits_passes_with_both_projections():
+    result = run_one(Separability(), source="sklearn:digits", model="mlp", epochs=10)
+    assert result.status is Status.PASS, messages(result)
+    m = result.metrics
+    assert m["knn_accuracy_features"] > 0.9 and m["silhouette"] > 0.1
+    assert m["knn_accuracy_2d_tsne"] > 0.85 and m["knn_accuracy_2d_umap"] > 0.85
+    assert result.figures["projections"]["umap"]["coords"].shape == (m["samples"], 2)
+
+
+def test_accuracy_above_chance_without_class_structure_fails(user_module):
+    name = user_module(NOISY)
+    result = run_one(Separability(umap=False), source="sklearn:digits", model=f"{name}:build", epochs=15)
+    m = result.metrics
+    assert m["model_accuracy"] > m["chance_accuracy"] + 0.3
+    assert result.status is Status.FAIL and "no class structure" in messages(result)
+    assert "knn_accuracy_2d" in m  # one projection: the unsuffixed name
+
+
+def test_regression_is_skipped(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "r.csv").write_text("a,target\n" + "\n".join(f"{rng.normal()},{rng.normal()}" for _ in range(50)))
+    assert run_one(Separability(), source=str(tmp_path / "r.csv")).status is Status.SKIP
