@@ -32,6 +32,21 @@ class Context:
         self.device  # noqa: B018
         model = self.user_model()  # build and load weights now so errors surface before checks
         self.model_info = {"spec": self.model_spec, **self._param_counts(model)}
+        self.external  # noqa: B018 - a bad external set is bad input too
+
+    @cached_property
+    def external(self):
+        """The external validation set as a SplitData, or None."""
+        from dnncheck.data import load_external
+
+        return load_external(self.cfg, self.dataset, self.progress)
+
+    def external_inputs(self):
+        """The external set's tensor, resized and normalised exactly like train."""
+        from dnncheck.probes.inputs import raw_tensor
+
+        ds = self.dataset
+        return self.normalizer(raw_tensor(self.external.x, ds.image_size if ds.is_image else None))
 
     @cached_property
     def dataset(self):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dnncheck.checks.external_validation import ExternalValidation
 from dnncheck.checks.imbalance import Imbalance
 from dnncheck.checks.input_fidelity import InputFidelity
 from dnncheck.checks.label_noise import LabelNoise
@@ -11,12 +12,12 @@ from dnncheck.checks.separability import Separability
 from dnncheck.checks.split_leakage import SplitLeakage
 from dnncheck.errors import UserError, closest
 
-CHECKS = (InputFidelity, Normalization, LabelNoise, LossSanity, Separability, SplitLeakage, Imbalance)
+CHECKS = (InputFidelity, Normalization, LabelNoise, LossSanity, Separability, SplitLeakage, ExternalValidation,
+          Imbalance)
 
 # Ids and slugs of the contract (DESIGN section 4) whose checks are not implemented yet: they may be
 # named in --select/--ignore/[checks] without error, and `dnncheck checks` lists them as planned.
 PLANNED = {
-    "DNC7": ("external-validation", 7, "External validation"),
     "DNC8": ("overfit", None, "Overfit probe"),
     "DNC10": ("pixel-attack", None, "Pixel-attack probe"),
     "DNC11": ("gradient-health", None, "Gradient health"),

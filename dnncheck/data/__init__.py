@@ -77,3 +77,47 @@ def default_image_size(ds: Dataset) -> tuple[int, int]:
 
 
 __all__ = ["Dataset", "SplitData", "load_dataset", "Path"]
+
+
+def load_external(cfg, ds: Dataset, progress=None) -> SplitData | None:
+    """The external validation set: [data] external, else x_external/y_external in the source.
+
+    All its splits are pooled; ids are prefixed "external:"; classes are matched to the training
+    classes by name; channels are converted to the training data's.
+    """
+    import numpy as np
+
+    from dnncheck.data.dataset import stack_if_uniform
+
+    if not cfg.external:
+        return ds.external
+    ext, _ = _read_source(cfg.external, cfg, progress)
+    if ext.modality != ds.modality:
+        raise UserError(f"data.external {cfg.external}: is {ext.modality} data but the training data is {ds.modality}")
+    parts = [p for p in (*ext.splits.values(), ext.external) if p is not None and len(p)]
+    lookup = {name: i for i, name in enumerate(ds.classes)}
+    unknown = sorted({ext.classes[c] for p in parts for c in np.unique(p.y)} - set(lookup))
+    if ds.task == "classification" and unknown:
+        raise UserError(f"data.external {cfg.external}: class {unknown[0]!r} is not among the training classes "
+                        f"({', '.join(ds.classes[:10])}); name external classes as in training")
+    y = np.concatenate([[lookup[ext.classes[c]] for c in p.y] if ds.task == "classification" else p.y for p in parts])
+    ids = [f"external:{i}" for p in parts for i in p.ids]
+    if ds.is_image:
+        images = [_match_channels(im, ds.channels) for p in parts for im in p.x]
+        x = stack_if_uniform(images)
+    else:
+        x = np.concatenate([p.x for p in parts])
+        if x.shape[1] != len(ds.feature_names):
+            raise UserError(f"data.external {cfg.external}: has {x.shape[1]} features but training has "
+                            f"{len(ds.feature_names)}")
+    return SplitData("external", ids, np.asarray(y), x)
+
+
+def _match_channels(image, channels: int):
+    import numpy as np
+
+    if image.shape[-1] == channels:
+        return image
+    if channels == 3:
+        return np.repeat(image[..., :1], 3, axis=-1)
+    return np.round(image[..., :3].astype(np.float64).mean(axis=-1, keepdims=True)).astype(image.dtype)
