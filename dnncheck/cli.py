@@ -79,17 +79,7 @@ def audit(
         cfg.select = _split_ids(select)
     cfg.ignore = cfg.ignore + _split_ids(ignore)
     result = _run(cfg, quiet, started)
-    if json_path:
-        from dnncheck.report.json import write_json
-
-        try:
-            write_json(result, json_path)
-        except OSError as exc:
-            raise UserError(f"{json_path}: cannot write the JSON results ({exc.strerror})") from None
-    if not quiet:
-        from dnncheck.report.terminal import render_audit
-
-        render_audit(result, Console())
+    _write_and_show(result, json_path, quiet)
     raise typer.Exit(result.exit_code)
 
 
@@ -111,6 +101,53 @@ def _run(cfg, quiet: bool, started: float):
         ctx = Context(cfg, progress)
         ctx.prepare()
         return run_audit(ctx, checks, command, started)
+
+
+@app.command()
+@user_errors_exit_2
+def curves(
+    history: Path = typer.Argument(..., help="Keras history JSON or a CSV log (epoch/step, loss, val_loss, metric columns)"),
+    classes: Optional[int] = typer.Option(None, "--classes", help="number of classes, for the loss-scale and chance tests"),
+    fail_on: str = typer.Option("fail", "--fail-on", help="fail | warn | never"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write the results as JSON here"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no report on the terminal"),
+):
+    """Diagnose a training history you already have (overfitting onset, divergence, plateaus, ...)."""
+    started = time.perf_counter()
+    from dnncheck import __version__
+    from dnncheck.checks.training_curves import TrainingCurves
+    from dnncheck.config import FAIL_ON
+    from dnncheck.curves import read_history
+    from dnncheck.results import AuditResult
+    from dnncheck.runner import audit_status, exit_code
+
+    if fail_on not in FAIL_ON:
+        raise UserError(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
+    if classes is not None and classes < 2:
+        raise UserError(f"--classes {classes}: expected an integer >= 2")
+    check = TrainingCurves()
+    result = check.on_history(read_history(history), classes, str(history)).with_duration(time.perf_counter() - started)
+    results = (result,)
+    audit = AuditResult(results, audit_status(results), exit_code(results, fail_on),
+                        round(time.perf_counter() - started, 3), {"name": "dnncheck", "version": __version__},
+                        {"python": sys.version.split()[0]}, {"source": str(history)}, {},
+                        "dnncheck " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    _write_and_show(audit, json_path, quiet)
+    raise typer.Exit(audit.exit_code)
+
+
+def _write_and_show(result, json_path: Optional[Path], quiet: bool) -> None:
+    if json_path:
+        from dnncheck.report.json import write_json
+
+        try:
+            write_json(result, json_path)
+        except OSError as exc:
+            raise UserError(f"{json_path}: cannot write the JSON results ({exc.strerror})") from None
+    if not quiet:
+        from dnncheck.report.terminal import render_audit
+
+        render_audit(result, Console())
 
 
 @app.command("checks")

@@ -37,7 +37,7 @@ def test_audit_writes_json_per_contract(digits_config, tmp_path):
     assert data["status"] in ("pass", "warn") and data["exit_code"] == 0
     by_slug = {c["slug"]: c for c in data["checks"]}
     assert set(by_slug) == {"input-fidelity", "normalization", "label-noise", "loss-sanity", "separability",
-                            "split-leakage", "external-validation", "imbalance"}
+                            "split-leakage", "external-validation", "imbalance", "training-curves"}
     ls = by_slug["loss-sanity"]
     assert {"id", "slug", "item", "title", "status", "summary", "metrics", "findings", "remedy", "duration_s"} <= set(ls)
     assert ls["id"] == "DNC4" and ls["item"] == 4
@@ -85,7 +85,8 @@ def test_crashing_check_is_an_error_result_and_exit_3(digits_config, tmp_path, m
 def test_select_and_ignore_by_id_or_slug(digits_config, tmp_path):
     out = tmp_path / "r.json"
     assert audit(str(digits_config), "--quiet", "--ignore", "loss-sanity", "--json", str(out)).exit_code == 0
-    assert [c["id"] for c in json.loads(out.read_text())["checks"]] == ["DNC1", "DNC2", "DNC3", "DNC5", "DNC6", "DNC7", "DNC9"]
+    assert [c["id"] for c in json.loads(out.read_text())["checks"]] == ["DNC1", "DNC2", "DNC3", "DNC5", "DNC6", "DNC7", "DNC9",
+                                                                        "DNC13"]
     assert audit(str(digits_config), "--quiet", "--select", "dnc4", "--json", str(out)).exit_code == 0
     assert [c["slug"] for c in json.loads(out.read_text())["checks"]] == ["loss-sanity"]
 

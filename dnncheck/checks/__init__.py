@@ -10,10 +10,11 @@ from dnncheck.checks.loss_sanity import LossSanity
 from dnncheck.checks.normalization import Normalization
 from dnncheck.checks.separability import Separability
 from dnncheck.checks.split_leakage import SplitLeakage
+from dnncheck.checks.training_curves import TrainingCurves
 from dnncheck.errors import UserError, closest
 
 CHECKS = (InputFidelity, Normalization, LabelNoise, LossSanity, Separability, SplitLeakage, ExternalValidation,
-          Imbalance)
+          Imbalance, TrainingCurves)
 
 # Ids and slugs of the contract (DESIGN section 4) whose checks are not implemented yet: they may be
 # named in --select/--ignore/[checks] without error, and `dnncheck checks` lists them as planned.
@@ -22,7 +23,6 @@ PLANNED = {
     "DNC10": ("pixel-attack", None, "Pixel-attack probe"),
     "DNC11": ("gradient-health", None, "Gradient health"),
     "DNC12": ("learning-rate", None, "Learning-rate range"),
-    "DNC13": ("training-curves", None, "Training curves"),
 }
 
 

@@ -38,10 +38,12 @@ def _header(result) -> Text:
     text = Text()
     text.append(f"dnncheck {result.tool.get('version', '')}", style="bold")
     text.append(f"  {data.get('source', '?')}  ")
-    text.append(f"{data.get('task', '')}, {len(data.get('classes', []))} classes, "
-                f"train/val/test {splits.get('train', 0)}/{splits.get('val', 0)}/{splits.get('test', 0)}\n")
-    text.append(f"model {model.get('spec', '?')} ({model.get('parameters', 0):,} parameters)  "
-                f"device {env.get('device', '?')}  {result.duration_s:.1f} s", style="dim")
+    if splits:  # an audit; `dnncheck curves` has neither data splits nor a model
+        text.append(f"{data.get('task', '')}, {len(data.get('classes', []))} classes, "
+                    f"train/val/test {splits.get('train', 0)}/{splits.get('val', 0)}/{splits.get('test', 0)}\n")
+        text.append(f"model {model.get('spec', '?')} ({model.get('parameters', 0):,} parameters)  "
+                    f"device {env.get('device', '?')}  ", style="dim")
+    text.append(f"{result.duration_s:.1f} s", style="dim")
     for note in data.get("notes", []):
         text.append(f"\n  note: {note}", style="dim")
     return text

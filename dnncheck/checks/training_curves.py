@@ -1,0 +1,89 @@
+"""DNC13 training-curves: diagnose a loss/metric history (the probe's in an audit, the user's with
+`dnncheck curves`)."""
+
+from __future__ import annotations
+
+from dnncheck.checks.base import Check, Status, verdict
+from dnncheck.errors import ProbeUnavailable
+
+
+class TrainingCurves(Check):
+    """What the loss and accuracy curves say about the run.
+
+    What it checks
+        Overfitting onset (the epoch of the lowest validation loss and how far it rose since while
+        training loss kept falling, the final train/validation gap), divergence, NaN/Inf, a flat
+        validation loss, oscillation, accuracy stuck near chance, and a loss scale that betrays the
+        wrong loss when the number of classes is known (binary cross-entropy over a 10-way
+        softmax starts near 0.325, not ln 10 = 2.30).
+
+    Why it matters
+        Ponti et al. (SIBGRAPI 2021), section II-D: the gap between training and validation curves
+        is how overfitting shows, and the epoch where validation loss bottoms is where to stop
+        (early stopping). Oscillating or exploding losses point at the learning rate; a curve that
+        never leaves chance points at wiring, labels or inputs.
+
+    How it is computed
+        On per-epoch values, epochs 1-based. Overfitting: warn when validation loss has risen
+        `overfit_rise_warn` (fail: `overfit_rise_fail`) above its minimum while training loss is
+        below its value at that epoch. Divergence: last training loss above `divergence_factor`
+        times both the first and the lowest. Plateau: validation loss range below
+        `plateau_change` of its mean over the whole run. Oscillation: at least
+        `oscillation_flips` of consecutive changes reverse sign with a median swing of
+        `oscillation_amplitude` of the loss. No learning: the best accuracy of the last fifth of
+        epochs within `chance_margin` of 1/C. In an audit it reads the shared probe run; use
+        `dnncheck curves HISTORY` for your own logs.
+
+    How to fix
+        Stop at the best epoch (early stopping), add regularisation or data; lower the learning
+        rate for divergence or oscillation; for a flat or chance-level run check the loss, labels,
+        normalisation and that parameters are trainable.
+    """
+
+    id = "DNC13"
+    slug = "training-curves"
+    item = None
+    title = "Training curves"
+    needs = "probe run (audit) or a history file (curves)"
+    thresholds = {
+        "overfit_rise_warn": (0.1, "validation loss rise since its best at which to warn"),
+        "overfit_rise_fail": (0.5, "validation loss rise since its best at which to fail"),
+        "divergence_factor": (1.5, "last training loss above this times the first and the lowest: divergence"),
+        "plateau_change": (0.01, "validation loss range below this share of its mean: flat"),
+        "oscillation_flips": (0.6, "share of epoch-to-epoch changes that reverse direction"),
+        "oscillation_amplitude": (0.1, "median swing relative to the loss for oscillation"),
+        "loss_scale_tolerance": (0.25, "first loss within this relative distance of BCE-over-softmax's value"),
+        "chance_margin": (0.05, "accuracy within this of chance is no learning"),
+    }
+
+    def run(self, ctx):
+        try:
+            run = ctx.fit_probe()
+        except ProbeUnavailable as exc:
+            return self.skip(f"no probe run to read curves from: {exc}")
+        c = run.curves()
+        history = {"loss": c["train_loss"]}
+        if any(v is not None for v in c["val_loss"]):
+            history["val_loss"] = c["val_loss"]
+        if ctx.dataset.task == "classification" and any(v is not None for v in c["val_acc"]):
+            history["val_acc"] = c["val_acc"]
+        classes = ctx.dataset.num_classes if ctx.dataset.task == "classification" and ctx.loss_name == "cross_entropy" \
+            else None
+        return self.on_history(history, classes, f"the probe ({run.steps} steps, stopped by {run.stopped_by})")
+
+    def on_history(self, history: dict, num_classes: int | None, origin: str):
+        from dnncheck.curves import diagnose
+
+        metrics, findings = diagnose(history, num_classes, self.t)
+        metrics["history_from"] = origin
+        status = verdict(findings)
+        if findings:
+            summary = max(findings, key=lambda f: f.severity.rank).message.split(";")[0]
+        else:
+            summary = f"{metrics['epochs']} epochs of {origin}: no overfitting, divergence, plateau or oscillation"
+            if "best_epoch" in metrics:
+                summary += f" (best validation loss at epoch {metrics['best_epoch']})"
+        remedy = "" if status is Status.PASS else (
+            "Stop at the best epoch (early stopping) or regularise; lower the learning rate for divergence or "
+            "oscillation; for flat or chance-level curves check the loss, labels, normalisation and trainable parameters.")
+        return self.result(status, summary, metrics, findings, remedy, {"history": history})

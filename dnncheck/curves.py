@@ -1,0 +1,187 @@
+"""Training histories: reading the user's (Keras JSON, Lightning-style CSV) and diagnosing any
+history (overfitting onset, divergence, NaN, plateau, oscillation, no learning, a wrong-loss scale).
+
+A history is a dict of equal-length per-epoch lists: loss, val_loss, acc, val_acc (any may be
+missing). Diagnosis returns (metrics, findings) for the training-curves check to wrap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from dnncheck.errors import UserError
+from dnncheck.results import Finding, Status
+
+ALIASES = {
+    "loss": ("loss", "train_loss", "train_loss_epoch", "training_loss"),
+    "val_loss": ("val_loss", "valid_loss", "validation_loss", "val_loss_epoch"),
+    "acc": ("acc", "accuracy", "train_acc", "train_accuracy", "train_acc_epoch"),
+    "val_acc": ("val_acc", "val_accuracy", "valid_acc", "validation_accuracy", "val_acc_epoch"),
+}
+
+
+def read_history(path: Path) -> dict[str, list[float]]:
+    if not path.is_file():
+        raise UserError(f"{path}: no such file; give a Keras history JSON or a CSV log")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return _from_json(path)
+    if suffix == ".csv":
+        return _from_csv(path)
+    raise UserError(f"{path}: unsupported history file {suffix or '(no extension)'}; use .json (Keras) or .csv")
+
+
+def _from_json(path: Path) -> dict:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); save history.history with json.dump") from None
+    if isinstance(raw, dict) and isinstance(raw.get("history"), dict):
+        raw = raw["history"]
+    if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
+        raise UserError(f"{path}: expected an object of metric name to list of per-epoch values "
+                        '(Keras: {"loss": [...], "val_loss": [...]})')
+    return _canonical({k: v for k, v in raw.items()}, path)
+
+
+def _from_csv(path: Path) -> dict:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path)
+    except Exception as exc:
+        raise UserError(f"{path}: cannot parse the CSV ({str(exc).splitlines()[0]})") from None
+    if "epoch" in frame.columns:
+        # Lightning's CSVLogger writes step rows and epoch rows with blanks: the last value per epoch
+        frame = frame.groupby("epoch", sort=True).last(skipna=True).reset_index()
+    elif "step" in frame.columns:
+        frame = frame.sort_values("step")
+    return _canonical({c: frame[c].tolist() for c in frame.columns if frame[c].dtype.kind in "fiu"}, path)
+
+
+def _canonical(raw: dict, path: Path) -> dict:
+    out = {}
+    for name, aliases in ALIASES.items():
+        for alias in aliases:
+            if alias in raw:
+                try:
+                    out[name] = [float(v) if v is not None else math.nan for v in raw[alias]]
+                except (TypeError, ValueError):
+                    raise UserError(f"{path}: column {alias!r} holds non-numeric values") from None
+                break
+    if "loss" not in out and "val_loss" not in out:
+        raise UserError(f"{path}: no loss found (looked for {', '.join(ALIASES['loss'] + ALIASES['val_loss'])})")
+    lengths = {len(v) for v in out.values()}
+    if len(lengths) > 1 or 0 in lengths:
+        raise UserError(f"{path}: the metric lists have different or zero lengths ({sorted(lengths)})")
+    return out
+
+
+def diagnose(history: dict, num_classes: int | None, t: dict) -> tuple[dict, list[Finding]]:
+    """Metrics and findings for a per-epoch history. Epochs are reported 1-based."""
+    loss = _array(history.get("loss"))
+    val = _array(history.get("val_loss"))
+    metrics: dict = {"epochs": int(len(loss if loss is not None else val))}
+    findings = []
+    for name, series in (("loss", loss), ("val_loss", val)):
+        if series is not None and not np.all(np.isfinite(series)):
+            first = int(np.flatnonzero(~np.isfinite(series))[0]) + 1
+            findings.append(Finding(Status.FAIL, f"{name} becomes non-finite at epoch {first}: the run diverged "
+                                    "(learning rate too high, log(0) or bad inputs)", evidence={"epoch": first}))
+            return metrics, findings
+    if loss is not None:
+        findings += _divergence(loss, metrics, t)
+        findings += _oscillation(loss, metrics, t)
+        findings += _loss_scale(loss, num_classes, metrics, t)
+    if val is not None and len(val) >= 3:
+        findings += _overfitting(loss, val, metrics, t)
+        findings += _plateau(val, metrics, t)
+    findings += _no_learning(history, num_classes, metrics, t)
+    return metrics, findings
+
+
+def _array(values):
+    return None if values is None else np.asarray(values, dtype=float)
+
+
+def _divergence(loss, metrics, t):
+    best = int(np.argmin(loss))
+    metrics["train_loss_first"], metrics["train_loss_last"] = round(float(loss[0]), 5), round(float(loss[-1]), 5)
+    if len(loss) >= 3 and loss[-1] > t["divergence_factor"] * loss[0] and loss[-1] > loss[best] * t["divergence_factor"]:
+        return [Finding(Status.FAIL, f"training loss grows from {loss[0]:.4g} to {loss[-1]:.4g}: the run diverges; "
+                        "lower the learning rate")]
+    return []
+
+
+def _overfitting(loss, val, metrics, t):
+    best = int(np.argmin(val))
+    rise = float((val[-1] - val[best]) / max(abs(val[best]), 1e-12))
+    metrics.update(best_epoch=best + 1, best_val_loss=round(float(val[best]), 5),
+                   val_loss_rise_since_best=round(rise, 4))
+    if loss is not None:
+        metrics["train_val_gap_last"] = round(float(val[-1] - loss[-1]), 5)
+    still_falling = loss is None or loss[-1] < loss[best]
+    if best == len(val) - 1 or not still_falling:
+        return []
+    severity = Status.FAIL if rise >= t["overfit_rise_fail"] else Status.WARN if rise >= t["overfit_rise_warn"] else None
+    if severity is None:
+        return []
+    return [Finding(severity, f"overfitting from epoch {best + 1}: validation loss is lowest there ({val[best]:.4g}) and "
+                    f"has risen {rise:.0%} by epoch {len(val)} while training loss kept falling; stop early at epoch "
+                    f"{best + 1} or regularise", evidence={"best_epoch": best + 1, "rise": rise})]
+
+
+def _plateau(val, metrics, t):
+    span = max(3, len(val) // 3)
+    tail = val[-span:]
+    change = float((tail.max() - tail.min()) / max(abs(tail.mean()), 1e-12))
+    overall = float((val.max() - val.min()) / max(abs(val.mean()), 1e-12))
+    metrics["val_loss_change_last_third"] = round(change, 5)
+    if overall < t["plateau_change"]:
+        return [Finding(Status.WARN, f"validation loss is flat over the whole run (range {overall:.2%} of its mean): "
+                        "the model is not learning what validation measures; check the learning rate and inputs")]
+    return []
+
+
+def _oscillation(loss, metrics, t):
+    if len(loss) < 5:
+        return []
+    steps = np.diff(loss)
+    flips = float(np.mean(np.sign(steps[1:]) != np.sign(steps[:-1])))
+    amplitude = float(np.median(np.abs(steps)) / max(abs(float(np.median(loss))), 1e-12))
+    metrics.update(oscillation_sign_flips=round(flips, 3), oscillation_amplitude=round(amplitude, 4))
+    if flips >= t["oscillation_flips"] and amplitude >= t["oscillation_amplitude"]:
+        return [Finding(Status.WARN, f"training loss oscillates ({flips:.0%} of epochs reverse direction, typical swing "
+                        f"{amplitude:.0%}): the learning rate is probably too high")]
+    return []
+
+
+def _loss_scale(loss, num_classes, metrics, t):
+    if not num_classes or num_classes < 3:
+        return []
+    from dnncheck.probes.losses import bce_over_softmax_initial_loss, expected_initial_loss
+
+    ce, bce = expected_initial_loss(num_classes), bce_over_softmax_initial_loss(num_classes)
+    metrics.update(expected_initial_loss=round(ce, 4), bce_over_softmax_initial_loss=round(bce, 4))
+    first = float(loss[0])
+    if abs(first - bce) < t["loss_scale_tolerance"] * bce and abs(first - ce) > 0.5 * ce:
+        return [Finding(Status.WARN, f"the first loss {first:.3f} matches binary cross-entropy over a {num_classes}-way "
+                        f"softmax ({bce:.3f}), not cross-entropy's ln {num_classes} = {ce:.2f}: check the loss function")]
+    return []
+
+
+def _no_learning(history, num_classes, metrics, t):
+    acc = history.get("val_acc") or history.get("acc")
+    if not acc or not num_classes:
+        return []
+    final = float(np.nanmax(np.asarray(acc, dtype=float)[-max(1, len(acc) // 5):]))
+    chance = 1.0 / num_classes
+    metrics["final_accuracy"] = round(final, 4)
+    if final < chance + t["chance_margin"]:
+        return [Finding(Status.FAIL, f"accuracy stays near chance ({final:.2f} vs {chance:.2f} for {num_classes} classes): "
+                        "nothing is being learned")]
+    return []
