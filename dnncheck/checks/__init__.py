@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 from dnncheck.checks.external_validation import ExternalValidation
+from dnncheck.checks.gradient_health import GradientHealth
 from dnncheck.checks.imbalance import Imbalance
 from dnncheck.checks.input_fidelity import InputFidelity
 from dnncheck.checks.label_noise import LabelNoise
+from dnncheck.checks.learning_rate import LearningRate
 from dnncheck.checks.loss_sanity import LossSanity
 from dnncheck.checks.normalization import Normalization
+from dnncheck.checks.overfit import Overfit
 from dnncheck.checks.separability import Separability
 from dnncheck.checks.split_leakage import SplitLeakage
 from dnncheck.checks.training_curves import TrainingCurves
 from dnncheck.errors import UserError, closest
 
 CHECKS = (InputFidelity, Normalization, LabelNoise, LossSanity, Separability, SplitLeakage, ExternalValidation,
-          Imbalance, TrainingCurves)
+          Overfit, Imbalance, GradientHealth, LearningRate, TrainingCurves)
 
 # Ids and slugs of the contract (DESIGN section 4) whose checks are not implemented yet: they may be
 # named in --select/--ignore/[checks] without error, and `dnncheck checks` lists them as planned.
 PLANNED = {
-    "DNC8": ("overfit", None, "Overfit probe"),
     "DNC10": ("pixel-attack", None, "Pixel-attack probe"),
-    "DNC11": ("gradient-health", None, "Gradient health"),
-    "DNC12": ("learning-rate", None, "Learning-rate range"),
 }
 
 

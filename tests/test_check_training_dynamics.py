@@ -1,0 +1,99 @@
+"""overfit (DNC8), gradient-health (DNC11), learning-rate (DNC12): planted defects and clean cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dnncheck.checks.gradient_health import GradientHealth
+from dnncheck.checks.learning_rate import LearningRate
+from dnncheck.checks.overfit import Overfit
+from dnncheck.results import Status
+from helpers import messages, run_one
+
+NETS = """
+import torch.nn as nn
+
+def frozen(num_classes, in_channels, image_size):
+    model = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size[0] * image_size[1], num_classes))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+def wide(num_classes, in_channels, image_size):
+    d = in_channels * image_size[0] * image_size[1]
+    return nn.Sequential(nn.Flatten(), nn.Linear(d, 2048), nn.ReLU(), nn.Linear(2048, 2048), nn.ReLU(),
+                         nn.Linear(2048, num_classes))
+
+def deep_sigmoid(num_classes, in_channels, image_size):
+    d = in_channels * image_size[0] * image_size[1]
+    layers = [nn.Flatten()]
+    for k in range(12):
+        layers += [nn.Linear(d if k == 0 else 64, 64), nn.Sigmoid()]
+    layers.append(nn.Linear(64, num_classes))
+    model = nn.Sequential(*layers)
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.01)
+            nn.init.zeros_(m.bias)
+    return model
+"""
+
+
+@pytest.fixture
+def nets(user_module):
+    return user_module(NETS)
+
+
+def _small_digits(tmp_path, n=300):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.round(d.images * 255 / 16).astype(np.uint8)
+    path = tmp_path / "small.npz"
+    np.savez(path, x_train=x[:n], y_train=d.target[:n], x_val=x[1000:1300], y_val=d.target[1000:1300],
+             x_test=x[1300:1500], y_test=d.target[1300:1500])
+    return path
+
+
+def test_plain_mlp_on_digits_does_not_fail():
+    result = run_one(Overfit(), source="sklearn:digits", model="mlp", epochs=8)
+    assert result.status is not Status.FAIL, messages(result)
+    assert result.metrics["batch_best_loss"] < 0.05 * result.metrics["batch_initial_loss"]
+    assert result.metrics["parameters_per_sample"] < 100
+    assert 0 < result.metrics["memorisation_ratio"] < 0.9
+
+
+def test_frozen_model_cannot_overfit_one_batch(nets):
+    result = run_one(Overfit(), source="sklearn:digits", model=f"{nets}:frozen")
+    assert result.status is Status.FAIL and "every parameter is frozen" in messages(result)
+
+
+def test_wide_mlp_on_300_digits_is_flagged(nets, tmp_path):
+    result = run_one(Overfit(shuffled=False), source=str(_small_digits(tmp_path)), model=f"{nets}:wide", epochs=3)
+    assert result.status is Status.WARN
+    text = messages(result)
+    assert "oversized dense layer" in text and "2048x2048 (4.2M)" in text
+    assert "per sample" in text and result.metrics["parameters_per_sample"] > 10000
+
+
+def test_plain_relu_mlp_has_healthy_gradients():
+    result = run_one(GradientHealth(), source="sklearn:digits", model="mlp", epochs=5)
+    assert result.status is Status.PASS, messages(result)
+    assert all(v < 0.5 for v in result.metrics["dead_relu_fraction"].values())
+
+
+def test_deep_sigmoid_with_small_init_is_flagged(nets):
+    result = run_one(GradientHealth(), source="sklearn:digits", model=f"{nets}:deep_sigmoid", epochs=3)
+    assert result.status in (Status.WARN, Status.FAIL)
+    text = messages(result)
+    assert "vanishing gradients" in text and "poor weight scale" in text
+    assert result.metrics["first_to_last_grad_ratio"] < 1e-3
+
+
+def test_sgd_at_lr_30_fails_and_adam_at_1e_3_passes():
+    bad = run_one(LearningRate(), source="sklearn:digits", model="mlp", optimizer="sgd", lr=30.0)
+    assert bad.status is Status.FAIL and "far above the useful range" in messages(bad)
+    good = run_one(LearningRate(), source="sklearn:digits", model="mlp")
+    assert good.status is Status.PASS, messages(good)
+    assert good.metrics["suggested_lr_min"] <= 1e-3 <= good.metrics["suggested_lr_max"]
