@@ -12,7 +12,7 @@ install:
 
 demo: install
 	mkdir -p reports
-	$(PYTHON) -m dnncheck audit sklearn:digits --json reports/demo.json
+	$(PYTHON) -m dnncheck audit sklearn:digits --json reports/demo.json --html reports/demo.html
 
 test: install
 	$(PYTHON) -m pytest

@@ -61,6 +61,10 @@ def audit(
     ignore: Optional[str] = typer.Option(None, "--ignore", help="comma-separated check ids or slugs to skip"),
     fail_on: Optional[str] = typer.Option(None, "--fail-on", help="fail | warn | never: which status makes the exit code 1"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the results as JSON here"),
+    html_path: Optional[Path] = typer.Option(None, "--html", help="write a self-contained HTML report here"),
+    junit_path: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML here (one testcase per check)"),
+    output_format: str = typer.Option("rich", "--format", help="rich | github (workflow annotations)"),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="a previous --json result: only checks that got worse gate"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
     budget: Optional[float] = typer.Option(None, "--budget", help="seconds for all probe training"),
     seed: Optional[int] = typer.Option(None, "--seed", help="seed for splits, subsamples and probes"),
@@ -74,16 +78,25 @@ def audit(
                  "--weights": ("model", "weights", _absolute_from_cwd(weights)),
                  "--fail-on": ("checks", "fail_on", fail_on), "--device": ("probe", "device", device),
                  "--budget": ("probe", "budget_seconds", budget), "--seed": ("probe", "seed", seed)}
+    _check_format(output_format)
     cfg = build_config(target, overrides)
     if select:
         cfg.select = _split_ids(select)
     cfg.ignore = cfg.ignore + _split_ids(ignore)
-    result = _run(cfg, quiet, started)
-    _write_and_show(result, json_path, quiet)
+    from dnncheck.runner import load_baseline
+
+    before = load_baseline(baseline) if baseline else None
+    result = _run(cfg, quiet, started, before)
+    _write_and_show(result, json_path, quiet, html_path, junit_path, output_format)
     raise typer.Exit(result.exit_code)
 
 
-def _run(cfg, quiet: bool, started: float):
+def _check_format(output_format: str) -> None:
+    if output_format not in ("rich", "github"):
+        raise UserError(f"--format {output_format!r}: expected rich or github")
+
+
+def _run(cfg, quiet: bool, started: float, baseline=None):
     from dnncheck.context import Context
     from dnncheck.progress import NullProgress
     from dnncheck.runner import run_audit, select_checks
@@ -100,7 +113,7 @@ def _run(cfg, quiet: bool, started: float):
     with progress:
         ctx = Context(cfg, progress)
         ctx.prepare()
-        return run_audit(ctx, checks, command, started)
+        return run_audit(ctx, checks, command, started, baseline)
 
 
 @app.command()
@@ -110,9 +123,13 @@ def curves(
     classes: Optional[int] = typer.Option(None, "--classes", help="number of classes, for the loss-scale and chance tests"),
     fail_on: str = typer.Option("fail", "--fail-on", help="fail | warn | never"),
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the results as JSON here"),
+    html_path: Optional[Path] = typer.Option(None, "--html", help="write a self-contained HTML report here"),
+    junit_path: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML here"),
+    output_format: str = typer.Option("rich", "--format", help="rich | github (workflow annotations)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no report on the terminal"),
 ):
     """Diagnose a training history you already have (overfitting onset, divergence, plateaus, ...)."""
+    _check_format(output_format)
     started = time.perf_counter()
     from dnncheck import __version__
     from dnncheck.checks.training_curves import TrainingCurves
@@ -132,22 +149,40 @@ def curves(
                         round(time.perf_counter() - started, 3), {"name": "dnncheck", "version": __version__},
                         {"python": sys.version.split()[0]}, {"source": str(history)}, {},
                         "dnncheck " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
-    _write_and_show(audit, json_path, quiet)
+    _write_and_show(audit, json_path, quiet, html_path, junit_path, output_format)
     raise typer.Exit(audit.exit_code)
 
 
-def _write_and_show(result, json_path: Optional[Path], quiet: bool) -> None:
-    if json_path:
-        from dnncheck.report.json import write_json
+def _write_and_show(result, json_path: Optional[Path], quiet: bool, html_path: Optional[Path] = None,
+                    junit_path: Optional[Path] = None, output_format: str = "rich") -> None:
+    """Every requested output; the report files are written before anything is printed."""
+    from dnncheck.report.json import write_json
 
-        try:
-            write_json(result, json_path)
-        except OSError as exc:
-            raise UserError(f"{json_path}: cannot write the JSON results ({exc.strerror})") from None
-    if not quiet:
-        from dnncheck.report.terminal import render_audit
+    writers = [(json_path, write_json, "JSON results")]
+    if junit_path:
+        from dnncheck.report.junit import write_junit
 
-        render_audit(result, Console())
+        writers.append((junit_path, write_junit, "JUnit XML"))
+    if html_path:
+        from dnncheck.report.html import write_html
+
+        writers.append((html_path, write_html, "HTML report"))
+    for path, write, what in writers:
+        if path:
+            try:
+                write(result, path)
+            except OSError as exc:
+                raise UserError(f"{path}: cannot write the {what} ({exc.strerror})") from None
+    if quiet:
+        return
+    if output_format == "github":
+        from dnncheck.report.github import annotations
+
+        print("\n".join(annotations(result)))
+        return
+    from dnncheck.report.terminal import render_audit
+
+    render_audit(result, Console())
 
 
 @app.command("checks")

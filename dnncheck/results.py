@@ -92,19 +92,28 @@ class AuditResult:
     data: dict[str, Any]
     model: dict[str, Any]
     command: str = ""
+    started_at: str = ""  # ISO time the audit started
+    # check id -> {"before": status or None, "change": new|worse|better|unchanged|fixed}, with --baseline
+    baseline: dict[str, dict] = field(default_factory=dict)
+    # sample id -> HWC image, for thumbnails in the HTML report (not part of the JSON)
+    thumbnails: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict:
-        return {"schema_version": SCHEMA_VERSION, "tool": self.tool, "duration_s": self.duration_s,
-                "environment": _plain(self.environment), "data": _plain(self.data),
-                "model": _plain(self.model), "status": self.status.value,
-                "exit_code": self.exit_code, "command": self.command,
-                "checks": [c.to_dict() for c in self.checks]}
+        out = {"schema_version": SCHEMA_VERSION, "tool": self.tool, "duration_s": self.duration_s,
+               "environment": _plain(self.environment), "data": _plain(self.data),
+               "model": _plain(self.model), "status": self.status.value,
+               "exit_code": self.exit_code, "command": self.command, "started_at": self.started_at,
+               "checks": [c.to_dict() for c in self.checks]}
+        if self.baseline:
+            out["baseline"] = self.baseline
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "AuditResult":
         return cls(tuple(CheckResult.from_dict(c) for c in d.get("checks", ())), Status(d["status"]),
                    d.get("exit_code", 0), d.get("duration_s", 0.0), d.get("tool", {}),
-                   d.get("environment", {}), d.get("data", {}), d.get("model", {}), d.get("command", ""))
+                   d.get("environment", {}), d.get("data", {}), d.get("model", {}), d.get("command", ""),
+                   d.get("started_at", ""), d.get("baseline", {}))
 
 
 def _plain(value):

@@ -49,21 +49,62 @@ def audit_status(results) -> Status:
     return Status.worst(r.status for r in results)
 
 
-def exit_code(results, fail_on: str) -> int:
-    """3 when a check crashed; 1 when a status reaches --fail-on; else 0."""
-    if any(r.status is Status.ERROR for r in results):
+def exit_code(results, fail_on: str, gating: set[str] | None = None) -> int:
+    """3 when a check crashed; 1 when a status reaches --fail-on; else 0.
+
+    `gating`: with --baseline, only these check ids (the ones that got worse) count.
+    """
+    counted = [r for r in results if gating is None or r.id in gating]
+    if any(r.status is Status.ERROR for r in counted):
         return 3
     threshold = FAIL_ON_RANK[fail_on]
-    if threshold is not None and any(r.status.rank >= threshold for r in results if r.status is not Status.SKIP):
+    if threshold is not None and any(r.status.rank >= threshold for r in counted if r.status is not Status.SKIP):
         return 1
     return 0
 
 
-def run_audit(ctx, checks, command: str = "", started: float | None = None) -> AuditResult:
-    """Run the checks; `started` (perf_counter) lets the duration include loading the data."""
+def load_baseline(path) -> dict[str, str]:
+    """Check id -> status from a previous --json result; a bad file is a UserError (exit 2)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {c["id"]: Status(c["status"]).value for c in data["checks"]}
+    except FileNotFoundError:
+        raise UserError(f"--baseline {path}: file not found; pass a previous `dnncheck audit --json` result") from None
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"--baseline {path}: not a dnncheck --json result (needs checks with id and status)") from None
+
+
+def compare_to_baseline(results, before: dict[str, str]) -> dict[str, dict]:
+    """Per check: its status in the baseline and whether it is new, worse, better, fixed or unchanged."""
+    out = {}
+    for r in results:
+        old = before.get(r.id)
+        if old is None:
+            change = "new"
+        else:
+            old_rank, new_rank = Status(old).rank, r.status.rank
+            change = "unchanged" if old_rank == new_rank else "worse" if new_rank > old_rank else (
+                "fixed" if r.status in (Status.PASS, Status.SKIP) else "better")
+        out[r.id] = {"before": old, "change": change}
+    return out
+
+
+def run_audit(ctx, checks, command: str = "", started: float | None = None, baseline: dict | None = None) -> AuditResult:
+    """Run the checks; `started` (perf_counter) lets the duration include loading the data.
+
+    `baseline` (id -> status of a previous run): only checks that got worse (or are new and at
+    --fail-on) decide the exit code.
+    """
+    import datetime
+
     from dnncheck import __version__
 
     start = started if started is not None else time.perf_counter()
+    started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     results = []
     bar = ctx.progress.task("checks", total=len(checks))
     for check in checks:
@@ -78,9 +119,30 @@ def run_audit(ctx, checks, command: str = "", started: float | None = None) -> A
     model = dict(ctx.model_info)
     model["probe_runs"] = {name: round(s, 2) for name, s in ctx.budget.spent.items()}
     model["budget_seconds"] = ctx.cfg.budget_seconds
-    return AuditResult(tuple(results), status, exit_code(results, ctx.cfg.fail_on),
+    comparison = compare_to_baseline(results, baseline) if baseline is not None else {}
+    gating = {cid for cid, c in comparison.items() if c["change"] in ("worse", "new")} if baseline is not None else None
+    return AuditResult(tuple(results), status, exit_code(results, ctx.cfg.fail_on, gating),
                        round(time.perf_counter() - start, 3), {"name": "dnncheck", "version": __version__},
-                       ctx.environment(), data, model, command)
+                       ctx.environment(), data, model, command, started_at, comparison,
+                       sample_thumbnails(ctx.dataset, results))
+
+
+THUMBNAILS_PER_FINDING = 8
+
+
+def sample_thumbnails(ds, results) -> dict:
+    """The first few images each finding names, for the HTML report (images only)."""
+    if not ds.is_image:
+        return {}
+    out = {}
+    for r in results:
+        for f in r.findings:
+            for sample_id in f.samples[:THUMBNAILS_PER_FINDING]:
+                if sample_id not in out:
+                    image = ds.sample(sample_id)
+                    if image is not None:
+                        out[sample_id] = image
+    return out
 
 
 def _safe(fn):

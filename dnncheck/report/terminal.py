@@ -56,8 +56,17 @@ def _summary_table(result) -> Table:
     table.add_column("status", no_wrap=True)
     table.add_column("summary", ratio=1)
     table.add_column("time", justify="right", no_wrap=True)
+    if result.baseline:
+        table.add_column("vs baseline", no_wrap=True)
     for c in result.checks:
-        table.add_row(c.id, c.slug, status_text(c.status), Text(c.summary), f"{c.duration_s:.1f}s")
+        row = [c.id, c.slug, status_text(c.status), Text(c.summary), f"{c.duration_s:.1f}s"]
+        if result.baseline:
+            change = result.baseline.get(c.id, {})
+            style = {"worse": "bold red", "new": "yellow", "fixed": "green", "better": "green"}.get(change.get("change"), "dim")
+            before = change.get("before")
+            row.append(Text(f"{change.get('change', '')}" + (f" (was {before})" if before and change.get("change") != "unchanged" else ""),
+                            style=style))
+        table.add_row(*row)
     return table
 
 

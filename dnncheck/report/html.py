@@ -1,0 +1,43 @@
+"""--html: one self-contained file (inline CSS, figures as PNG data URIs, no network requests),
+rendered with an autoescaping jinja2 template so names from the user's data show as text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dnncheck.results import Status
+
+TEMPLATE = "report.html.j2"
+MAX_SAMPLES_SHOWN = 20
+
+
+def render_html(result) -> str:
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    from dnncheck.plots import figures_for, image_uri
+
+    env = Environment(loader=PackageLoader("dnncheck", "report/templates"), autoescape=select_autoescape(["html", "j2"]))
+    env.filters["short"] = _short
+    thumbs = {sid: image_uri(img, 48) for sid, img in result.thumbnails.items()}
+    checks = []
+    for c in result.checks:
+        checks.append({"c": c, "figures": figures_for(c.figures),
+                       "change": result.baseline.get(c.id) if result.baseline else None,
+                       "metrics": {k: v for k, v in c.metrics.items()},
+                       "findings": [{"f": f, "samples": f.samples[:MAX_SAMPLES_SHOWN],
+                                     "more": max(0, len(f.samples) - MAX_SAMPLES_SHOWN),
+                                     "evidence": {k: v for k, v in f.evidence.items() if k != "traceback"},
+                                     "traceback": f.evidence.get("traceback")} for f in c.findings]})
+    counts = {s.value: sum(c.status is s for c in result.checks) for s in Status}
+    return env.get_template(TEMPLATE).render(r=result, checks=checks, thumbs=thumbs, counts=counts)
+
+
+def write_html(result, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(result), encoding="utf-8")
+
+
+def _short(value, limit: int = 400) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

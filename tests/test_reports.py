@@ -1,0 +1,126 @@
+"""Reports for people and CI: HTML (rendered in headless Chromium), JUnit, --baseline, --format github."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import FAST, blob_images, save_png, write_config
+from dnncheck.cli import app
+
+runner = CliRunner()
+HOSTILE = "<img src=x onerror=alert(1)>"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def hostile_report(tmp_path_factory):
+    """An audit of an image folder whose class is named like an XSS payload, with every output."""
+    tmp = tmp_path_factory.mktemp("hostile")
+    x, y = blob_images(48, 2)
+    for i, (img, label) in enumerate(zip(x, y)):
+        split = "train" if i < 32 else "val"
+        save_png(tmp / "data" / split / (HOSTILE if label else "plain") / f"{i}.png", img[..., 0])
+    cfg = write_config(tmp, "[data]\nsource = 'data'\n[model]\nfactory = 'mlp'\n" + FAST)
+    out = {k: tmp / f"report.{k}" for k in ("html", "json", "xml")}
+    result = runner.invoke(app, ["audit", str(cfg), "--quiet", "--html", str(out["html"]), "--json", str(out["json"]),
+                                 "--junit", str(out["xml"])])
+    assert result.exit_code in (0, 1), result.stderr
+    return out
+
+
+def test_html_is_self_contained_and_escapes_user_names(hostile_report):
+    html = hostile_report["html"].read_text()
+    assert HOSTILE not in html  # never raw
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "http://" not in html and "https://" not in html  # no network requests
+    assert "data:image/png;base64," in html
+    assert hostile_report["html"].stat().st_size < 5_000_000
+
+
+def test_junit_has_one_testcase_per_check(hostile_report):
+    root = ET.parse(hostile_report["xml"]).getroot()
+    suite = root.find("testsuite")
+    cases = suite.findall("testcase")
+    checks = json.loads(hostile_report["json"].read_text())["checks"]
+    assert int(suite.get("tests")) == len(cases) == len(checks)
+    assert int(suite.get("failures")) == sum(c["status"] == "fail" for c in checks) == \
+        sum(case.find("failure") is not None for case in cases)
+    assert int(suite.get("skipped")) == sum(case.find("skipped") is not None for case in cases)
+    assert {case.get("name") for case in cases} == {f"{c['id']} {c['slug']}" for c in checks}
+    assert all(case.get("classname") == "dnncheck" for case in cases)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs Debian's chromium)")
+def test_report_renders_in_headless_chromium(hostile_report, tmp_path):
+    url = hostile_report["html"].as_uri()
+    dom = subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", url],
+                         capture_output=True, text=True, timeout=120).stdout
+    checks = json.loads(hostile_report["json"].read_text())["checks"]
+    assert 'id="summary"' in dom and 'id="verdict"' in dom
+    for c in checks:
+        assert f'id="{c["id"]}"' in dom
+    assert "&lt;img src=x onerror=alert(1)&gt;" in dom  # shown as text, not turned into an element
+    assert "<img src=\"x\"" not in dom and "onerror=\"alert(1)\"" not in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile2'}", "--window-size=1280,2000",
+                    f"--screenshot={shot}", url], capture_output=True, timeout=120)
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.shape == (2000, 1280)
+    assert pixels.std() > 20  # not blank: text, tables and figures
+    assert (pixels < 80).mean() > 0.02  # the dark header and text are there
+
+
+def test_baseline_gates_only_what_got_worse(tmp_path, user_module):
+    cfg = write_config(tmp_path, "[data]\nsource = 'sklearn:digits'\n[model]\nfactory = 'mlp'\n" + FAST)
+    first = tmp_path / "first.json"
+    assert runner.invoke(app, ["audit", str(cfg), "--select", "DNC4,DNC9", "--quiet", "--json", str(first)]).exit_code == 0
+    # against its own result an audit exits 0, even with --fail-on warn (imbalance warns on digits)
+    again = runner.invoke(app, ["audit", str(cfg), "--select", "DNC4,DNC9", "--quiet", "--fail-on", "warn",
+                                "--baseline", str(first), "--json", str(tmp_path / "again.json")])
+    assert again.exit_code == 0
+    changes = json.loads((tmp_path / "again.json").read_text())["baseline"]
+    assert {c["change"] for c in changes.values()} == {"unchanged"}
+    # a softmax head makes loss-sanity worse: that gates
+    name = user_module("import torch.nn as nn\ndef build(num_classes, in_channels, image_size):\n"
+                       "    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 64, num_classes), nn.Softmax(1))\n")
+    worse = runner.invoke(app, ["audit", str(cfg), "--select", "DNC4,DNC9", "--model", f"{name}:build",
+                                "--baseline", str(first), "--json", str(tmp_path / "worse.json")])
+    assert worse.exit_code == 1
+    assert "worse" in worse.output and "(was pass)" in worse.output
+    assert json.loads((tmp_path / "worse.json").read_text())["baseline"]["DNC4"] == {"before": "pass", "change": "worse"}
+
+
+def test_bad_baseline_exits_2(tmp_path):
+    (tmp_path / "b.json").write_text("{}")
+    result = runner.invoke(app, ["audit", "sklearn:digits", "--baseline", str(tmp_path / "b.json"), "--quiet"])
+    assert result.exit_code == 2 and "not a dnncheck --json result" in result.stderr
+
+
+def test_github_format_prints_workflow_annotations(tmp_path):
+    cfg = write_config(tmp_path, "[data]\nsource = 'sklearn:digits'\n[model]\nfactory = 'mlp'\n" + FAST)
+    result = runner.invoke(app, ["audit", str(cfg), "--select", "DNC6,DNC9,DNC4", "--format", "github"])
+    lines = result.output.strip().splitlines()
+    assert any(line.startswith("::warning title=DNC9 imbalance::") for line in lines)
+    assert any(line.startswith("::warning title=DNC6 split-leakage::") for line in lines)
+    assert not any("DNC4" in line for line in lines)  # passes are not annotated
+    assert lines[-1].startswith("dnncheck: warn")
+    bad = runner.invoke(app, ["audit", "sklearn:digits", "--format", "xml"])
+    assert bad.exit_code == 2 and "expected rich or github" in bad.stderr
+
+
+def test_github_annotations_escape_newlines_and_colons():
+    from dnncheck.report.github import _escape_data, _escape_property
+
+    assert _escape_data("a\nb%") == "a%0Ab%25"
+    assert _escape_property("DNC1: a,b") == "DNC1%3A a%2Cb"
