@@ -5,7 +5,7 @@ PYTHON ?= python3
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test bench bench-leakage bench-label-noise
+.PHONY: install demo test bench bench-leakage bench-label-noise bench-throughput
 
 install:
 	$(PIP) $(TORCH_PINS) -e ".[dev]"
@@ -25,3 +25,6 @@ bench-leakage: install
 
 bench-label-noise: install
 	$(PYTHON) benchmarks/bench_label_noise.py
+
+bench-throughput: install
+	$(PYTHON) benchmarks/bench_throughput.py
