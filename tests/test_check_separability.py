@@ -12,15 +12,15 @@ import torch
 from torch import nn
 
 class Noisy(nn.Module):
-    # a 4-d learned signal drowned in 256 random features at the penultimate layer: the head still
-    # classifies from the 4 dims, but distances between feature vectors are mostly noise
+    # a 4-d learned signal (bounded by tanh) drowned in 256 random features at the penultimate
+    # layer: the head still classifies from the 4 dims, but distances between features are noise
     def __init__(self, in_features, num_classes):
         super().__init__()
         self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_features, 64), nn.ReLU(), nn.Linear(64, 4))
         self.head = nn.Linear(4 + 256, num_classes)
 
     def forward(self, x):
-        return self.head(torch.cat([self.body(x), torch.randn(len(x), 256) * 5], 1))
+        return self.head(torch.cat([torch.tanh(self.body(x)), torch.randn(len(x), 256) * 5], 1))
 
 def build(num_classes, in_channels, image_size):
     return Noisy(in_channels * image_size[0] * image_size[1], num_classes)
