@@ -5,7 +5,7 @@ PYTHON ?= python3
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test bench bench-leakage bench-label-noise bench-throughput
+.PHONY: install demo test bench bench-leakage bench-label-noise bench-throughput bench-pixel-attack
 
 install:
 	$(PIP) $(TORCH_PINS) -e ".[dev]"
@@ -28,3 +28,6 @@ bench-label-noise: install
 
 bench-throughput: install
 	$(PYTHON) benchmarks/bench_throughput.py
+
+bench-pixel-attack: install
+	$(PYTHON) benchmarks/bench_pixel_attack.py

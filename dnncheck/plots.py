@@ -160,6 +160,27 @@ def _draw(key: str, data) -> list[tuple[str, str]]:
         return [("Per-class recall: internal test vs external", grouped_bars(
             classes, {"internal": [data["internal"]["recall"].get(c, 0) for c in classes],
                       "external": [data["external"]["recall"].get(c, 0) for c in classes]}, "recall"))]
+    if key == "shortcut_means":
+        out = []
+        for item in data:
+            plt = _plt()
+            fig, ax = plt.subplots(figsize=(3, 3))
+            mean = np.asarray(item["mean_image"])
+            ax.imshow(mean[..., 0] if mean.shape[-1] == 1 else np.clip(mean / max(mean.max(), 1e-8), 0, 1),
+                      cmap="gray" if mean.shape[-1] == 1 else None)
+            rows, cols = zip(*item["pixels"])
+            ax.scatter(cols, rows, s=60, facecolors="none", edgecolors="red", linewidths=1.5)
+            ax.set_title(f"class {item['class']}: mean image, shortcut pixels circled", fontsize=8)
+            ax.axis("off")
+            out.append((f"Pixel shortcut for class {item['class']}", _to_uri(fig)))
+        return out
+    if key == "flip_examples" and data:
+        images, captions = [], []
+        for e in data:
+            images += [e["clean_image"], e["attacked_image"]]
+            top = ", ".join(f"{c} {p:.2f}" for c, p in e["attacked_top3"])
+            captions += [f"{e['id']} ({e['clean']})", f"pixel {e['pixel']}: {top}"]
+        return [("One-pixel flips: clean vs attacked, top-3 after the attack", image_grid(images, captions, cols=4))]
     if key == "target_histogram":
         return [("Training target histogram", grouped_bars([f"{e:.3g}" for e in data["edges"][:-1]],
                                                           {"train": data["counts"]}, "samples"))]

@@ -38,7 +38,7 @@ def test_audit_writes_json_per_contract(digits_config, tmp_path):
     by_slug = {c["slug"]: c for c in data["checks"]}
     assert set(by_slug) == {"input-fidelity", "normalization", "label-noise", "loss-sanity", "separability",
                             "split-leakage", "external-validation", "imbalance", "training-curves", "overfit",
-                            "gradient-health", "learning-rate"}
+                            "gradient-health", "learning-rate", "pixel-attack"}
     ls = by_slug["loss-sanity"]
     assert {"id", "slug", "item", "title", "status", "summary", "metrics", "findings", "remedy", "duration_s"} <= set(ls)
     assert ls["id"] == "DNC4" and ls["item"] == 4
@@ -87,7 +87,7 @@ def test_select_and_ignore_by_id_or_slug(digits_config, tmp_path):
     out = tmp_path / "r.json"
     assert audit(str(digits_config), "--quiet", "--ignore", "loss-sanity", "--json", str(out)).exit_code == 0
     assert [c["id"] for c in json.loads(out.read_text())["checks"]] == ["DNC1", "DNC2", "DNC3", "DNC5", "DNC6", "DNC7", "DNC8",
-                                                                        "DNC9", "DNC11", "DNC12", "DNC13"]
+                                                                        "DNC9", "DNC10", "DNC11", "DNC12", "DNC13"]
     assert audit(str(digits_config), "--quiet", "--select", "dnc4", "--json", str(out)).exit_code == 0
     assert [c["slug"] for c in json.loads(out.read_text())["checks"]] == ["loss-sanity"]
 
@@ -101,7 +101,6 @@ def test_select_and_ignore_by_id_or_slug(digits_config, tmp_path):
     (["sklearn:digits", "--model", "vgg99"], "unknown model"),
     (["sklearn:digits", "--model", "no_such_pkg_q:build"], "cannot import module"),
     (["sklearn:digits", "--weights", "/no/weights.pt"], "weights file not found"),
-    (["sklearn:digits", "--select", "pixel-attack"], "not implemented yet"),
 ])
 def test_bad_input_exits_2_with_one_line(args, message):
     result = audit(*args, "--quiet")
@@ -145,7 +144,7 @@ def test_checks_and_explain():
     explained = runner.invoke(app, ["explain", "DNC4"])
     assert explained.exit_code == 0 and "Why it matters" in explained.output and "initial_loss_tolerance" in explained.output
     assert runner.invoke(app, ["explain", "imbalance"]).exit_code == 0
-    assert "planned" in runner.invoke(app, ["explain", "DNC10"]).output
+    assert "pixel-attack" in runner.invoke(app, ["explain", "DNC10"]).output
     unknown = runner.invoke(app, ["explain", "DNC99"])
     assert unknown.exit_code == 2 and "unknown check" in unknown.stderr
 

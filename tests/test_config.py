@@ -119,7 +119,7 @@ def test_thresholds_reach_the_check(tmp_path):
     assert checks["imbalance"].t["ratio_warn"] == 2.0
 
 
-def test_planned_checks_may_be_ignored(tmp_path):
+def test_checks_may_be_ignored_by_id_or_slug(tmp_path):
     path = write_config(tmp_path, "[data]\nsource = 'sklearn:digits'\n[checks]\nignore = ['external-validation', 'DNC9']\n")
     slugs = [c.slug for c in select_checks(build_config(str(path), {}))]
     assert "imbalance" not in slugs and slugs[:2] == ["input-fidelity", "normalization"]

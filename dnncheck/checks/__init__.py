@@ -11,18 +11,18 @@ from dnncheck.checks.learning_rate import LearningRate
 from dnncheck.checks.loss_sanity import LossSanity
 from dnncheck.checks.normalization import Normalization
 from dnncheck.checks.overfit import Overfit
+from dnncheck.checks.pixel_attack import PixelAttack
 from dnncheck.checks.separability import Separability
 from dnncheck.checks.split_leakage import SplitLeakage
 from dnncheck.checks.training_curves import TrainingCurves
 from dnncheck.errors import UserError, closest
 
 CHECKS = (InputFidelity, Normalization, LabelNoise, LossSanity, Separability, SplitLeakage, ExternalValidation,
-          Overfit, Imbalance, GradientHealth, LearningRate, TrainingCurves)
+          Overfit, Imbalance, PixelAttack, GradientHealth, LearningRate, TrainingCurves)
 
 # Ids and slugs of the contract (DESIGN section 4) whose checks are not implemented yet: they may be
 # named in --select/--ignore/[checks] without error, and `dnncheck checks` lists them as planned.
 PLANNED = {
-    "DNC10": ("pixel-attack", None, "Pixel-attack probe"),
 }
 
 

@@ -1,0 +1,278 @@
+"""DNC10 pixel-attack: pixels whose value alone predicts a class (a shortcut in the data), how
+readily the model learns a planted one-pixel trigger, and how often one pixel flips its prediction."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dnncheck.checks.base import Check, Finding, Status, verdict
+from dnncheck.context import subsample_index
+from dnncheck.errors import ProbeUnavailable
+
+MAX_SCAN = 10000  # training images scanned (stratified subsample above this)
+REFERENCE_MAX_SIDE = 128  # images of differing sizes are scanned on a common grid this large at most
+TRIGGER_SHARE = 0.1  # of --budget for the trigger probe
+FLIP_IMAGES = 40
+
+
+class PixelAttack(Check):
+    """Shortcuts in pixels, trigger susceptibility and one-pixel flips.
+
+    What it checks
+        (1) Shortcut scan of the training images as loaded (no training): positions where an
+        extreme value (saturated high or low) that stands out from its neighbours occurs almost
+        only in one class - a mark stamped on that class, dye that comes with one cell type.
+        Each is a finding with `evidence.class` and `evidence.pixels` ([row, col] in the image
+        as loaded), the share of the class carrying it and of the other classes. (2) A planted
+        one-pixel trigger on a tenth of one class's training inputs: the probe is trained on
+        them and the attack success rate on triggered validation images of other classes is
+        measured, with clean accuracy beside it. (3) One-pixel flips of the trained probe: for
+        correctly classified validation images, a random search over single pixels set to an
+        extreme value; the share whose prediction changes.
+
+    Why it matters
+        Ponti et al. (SIBGRAPI 2021), section II-E and Fig. 5: a network learns a pixel instead
+        of the concept when the pixel is easier; their notebook stamped a two-pixel red/green
+        mark on one CIFAR-10 class, validation accuracy looked better, and stamping the mark on
+        other images sent most of them to that class (accuracy 0.75 -> 0.17). One-pixel attacks
+        (Su et al. 2019) show how brittle such models are.
+
+    How it is computed
+        Scan: at each position and channel, images whose value is within 2% of the data's
+        extremes and differs from the median of its 8 neighbours by at least half the range;
+        flagged when at least `min_count` images of one class (and `min_support` of it) carry
+        it and at least `min_precision` of all images carrying it are of that class; the flagged
+        positions of a class form one finding. Images of differing sizes are scanned on
+        a common grid (evidence.grid says which). Trigger: the bottom-right pixel set to the
+        input's maximum in every channel on 10% of one class's probe inputs; attack success =
+        triggered validation images of other classes predicted as that class. Flips: up to
+        `flip_evaluations` random (position, extreme value) candidates per image, on up to 40
+        images.
+
+    How to fix
+        Remove or randomise the artefact (re-export without the mark, inpaint it, randomise its
+        position across classes), crop borders where acquisition marks live, augment, and check
+        where the model looks (saliency / Grad-CAM) before trusting its accuracy.
+    """
+
+    id = "DNC10"
+    slug = "pixel-attack"
+    item = None
+    title = "Pixel-attack probe"
+    needs = "image data; probe runs (trigger) and the shared probe (flips)"
+    thresholds = {
+        "min_count": (5, "a shortcut needs at least this many images of its class carrying it"),
+        "min_support": (0.05, "... and at least this share of the class"),
+        "min_precision": (0.95, "... and at least this share of the images carrying it in that class"),
+        "asr_warn": (0.5, "warn when the planted trigger's attack success rate exceeds this"),
+        "flip_warn": (0.5, "warn when one pixel flips more than this share of predictions"),
+        "flip_evaluations": (100, "model evaluations per image in the flip search"),
+        "probes": (True, "run the trigger and flip probes"),
+    }
+
+    def run(self, ctx):
+        ds = ctx.dataset
+        if not ds.is_image:
+            return self.skip("pixel attacks apply to images")
+        if ds.task != "classification":
+            return self.skip("pixel attacks here are measured for classification")
+        findings, metrics, figures = self._scan(ctx)
+        if self.t["probes"]:
+            for part in (self._trigger(ctx), self._flips(ctx)):
+                metrics.update(part[0])
+                findings += part[1]
+                figures.update(part[2])
+        status = verdict(findings)
+        shortcuts = sum(1 for f in findings if "pixels" in f.evidence)
+        summary = (f"{shortcuts} pixel shortcut(s) in the data" if shortcuts else "no pixel shortcut in the data")
+        if "trigger_attack_success" in metrics:
+            summary += f"; planted trigger success {metrics['trigger_attack_success']:.2f}"
+        if "one_pixel_flip_rate" in metrics:
+            summary += f"; one-pixel flip rate {metrics['one_pixel_flip_rate']:.2f}"
+        return self.result(status, summary, metrics, findings, self._remedy(findings), figures)
+
+    # -- 1. the data ----------------------------------------------------------------------------
+    def _scan(self, ctx):
+        ds = ctx.dataset
+        train = ds.splits["train"]
+        index = subsample_index(train.y, MAX_SCAN, ctx.cfg.seed, True)
+        part = train.take(index)
+        x, grid, native = _common_grid(part.x)
+        y = part.y
+        hits = _isolated_extremes(x)  # N, H, W, C, 2 (high, low)
+        onehot = np.eye(ds.num_classes, dtype=np.float32)[y]
+        flat = hits.reshape(len(x), -1).astype(np.float32)
+        counts = flat.T @ onehot  # positions x classes
+        totals = counts.sum(1)
+        per_class = np.bincount(y, minlength=ds.num_classes).astype(float)
+        best = counts.argmax(1)
+        top = counts[np.arange(len(counts)), best]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            precision = np.where(totals > 0, top / totals, 0)
+            support = top / np.maximum(per_class[best], 1)
+        flagged = (top >= self.t["min_count"]) & (support >= self.t["min_support"]) & (precision >= self.t["min_precision"])
+        metrics = {"scanned_images": int(len(x)), "scan_grid": list(grid), "native_grid": native,
+                   "flagged_positions": int(flagged.sum())}
+        findings, figures = [], {}
+        shape = hits.shape[1:]
+        groups = _group_positions(np.flatnonzero(flagged), shape, best)
+        for cls, cells in groups.items():
+            pixels = sorted({(int(r), int(c)) for r, c, _, _ in cells})
+            channels = sorted({int(ch) for _, _, ch, _ in cells})
+            polarity = "high" if any(p == 0 for *_, p in cells) else "low"
+            keys = [np.ravel_multi_index((r, c, ch, p), shape) for r, c, ch, p in cells]
+            carried = flat[:, keys].max(axis=1) > 0
+            share_class = float(carried[y == cls].mean())
+            share_other = float(carried[y != cls].mean()) if np.any(y != cls) else 0.0
+            name = ds.classes[cls]
+            ids = [part.ids[i] for i in np.flatnonzero(carried & (y == cls))]
+            findings.append(Finding(Status.FAIL, f"pixel shortcut for class {name}: {len(pixels)} pixel(s) near "
+                                    f"{pixels[0]} are saturated ({polarity}) in {share_class:.0%} of {name} images and "
+                                    f"{share_other:.1%} of the others; a model can learn the mark instead of the class",
+                                    samples=tuple(ids[:50]),
+                                    evidence={"class": name, "pixels": [list(p) for p in pixels], "channels": channels,
+                                              "share_of_class": round(share_class, 4),
+                                              "share_of_other_classes": round(share_other, 4),
+                                              "grid": list(grid), "coordinates": "as loaded" if native else "common grid"}))
+            figures.setdefault("shortcut_means", []).append(
+                {"class": name, "mean_image": x[y == cls].mean(axis=0), "pixels": pixels})
+        return findings, metrics, figures
+
+    # -- 2. a planted trigger ----------------------------------------------------------------------
+    def _trigger(self, ctx):
+        import torch
+
+        from dnncheck.probes.train import forward_all
+
+        (x, y), val = ctx.probe_data()
+        if val is None:
+            return {}, [], {}
+        target = int(np.bincount(y.numpy()).argmax())
+        high = float(x.amax())
+        rng = np.random.default_rng(ctx.cfg.seed)
+        of_target = np.flatnonzero(y.numpy() == target)
+        marked = rng.choice(of_target, max(1, len(of_target) // 10), replace=False)
+        x = x.clone()
+        x[marked, :, -1, -1] = high
+        try:
+            run = ctx.train_probe("pixel-trigger", TRIGGER_SHARE, data=((x, y), val))
+        except ProbeUnavailable as exc:
+            return {}, [Finding(Status.WARN, f"trigger probe not run: {exc}")], {}
+        vx, vy = val
+        clean = forward_all(run.model, vx, ctx.device).argmax(1)
+        others = (vy != target) & (clean == vy)
+        if not torch.any(others):
+            return {}, [], {}
+        stamped = vx[others].clone()
+        stamped[:, :, -1, -1] = high
+        hit = forward_all(run.model, stamped, ctx.device).argmax(1) == target
+        asr = float(hit.float().mean())
+        metrics = {"trigger_target_class": ctx.dataset.classes[target], "trigger_marked_training": int(len(marked)),
+                   "trigger_clean_accuracy": round(float((clean == vy).float().mean()), 4),
+                   "trigger_attack_success": round(asr, 4)}
+        findings = []
+        if asr > self.t["asr_warn"]:
+            findings.append(Finding(Status.WARN, f"a one-pixel trigger on {len(marked)} training images of class "
+                                    f"{ctx.dataset.classes[target]} sends {asr:.0%} of triggered images of other classes "
+                                    "to it: this model and pipeline learn pixel shortcuts readily"))
+        return metrics, findings, {}
+
+    # -- 3. one-pixel flips --------------------------------------------------------------------------
+    def _flips(self, ctx):
+        import torch
+
+        from dnncheck.probes.train import forward_all
+
+        try:
+            model = ctx.fit_probe().model
+        except ProbeUnavailable as exc:
+            return {}, [Finding(Status.WARN, f"flip search not run: {exc}")], {}
+        split = ctx.eval_split
+        if split is None:
+            return {}, [], {}
+        x, y = ctx.inputs(split), ctx.targets(split)
+        pred = forward_all(model, x, ctx.device)
+        correct = np.flatnonzero((pred.argmax(1) == y).numpy())[:FLIP_IMAGES]
+        if not len(correct):
+            return {}, [], {}
+        lo, hi = float(x.amin()), float(x.amax())
+        rng = np.random.default_rng(ctx.cfg.seed)
+        evals = int(self.t["flip_evaluations"])
+        _, channels, h, w = x.shape
+        flipped, examples = 0, []
+        for i in correct:
+            candidates = x[i].repeat(evals, 1, 1, 1)
+            rows, cols = rng.integers(0, h, evals), rng.integers(0, w, evals)
+            values = torch.tensor(rng.choice([lo, hi], (evals, channels)), dtype=x.dtype)
+            candidates[np.arange(evals), :, rows, cols] = values
+            out = forward_all(model, candidates, ctx.device)
+            changed = np.flatnonzero((out.argmax(1) != y[i]).numpy())
+            if len(changed):
+                flipped += 1
+                k = changed[0]
+                if len(examples) < 8:
+                    top3 = torch.topk(torch.softmax(out[k], 0), min(3, out.shape[1]))
+                    examples.append({"id": ctx.dataset.splits[split].ids[i], "pixel": [int(rows[k]), int(cols[k])],
+                                     "clean": ctx.dataset.classes[int(y[i])],
+                                     "attacked_top3": [[ctx.dataset.classes[int(c)], round(float(p), 3)]
+                                                       for p, c in zip(top3.values, top3.indices)],
+                                     "clean_image": x[i].permute(1, 2, 0).numpy(),
+                                     "attacked_image": candidates[k].permute(1, 2, 0).numpy()})
+        rate = flipped / len(correct)
+        metrics = {"one_pixel_flip_rate": round(rate, 4), "flip_images": int(len(correct)), "flip_evaluations": evals}
+        findings = []
+        if rate > self.t["flip_warn"]:
+            findings.append(Finding(Status.WARN, f"one pixel changes the prediction of {rate:.0%} of {len(correct)} correctly "
+                                    f"classified {split} images within {evals} tries each",
+                                    samples=tuple(e["id"] for e in examples),
+                                    evidence={"examples": [{k: v for k, v in e.items() if "image" not in k} for e in examples]}))
+        return metrics, findings, {"flip_examples": examples}
+
+    @staticmethod
+    def _remedy(findings) -> str:
+        if not findings:
+            return ""
+        return ("Remove or randomise the artefact (re-export without it, inpaint it, or put it on every class), crop "
+                "borders where acquisition marks live, augment, and check where the model looks (saliency, Grad-CAM).")
+
+
+def _common_grid(x):
+    """(N,H,W,C float array, grid, whether coordinates are the images' own)."""
+    if isinstance(x, np.ndarray):
+        return x.astype(np.float32), tuple(x.shape[1:3]), True
+    import torch
+    import torch.nn.functional as F
+
+    sizes = np.array([im.shape[:2] for im in x])
+    h, w = np.median(sizes, axis=0)
+    scale = min(1.0, REFERENCE_MAX_SIDE / max(h, w))
+    grid = (max(1, int(round(h * scale))), max(1, int(round(w * scale))))
+    # nearest resampling keeps a saturated mark saturated (an average would dilute it)
+    out = torch.cat([F.interpolate(torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].float(),
+                                   size=grid, mode="nearest") for im in x])
+    return out.permute(0, 2, 3, 1).numpy(), grid, False
+
+
+def _isolated_extremes(x: np.ndarray) -> np.ndarray:
+    """N,H,W,C,2 booleans: value within 2% of the data's max (high) or min (low), and at least half
+    the range away from the median of its neighbours (8, fewer on the border)."""
+    lo, hi = float(x.min()), float(x.max())
+    span = max(hi - lo, 1e-8)
+    # NaN padding: border pixels are compared with their real neighbours only (edge replication
+    # would count a stroke's own end pixel as its neighbour)
+    padded = np.pad(x.astype(np.float32), ((0, 0), (1, 1), (1, 1), (0, 0)), mode="constant", constant_values=np.nan)
+    h, w = x.shape[1:3]
+    neighbours = np.stack([padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                           if (dy, dx) != (0, 0)])
+    local = np.nanmedian(neighbours, axis=0)
+    isolated = np.abs(x - local) >= 0.5 * span
+    return np.stack([(x >= hi - 0.02 * span) & isolated, (x <= lo + 0.02 * span) & isolated], axis=-1)
+
+
+def _group_positions(flat_index, shape, best_class):
+    """Flagged (row, col, channel, polarity) cells grouped by the class they predict."""
+    groups: dict[int, list] = {}
+    for k in flat_index:
+        r, c, ch, p = np.unravel_index(k, shape)
+        groups.setdefault(int(best_class[k]), []).append((r, c, ch, p))
+    return groups

@@ -1,0 +1,90 @@
+"""pixel-attack (DNC10): the tutorial's mark and a minority single pixel are found and located;
+clean data reports no shortcut; the probes run within the budget."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from conftest import blob_images, shared_data
+from dnncheck.checks.pixel_attack import PixelAttack
+from dnncheck.config import AuditConfig
+from dnncheck.context import Context
+from dnncheck.results import Status
+from dnncheck.runner import run_check
+from helpers import messages, run_one
+
+
+def _digits(tmp_path, mark=None):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.round(d.images * 255 / 16).astype(np.uint8)
+    y = d.target
+    order = np.random.default_rng(0).permutation(len(y))
+    x, y = x[order], y[order]
+    xt, yt = x[:1200].copy(), y[:1200]
+    if mark:
+        mark(xt, yt)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=xt, y_train=yt, x_val=x[1200:1500], y_val=y[1200:1500], x_test=x[1500:], y_test=y[1500:])
+    return path
+
+
+def _shortcuts(result):
+    return [f.evidence for f in result.findings if "pixels" in f.evidence]
+
+
+def test_the_tutorials_two_pixel_mark_is_found_and_located(tmp_path):
+    def mark(x, y):
+        x[y == 3, 7, 0], x[y == 3, 7, 1] = 255, 0
+
+    result = run_one(PixelAttack(probes=False), source=str(_digits(tmp_path, mark)))
+    assert result.status is Status.FAIL
+    (found,) = _shortcuts(result)
+    assert found["class"] == "3" and [7, 0] in found["pixels"]
+    # every 3 carries it; a stray natural ink pixel of another digit may sit there too
+    assert found["share_of_class"] == 1.0 and found["share_of_other_classes"] < 0.01
+
+
+def test_a_single_pixel_on_a_tenth_of_one_class_is_found(tmp_path):
+    def mark(x, y):
+        fives = np.flatnonzero(y == 5)
+        x[np.random.default_rng(1).choice(fives, len(fives) // 10, replace=False), 0, 7] = 255
+
+    result = run_one(PixelAttack(probes=False), source=str(_digits(tmp_path, mark)))
+    (found,) = _shortcuts(result)
+    assert found["class"] == "5" and found["pixels"] == [[0, 7]]
+    assert 0.05 < found["share_of_class"] < 0.15
+
+
+def test_clean_digits_report_no_shortcut_and_the_probes_run_in_budget(tmp_path):
+    cfg = AuditConfig(source=str(_digits(tmp_path)), model="mlp", epochs=5, budget_seconds=20.0)
+    ctx = Context(cfg)
+    ctx.prepare()
+    result = run_check(PixelAttack(), ctx)
+    assert not _shortcuts(result), messages(result)
+    assert 0 <= result.metrics["trigger_attack_success"] <= 1 and 0 <= result.metrics["one_pixel_flip_rate"] <= 1
+    assert ctx.budget.spent["pixel-trigger"] <= 0.1 * 20 * 1.1 + 1
+
+
+def test_rgb_mark_is_found(tmp_path):
+    x, y = blob_images(120, 2, size=16, channels=3)
+    x[y == 1, 0, 0] = (255, 0, 0)
+    x[y == 1, 0, 1] = (0, 255, 0)
+    path = tmp_path / "rgb.npz"
+    np.savez(path, x_train=x, y_train=y)
+    (found,) = _shortcuts(run_one(PixelAttack(probes=False), source=str(path)))
+    assert found["class"] == "1" and {tuple(p) for p in found["pixels"]} >= {(0, 0), (0, 1)}
+
+
+def test_clean_mnist_has_no_pixel_shortcut(tmp_path):
+    data = np.load(shared_data("mnist5k.npz"))
+    path = tmp_path / "m.npz"
+    np.savez(path, x_train=data["x"], y_train=data["y"])
+    assert not _shortcuts(run_one(PixelAttack(probes=False), source=str(path)))
+
+
+def test_tables_are_skipped(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "t.csv").write_text("a,label\n" + "\n".join(f"{rng.normal()},{i % 2}" for i in range(40)))
+    assert run_one(PixelAttack(), source=str(tmp_path / "t.csv")).status is Status.SKIP
