@@ -190,15 +190,13 @@ def list_checks():
     """List every check: id, slug, checklist item, what it needs."""
     from rich.table import Table
 
-    from dnncheck.checks import CHECKS, PLANNED
+    from dnncheck.checks import CHECKS
 
     table = Table(title="dnncheck checks", title_justify="left")
     for col in ("id", "slug", "item", "title", "needs"):
         table.add_column(col)
-    rows = [(c.id, c.slug, c.item, c.title, c.needs, "") for c in CHECKS]
-    rows += [(cid, slug, item, title, "not implemented yet", "dim") for cid, (slug, item, title) in PLANNED.items()]
-    for cid, slug, item, title, needs, style in sorted(rows, key=lambda r: int(r[0][3:])):
-        table.add_row(cid, slug, "" if item is None else str(item), title, needs, style=style)
+    for c in sorted(CHECKS, key=lambda c: int(c.id[3:])):
+        table.add_row(c.id, c.slug, "" if c.item is None else str(c.item), c.title, c.needs)
     Console().print(table)
 
 
@@ -208,14 +206,10 @@ def explain(key: str = typer.Argument(..., help="a check id (DNC4) or slug (loss
     """What a check checks, why it matters, how it is computed and how to fix what it finds."""
     from rich.table import Table
 
-    from dnncheck.checks import PLANNED, lookup
+    from dnncheck.checks import lookup
 
     check = lookup(key, "explain")
     console = Console()
-    if check is None:
-        cid = next(c for c, (slug, _, _) in PLANNED.items() if key.upper() == c or key.lower() == slug)
-        console.print(f"{cid} {PLANNED[cid][0]}: planned, not implemented in this version.")
-        return
     item = f", checklist item {check.item}" if check.item else ""
     console.print(f"[bold]{check.id} {check.slug}[/bold]: {check.title}{item}\n", highlight=False)
     console.print(check.doc(), highlight=False, markup=False)

@@ -20,19 +20,10 @@ from dnncheck.errors import UserError, closest
 CHECKS = (InputFidelity, Normalization, LabelNoise, LossSanity, Separability, SplitLeakage, ExternalValidation,
           Overfit, Imbalance, PixelAttack, GradientHealth, LearningRate, TrainingCurves)
 
-# Ids and slugs of the contract (DESIGN section 4) whose checks are not implemented yet: they may be
-# named in --select/--ignore/[checks] without error, and `dnncheck checks` lists them as planned.
-PLANNED = {
-}
-
-
 def lookup(key: str, origin: str = "--select"):
-    """The check class for an id (DNC4, dnc4) or slug; None for a planned one; UserError otherwise."""
+    """The check class for an id (DNC4, dnc4) or slug; UserError otherwise."""
     for check in CHECKS:
         if key.upper() == check.id or key.lower() == check.slug:
             return check
-    for cid, (slug, _, _) in PLANNED.items():
-        if key.upper() == cid or key.lower() == slug:
-            return None
-    names = [c.id for c in CHECKS] + [c.slug for c in CHECKS] + list(PLANNED) + [s for s, _, _ in PLANNED.values()]
+    names = [c.id for c in CHECKS] + [c.slug for c in CHECKS]
     raise UserError(f"{origin}: unknown check {key!r}{closest(key, names)}; `dnncheck checks` lists them")

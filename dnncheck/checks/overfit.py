@@ -114,6 +114,7 @@ class Overfit(Check):
         deadline = time.perf_counter() + settings.seconds
         losses = []
         reached_params = True
+        out_of_time = False
         with ctx.budget.timer("overfit-batch"):
             for step in range(int(self.t["max_steps"])):
                 loss = ctx.loss_fn(model(x), y)
@@ -127,13 +128,21 @@ class Overfit(Check):
                     reached_params = False
                 optimizer.step()
                 losses.append(float(loss.detach()))
-                if not math.isfinite(losses[-1]) or time.perf_counter() > deadline:
+                if not math.isfinite(losses[-1]):
+                    break
+                if time.perf_counter() > deadline:
+                    out_of_time = step + 1 < int(self.t["max_steps"])
                     break
         first, best = losses[0], min(losses)
         metrics.update(batch_samples=n, batch_steps=len(losses), batch_initial_loss=round(first, 5),
                        batch_final_loss=round(losses[-1], 5), batch_best_loss=round(best, 5))
         if best <= self.t["target_ratio"] * first or best < 1e-3:
             return metrics, []
+        if out_of_time and reached_params and math.isfinite(losses[-1]) and best < 0.5 * first:
+            # the time share ran out while the loss was still falling: not evidence of a defect
+            return metrics, [Finding(Status.WARN, f"one-batch test inconclusive: its time share ran out after "
+                                     f"{len(losses)} steps with the loss still falling ({first:.4g} -> {best:.4g}); "
+                                     "raise --budget to complete it")]
         if not reached_params:
             why = "the loss does not reach the parameters (outputs detached, or computed without the model)"
         elif not math.isfinite(losses[-1]):
