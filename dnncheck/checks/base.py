@@ -59,9 +59,15 @@ def _same_kind(value, default) -> bool:
     return isinstance(value, type(default))
 
 
+def headline(findings, sep: str = ";") -> str:
+    """The worst finding's message up to `sep`: a one-line summary for the table."""
+    worst = max(findings, key=lambda f: f.severity.rank)
+    return worst.message.split(sep)[0]
+
+
 def verdict(findings, default: Status = Status.PASS) -> Status:
     """The check's status: the worst severity among its findings."""
     return Status.worst([default, *(f.severity for f in findings)])
 
 
-__all__ = ["Check", "CheckResult", "Finding", "Status", "verdict"]
+__all__ = ["Check", "CheckResult", "Finding", "Status", "headline", "verdict"]

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, verdict
+from dnncheck.checks.base import Check, Finding, Status, headline, verdict
 from dnncheck.errors import ProbeUnavailable
 
 ACTIVATION_SAMPLES = 512
@@ -79,7 +79,7 @@ class GradientHealth(Check):
             findings += part[1]
         figures = {"grad_norms": {k: v for k, v in run.grad_norms.items()}, "grad_steps": run.grad_steps}
         status = verdict(findings)
-        summary = max(findings, key=lambda f: f.severity.rank).message.split(";")[0] if findings else (
+        summary = headline(findings) if findings else (
             f"gradients flow (first/last layer ratio {metrics.get('first_to_last_grad_ratio')}), no dead or saturated "
             f"layers, initial scales within range")
         return self.result(status, summary, metrics, findings, self._remedy(findings), figures)

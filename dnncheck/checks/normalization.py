@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, verdict
+from dnncheck.checks.base import Check, Finding, Status, headline, verdict
 from dnncheck.errors import ProbeUnavailable
 
 PROBE_SHARE = 0.15  # of --budget for the comparison run
@@ -254,8 +254,7 @@ def _round(v):
 
 def _summary(findings, metrics) -> str:
     if findings:
-        worst = max(findings, key=lambda f: f.severity.rank)
-        return worst.message.split(":")[0]
+        return headline(findings, ":")
     text = f"inputs in [{metrics['input_min']:.3g}, {metrics['input_max']:.3g}], centred and scaled ({metrics['applied']['mode']})"
     if metrics.get("probe_steps_as_fed") and metrics.get("probe_alternative"):
         raw = metrics.get("probe_steps_alternative")

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, verdict
+from dnncheck.checks.base import Check, Finding, Status, headline, verdict
 from dnncheck.errors import ProbeUnavailable
 
 BATCH_SHARE = 0.05  # of --budget for the one-batch test
@@ -236,8 +236,7 @@ class Overfit(Check):
 
 def _summary(metrics, findings) -> str:
     if findings:
-        worst = max(findings, key=lambda f: f.severity.rank)
-        return worst.message.split(";")[0]
+        return headline(findings)
     text = (f"fits one batch ({metrics['batch_initial_loss']:.3g} -> {metrics['batch_best_loss']:.2g} in "
             f"{metrics['batch_steps']} steps); {metrics['parameters_per_sample']:g} parameters per sample")
     if "memorisation_ratio" in metrics:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dnncheck.checks.base import Check, Status, verdict
+from dnncheck.checks.base import Check, Status, headline, verdict
 from dnncheck.errors import ProbeUnavailable
 
 
@@ -78,7 +78,7 @@ class TrainingCurves(Check):
         metrics["history_from"] = origin
         status = verdict(findings)
         if findings:
-            summary = max(findings, key=lambda f: f.severity.rank).message.split(";")[0]
+            summary = headline(findings)
         else:
             summary = f"{metrics['epochs']} epochs of {origin}: no overfitting, divergence, plateau or oscillation"
             if "best_epoch" in metrics:
