@@ -7,7 +7,6 @@ a check that never asks for the probe run never pays for it.
 
 from __future__ import annotations
 
-import math
 import platform
 from functools import cached_property
 
@@ -295,7 +294,3 @@ def subsample_index(y: np.ndarray, cap: int, seed: int, stratify: bool) -> np.nd
         except ValueError:
             pass  # a class too small to stratify: plain random sample below
     return np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
-
-
-def finite_or_none(value: float):
-    return value if value is not None and math.isfinite(value) else None

@@ -159,7 +159,7 @@ class InputFidelity(Check):
         ds = ctx.dataset
         train = ds.splits["train"]
         model_size = tuple(ds.image_size)
-        stored = np.median(np.array([_stored_hw(train.x, i) for i in range(min(len(train), 200))]), axis=0)
+        stored = np.median(np.array([train.x[i].shape[:2] for i in range(min(len(train), 200))]), axis=0)
         cap = [min(MAX_REFERENCE_SIDE, max(2 * s, 32)) for s in model_size]
         reference = (int(min(stored[0], cap[0])), int(min(stored[1], cap[1])))
         if reference[0] <= model_size[0] and reference[1] <= model_size[1]:
@@ -216,10 +216,6 @@ def _row_stats(flat: np.ndarray) -> dict[str, np.ndarray]:
     # std in float32 chunks: a float64 copy of 70k images would double the memory for nothing
     out["std"] = np.concatenate([c.astype(np.float32).std(1) for c in np.array_split(flat, max(1, len(flat) // 8192))])
     return out
-
-
-def _stored_hw(x, i) -> tuple[int, int]:
-    return tuple(x[i].shape[:2])
 
 
 def _knn_score(x, y, size, seed) -> float:

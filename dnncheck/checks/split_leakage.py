@@ -72,7 +72,6 @@ class SplitLeakage(Check):
         findings += group_findings
         shift_metrics, shift_findings = self._label_shift(ds)
         findings += shift_findings
-        all_pairs = [{k: p[k] for k in ("a", "b", "kind", "similarity")} for p in pairs] + group_pairs
         metrics = {"exact_duplicate_pairs": sum(p["kind"] == "exact" for p in pairs),
                    "near_duplicate_pairs": sum(p["kind"] == "near" for p in pairs),
                    "leaked_groups": len({p["group"] for p in group_pairs}),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from dnncheck.data.dataset import Dataset, SplitData
@@ -76,7 +74,7 @@ def default_image_size(ds: Dataset) -> tuple[int, int]:
     return FALLBACK_IMAGE_SIZE
 
 
-__all__ = ["Dataset", "SplitData", "load_dataset", "Path"]
+__all__ = ["Dataset", "SplitData", "load_dataset", "load_external"]
 
 
 def load_external(cfg, ds: Dataset, progress=None) -> SplitData | None:

@@ -30,11 +30,6 @@ class SplitData:
         return len(self.ids)
 
     @property
-    def id_set(self) -> frozenset:
-        """The split's ids as a set (cached: membership tests over many findings)."""
-        return frozenset(self.positions)
-
-    @property
     def positions(self) -> dict[str, int]:
         """Sample id -> index in this split (cached)."""
         if "_positions" not in self.__dict__:
