@@ -79,6 +79,7 @@ def audit(
                  "--fail-on": ("checks", "fail_on", fail_on), "--device": ("probe", "device", device),
                  "--budget": ("probe", "budget_seconds", budget), "--seed": ("probe", "seed", seed)}
     _check_format(output_format)
+    _check_outputs(json_path, html_path, junit_path)
     cfg = build_config(target, overrides)
     if select:
         cfg.select = _split_ids(select)
@@ -89,6 +90,13 @@ def audit(
     result = _run(cfg, quiet, started, before)
     _write_and_show(result, json_path, quiet, html_path, junit_path, output_format)
     raise typer.Exit(result.exit_code)
+
+
+def _check_outputs(*paths: Optional[Path]) -> None:
+    """Refuse an output path that cannot be a file before spending minutes on the audit."""
+    for path in paths:
+        if path is not None and path.is_dir():
+            raise UserError(f"{path}: is a folder; give a file path for the report")
 
 
 def _check_format(output_format: str) -> None:
