@@ -42,10 +42,10 @@ class AuditConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9
     metric: str | None = None
-    budget_seconds: float = 120.0
+    budget_seconds: float = 300.0
     device: str = "auto"
     seed: int = 0
-    epochs: int = 15
+    epochs: int | None = None  # None: planned from the data (probes/plan.py)
     max_train_samples: int = 5000
     select: list[str] = field(default_factory=list)
     ignore: list[str] = field(default_factory=list)
@@ -251,10 +251,10 @@ batch_size = 64
 # metric = "balanced_accuracy" # accuracy | balanced_accuracy | f1_macro | mse | mae | r2
 
 [probe]
-budget_seconds = 120           # all probe training in one audit stays within this (+10%)
+budget_seconds = 300           # a guard, not a target: probes do the planned work; one the guard stops is inconclusive
 device = "auto"                # auto | cpu | cuda | cuda:N
 seed = 0
-# epochs = 15                  # at most this many epochs per probe run
+# epochs = 10                  # epochs of the shared probe run; default: planned from the data (about 300 steps, 5-15 epochs)
 # max_train_samples = 5000     # probes train on a stratified subsample of at most this many
 
 [checks]

@@ -12,10 +12,9 @@ from functools import cached_property
 
 import numpy as np
 
-from dnncheck.errors import ProbeUnavailable, UserError
+from dnncheck.errors import ProbeCutShort, ProbeUnavailable, UserError
 from dnncheck.progress import NullProgress
 
-MAIN_PROBE_SHARE = 0.5  # of --budget, for the shared "trained briefly on train" run
 MAX_PROBE_VAL = 2000  # validation samples evaluated each probe epoch
 
 
@@ -178,13 +177,104 @@ class Context:
         unit_range = self.output_info.kind in ("probabilities", "sigmoid")
         return make_loss(self.loss_name, self.dataset.task, self.dataset.num_classes, unit_range, (self.cfg.base_dir,))
 
-    # -- probes -----------------------------------------------------------------------------
+    # -- the probe plan and its guard -------------------------------------------------------
+    @cached_property
+    def plan_facts(self):
+        """The sizes and settings the probe plan is computed from (nothing machine-dependent)."""
+        from dnncheck.probes.plan import PlanFacts
+
+        c = self.cfg
+        return PlanFacts(train_samples=len(self.probe_train_index),
+                         val_samples=0 if self.probe_val_index is None else len(self.probe_val_index),
+                         full_train=len(self.dataset.splits["train"]), batch_size=c.batch_size,
+                         task=self.dataset.task, epochs=c.epochs, max_train_samples=c.max_train_samples)
+
+    def plan_probes(self, checks) -> None:
+        """Decide every probe's work for the selected checks, then time a few steps for the estimate."""
+        from dnncheck.probes.budget import Budget
+        from dnncheck.probes.plan import build_plan
+
+        requests: dict[str, tuple[dict, list[str]]] = {}
+        for check in checks:
+            for name, params in check.probes(self).items():
+                requests.setdefault(name, (params, []))[1].append(check.id)
+        self.plan = build_plan(self.plan_facts, requests)
+        self.budget = Budget(self.cfg.budget_seconds, planned=("calibration", *self.plan.probes))
+        if self.plan.probes:
+            self._calibrate()
+
+    @cached_property
+    def plan(self):
+        from dnncheck.probes.plan import build_plan
+
+        return build_plan(self.plan_facts, {})
+
     @cached_property
     def budget(self):
         from dnncheck.probes.budget import Budget
 
-        return Budget(self.cfg.budget_seconds)
+        return Budget(self.cfg.budget_seconds, planned=tuple(self.plan.probes))
 
+    def planned(self, name: str, **params):
+        """The plan's entry for probe `name`; a probe no selected check announced (a check run on
+        its own) is planned now with `params`, the same way."""
+        from dnncheck.probes.plan import PLANNERS
+
+        if name not in self.plan.probes:
+            self.plan.probes[name] = PLANNERS[name](self.plan_facts, **params)
+        return self.plan.probes[name]
+
+    def _calibrate(self) -> None:
+        from dnncheck.probes.plan import CALIBRATION_STEPS, Calibration
+        from dnncheck.probes.train import calibrate
+
+        (x, y), val = self.probe_data()
+        try:
+            with self.budget.timer("calibration"):
+                step, per_sample = calibrate(self.fresh_model(), self.loss_fn, x, y, self.probe_settings(),
+                                             CALIBRATION_STEPS, None if val is None else val[0])
+        except UserError:
+            raise
+        except Exception:  # a model that cannot train says so in the checks that need it
+            return
+        self.plan.calibration = Calibration(step, per_sample)
+
+    def plan_record(self) -> dict:
+        """`model.probe_plan` for the JSON: the planned work per probe, and what was done of it."""
+        plan = self.plan
+        probes = []
+        for name, spec in plan.probes.items():
+            entry = spec.to_dict()
+            estimate = plan.estimate(name)
+            entry["estimated_seconds"] = None if estimate is None else round(estimate, 2)
+            outcome = self._outcomes.get(name, {"steps_done": 0, "cut_short": False})
+            entry.update(ran=name in self._outcomes, steps_done=outcome["steps_done"], cut_short=outcome["cut_short"],
+                         spent_seconds=round(self.budget.spent.get(name, 0.0), 2))
+            probes.append(entry)
+        total = plan.estimated_total()
+        return {"probes": probes, "budget_seconds": self.cfg.budget_seconds,
+                "estimated_seconds": None if total is None else round(total, 2),
+                "calibration_seconds": round(self.budget.spent.get("calibration", 0.0), 2)}
+
+    @cached_property
+    def _outcomes(self) -> dict:
+        return {}
+
+    def _ran(self, name: str, steps: int, cut_short: bool) -> None:
+        outcome = self._outcomes.setdefault(name, {"steps_done": 0, "cut_short": False})
+        outcome["steps_done"] += steps
+        outcome["cut_short"] = outcome["cut_short"] or cut_short
+
+    def _cut_short(self, name: str) -> ProbeCutShort:
+        """The exception for a probe the guard stopped, with a budget that would let it finish."""
+        done = self._outcomes.get(name, {}).get("steps_done", 0)
+        planned = self.plan[name].steps
+        spent = self.budget.spent.get(name, 0.0)
+        needed = spent * planned / max(1, done)
+        allotted = self.budget.guards[name].seconds
+        return ProbeCutShort(name, done, planned, spent, self.budget.suggest(needed, allotted))
+
+    # -- probes -----------------------------------------------------------------------------
     @cached_property
     def probe_train_index(self) -> np.ndarray:
         """A stratified subsample of train of at most max_train_samples (all of it when smaller)."""
@@ -199,13 +289,13 @@ class Context:
         return subsample_index(self.dataset.splits[split].y, MAX_PROBE_VAL, self.cfg.seed,
                                self.dataset.task == "classification")
 
-    def probe_settings(self, share: float, **overrides):
+    def probe_settings(self, **overrides):
+        from dnncheck.probes.plan import fit_epochs
         from dnncheck.probes.train import ProbeSettings
 
         c = self.cfg
-        values = dict(optimizer=c.optimizer, lr=c.lr, batch_size=c.batch_size, max_epochs=c.epochs,
-                      seconds=self.budget.allot(share), seed=c.seed, device=self.device,
-                      weight_decay=c.weight_decay, momentum=c.momentum)
+        values = dict(optimizer=c.optimizer, lr=c.lr, batch_size=c.batch_size, max_epochs=fit_epochs(self.plan_facts),
+                      seed=c.seed, device=self.device, weight_decay=c.weight_decay, momentum=c.momentum)
         values.update(overrides)
         return ProbeSettings(**values)
 
@@ -227,41 +317,73 @@ class Context:
             val = (features(self.eval_split, vi), self.targets(self.eval_split)[vi])
         return train, val
 
-    def train_probe(self, name: str, share: float, normalizer=None, model=None, data=None, **overrides):
-        """A fresh probe run of the user's model and settings within `share` of the budget.
-
-        `data` = (train, val) tensor pairs replaces the default probe data. Raises ProbeUnavailable
-        with the reason when it cannot train.
-        """
-        from dnncheck.probes.train import train_probe
-
-        settings = self.probe_settings(share, **overrides)
-        if settings.seconds <= 0:
-            raise ProbeUnavailable("the probe budget is spent")
-        train, val = data if data is not None else self.probe_data(normalizer)
+    def _guarded(self, name: str, work):
+        """Run `work(guard)` as probe `name`: timed against the budget, errors of the user's model
+        or loss turned into ProbeUnavailable, a tripped guard into ProbeCutShort."""
+        guard = self.budget.guard(name)
         try:
             with self.budget.timer(name):
-                return train_probe(name, model if model is not None else self.fresh_model(), self.loss_fn, train,
-                                   val, self.dataset.task, settings, self.progress)
+                run = work(guard)
         except UserError:
             raise
         except Exception as exc:  # the user's model or loss cannot train on this data
             raise ProbeUnavailable(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
+        self._ran(name, run.steps, run.stopped_by == "budget")
+        if run.stopped_by == "budget":
+            raise self._cut_short(name)
+        return run
+
+    def train_probe(self, name: str, normalizer=None, model=None, data=None, **overrides):
+        """A fresh probe run of the user's model and settings, doing the work the plan fixes for
+        `name` (its epochs). `data` = (train, val) tensor pairs replaces the default probe data.
+
+        Raises ProbeUnavailable with the reason when it cannot train, ProbeCutShort when the
+        budget guard stopped it.
+        """
+        from dnncheck.probes.train import train_probe
+
+        spec = self.planned(name)
+        settings = self.probe_settings(max_epochs=spec.epochs, record_epochs=spec.evaluate_epochs, **overrides)
+        train, val = data if data is not None else self.probe_data(normalizer)
+        net = model if model is not None else self.fresh_model()
+        return self._guarded(name, lambda guard: train_probe(name, net, self.loss_fn, train, val, self.dataset.task,
+                                                             settings, guard, self.progress))
 
     def fit_probe(self):
         """The model trained briefly on train with the user's settings: one run shared by all checks.
 
-        Raises ProbeUnavailable (with the reason) when it cannot train, every time it is asked.
+        Raises ProbeUnavailable (or ProbeCutShort) with the reason, every time it is asked.
         """
         if self._probe_error is not None:
-            raise ProbeUnavailable(self._probe_error)
+            raise self._probe_error
         if "_fit_run" not in self.__dict__:
             try:
-                self._fit_run = self.train_probe("fit", MAIN_PROBE_SHARE)
+                self._fit_run = self.train_probe("fit")
             except ProbeUnavailable as exc:
-                self._probe_error = str(exc)
+                self._probe_error = exc
                 raise
         return self._fit_run
+
+    def lr_range_test(self, lrs):
+        """The learning-rate range test over `lrs` on a fresh model and the probe's training data."""
+        from dnncheck.probes.train import range_test
+
+        self.planned("learning-rate", steps=len(lrs))
+        (x, y), _ = self.probe_data()
+        model = self.fresh_model()
+        return self._guarded("learning-rate", lambda guard: range_test(model, self.loss_fn, x, y, self.probe_settings(),
+                                                                       lrs, guard))
+
+    def one_batch_fit(self, batch: int, max_steps: int, target_ratio: float):
+        """A fresh model trained on the first `batch` training samples (the one-batch test)."""
+        from dnncheck.probes.train import fit_one_batch
+
+        spec = self.planned("overfit-batch", batch=batch, max_steps=max_steps)
+        x, y = self.inputs("train")[: spec.batch_size], self.targets("train")[: spec.batch_size]
+        model = self.fresh_model()
+        return self._guarded("overfit-batch", lambda guard: fit_one_batch(model, self.loss_fn, x, y,
+                                                                          self.probe_settings(), max_steps,
+                                                                          target_ratio, guard))
 
     def artifact(self, key, compute):
         """A shared result computed once per audit under `key` (e.g. duplicate pairs)."""

@@ -18,6 +18,29 @@ class ProbeUnavailable(Exception):
     """A probe training run could not be made; checks that only partly need it carry on."""
 
 
+class ProbeCutShort(ProbeUnavailable):
+    """The --budget guard stopped a probe before its planned work was done.
+
+    Its evidence is partial, so the checks that depend on it report `warn` with an inconclusive
+    finding instead of a verdict. The message names the probe, the steps done of planned and a
+    budget that would let it finish; it carries no timing (timings live in `evidence`).
+    """
+
+    def __init__(self, probe: str, steps_done: int, steps_planned: int, spent_seconds: float,
+                 suggested_budget_seconds: float):
+        self.probe, self.steps_done, self.steps_planned = probe, steps_done, steps_planned
+        self.spent_seconds, self.suggested_budget_seconds = spent_seconds, suggested_budget_seconds
+        # no colon before the first ';': summaries are cut at the first ':' or ';'
+        super().__init__(f"inconclusive, the {probe} probe was cut short by the --budget guard after {steps_done} of "
+                         f"{steps_planned} planned steps; rerun with --budget {suggested_budget_seconds:g} or more "
+                         "to complete it")
+
+    def evidence(self) -> dict:
+        return {"inconclusive": True, "probe": self.probe, "steps_done": self.steps_done,
+                "steps_planned": self.steps_planned, "spent_seconds": round(self.spent_seconds, 2),
+                "suggested_budget_seconds": self.suggested_budget_seconds}
+
+
 def closest(word: str, choices) -> str:
     """' (did you mean "x"?)' for the nearest valid spelling, or '' when none is close."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)

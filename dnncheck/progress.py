@@ -24,6 +24,9 @@ class NullProgress:
     def stage(self, description: str) -> None:
         """A one-line note of what is being computed now (shown while no bar runs)."""
 
+    def plan(self, record: dict) -> None:
+        """The probe plan (ctx.plan_record()), shown before any probe trains."""
+
     def __enter__(self):
         return self
 

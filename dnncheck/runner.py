@@ -97,6 +97,8 @@ def run_audit(ctx, checks, command: str = "", started: float | None = None, base
 
     start = started if started is not None else time.perf_counter()
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    ctx.plan_probes(checks)  # every probe's work is fixed here, before anything trains
+    ctx.progress.plan(ctx.plan_record())
     results = []
     bar = ctx.progress.task("checks", total=len(checks))
     for check in checks:
@@ -109,7 +111,8 @@ def run_audit(ctx, checks, command: str = "", started: float | None = None, base
     data["notes"] = list(ctx.dataset.notes)
     data["normalization"] = _safe(lambda: ctx.normalizer.describe())
     model = dict(ctx.model_info)
-    model["probe_runs"] = {name: round(s, 2) for name, s in ctx.budget.spent.items()}
+    model["probe_plan"] = ctx.plan_record()
+    model["probe_seconds"] = {name: round(s, 2) for name, s in ctx.budget.spent.items()}
     model["budget_seconds"] = ctx.cfg.budget_seconds
     comparison = compare_to_baseline(results, baseline) if baseline is not None else {}
     gating = {cid for cid, c in comparison.items() if c["change"] in ("worse", "new")} if baseline is not None else None

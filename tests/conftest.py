@@ -88,5 +88,4 @@ FAST = """
 batch_size = 64
 [probe]
 epochs = 3
-budget_seconds = 30
 """

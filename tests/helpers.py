@@ -9,9 +9,9 @@ from dnncheck.runner import run_check
 
 def run_one(check, **cfg):
     cfg.setdefault("epochs", 3)
-    cfg.setdefault("budget_seconds", 30.0)
     ctx = Context(AuditConfig(**cfg))
     ctx.prepare()
+    ctx.plan_probes([check])
     return run_check(check, ctx)
 
 

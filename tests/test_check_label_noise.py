@@ -39,7 +39,7 @@ def _flagged(result):
 
 def test_planted_flips_are_found_ranked_with_suggestions(tmp_path):
     path, planted = _digits_npz(tmp_path, flip_fraction=0.1)
-    result = run_one(LabelNoise(), source=str(path), model="mlp", epochs=15, budget_seconds=40.0)
+    result = run_one(LabelNoise(), source=str(path), model="mlp", epochs=15)
     assert result.status is Status.FAIL
     finding = _flagged(result)
     flagged = {int(s.split(":")[1]) for s in finding.samples}
@@ -56,7 +56,7 @@ def test_planted_flips_are_found_ranked_with_suggestions(tmp_path):
 
 def test_clean_digits_are_not_cried_wolf_on(tmp_path):
     path, _ = _digits_npz(tmp_path)
-    result = run_one(LabelNoise(), source=str(path), model="mlp", epochs=15, budget_seconds=40.0)
+    result = run_one(LabelNoise(), source=str(path), model="mlp", epochs=15)
     assert result.status is Status.PASS, messages(result)
     assert result.metrics["flagged_fraction"] < 0.02
 

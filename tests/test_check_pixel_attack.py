@@ -57,14 +57,17 @@ def test_a_single_pixel_on_a_tenth_of_one_class_is_found(tmp_path):
     assert 0.05 < found["share_of_class"] < 0.15
 
 
-def test_clean_digits_report_no_shortcut_and_the_probes_run_in_budget(tmp_path):
-    cfg = AuditConfig(source=str(_digits(tmp_path)), model="mlp", epochs=5, budget_seconds=20.0)
+def test_clean_digits_report_no_shortcut_and_the_probes_do_their_planned_work(tmp_path):
+    cfg = AuditConfig(source=str(_digits(tmp_path)), model="mlp", epochs=5)
     ctx = Context(cfg)
     ctx.prepare()
+    ctx.plan_probes([PixelAttack()])
     result = run_check(PixelAttack(), ctx)
     assert not _shortcuts(result), messages(result)
     assert 0 <= result.metrics["trigger_attack_success"] <= 1 and 0 <= result.metrics["one_pixel_flip_rate"] <= 1
-    assert ctx.budget.spent["pixel-trigger"] <= 0.1 * 20 * 1.1 + 1
+    probes = {p["name"]: p for p in ctx.plan_record()["probes"]}
+    assert set(probes) == {"fit", "pixel-trigger"}
+    assert all(p["ran"] and not p["cut_short"] and p["steps_done"] == p["steps"] for p in probes.values())
 
 
 def test_rgb_mark_is_found(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -12,7 +11,8 @@ from torch import nn
 from dnncheck.errors import UserError
 from dnncheck.models.build import ModelInputs, build_model
 from dnncheck.models.introspect import capture_penultimate, describe_outputs, final_activation, parameter_count
-from dnncheck.probes.train import ProbeSettings, train_probe
+from dnncheck.probes.budget import Guard
+from dnncheck.probes.train import ProbeSettings, fit_one_batch, range_test, train_probe
 
 IMG = ModelInputs(num_classes=10, in_channels=1, image_size=(8, 8))
 
@@ -83,7 +83,7 @@ def _digits_tensors():
 
 
 def _settings(**kw):
-    base = dict(optimizer="adam", lr=1e-3, batch_size=64, max_epochs=3, seconds=60, seed=0)
+    base = dict(optimizer="adam", lr=1e-3, batch_size=64, max_epochs=3, seed=0)
     base.update(kw)
     return ProbeSettings(**base)
 
@@ -98,22 +98,32 @@ def test_probe_is_reproducible_and_learns():
                                 _settings(max_epochs=6)))
     assert runs[0].step_loss == runs[1].step_loss
     run = runs[0]
-    assert len(run.epochs) == 6 and run.stopped_by == "epochs"
-    assert run.steps == 6 * (1200 // 64)
+    assert len(run.epochs) == 6 and run.stopped_by == "plan"
+    assert run.steps == run.planned_steps == 6 * (1200 // 64)
     assert run.epochs[-1]["val_acc"] > 0.9
     assert abs(run.initial_loss - math.log(10)) < 0.5
     assert run.grad_norms and all(len(v) == len(run.grad_steps) for v in run.grad_norms.values())
     assert run.val_outputs.shape == (597, 10)
 
 
-def test_probe_stops_at_its_time_allotment():
+class _TripsAfter(Guard):
+    """A guard that trips after a fixed number of checks: the engine's reaction to a cut, without a clock."""
+
+    def __init__(self, checks: int):
+        super().__init__("t", 0.0)
+        self.left = checks
+
+    def expired(self) -> bool:
+        self.left -= 1
+        return self.left < 0
+
+
+def test_a_tripped_guard_stops_the_run_and_says_so():
     train, val = _digits_tensors()
-    start = time.perf_counter()
-    run = train_probe("t", build_model("smallcnn", IMG), nn.functional.cross_entropy, train, val, "classification",
-                      _settings(max_epochs=1000, seconds=1.0))
-    elapsed = time.perf_counter() - start
-    assert run.stopped_by == "budget"
-    assert elapsed < 1.0 * 1.1 + 1.0  # allotment, plus one step and one evaluation
+    run = train_probe("t", build_model("mlp", IMG), nn.functional.cross_entropy, train, val, "classification",
+                      _settings(max_epochs=10), guard=_TripsAfter(7))
+    assert run.stopped_by == "budget" and run.steps == 8 < run.planned_steps
+    assert run.val_outputs is None  # a cut-short run offers no final evidence
 
 
 def test_probe_stops_on_non_finite_loss():
@@ -124,10 +134,29 @@ def test_probe_stops_on_non_finite_loss():
     assert not all(math.isfinite(v) for v in run.step_loss)
 
 
-def test_budget_allotments_are_capped_by_what_is_left():
-    from dnncheck.probes.budget import Budget
+def test_range_test_and_one_batch_run_in_the_same_engine():
+    import numpy as np
 
-    b = Budget(10)
-    assert b.allot(0.5) == 5
-    b.charge("fit", 8)
-    assert b.allot(0.5) == 2 and b.remaining == 2
+    (x, y), _ = _digits_tensors()
+    torch.manual_seed(0)
+    lrs = 1e-5 * (1e7) ** (np.arange(60) / 59)
+    test = range_test(build_model("mlp", IMG), nn.functional.cross_entropy, x, y, _settings(), lrs)
+    assert test.stopped_by == "loss exploded" and 10 < test.steps < 60  # lr up to 100 blows any net up
+    cut = range_test(build_model("mlp", IMG), nn.functional.cross_entropy, x, y, _settings(), lrs, _TripsAfter(5))
+    assert cut.stopped_by == "budget" and cut.steps == 6
+    torch.manual_seed(0)
+    batch = fit_one_batch(build_model("mlp", IMG), nn.functional.cross_entropy, x[:32], y[:32], _settings(), 200, 0.05)
+    assert batch.stopped_by == "target reached" and batch.losses[-1] <= 0.05 * batch.losses[0]
+
+
+def test_budget_reserves_the_shares_of_probes_still_to_come():
+    from dnncheck.probes.budget import SHARES, Budget
+
+    assert sum(SHARES.values()) <= 1.0
+    b = Budget(100, planned=("fit", "normalization"))
+    assert b.allot("fit") == pytest.approx(100 - 100 * SHARES["normalization"])
+    b.guard("fit")
+    b.charge("fit", 30)
+    assert b.allot("normalization") == pytest.approx(70)  # what fit left unused goes to the next probe
+    b.charge("normalization", 80)
+    assert b.remaining == 0 and b.allot("other") == 0

@@ -57,6 +57,11 @@ class ExternalValidation(Check):
         "max_shift_auc": (0.8, "warn when a domain classifier tells internal from external with this AUC"),
     }
 
+    def probes(self, ctx) -> dict[str, dict]:
+        has_external = ctx.external is not None and len(ctx.external)
+        needs_fit = ctx.dataset.task == "classification" and has_external and not ctx.cfg.weights
+        return {"fit": {}} if needs_fit else {}
+
     def run(self, ctx):
         ds = ctx.dataset
         if ds.task != "classification":
@@ -72,7 +77,7 @@ class ExternalValidation(Check):
         try:
             model, source = (ctx.user_model(), "your weights") if ctx.cfg.weights else (ctx.fit_probe().model, "the probe")
         except ProbeUnavailable as exc:
-            return self.skip(f"no trained model to validate: {exc}")
+            return self.without_probe(exc, "no trained model to validate")
         from dnncheck.probes.train import forward_all
 
         internal_pred = forward_all(model, ctx.inputs(internal_split.name), ctx.device).argmax(1).numpy()

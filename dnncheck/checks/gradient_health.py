@@ -67,11 +67,14 @@ class GradientHealth(Check):
         "update_ratio_high": (0.1, "per-step update / weight above this: unstable"),
     }
 
+    def probes(self, ctx) -> dict[str, dict]:
+        return {"fit": {}}
+
     def run(self, ctx):
         try:
             run = ctx.fit_probe()
         except ProbeUnavailable as exc:
-            return self.skip(f"no probe run to read gradients from: {exc}")
+            return self.without_probe(exc, "no probe run to read gradients from")
         fresh = ctx.fresh_model()
         findings, metrics = [], {}
         for part in (self._gradients(run), self._updates(fresh, run), self._units(ctx, run), self._init(fresh)):

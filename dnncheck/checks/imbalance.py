@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, verdict
+from dnncheck.checks.base import Check, Finding, Status, probe_finding, verdict
 from dnncheck.errors import ProbeUnavailable
 
 MAX_LISTED = 20
@@ -58,6 +58,9 @@ class Imbalance(Check):
         "low_recall_factor": (0.5, "a class whose recall is below this times the median recall is named"),
         "out_of_range_share": (0.05, "regression: share of val/test targets outside train's range that warns"),
     }
+
+    def probes(self, ctx) -> dict[str, dict]:
+        return {"fit": {}} if ctx.dataset.task == "classification" and ctx.eval_split is not None else {}
 
     def run(self, ctx):
         ds = ctx.dataset
@@ -134,7 +137,7 @@ class Imbalance(Check):
         try:
             run = ctx.fit_probe()
         except ProbeUnavailable as exc:
-            return {}, [Finding(Status.WARN, f"per-class recall not measured: the probe could not train ({exc})")]
+            return {}, [probe_finding(exc, "per-class recall not measured: the probe could not train")]
         if run.val_outputs is None:
             return {}, [Finding(Status.WARN, "per-class recall not measured: there is no validation or test split")]
         y_true = ctx.targets(ctx.eval_split)[ctx.probe_val_index].numpy()

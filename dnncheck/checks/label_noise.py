@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, verdict
-from dnncheck.errors import ProbeUnavailable
-
-PROBE_SHARE = 0.15  # of --budget, split across the folds
+from dnncheck.checks.base import Check, Finding, Status, probe_finding, verdict
+from dnncheck.errors import ProbeCutShort, ProbeUnavailable
 FIGURE_SUSPECTS = 16
 
 
@@ -30,7 +28,7 @@ class LabelNoise(Check):
 
     How it is computed
         Stratified `folds`-fold cross-fitting of three estimators, averaged: the user's model
-        (a fresh probe per fold, trained on the other folds within 15% of --budget in all), read
+        (a fresh probe per fold, trained on the other folds for about 100 steps each), read
         as its softmax and as a 10-NN vote in its penultimate features ("deep k-NN", Bahri et
         al., ICML 2020, robust to noisy labels); and an RBF SVM on a 50-d PCA of the model's
         input tensor (a 10-NN vote on that PCA replaces it above 10,000 samples or stands in for
@@ -59,6 +57,18 @@ class LabelNoise(Check):
         "probe": (True, "include the user's model (cross-fitted probes) in the estimate"),
     }
 
+    def _folds(self, ctx) -> int:
+        counts = np.bincount(ctx.dataset.splits["train"].y, minlength=ctx.dataset.num_classes)
+        return int(min(self.t["folds"], counts[counts > 0].min()))
+
+    def _uses_probe(self, ctx) -> bool:
+        return bool(self.t["probe"]) and ctx.output_info.units == ctx.dataset.num_classes
+
+    def probes(self, ctx) -> dict[str, dict]:
+        if ctx.dataset.task != "classification" or self._folds(ctx) < 2 or not self._uses_probe(ctx):
+            return {}
+        return {"label-noise": {"folds": self._folds(ctx)}}
+
     def run(self, ctx):
         from cleanlab.count import num_label_issues
         from cleanlab.filter import find_label_issues
@@ -70,10 +80,15 @@ class LabelNoise(Check):
         train = ds.splits["train"]
         y = train.y
         counts = np.bincount(y, minlength=ds.num_classes)
-        folds = int(min(self.t["folds"], counts[counts > 0].min()))
+        folds = self._folds(ctx)
         if folds < 2:
             return self.skip("a class has a single training sample: cross-fitting needs two per class")
-        probs, used, notes = self._probabilities(ctx, y, folds)
+        try:
+            probs, used, notes = self._probabilities(ctx, y, folds)
+        except ProbeCutShort as exc:  # partial evidence: say so, never a verdict from it
+            findings = [probe_finding(exc, "label noise not estimated"), *self._conflicting_duplicates(ds)]
+            return self.result(verdict(findings), findings[0].message.split(";")[0], {"train_samples": int(len(y)), "folds": folds},
+                               findings, self._remedy(findings[1:]))
         present = counts > 0
         mask = find_label_issues(y, probs, filter_by="prune_by_class")
         quality = get_label_quality_scores(y, probs)
@@ -101,12 +116,14 @@ class LabelNoise(Check):
         flat = ctx.inputs("train").reshape(len(y), -1).numpy()
         notes, estimates = [], {}
         if self.t["probe"]:
-            if ctx.output_info.units != ctx.dataset.num_classes:
+            if not self._uses_probe(ctx):
                 notes.append(f"the model's {ctx.output_info.units} outputs do not match {ctx.dataset.num_classes} classes: "
                              "estimated without it (see loss-sanity)")
             else:
                 try:
-                    estimates.update(probe_probabilities(ctx, fold, PROBE_SHARE))
+                    estimates.update(probe_probabilities(ctx, fold))
+                except ProbeCutShort:
+                    raise
                 except ProbeUnavailable as exc:
                     notes.append(f"estimated without the model's probe: {exc}")
         estimates.update(classical_probabilities(pca_features(flat, ctx.cfg.seed), y, fold, ctx.dataset.num_classes,

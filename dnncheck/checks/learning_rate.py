@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import math
-import time
-
 import numpy as np
 
 from dnncheck.checks.base import Check, Finding, Status, verdict
-
-PROBE_SHARE = 0.05
+from dnncheck.errors import ProbeUnavailable
 
 
 class LearningRate(Check):
@@ -27,7 +23,7 @@ class LearningRate(Check):
         A range test finds the useful band in seconds.
 
     How it is computed
-        `steps` steps (or 5% of --budget) from `lr_start` to `lr_end` on batches of the probe's
+        `steps` steps from `lr_start` to `lr_end` on batches of the probe's
         training data; loss smoothed with an exponential moving average (0.9, bias-corrected);
         the test stops when the smoothed loss exceeds 4 times its minimum or is non-finite.
         Suggested range: from the learning rate of steepest descent of the smoothed loss (per
@@ -55,50 +51,21 @@ class LearningRate(Check):
         "low_factor": (100.0, "warn when lr is below the range's bottom by this factor"),
     }
 
+    def probes(self, ctx) -> dict[str, dict]:
+        return {"learning-rate": {"steps": int(self.t["steps"])}}
+
     def run(self, ctx):
-        import torch
-
-        from dnncheck.probes.train import make_optimizer
-
-        model = ctx.fresh_model().to(ctx.device).train()
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
+        if not any(p.requires_grad for p in ctx.fresh_model().parameters()):
             return self.skip("the model has no trainable parameters (see overfit)")
-        (x, y), _ = ctx.probe_data()
-        settings = ctx.probe_settings(PROBE_SHARE)
-        optimizer = make_optimizer(ctx.cfg.optimizer, params, settings)
         steps = int(self.t["steps"])
         lrs = self.t["lr_start"] * (self.t["lr_end"] / self.t["lr_start"]) ** (np.arange(steps) / max(1, steps - 1))
-        gen = torch.Generator().manual_seed(ctx.cfg.seed)
-        batch = min(ctx.cfg.batch_size, len(x))
-        tried, smooth, raw = [], [], []
-        avg, best = 0.0, math.inf
-        deadline = time.perf_counter() + settings.seconds
-        stopped = "end of range"
-        with ctx.budget.timer("learning-rate"):
-            for k, lr in enumerate(lrs):
-                for group in optimizer.param_groups:
-                    group["lr"] = float(lr)
-                idx = torch.randint(0, len(x), (batch,), generator=gen)
-                loss = ctx.loss_fn(model(x[idx].to(ctx.device)), y[idx].to(ctx.device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                value = float(loss.detach())
-                avg = 0.9 * avg + 0.1 * value
-                smoothed = avg / (1 - 0.9 ** (k + 1))
-                tried.append(float(lr))
-                raw.append(value)
-                smooth.append(smoothed)
-                if not math.isfinite(smoothed) or smoothed > 4 * best:
-                    stopped = "loss exploded"
-                    break
-                best = min(best, smoothed)
-                if time.perf_counter() > deadline:
-                    stopped = "budget"
-                    break
-        metrics, findings = self._judge(ctx.cfg.lr, np.array(tried), np.array(smooth), stopped)
-        figures = {"range_test": {"lr": tried, "loss": raw, "smoothed": smooth}}
+        try:
+            test = ctx.lr_range_test(lrs)
+        except ProbeUnavailable as exc:
+            return self.without_probe(exc, "the range test could not train this model")
+        tried, smooth = np.array(test.lrs), np.array(test.smoothed)
+        metrics, findings = self._judge(ctx.cfg.lr, tried, smooth, test.stopped_by)
+        figures = {"range_test": {"lr": test.lrs, "loss": test.losses, "smoothed": test.smoothed}}
         status = verdict(findings)
         summary = findings[0].message.split(";")[0] if findings else (
             f"lr {ctx.cfg.lr:g} lies in the suggested range [{metrics['suggested_lr_min']:.2g}, "

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, verdict
+from dnncheck.checks.base import Check, Finding, Status, probe_finding, verdict
 from dnncheck.errors import ProbeUnavailable
 
 MAX_LISTED = 20
@@ -62,6 +62,9 @@ class LossSanity(Check):
         "min_fall_ratio": (0.9, "warn when the probe's final loss is above this fraction of its initial loss"),
         "imbalance_ratio_for_metric": (3.0, "warn about plain accuracy as the metric at this imbalance ratio"),
     }
+
+    def probes(self, ctx) -> dict[str, dict]:
+        return {"fit": {}}
 
     def run(self, ctx):
         import torch
@@ -200,8 +203,7 @@ class LossSanity(Check):
         try:
             run = ctx.fit_probe()
         except ProbeUnavailable as exc:
-            severity = Status.WARN if "budget" in str(exc) else Status.FAIL
-            return {}, [Finding(severity, f"the probe could not train with this model and loss: {exc}")]
+            return {}, [probe_finding(exc, "the probe could not train with this model and loss", Status.FAIL)]
         losses = np.array(run.step_loss, dtype=float)
         metrics = {"probe_steps": run.steps, "probe_epochs": len(run.epochs), "probe_seconds": round(run.seconds, 2)}
         if len(losses) == 0:

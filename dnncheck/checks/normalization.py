@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, headline, verdict
+from dnncheck.checks.base import Check, Finding, Status, headline, probe_finding, verdict
 from dnncheck.errors import ProbeUnavailable
-
-PROBE_SHARE = 0.15  # of --budget for the comparison run
 MAX_LISTED = 20
 
 
@@ -39,8 +37,9 @@ class Normalization(Check):
         outside [`min_std`, `max_std`], and for constant features. Leaked statistics: float data
         used as given whose union of splits has mean 0 and std 1 (or min 0 and max 1) per
         feature to 1e-4 while train alone does not. Probe: the same model, seed and settings on
-        the same subsample; losses smoothed over a twentieth of the run; steps to reach the
-        higher of the two runs' lowest losses.
+        the same subsample for the epochs the plan gives the comparison (about 150 steps, at
+        least 2 epochs), compared with the same first steps of the shared probe; losses smoothed
+        over a twentieth of the run; steps to reach the higher of the two runs' lowest losses.
 
     How to fix
         Scale images to [0, 1] and z-score per channel with the training split's mean and std
@@ -64,6 +63,9 @@ class Normalization(Check):
         "slower_factor": (2.0, "the probe warns when the inputs as fed need this many times the steps"),
         "probe": (True, "run the two-run comparison probe"),
     }
+
+    def probes(self, ctx) -> dict[str, dict]:
+        return {"fit": {}, "normalization": {}} if self.t["probe"] else {}
 
     def run(self, ctx):
         ds = ctx.dataset
@@ -158,16 +160,17 @@ class Normalization(Check):
         alternative = fit_normalizer(other, ctx.raw_inputs("train"), scale, ds.is_image)
         try:
             fed = ctx.fit_probe()
-            alt = ctx.train_probe("normalization", PROBE_SHARE, normalizer=alternative)
+            alt = ctx.train_probe("normalization", normalizer=alternative)
         except ProbeUnavailable as exc:
-            return {}, [Finding(Status.WARN, f"comparison probe not run: {exc}")], {}
+            return {}, [probe_finding(exc, "comparison probe not run")], {}
         label_alt = "raw (not normalised)" if other == "none" else "z-scored with train statistics"
-        fed_steps, alt_steps, target = _steps_to_common_loss(fed.step_loss, alt.step_loss)
+        fed_curve = fed.step_loss[: alt.steps]  # the same first steps of the shared run
+        fed_steps, alt_steps, target = _steps_to_common_loss(fed_curve, alt.step_loss)
         metrics = {"probe_target_loss": _round(target), "probe_steps_as_fed": fed_steps,
                    "probe_steps_alternative": alt_steps, "probe_alternative": label_alt,
-                   "probe_final_loss_as_fed": _round(_tail(fed.step_loss)),
+                   "probe_steps_compared": alt.steps, "probe_final_loss_as_fed": _round(_tail(fed_curve)),
                    "probe_final_loss_alternative": _round(_tail(alt.step_loss))}
-        figures = {"loss_curves": {"as fed (" + fed_mode + ")": fed.step_loss, label_alt: alt.step_loss}}
+        figures = {"loss_curves": {"as fed (" + fed_mode + ")": fed_curve, label_alt: alt.step_loss}}
         out = []
         if other == "zscore":
             slower = _ratio(fed_steps, alt_steps)

@@ -7,11 +7,9 @@ import math
 
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, headline, verdict
-from dnncheck.errors import ProbeUnavailable
+from dnncheck.checks.base import Check, Finding, Status, headline, probe_finding, verdict
+from dnncheck.errors import ProbeCutShort, ProbeUnavailable
 
-BATCH_SHARE = 0.05  # of --budget for the one-batch test
-SHUFFLED_SHARE = 0.1  # of --budget for the shuffled-label run
 MAX_LISTED_LAYERS = 20
 
 
@@ -24,7 +22,7 @@ class Overfit(Check):
         outputs) or capacity is too low. (2) From the shared probe run: the final train/validation
         accuracy gap and the epoch of the best validation loss with how far it rose since (early
         stopping advice). (3) Shuffled-label memorisation (Zhang et al., ICLR 2017): how well the
-        model fits randomly permuted labels in the same budget as the true ones. (4) Where the
+        model fits randomly permuted labels in the same number of epochs as the true ones. (4) Where the
         parameters are: per-layer counts, parameters per training sample, oversized dense layers.
 
     Why it matters
@@ -35,10 +33,10 @@ class Overfit(Check):
 
     How it is computed
         One batch of `batch_size` training samples, a fresh model, your optimizer and learning
-        rate, up to `max_steps` steps (or 5% of --budget): pass when the loss falls below
-        `target_ratio` of its initial value. Shuffled labels: a fresh model trained like the
-        shared probe (10% of --budget) on permuted training labels; memorisation ratio = its
-        training accuracy over the true-label probe's. Warn when parameters per training sample
+        rate, up to `max_steps` steps: pass as soon as the loss falls below `target_ratio` of its
+        initial value. Shuffled labels: a fresh model trained like the shared probe on permuted
+        training labels for the epochs the plan gives it (about 100 steps, at least 2 epochs);
+        memorisation ratio = its training accuracy over the true-label probe's at the same epoch. Warn when parameters per training sample
         exceed `params_per_sample_warn`, a dense layer exceeds `dense_layer_warn` parameters, the
         memorisation ratio exceeds `memorisation_warn`, or the accuracy gap exceeds `gap_warn`.
 
@@ -65,6 +63,14 @@ class Overfit(Check):
         "shuffled": (True, "run the shuffled-label memorisation probe"),
     }
 
+    def probes(self, ctx) -> dict[str, dict]:
+        wanted = {"overfit-batch": {"batch": int(self.t["batch_size"]), "max_steps": int(self.t["max_steps"])}}
+        if ctx.dataset.task == "classification":
+            wanted["fit"] = {}
+            if self.t["shuffled"]:
+                wanted["overfit-shuffled"] = {}
+        return wanted
+
     def run(self, ctx):
         findings, metrics = [], {}
         batch_metrics, batch_findings = self._one_batch(ctx)
@@ -78,7 +84,7 @@ class Overfit(Check):
             try:
                 fit = ctx.fit_probe()
             except ProbeUnavailable as exc:
-                findings.append(Finding(Status.WARN, f"gap and memorisation not measured: {exc}"))
+                findings.append(probe_finding(exc, "gap and memorisation not measured"))
                 fit = None
             if fit is not None:
                 gap_metrics, gap_findings = self._gap(fit)
@@ -94,56 +100,26 @@ class Overfit(Check):
         return self.result(status, _summary(metrics, findings), metrics, findings, self._remedy(findings), figures)
 
     def _one_batch(self, ctx):
-        import torch
-
-        from dnncheck.probes.train import make_optimizer
-
         model = ctx.fresh_model()
         params = [p for p in model.parameters() if p.requires_grad]
         metrics = {"trainable_parameters": int(sum(p.numel() for p in params))}
         if not params:
             return metrics, [Finding(Status.FAIL, "cannot overfit one batch: every parameter is frozen "
                                      "(requires_grad=False); nothing can learn")]
-        n = min(int(self.t["batch_size"]), len(ctx.dataset.splits["train"]))
-        x, y = ctx.inputs("train")[:n].to(ctx.device), ctx.targets("train")[:n].to(ctx.device)
-        model.to(ctx.device).train()
-        settings = ctx.probe_settings(BATCH_SHARE)
-        optimizer = make_optimizer(ctx.cfg.optimizer, params, settings)
-        import time
-
-        deadline = time.perf_counter() + settings.seconds
-        losses = []
-        reached_params = True
-        out_of_time = False
-        with ctx.budget.timer("overfit-batch"):
-            for step in range(int(self.t["max_steps"])):
-                loss = ctx.loss_fn(model(x), y)
-                if not loss.requires_grad:
-                    reached_params = False
-                    losses.append(float(loss))
-                    break
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if step == 0 and all(p.grad is None or not torch.any(p.grad != 0) for p in params):
-                    reached_params = False
-                optimizer.step()
-                losses.append(float(loss.detach()))
-                if not math.isfinite(losses[-1]):
-                    break
-                if time.perf_counter() > deadline:
-                    out_of_time = step + 1 < int(self.t["max_steps"])
-                    break
+        try:
+            run = ctx.one_batch_fit(int(self.t["batch_size"]), int(self.t["max_steps"]), self.t["target_ratio"])
+        except ProbeCutShort as exc:
+            return metrics, [probe_finding(exc, "one-batch test")]
+        except ProbeUnavailable as exc:
+            return metrics, [probe_finding(exc, "cannot overfit one batch: the model cannot train", Status.FAIL)]
+        losses = run.losses
+        n = ctx.planned("overfit-batch").batch_size
         first, best = losses[0], min(losses)
         metrics.update(batch_samples=n, batch_steps=len(losses), batch_initial_loss=round(first, 5),
                        batch_final_loss=round(losses[-1], 5), batch_best_loss=round(best, 5))
-        if best <= self.t["target_ratio"] * first or best < 1e-3:
+        if run.stopped_by == "target reached":
             return metrics, []
-        if out_of_time and reached_params and math.isfinite(losses[-1]) and best < 0.5 * first:
-            # the time share ran out while the loss was still falling: not evidence of a defect
-            return metrics, [Finding(Status.WARN, f"one-batch test inconclusive: its time share ran out after "
-                                     f"{len(losses)} steps with the loss still falling ({first:.4g} -> {best:.4g}); "
-                                     "raise --budget to complete it")]
-        if not reached_params:
+        if not run.reached_params:
             why = "the loss does not reach the parameters (outputs detached, or computed without the model)"
         elif not math.isfinite(losses[-1]):
             why = "the loss became non-finite: the learning rate is too high"
@@ -206,10 +182,9 @@ class Overfit(Check):
         train, val = ctx.probe_data()
         perm = torch.from_numpy(np.random.default_rng(ctx.cfg.seed).permutation(len(train[1])))
         try:
-            run = ctx.train_probe("overfit-shuffled", SHUFFLED_SHARE, data=((train[0], train[1][perm]), None),
-                                  max_epochs=len(fit.epochs) or ctx.cfg.epochs)
+            run = ctx.train_probe("overfit-shuffled", data=((train[0], train[1][perm]), None))
         except ProbeUnavailable as exc:
-            return {}, [Finding(Status.WARN, f"shuffled-label probe not run: {exc}")], []
+            return {}, [probe_finding(exc, "shuffled-label probe not run")], []
         shuffled = [e.get("train_acc") for e in run.epochs]
         true = [e.get("train_acc") for e in fit.epochs]
         k = min(len(shuffled), len(true))

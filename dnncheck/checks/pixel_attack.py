@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, verdict
+from dnncheck.checks.base import Check, Finding, Status, probe_finding, verdict
 from dnncheck.context import subsample_index
 from dnncheck.errors import ProbeUnavailable
 
 MAX_SCAN = 10000  # training images scanned (stratified subsample above this)
 REFERENCE_MAX_SIDE = 128  # images of differing sizes are scanned on a common grid this large at most
-TRIGGER_SHARE = 0.1  # of --budget for the trigger probe
 FLIP_IMAGES = 40
 
 
@@ -69,6 +68,12 @@ class PixelAttack(Check):
         "flip_evaluations": (100, "model evaluations per image in the flip search"),
         "probes": (True, "run the trigger and flip probes"),
     }
+
+    def probes(self, ctx) -> dict[str, dict]:
+        ds = ctx.dataset
+        if not (ds.is_image and ds.task == "classification" and self.t["probes"] and ctx.eval_split is not None):
+            return {}
+        return {"pixel-trigger": {}, "fit": {}}
 
     def run(self, ctx):
         ds = ctx.dataset
@@ -155,9 +160,9 @@ class PixelAttack(Check):
         x = x.clone()
         x[marked, :, -1, -1] = high
         try:
-            run = ctx.train_probe("pixel-trigger", TRIGGER_SHARE, data=((x, y), val))
+            run = ctx.train_probe("pixel-trigger", data=((x, y), val))
         except ProbeUnavailable as exc:
-            return {}, [Finding(Status.WARN, f"trigger probe not run: {exc}")], {}
+            return {}, [probe_finding(exc, "trigger probe not run")], {}
         vx, vy = val
         clean = forward_all(run.model, vx, ctx.device).argmax(1)
         others = (vy != target) & (clean == vy)
@@ -186,7 +191,7 @@ class PixelAttack(Check):
         try:
             model = ctx.fit_probe().model
         except ProbeUnavailable as exc:
-            return {}, [Finding(Status.WARN, f"flip search not run: {exc}")], {}
+            return {}, [probe_finding(exc, "flip search not run")], {}
         split = ctx.eval_split
         if split is None:
             return {}, [], {}

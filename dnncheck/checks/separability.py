@@ -59,6 +59,10 @@ class Separability(Check):
         "umap": (True, "also project with UMAP (costs about 15 s of numba compilation per process)"),
     }
 
+    def probes(self, ctx) -> dict[str, dict]:
+        needs_fit = ctx.dataset.task == "classification" and ctx.eval_split is not None and not ctx.cfg.weights
+        return {"fit": {}} if needs_fit else {}
+
     def run(self, ctx):
         ds = ctx.dataset
         if ds.task != "classification":
@@ -69,7 +73,7 @@ class Separability(Check):
         try:
             model, source = self._model(ctx)
         except ProbeUnavailable as exc:
-            return self.skip(f"no trained model to read features from: {exc}")
+            return self.without_probe(exc, "no trained model to read features from")
         part = ds.splits[split]
         index = subsample_index(part.y, int(self.t["max_samples"]), ctx.cfg.seed, True)
         feats, outputs = _features(model, ctx.inputs(split)[index], ctx.device)

@@ -56,11 +56,14 @@ class TrainingCurves(Check):
         "chance_margin": (0.05, "accuracy within this of chance is no learning"),
     }
 
+    def probes(self, ctx) -> dict[str, dict]:
+        return {"fit": {}}
+
     def run(self, ctx):
         try:
             run = ctx.fit_probe()
         except ProbeUnavailable as exc:
-            return self.skip(f"no probe run to read curves from: {exc}")
+            return self.without_probe(exc, "no probe run to read curves from")
         c = run.curves()
         history = {"loss": c["train_loss"]}
         if any(v is not None for v in c["val_loss"]):
@@ -69,7 +72,7 @@ class TrainingCurves(Check):
             history["val_acc"] = c["val_acc"]
         classes = ctx.dataset.num_classes if ctx.dataset.task == "classification" and ctx.loss_name == "cross_entropy" \
             else None
-        return self.on_history(history, classes, f"the probe ({run.steps} steps, stopped by {run.stopped_by})")
+        return self.on_history(history, classes, f"the probe ({run.steps} steps" + ("" if run.stopped_by == "plan" else f", stopped by {run.stopped_by}") + ")")
 
     def on_history(self, history: dict, num_classes: int | None, origin: str):
         from dnncheck.curves import diagnose

@@ -2,7 +2,7 @@
 
 Estimators cross-fitted on the same stratified folds and averaged (ensembling diverse models gives
 better out-of-sample probabilities than any one of them, which is what confident learning needs):
-- the probe: the user's model, trained fresh on each fold's complement within a time allotment,
+- the probe: the user's model, trained fresh on each fold's complement for the planned epochs,
   read two ways (its softmax, and a k-NN vote in its penultimate features);
 - an RBF support-vector machine on a 50-d PCA of the model's input tensor (softmax of 3x its
   one-vs-rest scores), up to MAX_SVM_SAMPLES training samples; above that, or without a probe,
@@ -71,10 +71,10 @@ def _class_probs(model, x: np.ndarray, classes: int) -> np.ndarray:
     return full
 
 
-def probe_probabilities(ctx, fold: np.ndarray, share: float, name: str = "label-noise") -> dict:
+def probe_probabilities(ctx, fold: np.ndarray, name: str = "label-noise") -> dict:
     """Out-of-sample probabilities from the user's model, two ways, one fresh probe per fold (trained
-    on the other folds, a stratified subsample of at most max_train_samples, within share/folds of
-    the budget):
+    on the other folds, a stratified subsample of at most max_train_samples, for the epochs the plan
+    gives probe `name`):
     - "probe": the model's own predicted probabilities on the held-out fold;
     - "deep_knn": 10-nearest-neighbour votes in the model's penultimate features, held-out samples
       against up to DEEP_KNN_REFERENCE samples of the folds it trained on (Bahri, Jiang & Gupta,
@@ -96,8 +96,7 @@ def probe_probabilities(ctx, fold: np.ndarray, share: float, name: str = "label-
         fit = fit[subsample_index(labels[fit], ctx.cfg.max_train_samples, ctx.cfg.seed + int(k), True)]
         held = np.flatnonzero(fold == k)
         model = ctx.fresh_model(seed=ctx.cfg.seed + int(k))
-        run = ctx.train_probe(name, share / len(folds), model=model, data=((x[fit], y[fit]), None),
-                              record_epochs=False)
+        run = ctx.train_probe(name, model=model, data=((x[fit], y[fit]), None))
         reference = fit if len(fit) <= DEEP_KNN_REFERENCE else np.sort(rng.choice(fit, DEEP_KNN_REFERENCE, replace=False))
         with capture_penultimate(run.model) as captured:
             outputs = forward_all(run.model, x[np.concatenate([held, reference])], ctx.device)

@@ -1,8 +1,11 @@
-"""Short, seeded training runs that imitate the user's [train] settings.
+"""The one training engine every probe uses: seeded epoch runs that imitate the user's [train]
+settings, the learning-rate range test, the one-batch test, and the calibration behind the plan's
+time estimate.
 
-A run records the loss of every step, per-epoch train/val loss and accuracy, per-layer gradient
-norms, and stops at its epoch cap, at its time allotment, or on a non-finite loss. On CUDA it uses
-bf16 autocast and keeps the (small) tensors on the device; on CPU it runs in float32.
+Each run does the work its plan fixes (epochs, or a step count) and stops early only for a reason
+that is itself deterministic (a non-finite loss, a target reached, an exploded range test) or when
+its budget guard trips; then `stopped_by` is "budget" and the caller treats the run as cut short.
+On CUDA it uses bf16 autocast and keeps the (small) tensors on the device; on CPU it runs in float32.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dnncheck.probes.budget import Guard, NoGuard
+
 EVAL_BATCH = 1024
 MAX_GRAD_RECORDS = 200  # gradient norms are kept for at most this many steps per run
 MIN_GRAD_EVERY = 4  # ... and at most every 4th step (a per-step host sync costs ~5% on small nets)
@@ -26,12 +31,11 @@ class ProbeSettings:
     lr: float
     batch_size: int
     max_epochs: int
-    seconds: float
     seed: int
     device: str = "cpu"
     weight_decay: float = 0.0
     momentum: float = 0.9
-    record_epochs: bool = True  # evaluate train/val after each epoch (cross-fitting skips it)
+    record_epochs: bool = True  # evaluate on validation after each epoch (side runs skip it)
 
 
 @dataclass
@@ -42,12 +46,13 @@ class ProbeRun:
     settings: ProbeSettings
     train_samples: int
     val_samples: int
+    planned_steps: int = 0
     initial_loss: float = math.nan
     step_loss: list[float] = field(default_factory=list)
     epochs: list[dict] = field(default_factory=list)
     grad_norms: dict[str, list[float]] = field(default_factory=dict)
     grad_steps: list[int] = field(default_factory=list)
-    stopped_by: str = "epochs"
+    stopped_by: str = "plan"
     seconds: float = 0.0
     val_outputs: torch.Tensor | None = None  # final model's outputs on the validation tensors
 
@@ -64,6 +69,33 @@ class ProbeRun:
         return {"name": self.name, "epochs": len(self.epochs), "steps": self.steps, "seconds": round(self.seconds, 2),
                 "stopped_by": self.stopped_by, "train_samples": self.train_samples,
                 "val_samples": self.val_samples, "device": self.settings.device}
+
+
+@dataclass
+class RangeTestRun:
+    """Learning rates tried, raw and smoothed losses, and why the test ended."""
+
+    lrs: list[float]
+    losses: list[float]
+    smoothed: list[float]
+    stopped_by: str  # "end of range" | "loss exploded" | "budget"
+    planned_steps: int
+
+    @property
+    def steps(self) -> int:
+        return len(self.lrs)
+
+
+@dataclass
+class OneBatchRun:
+    losses: list[float]
+    reached_params: bool  # the loss's gradient reaches the parameters
+    stopped_by: str  # "target reached" | "plan" | "non-finite loss" | "detached" | "budget"
+    planned_steps: int
+
+    @property
+    def steps(self) -> int:
+        return len(self.losses)
 
 
 def make_optimizer(name: str, params, s: ProbeSettings):
@@ -105,27 +137,51 @@ def accuracy(out: torch.Tensor, y: torch.Tensor, task: str) -> float | None:
     return float((out.argmax(1) == y).float().mean())
 
 
+def train_step(model: nn.Module, loss_fn, optimizer, x: torch.Tensor, y: torch.Tensor, device: str,
+               after_backward=None):
+    """One forward/backward/update; returns (loss, outputs). No update when the loss does not
+    reach any parameter (the caller diagnoses that)."""
+    with autocast(device):
+        out = model(x)
+        loss = loss_fn(out, y)
+    if optimizer is not None and loss.requires_grad:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if after_backward is not None:
+            after_backward()
+        optimizer.step()
+    return loss, out
+
+
+def _prepare(model: nn.Module, x: torch.Tensor, device: str):
+    """Model and inputs on the device; NHWC for convolutions on CUDA (tensor cores prefer it)."""
+    model.to(device).train()
+    x = x.to(device, non_blocking=True)
+    if device.startswith("cuda") and x.ndim == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def train_probe(name: str, model: nn.Module, loss_fn, train: tuple, val: tuple | None, task: str,
-                settings: ProbeSettings, progress=None) -> ProbeRun:
-    """Train `model` in place and return its record. train/val are (x, y) CPU tensors."""
+                settings: ProbeSettings, guard: Guard | None = None, progress=None) -> ProbeRun:
+    """Train `model` in place for settings.max_epochs epochs and return its record. train/val are
+    (x, y) CPU tensors. Stops early only on a non-finite loss or when `guard` trips."""
     device = settings.device
+    guard = guard or NoGuard()
     torch.manual_seed(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
-    x_train, y_train = (t.to(device, non_blocking=True) for t in train)
-    model.to(device).train()
-    if device.startswith("cuda") and x_train.ndim == 4 and any(isinstance(m, nn.Conv2d) for m in model.modules()):
-        # tensor cores prefer NHWC for convolutions; the small probe sets stay on the device
-        model.to(memory_format=torch.channels_last)
-        x_train = x_train.contiguous(memory_format=torch.channels_last)
-    run = ProbeRun(name, model, task, settings, len(x_train), 0 if val is None else len(val[0]))
+    x_train = _prepare(model, train[0], device)
+    y_train = train[1].to(device, non_blocking=True)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(settings.optimizer, params, settings) if params else None
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     batch = min(settings.batch_size, len(x_train))
     steps_per_epoch = max(1, len(x_train) // batch)  # drop the last partial batch, as DataLoader(drop_last=True)
-    grad_every = max(MIN_GRAD_EVERY, (steps_per_epoch * settings.max_epochs) // MAX_GRAD_RECORDS)
+    run = ProbeRun(name, model, task, settings, len(x_train), 0 if val is None else len(val[0]),
+                   planned_steps=steps_per_epoch * settings.max_epochs)
+    grad_every = max(MIN_GRAD_EVERY, run.planned_steps // MAX_GRAD_RECORDS)
     start = time.perf_counter()
-    deadline = start + settings.seconds
     run.initial_loss = _initial_loss(model, loss_fn, x_train, y_train, device)
     task_bar = progress.task(f"probe: {name}", total=settings.max_epochs) if progress else None
     for epoch in range(settings.max_epochs):
@@ -133,45 +189,135 @@ def train_probe(name: str, model: nn.Module, loss_fn, train: tuple, val: tuple |
         losses, correct = [], []
         for step in range(steps_per_epoch):
             idx = order[step * batch:(step + 1) * batch]
-            with autocast(device):
-                out = model(x_train[idx])
-                loss = loss_fn(out, y_train[idx])
+            record = (lambda: _record_grads(run, named)) if run.steps % grad_every == 0 else None
+            loss, out = train_step(model, loss_fn, optimizer, x_train[idx], y_train[idx], device, record)
             if task == "classification" and out.ndim == 2 and out.shape[1] > 1:
                 correct.append((out.detach().argmax(1) == y_train[idx]).float().mean())
-            if optimizer is not None and loss.requires_grad:
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if run.steps % grad_every == 0:
-                    _record_grads(run, named)
-                optimizer.step()
             losses.append(loss.detach().float())
             run.step_loss.append(math.nan)  # placeholder, filled below in one transfer
             # a host sync per step is free on the CPU; on CUDA look every 16 steps
             if (step % 16 == 0 or not device.startswith("cuda")) and not math.isfinite(float(loss.detach())):
                 run.stopped_by = "non-finite loss"
                 break
-            if time.perf_counter() > deadline:
+            if guard.expired():
                 run.stopped_by = "budget"
                 break
         values = torch.stack(losses).cpu().tolist()
         run.step_loss[-len(values):] = values
+        train_acc = float(torch.stack(correct).mean()) if correct else None
         if settings.record_epochs:
-            train_acc = float(torch.stack(correct).mean()) if correct else None
             run.epochs.append(_epoch_record(epoch + 1, model, loss_fn, val, task, device, values, train_acc))
         else:
-            run.epochs.append({"epoch": epoch + 1, "train_loss": float(np.mean(values)) if values else math.nan})
+            run.epochs.append({"epoch": epoch + 1, "train_loss": float(np.mean(values)) if values else math.nan,
+                               "train_acc": train_acc})
         if task_bar:
             task_bar.advance()
-        if run.stopped_by != "epochs" or not all(math.isfinite(v) for v in values):
-            if run.stopped_by == "epochs":
+        if run.stopped_by != "plan" or not all(math.isfinite(v) for v in values):
+            if run.stopped_by == "plan":
                 run.stopped_by = "non-finite loss"
             break
     if task_bar:
         task_bar.close()
-    if val is not None:
+    if val is not None and run.stopped_by != "budget":
         run.val_outputs = forward_all(model, val[0], device)
     run.seconds = time.perf_counter() - start
     return run
+
+
+def range_test(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, settings: ProbeSettings,
+               lrs: np.ndarray, guard: Guard | None = None, explode_factor: float = 4.0) -> RangeTestRun:
+    """Learning-rate range test (Smith 2017): one step per learning rate in `lrs`, on batches drawn
+    with a seeded generator; the loss is smoothed with a bias-corrected moving average (0.9) and the
+    test ends when it exceeds `explode_factor` times its minimum or is non-finite."""
+    guard = guard or NoGuard()
+    device = settings.device
+    x = _prepare(model, x, device)
+    y = y.to(device, non_blocking=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(settings.optimizer, params, settings)
+    gen = torch.Generator().manual_seed(settings.seed)
+    batch = min(settings.batch_size, len(x))
+    run = RangeTestRun([], [], [], "end of range", len(lrs))
+    avg, best = 0.0, math.inf
+    for k, lr in enumerate(lrs):
+        for group in optimizer.param_groups:
+            group["lr"] = float(lr)
+        idx = torch.randint(0, len(x), (batch,), generator=gen).to(device)
+        loss, _ = train_step(model, loss_fn, optimizer, x[idx], y[idx], device)
+        value = float(loss.detach())
+        avg = 0.9 * avg + 0.1 * value
+        smoothed = avg / (1 - 0.9 ** (k + 1))
+        run.lrs.append(float(lr))
+        run.losses.append(value)
+        run.smoothed.append(smoothed)
+        if not math.isfinite(smoothed) or smoothed > explode_factor * best:
+            run.stopped_by = "loss exploded"
+            break
+        best = min(best, smoothed)
+        if guard.expired() and k + 1 < len(lrs):
+            run.stopped_by = "budget"
+            break
+    return run
+
+
+def fit_one_batch(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, settings: ProbeSettings,
+                  max_steps: int, target_ratio: float, guard: Guard | None = None) -> OneBatchRun:
+    """Train on one fixed batch until the loss falls below `target_ratio` of its first value (or
+    1e-3), for at most `max_steps` steps."""
+    guard = guard or NoGuard()
+    device = settings.device
+    x = _prepare(model, x, device)
+    y = y.to(device, non_blocking=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(settings.optimizer, params, settings)
+    run = OneBatchRun([], True, "plan", max_steps)
+    for step in range(max_steps):
+        loss, _ = train_step(model, loss_fn, optimizer, x, y, device)
+        run.losses.append(float(loss.detach()))
+        if not loss.requires_grad:
+            run.reached_params, run.stopped_by = False, "detached"
+            break
+        if step == 0 and all(p.grad is None or not torch.any(p.grad != 0) for p in params):
+            run.reached_params = False
+        if not math.isfinite(run.losses[-1]):
+            run.stopped_by = "non-finite loss"
+            break
+        if run.losses[-1] <= target_ratio * run.losses[0] or run.losses[-1] < 1e-3:
+            run.stopped_by = "target reached"
+            break
+        if guard.expired() and step + 1 < max_steps:
+            run.stopped_by = "budget"
+            break
+    return run
+
+
+def calibrate(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, settings: ProbeSettings,
+              steps: int, eval_x: torch.Tensor | None = None) -> tuple[float, float]:
+    """(seconds per training step at settings.batch_size, seconds per evaluated sample), timed on
+    `steps` steps after one warm-up step. For the time estimate only: nothing is decided by it."""
+    device = settings.device
+    x = _prepare(model, x, device)
+    y = y.to(device, non_blocking=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(settings.optimizer, params, settings) if params else None
+    batch = min(settings.batch_size, len(x))
+    xb, yb = x[:batch], y[:batch]
+    train_step(model, loss_fn, optimizer, xb, yb, device)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step(model, loss_fn, optimizer, xb, yb, device)
+    _sync(device)
+    step_seconds = (time.perf_counter() - start) / max(1, steps)
+    sample = (eval_x if eval_x is not None and len(eval_x) else x)[:EVAL_BATCH // 4]
+    start = time.perf_counter()
+    forward_all(model, sample, device)
+    return step_seconds, (time.perf_counter() - start) / max(1, len(sample))
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def _initial_loss(model, loss_fn, x, y, device) -> float:

@@ -29,7 +29,39 @@ def render_audit(result, console: Console, verbose: bool = True) -> None:
         for check in result.checks:
             if check.findings:
                 console.print(_details(check))
+    plan = result.model.get("probe_plan") or {}
+    if plan.get("probes"):
+        console.print(plan_table(plan, before=False))
     console.print(_verdict(result))
+
+
+def plan_table(record: dict, before: bool) -> Table:
+    """The probe plan: what each probe will train (before) or trained (after), with the time
+    estimated from the calibration and, after, the time it took."""
+    total = record.get("estimated_seconds")
+    budget = record.get("budget_seconds")
+    title = "Probe plan" + (f" (estimated {total:.0f} s of the {budget:g} s budget guard)" if total is not None else
+                            f" (budget guard {budget:g} s)")
+    table = Table(title=title, title_justify="left", expand=True)
+    for col in ("probe", "work", "steps", "for", "estimate") + (() if before else ("done", "time")):
+        table.add_column(col, overflow="fold")
+    for p in record["probes"]:
+        estimate = p.get("estimated_seconds")
+        row = [p["name"], p["what"], f"{p['steps']:,}", " ".join(p["checks"]),
+               "?" if estimate is None else f"{estimate:.1f}s"]
+        if not before:
+            if not p.get("ran"):
+                row += [Text("not run", style="dim"), ""]
+            else:
+                done = Text(f"{p['steps_done']:,}", style="bold yellow" if p.get("cut_short") else "")
+                if p.get("cut_short"):
+                    done.append(" cut short")
+                row += [done, f"{p.get('spent_seconds', 0):.1f}s"]
+        table.add_row(*row)
+    if before and total is not None and budget is not None and total > budget:
+        table.caption = (f"the estimate exceeds the budget guard: probes may be cut short and their checks inconclusive; "
+                         f"raise --budget above {total * 1.5:.0f} or lower probe.max_train_samples / probe.epochs")
+    return table
 
 
 def _header(result) -> Text:
@@ -135,6 +167,10 @@ class RichProgress:
     def stage(self, description: str) -> None:
         if self._stage is not None:
             self._progress.update(self._stage, description=description)
+
+    def plan(self, record: dict) -> None:
+        if record.get("probes"):
+            self._progress.console.print(plan_table(record, before=True))
 
     def task(self, description: str, total: float | None = None):
         return _RichTask(self._progress, self._progress.add_task(description, total=total))

@@ -1,0 +1,218 @@
+"""The probe plan: how much each probe trains, decided before anything trains.
+
+Every number here is a function of the data's sizes and the user's settings, never of the
+machine, so two audits of the same data with the same seed do the same work and reach the same
+verdicts on a quiet laptop, a busy CI runner or a GPU. `--budget` only guards (probes/budget.py).
+A faster machine does not buy more evidence automatically: `probe.epochs` and
+`probe.max_train_samples` are the user's levers for that.
+
+The step targets below were sized on the 2-core reference machine so that the whole default
+plan for 5,000 MNIST digits takes about a third of the default budget (README, "Probe plan").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from dnncheck.probes.budget import SHARES
+
+# Target optimizer steps per probe. Epoch-based probes round up to whole epochs.
+FIT_STEPS = 300  # the shared "trained briefly on train" run
+MIN_FIT_EPOCHS = 5  # enough epochs for a curve with an onset (training-curves, overfit)
+MAX_AUTO_EPOCHS = 15  # small data: more than 15 passes adds little to a probe
+NORMALIZATION_STEPS = 150  # the comparison run; compared with the fit run's first steps
+LABEL_NOISE_FOLD_STEPS = 100  # per cross-fitting fold
+SHUFFLED_STEPS = 100  # shuffled-label memorisation run
+TRIGGER_STEPS = 150  # planted-trigger run
+MIN_SIDE_EPOCHS = 2  # comparison runs see at least two passes over their data
+CALIBRATION_STEPS = 3  # timed training steps (after one warm-up) for the time estimate
+
+
+@dataclass(frozen=True)
+class PlanFacts:
+    """What the plan depends on: sizes and settings, nothing measured on the machine."""
+
+    train_samples: int  # the probes' training subsample (at most probe.max_train_samples)
+    val_samples: int  # the probes' validation subsample (0 without a validation/test split)
+    full_train: int  # every training sample (cross-fitting predicts each one)
+    batch_size: int
+    task: str
+    epochs: int | None  # probe.epochs when the user set it, else None (planned here)
+    max_train_samples: int
+
+    @property
+    def batch(self) -> int:
+        return max(1, min(self.batch_size, self.train_samples))
+
+    def steps_per_epoch(self, samples: int | None = None) -> int:
+        """Full batches per epoch (the last partial batch is dropped, as DataLoader(drop_last=True))."""
+        n = self.train_samples if samples is None else samples
+        return max(1, n // max(1, min(self.batch_size, n)))
+
+
+@dataclass(frozen=True)
+class PlannedProbe:
+    name: str
+    kind: str  # "epochs" | "range-test" | "one-batch"
+    what: str  # one line for people
+    runs: int  # 1, or one per cross-fitting fold
+    epochs: int  # per run (0 for step-based probes)
+    steps: int  # planned optimizer steps over all runs (a maximum where the probe may stop early)
+    batch_size: int
+    train_samples: int  # per run
+    eval_samples: int  # samples evaluated without training, in total
+    evaluate_epochs: bool = False  # validation loss/accuracy recorded after every epoch
+    checks: tuple[str, ...] = ()
+
+    @property
+    def share(self) -> float:
+        return SHARES.get(self.name, 0.0)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["checks"] = list(self.checks)
+        out["share"] = self.share
+        return out
+
+
+def _epochs_for(target_steps: int, steps_per_epoch: int, low: int, high: int) -> int:
+    return int(min(high, max(low, math.ceil(target_steps / steps_per_epoch))))
+
+
+def fit_epochs(f: PlanFacts) -> int:
+    if f.epochs is not None:
+        return f.epochs
+    return _epochs_for(FIT_STEPS, f.steps_per_epoch(), MIN_FIT_EPOCHS, MAX_AUTO_EPOCHS)
+
+
+def _epoch_probe(name: str, what: str, f: PlanFacts, epochs: int, eval_each_epoch: bool, final_eval: bool = True,
+                 runs: int = 1, samples: int | None = None) -> PlannedProbe:
+    n = f.train_samples if samples is None else samples
+    steps = epochs * f.steps_per_epoch(n) * runs
+    evals = (f.val_samples * epochs if eval_each_epoch else 0) + (f.val_samples if final_eval else 0)
+    return PlannedProbe(name, "epochs", what, runs, epochs, steps, min(f.batch_size, n), n, evals, eval_each_epoch)
+
+
+def plan_fit(f: PlanFacts) -> PlannedProbe:
+    epochs = fit_epochs(f)
+    source = "probe.epochs" if f.epochs is not None else f"about {FIT_STEPS} steps, {MIN_FIT_EPOCHS}-{MAX_AUTO_EPOCHS} epochs"
+    return _epoch_probe("fit", f"the model trained briefly on train ({epochs} epochs: {source})", f, epochs, True)
+
+
+def _side_epochs(f: PlanFacts, target_steps: int, samples: int | None = None) -> int:
+    """Epochs of a comparison run: about `target_steps`, never more than the fit run."""
+    return _epochs_for(target_steps, f.steps_per_epoch(samples), MIN_SIDE_EPOCHS, max(MIN_SIDE_EPOCHS, fit_epochs(f)))
+
+
+def plan_normalization(f: PlanFacts) -> PlannedProbe:
+    epochs = _side_epochs(f, NORMALIZATION_STEPS)
+    return _epoch_probe("normalization", f"the same model on differently normalised inputs ({epochs} epochs)", f,
+                        epochs, False, final_eval=False)
+
+
+def label_noise_fold_samples(f: PlanFacts, folds: int) -> int:
+    """Training samples of one fold's probe: the other folds, capped at max_train_samples."""
+    return min(f.max_train_samples, f.full_train - math.ceil(f.full_train / folds))
+
+
+def plan_label_noise(f: PlanFacts, folds: int = 4) -> PlannedProbe:
+    n = label_noise_fold_samples(f, folds)
+    epochs = _epochs_for(LABEL_NOISE_FOLD_STEPS, f.steps_per_epoch(n), 1, MAX_AUTO_EPOCHS)
+    probe = _epoch_probe("label-noise", f"one fresh probe per cross-fitting fold ({folds} folds x {epochs} epochs)", f,
+                         epochs, False, final_eval=False, runs=folds, samples=n)
+    # each fold predicts its held-out samples and embeds a reference set for the deep k-NN vote
+    from dnncheck.probes.crossfit import DEEP_KNN_REFERENCE
+
+    held = f.full_train
+    return _with(probe, eval_samples=held + folds * min(n, DEEP_KNN_REFERENCE))
+
+
+def plan_shuffled(f: PlanFacts) -> PlannedProbe:
+    epochs = _side_epochs(f, SHUFFLED_STEPS)
+    return _epoch_probe("overfit-shuffled", f"the model on randomly permuted labels ({epochs} epochs)", f, epochs,
+                        False, final_eval=False)
+
+
+def plan_trigger(f: PlanFacts) -> PlannedProbe:
+    epochs = _side_epochs(f, TRIGGER_STEPS)
+    return _epoch_probe("pixel-trigger", f"the model with a planted one-pixel trigger ({epochs} epochs)", f, epochs,
+                        False, final_eval=True)
+
+
+def plan_one_batch(f: PlanFacts, batch: int = 32, max_steps: int = 200) -> PlannedProbe:
+    n = max(1, min(batch, f.full_train))
+    return PlannedProbe("overfit-batch", "one-batch", f"fit one batch of {n} (at most {max_steps} steps)", 1, 0,
+                        max_steps, n, n, 0)
+
+
+def plan_range_test(f: PlanFacts, steps: int = 100) -> PlannedProbe:
+    return PlannedProbe("learning-rate", "range-test", f"learning-rate range test (at most {steps} steps)", 1, 0,
+                        steps, f.batch, f.train_samples, 0)
+
+
+def _with(probe: PlannedProbe, **changes) -> PlannedProbe:
+    from dataclasses import replace
+
+    return replace(probe, **changes)
+
+
+# name -> planner(facts, **parameters the requesting check passes)
+PLANNERS = {
+    "fit": plan_fit,
+    "normalization": plan_normalization,
+    "label-noise": plan_label_noise,
+    "overfit-batch": plan_one_batch,
+    "overfit-shuffled": plan_shuffled,
+    "pixel-trigger": plan_trigger,
+    "learning-rate": plan_range_test,
+}
+assert set(PLANNERS) <= set(SHARES)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Seconds per training step (at the plan's batch size) and per evaluated sample, timed on a
+    few steps of a fresh model: used only to estimate, never to decide."""
+
+    step_seconds: float
+    eval_sample_seconds: float
+
+
+@dataclass
+class ProbePlan:
+    facts: PlanFacts | None
+    probes: dict[str, PlannedProbe]
+    calibration: Calibration | None = None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.probes
+
+    def __getitem__(self, name: str) -> PlannedProbe:
+        return self.probes[name]
+
+    def estimate(self, name: str) -> float | None:
+        """Estimated seconds for a probe on this machine, from the calibration."""
+        c, p = self.calibration, self.probes[name]
+        if c is None:
+            return None
+        relative = p.batch_size / max(1, self.facts.batch)  # a step on a smaller batch costs proportionally less
+        return p.steps * c.step_seconds * min(1.0, relative) + p.eval_samples * c.eval_sample_seconds
+
+    def estimated_total(self) -> float | None:
+        values = [self.estimate(n) for n in self.probes]
+        return None if not values or any(v is None for v in values) else float(sum(values))
+
+
+def build_plan(facts: PlanFacts, requests: dict[str, tuple[dict, list[str]]]) -> ProbePlan:
+    """requests: probe name -> (planner parameters, ids of the checks that use it)."""
+    probes = {}
+    for name in SHARES:  # a stable order, the order the shares table lists
+        if name in requests and name in PLANNERS:
+            params, checks = requests[name]
+            probes[name] = _with(PLANNERS[name](facts, **params), checks=tuple(sorted(set(checks), key=_check_order)))
+    return ProbePlan(facts, probes)
+
+
+def _check_order(check_id: str) -> int:
+    return int(check_id[3:]) if check_id[3:].isdigit() else 0
