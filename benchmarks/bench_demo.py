@@ -47,7 +47,7 @@ def main() -> None:
     print(f"  baseline `python -c 'import torch'`: {base:.2f} s  -> audit / baseline = {wall / base:.1f}x")
     print(f"  `dnncheck --help`: {help_time:.2f} s")
     print(f"  audit duration inside the process: {last['duration_s']:.1f} s; "
-          f"probe training: {last['model'].get('probe_runs', {})}")
+          f"probe training: {last['model'].get('probe_seconds', {})}")
     for check in last["checks"]:
         print(f"  {check['id']:6} {check['slug']:16} {check['status']:5} {check['duration_s']:6.2f} s")
 

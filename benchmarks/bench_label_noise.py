@@ -49,6 +49,7 @@ from dnncheck.runner import run_check
 from dnncheck.checks.label_noise import LabelNoise
 ctx = Context(AuditConfig(source={str(npz)!r}))
 ctx.prepare()
+ctx.plan_probes([LabelNoise()])
 print(json.dumps(run_check(LabelNoise(), ctx).to_dict()))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -67,7 +67,7 @@ def probe_loop(x, y, steps, batch, device):
     torch.manual_seed(0)
     steps_per_epoch = len(x) // batch
     epochs = -(-steps // steps_per_epoch)
-    settings = ProbeSettings("adam", 1e-3, batch, epochs, 1e9, 0, device)
+    settings = ProbeSettings("adam", 1e-3, batch, epochs, 0, device)
     _sync(device)
     start = time.perf_counter()
     run = train_probe("bench", SmallCNN(1, 10), lambda o, t: F.cross_entropy(o.float(), t), (x, y), (x[:700], y[:700]),

@@ -26,6 +26,9 @@ class Context:
 
     # -- set-up that may refuse to start (exit 2) -------------------------------------------
     def prepare(self) -> None:
+        from dnncheck.probes.train import request_determinism
+
+        request_determinism()  # before anything touches CUDA
         self.dataset  # noqa: B018 - decode now
         self.device  # noqa: B018
         model = self.user_model()  # build and load weights now so errors surface before checks
@@ -196,7 +199,13 @@ class Context:
 
         requests: dict[str, tuple[dict, list[str]]] = {}
         for check in checks:
-            for name, params in check.probes(self).items():
+            try:
+                wanted = check.probes(self)
+            except UserError:
+                raise
+            except Exception:  # e.g. a model whose forward fails: the check reports it when it runs
+                continue
+            for name, params in wanted.items():
                 requests.setdefault(name, (params, []))[1].append(check.id)
         self.plan = build_plan(self.plan_facts, requests)
         self.budget = Budget(self.cfg.budget_seconds, planned=("calibration", *self.plan.probes))

@@ -98,6 +98,19 @@ class OneBatchRun:
         return len(self.losses)
 
 
+def request_determinism() -> None:
+    """Ask torch for deterministic kernels where they exist. warn_only: where none exists (a few CUDA
+    backward kernels) the usual one runs, silently. cuDNN's autotuner picks kernels by timing them,
+    so it stays off; cuBLAS needs a fixed workspace, set before CUDA starts."""
+    import os
+    import warnings
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    warnings.filterwarnings("ignore", message=".*does not have a deterministic implementation.*")
+
+
 def make_optimizer(name: str, params, s: ProbeSettings):
     if name == "sgd":
         return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
@@ -163,6 +176,15 @@ def _prepare(model: nn.Module, x: torch.Tensor, device: str):
     return x
 
 
+def _start(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: ProbeSettings):
+    """(inputs, targets) on the device, the trainable parameters, and their optimizer (None when
+    nothing is trainable): the set-up every loop of the engine shares."""
+    x = _prepare(model, x, settings.device)
+    y = y.to(settings.device, non_blocking=True)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return x, y, params, make_optimizer(settings.optimizer, params, settings) if params else None
+
+
 def train_probe(name: str, model: nn.Module, loss_fn, train: tuple, val: tuple | None, task: str,
                 settings: ProbeSettings, guard: Guard | None = None, progress=None) -> ProbeRun:
     """Train `model` in place for settings.max_epochs epochs and return its record. train/val are
@@ -171,10 +193,7 @@ def train_probe(name: str, model: nn.Module, loss_fn, train: tuple, val: tuple |
     guard = guard or NoGuard()
     torch.manual_seed(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
-    x_train = _prepare(model, train[0], device)
-    y_train = train[1].to(device, non_blocking=True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(settings.optimizer, params, settings) if params else None
+    x_train, y_train, _, optimizer = _start(model, train[0], train[1], settings)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     batch = min(settings.batch_size, len(x_train))
     steps_per_epoch = max(1, len(x_train) // batch)  # drop the last partial batch, as DataLoader(drop_last=True)
@@ -231,10 +250,7 @@ def range_test(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, sett
     test ends when it exceeds `explode_factor` times its minimum or is non-finite."""
     guard = guard or NoGuard()
     device = settings.device
-    x = _prepare(model, x, device)
-    y = y.to(device, non_blocking=True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(settings.optimizer, params, settings)
+    x, y, _, optimizer = _start(model, x, y, settings)
     gen = torch.Generator().manual_seed(settings.seed)
     batch = min(settings.batch_size, len(x))
     run = RangeTestRun([], [], [], "end of range", len(lrs))
@@ -266,10 +282,7 @@ def fit_one_batch(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, s
     1e-3), for at most `max_steps` steps."""
     guard = guard or NoGuard()
     device = settings.device
-    x = _prepare(model, x, device)
-    y = y.to(device, non_blocking=True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(settings.optimizer, params, settings)
+    x, y, params, optimizer = _start(model, x, y, settings)
     run = OneBatchRun([], True, "plan", max_steps)
     for step in range(max_steps):
         loss, _ = train_step(model, loss_fn, optimizer, x, y, device)
@@ -294,15 +307,14 @@ def fit_one_batch(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, s
 def calibrate(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, settings: ProbeSettings,
               steps: int, eval_x: torch.Tensor | None = None) -> tuple[float, float]:
     """(seconds per training step at settings.batch_size, seconds per evaluated sample), timed on
-    `steps` steps after one warm-up step. For the time estimate only: nothing is decided by it."""
+    `steps` steps after two warm-up steps (the first steps pay one-time set-up). For the time
+    estimate only: nothing is decided by it."""
     device = settings.device
-    x = _prepare(model, x, device)
-    y = y.to(device, non_blocking=True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(settings.optimizer, params, settings) if params else None
+    x, y, _, optimizer = _start(model, x, y, settings)
     batch = min(settings.batch_size, len(x))
     xb, yb = x[:batch], y[:batch]
-    train_step(model, loss_fn, optimizer, xb, yb, device)
+    for _ in range(2):
+        train_step(model, loss_fn, optimizer, xb, yb, device)
     _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
