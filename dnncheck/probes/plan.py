@@ -26,7 +26,7 @@ LABEL_NOISE_FOLD_STEPS = 100  # per cross-fitting fold
 SHUFFLED_STEPS = 100  # shuffled-label memorisation run
 TRIGGER_STEPS = 150  # planted-trigger run
 MIN_SIDE_EPOCHS = 2  # comparison runs see at least two passes over their data
-CALIBRATION_STEPS = 3  # timed training steps (after one warm-up) for the time estimate
+CALIBRATION_STEPS = 10  # at most this many timed training steps (after two warm-ups) for the time estimate
 
 
 @dataclass(frozen=True)

@@ -306,25 +306,27 @@ def fit_one_batch(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, s
 
 def calibrate(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, settings: ProbeSettings,
               steps: int, eval_x: torch.Tensor | None = None) -> tuple[float, float]:
-    """(seconds per training step at settings.batch_size, seconds per evaluated sample), timed on
-    `steps` steps after two warm-up steps (the first steps pay one-time set-up). For the time
-    estimate only: nothing is decided by it."""
+    """(seconds per training step at settings.batch_size, seconds per evaluated sample): the median
+    of up to `steps` individually timed steps (fewer once they add up to half a second) after two
+    warm-up steps, which pay one-time set-up. The median keeps one step slowed by another process
+    from skewing it. For the time estimate only: nothing is decided by it."""
     device = settings.device
     x, y, _, optimizer = _start(model, x, y, settings)
     batch = min(settings.batch_size, len(x))
     xb, yb = x[:batch], y[:batch]
     for _ in range(2):
         train_step(model, loss_fn, optimizer, xb, yb, device)
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
+    times: list[float] = []
+    while len(times) < steps and sum(times) < 0.5:
+        _sync(device)
+        start = time.perf_counter()
         train_step(model, loss_fn, optimizer, xb, yb, device)
-    _sync(device)
-    step_seconds = (time.perf_counter() - start) / max(1, steps)
+        _sync(device)
+        times.append(time.perf_counter() - start)
     sample = (eval_x if eval_x is not None and len(eval_x) else x)[:EVAL_BATCH // 4]
     start = time.perf_counter()
     forward_all(model, sample, device)
-    return step_seconds, (time.perf_counter() - start) / max(1, len(sample))
+    return float(np.median(times)), (time.perf_counter() - start) / max(1, len(sample))
 
 
 def _sync(device: str) -> None:
