@@ -79,24 +79,22 @@ def audit(
                  "--fail-on": ("checks", "fail_on", fail_on), "--device": ("probe", "device", device),
                  "--budget": ("probe", "budget_seconds", budget), "--seed": ("probe", "seed", seed)}
     _check_format(output_format)
-    _check_outputs(json_path, html_path, junit_path)
     cfg = build_config(target, overrides)
     if select:
         cfg.select = _split_ids(select)
     cfg.ignore = cfg.ignore + _split_ids(ignore)
+    from dnncheck.config import input_paths
+    from dnncheck.outputs import check_outputs
     from dnncheck.runner import load_baseline
+
+    inputs, folders = input_paths(cfg)
+    check_outputs({"--json": json_path, "--html": html_path, "--junit": junit_path},
+                  {**inputs, "baseline": baseline}, folders)
 
     before = load_baseline(baseline) if baseline else None
     result = _run(cfg, quiet, started, before)
     _write_and_show(result, json_path, quiet, html_path, junit_path, output_format)
     raise typer.Exit(result.exit_code)
-
-
-def _check_outputs(*paths: Optional[Path]) -> None:
-    """Refuse an output path that cannot be a file before spending minutes on the audit."""
-    for path in paths:
-        if path is not None and path.is_dir():
-            raise UserError(f"{path}: is a folder; give a file path for the report")
 
 
 def _check_format(output_format: str) -> None:
@@ -143,6 +141,9 @@ def curves(
     from dnncheck.checks.training_curves import TrainingCurves
     from dnncheck.config import FAIL_ON
     from dnncheck.curves import read_history
+    from dnncheck.outputs import check_outputs
+
+    check_outputs({"--json": json_path, "--html": html_path, "--junit": junit_path}, {"history": history})
     from dnncheck.results import AuditResult
     from dnncheck.runner import audit_status, exit_code
 
@@ -163,34 +164,34 @@ def curves(
 
 def _write_and_show(result, json_path: Optional[Path], quiet: bool, html_path: Optional[Path] = None,
                     junit_path: Optional[Path] = None, output_format: str = "rich") -> None:
-    """Every requested output; the report files are written before anything is printed."""
+    """Every requested output; the report files are written (atomically) before anything is
+    printed. With `--json -` the JSON owns standard output and the terminal report goes to stderr."""
+    from dnncheck.outputs import is_stdout
     from dnncheck.report.json import write_json
 
-    writers = [(json_path, write_json, "JSON results")]
+    writers = [(json_path, write_json)]
     if junit_path:
         from dnncheck.report.junit import write_junit
 
-        writers.append((junit_path, write_junit, "JUnit XML"))
+        writers.append((junit_path, write_junit))
     if html_path:
         from dnncheck.report.html import write_html
 
-        writers.append((html_path, write_html, "HTML report"))
-    for path, write, what in writers:
+        writers.append((html_path, write_html))
+    for path, write in writers:
         if path:
-            try:
-                write(result, path)
-            except OSError as exc:
-                raise UserError(f"{path}: cannot write the {what} ({exc.strerror})") from None
+            write(result, path)
     if quiet:
         return
+    console = Console(stderr=True) if json_path is not None and is_stdout(json_path) else Console()
     if output_format == "github":
         from dnncheck.report.github import annotations
 
-        print("\n".join(annotations(result)))
+        console.print("\n".join(annotations(result)), markup=False, highlight=False, soft_wrap=True)
         return
     from dnncheck.report.terminal import render_audit
 
-    render_audit(result, Console())
+    render_audit(result, console)
 
 
 @app.command("checks")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dnncheck.errors import UserError, closest
+from dnncheck.errors import UserError, closest, require_regular_file
 
 try:  # Python 3.11+
     import tomllib
@@ -53,6 +53,7 @@ class AuditConfig:
     thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
     base_dir: Path = field(default_factory=Path.cwd)
     origin: str = "command line"  # where the settings came from, for messages
+    config_path: Path | None = None  # the TOML file read, if any (an input reports must never overwrite)
 
     def resolve(self, path: str) -> Path:
         """A path from the config is relative to the config file's folder."""
@@ -77,8 +78,19 @@ def _is_str_list(v):
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
 
+# Upper bounds: beyond them a value is a typo or an attack, and would only surface as an allocation
+# of terabytes or an overflow deep inside a check.
+MAX_IMAGE_SIDE = 4096
+MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds are 32-bit
+
+
+def _int_in(low: int, high: int):
+    return lambda v: _is_int(v) and low <= v <= high
+
+
 def _is_image_size(v):
-    return (_is_int(v) and v > 0) or (isinstance(v, list) and len(v) == 2 and all(_is_int(x) and x > 0 for x in v))
+    side = _int_in(1, MAX_IMAGE_SIDE)
+    return side(v) or (isinstance(v, list) and len(v) == 2 and all(side(x) for x in v))
 
 
 def _is_normalize(v):
@@ -100,10 +112,10 @@ def _is_device(v):
 SCHEMA: dict[str, dict[str, tuple]] = {
     "data": {
         "source": (_is_str, "a path or a built-in source such as \"sklearn:digits\""),
-        "image_size": (_is_image_size, "two positive integers [H, W] (or one for a square)"),
+        "image_size": (_is_image_size, f"two integers [H, W] between 1 and {MAX_IMAGE_SIDE} (or one for a square)"),
         "normalize": (_is_normalize, f"one of {', '.join(NORMALIZE_MODES)} or {{mean=[..], std=[..]}} with positive stds"),
         "external": (_is_str, "a path to an external validation set"),
-        "decode_max_side": (lambda v: _is_int(v) and v >= 8, "an integer >= 8 (pixels)"),
+        "decode_max_side": (_int_in(8, 4 * MAX_IMAGE_SIDE), f"an integer between 8 and {4 * MAX_IMAGE_SIDE} (pixels)"),
     },
     "model": {
         "factory": (_is_str, "a model spec: smallcnn | mlp | resnet18 | pkg.module:factory | model.ts"),
@@ -113,17 +125,17 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "train": {
         "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
         "lr": (lambda v: _is_number(v) and v > 0, "a positive number"),
-        "batch_size": (lambda v: _is_int(v) and v > 0, "a positive integer"),
+        "batch_size": (_int_in(1, 65536), "an integer between 1 and 65536"),
         "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
         "momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
         "metric": (lambda v: v in METRICS, f"one of {', '.join(METRICS)}"),
     },
     "probe": {
-        "budget_seconds": (lambda v: _is_number(v) and v > 0, "a positive number of seconds"),
+        "budget_seconds": (lambda v: _is_number(v) and 0 < v <= 7 * 86400, "a positive number of seconds (at most a week)"),
         "device": (_is_device, "auto, cpu, cuda or cuda:N"),
-        "seed": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
-        "epochs": (lambda v: _is_int(v) and v > 0, "a positive integer"),
-        "max_train_samples": (lambda v: _is_int(v) and v >= 10, "an integer >= 10"),
+        "seed": (_int_in(0, MAX_SEED), f"an integer between 0 and {MAX_SEED}"),
+        "epochs": (_int_in(1, 10000), "an integer between 1 and 10000"),
+        "max_train_samples": (_int_in(10, 100_000_000), "an integer between 10 and 100,000,000"),
     },
     "checks": {
         "select": (_is_str_list, "a list of check ids or slugs"),
@@ -137,6 +149,7 @@ _ATTRS = {("model", "factory"): "model", ("probe", "budget_seconds"): "budget_se
 
 
 def read_toml(path: Path) -> dict:
+    require_regular_file(path, "config file", f"check the path or run `dnncheck init {path}`")
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
@@ -157,9 +170,22 @@ def load_config_file(path: Path) -> AuditConfig:
         raw = raw.get("tool", {}).get("dnncheck")
         if raw is None:
             raise UserError(f"{path}: has no [tool.dnncheck] table; add one or pass a TARGET")
-    cfg = AuditConfig(base_dir=path.resolve().parent, origin=str(path))
+    cfg = AuditConfig(base_dir=path.resolve().parent, origin=str(path), config_path=path)
     apply_table(cfg, raw, str(path))
     return cfg
+
+
+def input_paths(cfg: AuditConfig) -> tuple[dict[str, Path | None], dict[str, Path | None]]:
+    """({what: file or folder the audit reads}, {what: data folder}) for the output-path check."""
+    def local(value):
+        if not value or value.startswith(("sklearn:", "python:")):
+            return None
+        return cfg.resolve(value)
+
+    source, external = local(cfg.source), local(cfg.external)
+    inputs = {"config file": cfg.config_path, "data source": source, "weights file": local(cfg.weights),
+              "external set": external}
+    return inputs, {"data": source, "external set": external}
 
 
 def apply_table(cfg: AuditConfig, raw: dict, origin: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnncheck.errors import UserError
+from dnncheck.errors import UserError, first_line, require_regular_file
 from dnncheck.results import Finding, Status
 
 ALIASES = {
@@ -25,8 +25,7 @@ ALIASES = {
 
 
 def read_history(path: Path) -> dict[str, list[float]]:
-    if not path.is_file():
-        raise UserError(f"{path}: no such file; give a Keras history JSON or a CSV log")
+    require_regular_file(path, "history file", "give a Keras history JSON or a CSV log")
     suffix = path.suffix.lower()
     if suffix == ".json":
         return _from_json(path)
@@ -40,6 +39,9 @@ def _from_json(path: Path) -> dict:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid JSON ({exc}); save history.history with json.dump") from None
+    except RecursionError:
+        raise UserError(f"{path}: JSON nested too deeply to be a training history; save history.history with "
+                        "json.dump") from None
     if isinstance(raw, dict) and isinstance(raw.get("history"), dict):
         raw = raw["history"]
     if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
@@ -54,7 +56,7 @@ def _from_csv(path: Path) -> dict:
     try:
         frame = pd.read_csv(path)
     except Exception as exc:
-        raise UserError(f"{path}: cannot parse the CSV ({str(exc).splitlines()[0]})") from None
+        raise UserError(f"{path}: cannot parse the CSV ({first_line(exc)})") from None
     if "epoch" in frame.columns:
         # Lightning's CSVLogger writes step rows and epoch rows with blanks: the last value per epoch
         frame = frame.groupby("epoch", sort=True).last(skipna=True).reset_index()

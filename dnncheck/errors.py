@@ -45,3 +45,25 @@ def closest(word: str, choices) -> str:
     """' (did you mean "x"?)' for the nearest valid spelling, or '' when none is close."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
     return f' (did you mean "{match[0]}"?)' if match else ""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message, or its type when the message is empty."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def require_regular_file(path, what: str, fix: str) -> None:
+    """UserError unless `path` is a regular file: opening a FIFO blocks forever, a device never ends."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found; {fix}") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the {what} ({exc.strerror}); {fix}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, device or socket)"
+        raise UserError(f"{path}: the {what} is {kind}; {fix}")

@@ -60,13 +60,14 @@ def load_baseline(path) -> dict[str, str]:
     import json
     from pathlib import Path
 
+    from dnncheck.errors import require_regular_file
+
     path = Path(path)
+    require_regular_file(path, "--baseline file", "pass a previous `dnncheck audit --json` result")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return {c["id"]: Status(c["status"]).value for c in data["checks"]}
-    except FileNotFoundError:
-        raise UserError(f"--baseline {path}: file not found; pass a previous `dnncheck audit --json` result") from None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         raise UserError(f"--baseline {path}: not a dnncheck --json result (needs checks with id and status)") from None
 
 

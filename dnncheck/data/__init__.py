@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dnncheck.data.dataset import Dataset, SplitData
-from dnncheck.errors import UserError
+from dnncheck.errors import UserError, require_regular_file
 
 MAX_DEFAULT_SIDE = 128  # a common native size up to this is used as the model's input size
 FALLBACK_IMAGE_SIZE = (64, 64)
@@ -39,6 +39,7 @@ def _read_source(source: str, cfg, progress):
         from dnncheck.data.folder import load_folder
 
         return load_folder(path, cfg.decode_max_side, progress), False
+    require_regular_file(path, "data source", "give a folder, .csv or .npz")
     suffix = path.suffix.lower()
     if suffix == ".npz":
         from dnncheck.data.arrays import load_npz

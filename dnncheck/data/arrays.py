@@ -3,6 +3,7 @@ and scikit-learn's bundled digits. Sample id: `<split>:<index within that split>
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -12,10 +13,46 @@ from dnncheck.data.dataset import SPLITS, Dataset, SplitData, class_labels, to_h
 from dnncheck.errors import UserError
 
 
+def declared_bytes(path: Path) -> dict[str, int]:
+    """Bytes each array of an .npz says it holds, read from the .npy headers without loading it."""
+    sizes = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            if not member.endswith(".npy"):
+                continue
+            with archive.open(member) as handle:
+                major, _ = np.lib.format.read_magic(handle)
+                read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                shape, _, dtype = read(handle, max_header_size=100_000)
+            sizes[member[:-4]] = int(np.prod(shape, dtype=np.float64) * dtype.itemsize)
+    return sizes
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system: no check
+        return None
+
+
 def load_npz(path: Path) -> Dataset:
+    if not zipfile.is_zipfile(path):  # np.load would try to unpickle it
+        raise UserError(f"{path}: not an .npz archive (not a zip file); save arrays with numpy.savez")
+    try:
+        sizes = declared_bytes(path)
+    except Exception:  # unreadable headers: np.load below says what is wrong
+        sizes = {}
+    memory = _memory_bytes()
+    if memory is not None and sum(sizes.values()) > memory:
+        name, size = max(sizes.items(), key=lambda kv: kv[1])
+        raise UserError(f"{path}: its arrays declare {sum(sizes.values()) / 2**30:,.1f} GiB ({name}: "
+                        f"{size / 2**30:,.1f} GiB), more than this machine's {memory / 2**30:,.1f} GiB of memory; "
+                        "audit a subsample")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
+    except MemoryError:
+        raise UserError(f"{path}: its arrays do not fit in memory; audit a subsample") from None
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise UserError(f"{path}: not a readable .npz archive ({exc}); save it with numpy.savez") from None
     except ValueError as exc:
@@ -35,7 +72,10 @@ def load_npz(path: Path) -> Dataset:
         if f"group_{s}" in arrays and len(arrays[f"group_{s}"]) != len(arrays[f"y_{s}"]):
             raise UserError(f"{path}: group_{s} length differs from y_{s}")
     table = arrays["x_train"].ndim == 2
-    all_y = np.concatenate([arrays[f"y_{s}"].reshape(-1) for s in names])
+    for s in names:
+        if arrays[f"y_{s}"].ndim != 1:  # one-hot or (N, 1): refused with what was found, never flattened
+            class_labels(arrays[f"y_{s}"], f"{path} y_{s}")
+    all_y = np.concatenate([arrays[f"y_{s}"] for s in names])
     all_labels, classes = class_labels(all_y, f"{path} y arrays")
     offsets = np.cumsum([0] + [len(arrays[f"y_{s}"]) for s in names])
     splits, external = {}, None

@@ -9,7 +9,7 @@ import numpy as np
 
 from dnncheck.data.dataset import SPLITS, Dataset, SplitData, class_labels
 from dnncheck.data.files import FileEntry, build_image_dataset
-from dnncheck.errors import UserError
+from dnncheck.errors import UserError, first_line
 
 
 def read_csv(path: Path):
@@ -20,7 +20,7 @@ def read_csv(path: Path):
     except pd.errors.EmptyDataError:
         raise UserError(f"{path}: the CSV is empty; it needs a header row and data rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot parse the CSV ({str(exc).splitlines()[0]}); fix the file") from None
+        raise UserError(f"{path}: cannot parse the CSV ({first_line(exc)}); fix the file") from None
     frame.columns = [str(c).strip() for c in frame.columns]
     if frame.empty:
         raise UserError(f"{path}: the CSV has a header but no rows")

@@ -110,6 +110,12 @@ def class_labels(raw_labels, where: str) -> tuple[np.ndarray, list[str]]:
     from dnncheck.errors import UserError
 
     values = np.asarray(raw_labels)
+    if values.ndim != 1:
+        raise UserError(f"{where}: labels must be one class per sample (a 1-D array); found shape {values.shape}"
+                        + (" that looks one-hot: pass y.argmax(axis=1)" if _looks_one_hot(values) else
+                           "; pass a 1-D array of class indices or names"))
+    if values.dtype.kind == "b":
+        values = values.astype(np.int64)
     if values.dtype.kind in "iu" or (values.dtype.kind == "f" and np.all(np.isfinite(values))
                                      and np.all(values == np.round(values))):
         ints = values.astype(np.int64)
@@ -124,6 +130,13 @@ def class_labels(raw_labels, where: str) -> tuple[np.ndarray, list[str]]:
     names = sorted({str(v) for v in values})
     lookup = {n: i for i, n in enumerate(names)}
     return np.array([lookup[str(v)] for v in values], dtype=np.int64), names
+
+
+def _looks_one_hot(values: np.ndarray) -> bool:
+    if values.ndim != 2 or values.shape[1] < 2 or values.dtype.kind not in "iufb":
+        return False
+    v = values.astype(np.float64)
+    return bool(np.all((v == 0) | (v == 1)) and np.all(v.sum(axis=1) == 1))
 
 
 def stack_if_uniform(images: list[np.ndarray]):

@@ -1,11 +1,16 @@
 """Image folders: root/<split>/<class>/<file> or root/<class>/<file> (DESIGN section 2).
 
-File listing uses torchvision's `make_dataset` (the same walk ImageFolder does) with its image
-extensions; files with other extensions are skipped and counted, hidden files and folders ignored.
+Files are listed in the order torchvision's `make_dataset` (ImageFolder's walk) lists them, with its
+image extensions; files with other extensions are skipped and counted, hidden files and folders
+ignored. Unlike that walk, a symbolic link is never followed back into the dataset's own tree (a
+`loop -> ..` link would otherwise relabel every image of the other classes, forty levels deep), nor
+into a folder already listed; links to folders elsewhere are followed once.
 Sample id: the file's path relative to root, with "/".
 """
 
 from __future__ import annotations
+
+import os
 
 from pathlib import Path
 
@@ -20,8 +25,32 @@ def _subdirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _walk_files(top: Path, root: Path) -> list[Path]:
+    """Files under `top`, sorted as torchvision's make_dataset sorts them (by folder, then name).
+
+    Symbolic links to folders are followed only when they lead outside `root`'s real tree and to a
+    folder not seen yet: no loops, no file listed twice, no image picked up under a second class.
+    """
+    real_root = Path(os.path.realpath(root))
+    seen = {os.path.realpath(top)}
+    found: list[tuple[str, list[str]]] = []
+    for current, dirs, files in os.walk(top, followlinks=True):
+        keep = []
+        for name in dirs:
+            path = os.path.join(current, name)
+            real = os.path.realpath(path)
+            inside = Path(real) == real_root or real_root in Path(real).parents
+            if real in seen or (os.path.islink(path) and inside):
+                continue
+            seen.add(real)
+            keep.append(name)
+        dirs[:] = keep
+        found.append((current, files))
+    return [Path(current, name) for current, files in sorted(found) for name in sorted(files)]
+
+
 def load_folder(root: Path, max_side: int, progress=None) -> Dataset:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
+    from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
     children = _subdirs(root)
     split_dirs = [p for p in children if p.name in SPLITS]
@@ -53,10 +82,10 @@ def load_folder(root: Path, max_side: int, progress=None) -> Dataset:
 
     entries = []
     for split, directory in layout.items():
-        present = {c.name: class_to_idx[c.name] for c in _subdirs(directory)}
-        for path, label in make_dataset(str(directory), present, is_valid_file=is_image_file, allow_empty=True):
-            path = Path(path)
-            entries.append(FileEntry(path.relative_to(root).as_posix(), path, label, split))
+        for class_dir in _subdirs(directory):
+            for path in _walk_files(class_dir, root):
+                if is_image_file(str(path)):
+                    entries.append(FileEntry(path.relative_to(root).as_posix(), path, class_to_idx[class_dir.name], split))
     if not entries:
         raise UserError(f"{root}: the class folders hold no image files ({', '.join(extensions)}); "
                         "check the folder is the dataset's root")

@@ -10,6 +10,7 @@ Pillow's draft mode makes that cheap); the native size is recorded for the check
 from __future__ import annotations
 
 import os
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,7 +28,10 @@ def decode_image(path: Path, max_side: int) -> tuple[np.ndarray, tuple[int, int]
     from PIL import Image, UnidentifiedImageError
 
     try:
-        if os.path.getsize(path) == 0:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):  # opening a FIFO blocks forever; a device never ends
+            raise DecodeError("not a regular file (a FIFO, device or socket)")
+        if info.st_size == 0:
             raise DecodeError("empty file (0 bytes)")
         with Image.open(path) as img:
             mode = img.mode
@@ -43,8 +47,16 @@ def decode_image(path: Path, max_side: int) -> tuple[np.ndarray, tuple[int, int]
         raise
     except UnidentifiedImageError:
         raise DecodeError("not an image Pillow can read") from None
+    except Image.DecompressionBombError as exc:  # a header declaring billions of pixels
+        raise DecodeError(f"too large to decode safely: {exc}") from None
+    except PermissionError:
+        raise DecodeError("permission denied") from None
     except (OSError, ValueError, SyntaxError) as exc:  # truncated data, bad headers, decoder errors
         raise DecodeError(f"cannot decode: {exc}") from None
+    except MemoryError:
+        raise DecodeError("too large to decode in memory") from None
+    except Exception as exc:  # any other decoder failure is this file's problem, not the audit's
+        raise DecodeError(f"cannot decode: {type(exc).__name__}: {exc}") from None
     if array.ndim == 2:
         array = array[..., None]
     return np.ascontiguousarray(array), native, mode

@@ -22,6 +22,8 @@ def make_missing_splits(ds: Dataset, seed: int, renumber: bool) -> None:
         # fractions are of the data before any carving: 15% of all for each made split
         fraction = SPLIT_FRACTIONS[name] / (1.0 - taken)
         keep, carve, how = _split_indices(train, fraction, seed, ds.task)
+        if ds.task == "classification":
+            keep, carve = _every_class_stays_in_train(train.y, keep, carve)
         if len(carve) == 0 or len(keep) == 0:
             ds.notes.append(f"too few training samples ({len(train)}) to carve a {name} split")
             continue
@@ -55,6 +57,17 @@ def _split_indices(split: SplitData, fraction: float, seed: int, task: str):
         return np.arange(n), np.array([], dtype=np.int64), "not made"
     keep, carve = next(ShuffleSplit(n_splits=1, test_size=n_carve, random_state=seed).split(dummy))
     return np.sort(keep), np.sort(carve), "random (classes too small to stratify)"
+
+
+def _every_class_stays_in_train(y: np.ndarray, keep: np.ndarray, carve: np.ndarray):
+    """Move one carved sample back to train for each class the carving would take out of train
+    entirely (a class with a single sample, or an unlucky random split): a model cannot learn a
+    class it never sees, and every check would then misread that class."""
+    missing = np.setdiff1d(np.unique(y[carve]), np.unique(y[keep]))
+    if not len(missing):
+        return keep, carve
+    back = np.array([carve[np.flatnonzero(y[carve] == c)[0]] for c in missing])
+    return np.sort(np.concatenate([keep, back])), np.setdiff1d(carve, back)
 
 
 def _strata(y: np.ndarray, task: str):

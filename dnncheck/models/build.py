@@ -6,7 +6,7 @@ import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
-from dnncheck.errors import UserError
+from dnncheck.errors import UserError, first_line, require_regular_file
 from dnncheck.importing import import_object
 
 BUILTINS = ("mlp", "smallcnn", "resnet18")
@@ -41,7 +41,7 @@ def build_model(spec: str, inputs: ModelInputs, base_dir: Path = Path.cwd()):
         try:
             return torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
-            raise UserError(f"{path}: not a loadable TorchScript model ({str(exc).splitlines()[0]}); "
+            raise UserError(f"{path}: not a loadable TorchScript model ({first_line(exc)}); "
                             "save it with torch.jit.save(torch.jit.script(model), path)") from None
     if ":" not in spec:
         raise UserError(f"--model {spec!r}: unknown model; use one of {', '.join(BUILTINS)}, "
@@ -91,12 +91,11 @@ def load_weights(model, weights: Path) -> None:
     """Load a state_dict saved with torch.save; only tensors are unpickled (weights_only=True)."""
     import torch
 
-    if not weights.is_file():
-        raise UserError(f"{weights}: weights file not found")
+    require_regular_file(weights, "weights file", "pass a state_dict saved with torch.save(model.state_dict(), path)")
     try:
         state = torch.load(str(weights), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"{weights}: cannot load it as a state_dict ({str(exc).splitlines()[0]}); "
+        raise UserError(f"{weights}: cannot load it as a state_dict ({first_line(exc)}); "
                         "save with torch.save(model.state_dict(), path)") from None
     if isinstance(state, dict):
         for key in ("state_dict", "model_state_dict", "model"):

@@ -34,8 +34,9 @@ def render_html(result) -> str:
 
 
 def write_html(result, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(result), encoding="utf-8")
+    from dnncheck.outputs import write_text
+
+    write_text(path, render_html(result), "HTML report")
 
 
 def _short(value, limit: int = 400) -> str:

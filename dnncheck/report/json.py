@@ -6,6 +6,11 @@ import json
 from pathlib import Path
 
 
+def json_text(result) -> str:
+    return json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
+
+
 def write_json(result, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    from dnncheck.outputs import write_text
+
+    write_text(path, json_text(result), "JSON results")

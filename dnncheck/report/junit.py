@@ -37,5 +37,6 @@ def junit_xml(result) -> str:
 
 
 def write_junit(result, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(junit_xml(result), encoding="utf-8")
+    from dnncheck.outputs import write_text
+
+    write_text(path, junit_xml(result), "JUnit XML")

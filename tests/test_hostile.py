@@ -1,0 +1,191 @@
+"""Hostile and unusual input: a user's file is never destroyed, a refusal is one line and exit 2
+(never a traceback), a label is never silently wrong, and valid data never crashes a check."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import save_png
+from dnncheck.cli import app
+
+
+def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    """A real process: stderr and the exit code exactly as a user sees them."""
+    return subprocess.run([sys.executable, "-m", "dnncheck", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=120)
+
+
+def refused(proc, *words) -> None:
+    """Exit 2 with exactly one line on stderr that says what is wrong; no traceback."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("dnncheck: error:"), proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture
+def arrays(tmp_path):
+    x = np.random.default_rng(0).integers(0, 255, (60, 8, 8), dtype=np.uint8)
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=x, y_train=np.arange(60) % 3)
+    return path
+
+
+# -- outputs never destroy inputs ------------------------------------------------------------------
+@pytest.mark.parametrize("flag", ["--json", "--html", "--junit"])
+def test_a_report_path_onto_the_data_is_refused_and_the_data_kept(arrays, flag):
+    before = arrays.read_bytes()
+    refused(run_cli("audit", str(arrays), flag, str(arrays), "--select", "DNC1", "--quiet"), flag, "never overwrites")
+    assert arrays.read_bytes() == before
+
+
+def test_a_hard_link_of_an_input_and_the_inside_of_a_data_folder_are_refused(arrays, tmp_path, image_folder):
+    link = tmp_path / "link.json"
+    os.link(arrays, link)
+    refused(run_cli("audit", str(arrays), "--json", str(link), "--select", "DNC1", "--quiet"), "data source")
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"weights")
+    refused(run_cli("audit", str(arrays), "--model", "mlp", "--weights", str(weights), "--junit", str(weights),
+                    "--quiet"), "weights file")
+    root = image_folder()
+    refused(run_cli("audit", str(root), "--html", str(root / "report.html"), "--quiet"), "inside the data folder")
+    assert not (root / "report.html").exists() and weights.read_bytes() == b"weights"
+
+
+def test_curves_never_overwrites_its_history(tmp_path):
+    history = tmp_path / "h.json"
+    history.write_text(json.dumps({"loss": [1.0, 0.5], "val_loss": [1.0, 0.6]}))
+    refused(run_cli("curves", str(history), "--json", str(history)), "history")
+    assert json.loads(history.read_text())["loss"] == [1.0, 0.5]
+
+
+def test_json_dash_is_stdout_and_reports_are_written_whole(arrays, tmp_path):
+    proc = run_cli("audit", str(arrays), "--select", "DNC1", "--json", "-", "--quiet", cwd=tmp_path)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["checks"][0]["id"] == "DNC1"
+    assert not (tmp_path / "-").exists()
+    out = tmp_path / "r.json"
+    assert run_cli("audit", str(arrays), "--select", "DNC1", "--json", str(out), "--quiet").returncode == 0
+    assert json.loads(out.read_text())["status"] == "pass"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []  # no temp file left behind
+
+
+# -- files that are not what they claim ---------------------------------------------------------------
+def test_fifo_as_target_or_baseline_is_refused_without_blocking(arrays, tmp_path):
+    fifo = tmp_path / "fifo.npz"
+    os.mkfifo(fifo)
+    refused(run_cli("audit", str(fifo), "--quiet"), "not a regular file")
+    refused(run_cli("audit", str(arrays), "--baseline", str(fifo), "--quiet"), "--baseline", "not a regular file")
+
+
+def test_pathological_files_are_one_line_refusals(arrays, tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    refused(run_cli("curves", str(deep)), "nested too deeply")
+    refused(run_cli("audit", str(arrays), "--baseline", str(deep), "--select", "DNC1", "--quiet"), "--baseline")
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    refused(run_cli("audit", str(arrays), "--model", "mlp", "--weights", str(empty), "--quiet"), "state_dict")
+    text = tmp_path / "text.npz"
+    text.write_text("not an archive")
+    refused(run_cli("audit", str(text), "--quiet"), "not an .npz archive")
+
+
+def test_an_npz_declaring_terabytes_is_refused_before_loading(tmp_path):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                  "shape": (1_024_000, 1000, 1000)})
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x_train.npy", header.getvalue() + b"\0" * 64)
+        labels = io.BytesIO()
+        np.save(labels, np.zeros(10, dtype=np.int64))
+        archive.writestr("y_train.npy", labels.getvalue())
+    refused(run_cli("audit", str(path), "--quiet"), "GiB", "more than this machine")
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--seed", "4294967296", ("probe.seed", "4294967295")),
+    ("--budget", "1e12", ("probe.budget_seconds",)),
+])
+def test_out_of_range_settings_are_refused(arrays, flag, value, words):
+    refused(run_cli("audit", str(arrays), flag, value, "--quiet"), *words)
+
+
+def test_an_absurd_image_size_is_refused(arrays, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(f"[data]\nsource = '{arrays}'\nimage_size = [100000, 100000]\n")
+    refused(run_cli("audit", str(config), "--quiet"), "image_size", "4096")
+
+
+# -- per-file failures are skipped samples, not the end of the audit -------------------------------
+def test_an_oversized_image_a_fifo_and_a_device_link_are_skipped_and_counted(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        for i in range(20):
+            save_png(root / c / f"{i}.png", rng.integers(0, 255, (12, 12), dtype=np.uint8))
+    old = Image.MAX_IMAGE_PIXELS
+    Image.new("L", (200, 200)).save(root / "a" / "huge.png")  # huge for a lowered limit, as 20000x20000 is normally
+    os.mkfifo(root / "b" / "pipe.png")
+    os.symlink("/dev/zero", root / "b" / "zero.png")
+    out = tmp_path / "r.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    code = (f"from PIL import Image; Image.MAX_IMAGE_PIXELS = 1000\n"
+            f"import sys; sys.argv = ['dnncheck', 'audit', {str(root)!r}, '--select', 'DNC1', '--json', {str(out)!r}, '--quiet']\n"
+            f"from dnncheck.cli import main; main()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    Image.MAX_IMAGE_PIXELS = old
+    assert proc.returncode in (0, 1), proc.stderr
+    result = json.loads(out.read_text())
+    assert result["data"]["unreadable"] == 3
+    text = json.dumps(result["checks"][0]["findings"])
+    assert "too large" in text and "not a regular file" in text
+
+
+def test_a_symlink_loop_neither_multiplies_nor_relabels_images(tmp_path):
+    root = tmp_path / "loop"
+    for c in ("a", "b"):
+        for i in range(20):
+            save_png(root / c / f"{i}.png", np.full((8, 8), 40 if c == "a" else 200, dtype=np.uint8))
+    os.symlink("..", root / "a" / "loop")
+    from dnncheck.config import AuditConfig
+    from dnncheck.data import load_dataset
+
+    ds = load_dataset(AuditConfig(source=str(root)))
+    total = sum(len(p) for p in ds.splits.values())
+    assert total == 40
+    for part in ds.splits.values():
+        for sample_id, label in zip(part.ids, part.y):
+            assert sample_id.split("/")[0] == ds.classes[label]
+
+
+# -- labels are never silently wrong --------------------------------------------------------------------
+def test_one_hot_labels_are_refused_with_the_fix(tmp_path):
+    path = tmp_path / "onehot.npz"
+    np.savez(path, x_train=np.zeros((600, 8, 8), np.uint8), y_train=np.eye(10)[np.arange(600) % 10])
+    refused(run_cli("audit", str(path), "--quiet"), "(600, 10)", "argmax")
+
+
+def test_a_made_split_never_takes_a_class_out_of_train(tmp_path):
+    from dnncheck.config import AuditConfig
+    from dnncheck.data import load_dataset
+
+    y = np.arange(41) % 2
+    y[-1] = 2  # class 2 has a single sample
+    path = tmp_path / "single.npz"
+    np.savez(path, x_train=np.random.default_rng(0).integers(0, 255, (41, 8, 8), dtype=np.uint8), y_train=y)
+    for seed in range(5):
+        ds = load_dataset(AuditConfig(source=str(path), seed=seed))
+        assert set(ds.splits["train"].y.tolist()) == {0, 1, 2}
