@@ -10,6 +10,7 @@ import functools
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -24,7 +25,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 def _say_error(message: str) -> None:
-    print(f"dnncheck: error: {message}", file=sys.stderr)
+    from dnncheck.report.safe import printable
+
+    # one line, whatever the message quotes (paths and names may hold newlines or escape codes)
+    print(f"dnncheck: error: {printable(' '.join(message.split()))}", file=sys.stderr)
 
 
 def user_errors_exit_2(fn):
@@ -116,10 +120,32 @@ def _run(cfg, quiet: bool, started: float, baseline=None):
 
         progress = RichProgress(err)
     command = "dnncheck " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with progress:
+    with progress, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # each distinct warning once, into the report, not onto stderr
         ctx = Context(cfg, progress)
         ctx.prepare()
-        return run_audit(ctx, checks, command, started, baseline)
+        result = run_audit(ctx, checks, command, started, baseline)
+    return _with_warnings(result, caught)
+
+
+MAX_WARNINGS = 20
+
+
+def _with_warnings(result, caught):
+    """Library warnings raised during the audit, as notes of the report (stderr stays for errors)."""
+    from dataclasses import replace
+
+    seen = []
+    for w in caught:
+        text = f"warning ({w.category.__name__}, {Path(w.filename).name}:{w.lineno}): {' '.join(str(w.message).split())}"
+        if text not in seen:
+            seen.append(text)
+    if not seen:
+        return result
+    notes = list(result.data.get("notes", [])) + seen[:MAX_WARNINGS]
+    if len(seen) > MAX_WARNINGS:
+        notes.append(f"... and {len(seen) - MAX_WARNINGS} more distinct warnings")
+    return replace(result, data={**result.data, "notes": notes})
 
 
 @app.command()
@@ -237,13 +263,18 @@ def init(path: Path = typer.Argument(Path("dnncheck.toml"), help="where to write
     """Write a commented starter config (never overwrites an existing file)."""
     from dnncheck.config import STARTER_CONFIG
 
-    if path.exists():
-        raise UserError(f"{path}: already exists and dnncheck never overwrites files; pass another PATH")
-    try:
-        path.write_text(STARTER_CONFIG.format(name=path.name), encoding="utf-8")
+    import os
+
+    try:  # O_EXCL: fails on any existing name, a dangling symlink included, so nothing is written through it
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise UserError(f"{path}: already exists (or is a symbolic link) and dnncheck never overwrites files; "
+                        "pass another PATH") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot write it ({exc.strerror})") from None
-    Console().print(f"wrote {path}; edit [data] source, then run: dnncheck audit {path}", highlight=False)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(STARTER_CONFIG.format(name=path.name))
+    Console().print(f"wrote {path}; edit [data] source, then run: dnncheck audit {path}", highlight=False, markup=False)
 
 
 def _version_callback(value: bool):
@@ -262,7 +293,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors become one plain line and exit 2."""
     try:
         code = app(args=argv, prog_name="dnncheck", standalone_mode=False)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
+        print("dnncheck: interrupted; no report was written", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
         # click's UsageError (vendored by recent typer, so matched by shape): bad flags or arguments

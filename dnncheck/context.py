@@ -87,8 +87,7 @@ class Context:
             return ModelInputs(outputs, ds.channels, tuple(ds.image_size))
         return ModelInputs(outputs, len(ds.feature_names), None)
 
-    def fresh_model(self, seed: int | None = None):
-        """A newly initialised model, seeded so that repeated builds are identical."""
+    def _built_model(self, seed: int | None = None):
         import torch
 
         from dnncheck.models.build import build_model
@@ -96,14 +95,42 @@ class Context:
         torch.manual_seed(self.cfg.seed if seed is None else seed)
         return build_model(self.model_spec, self.model_inputs, self.cfg.base_dir)
 
+    def fresh_model(self, seed: int | None = None):
+        """A newly initialised model, seeded so that repeated builds are identical."""
+        return self._one_output(self._built_model(seed))
+
     def user_model(self):
         """The model as the user has it: fresh, with --weights loaded when given."""
         from dnncheck.models.build import load_weights
 
-        model = self.fresh_model()
+        model = self._built_model()
         if self.cfg.weights:
             load_weights(model, self.cfg.resolve(self.cfg.weights))
-        return model
+        return self._one_output(model)
+
+    def _one_output(self, model):
+        """Models whose forward returns a tuple, list or mapping are audited on their logits (the
+        first tensor, or `logits`): decided once, on two training inputs, and said in the notes."""
+        import torch
+
+        from dnncheck.models.build import single_output
+
+        if "_wraps_outputs" not in self.__dict__:
+            self._wraps_outputs = False
+            was_training = model.training
+            try:
+                with torch.no_grad():
+                    out = model.eval()(self.inputs("train")[:2])
+            except Exception:  # a forward that fails is diagnosed by the checks
+                out = None
+            model.train(was_training)
+            if out is not None and not isinstance(out, torch.Tensor):
+                self._wraps_outputs = True
+                size = f" of {len(out)}" if hasattr(out, "__len__") else ""
+                self.dataset.notes.append(f"the model returns a {type(out).__name__}{size}; dnncheck audits its "
+                                          "logits (a 'logits' entry, else the first tensor): if your loss uses "
+                                          "another element, wrap the model to return it")
+        return single_output(model) if self._wraps_outputs else model
 
     @staticmethod
     def _param_counts(model) -> dict:
@@ -335,7 +362,7 @@ class Context:
                 run = work(guard)
         except UserError:
             raise
-        except Exception as exc:  # the user's model or loss cannot train on this data
+        except (Exception, SystemExit) as exc:  # the user's model or loss cannot train on this data
             raise ProbeUnavailable(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
         self._ran(name, run.steps, run.stopped_by == "budget")
         if run.stopped_by == "budget":

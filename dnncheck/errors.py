@@ -67,3 +67,10 @@ def require_regular_file(path, what: str, fix: str) -> None:
     if not stat.S_ISREG(mode):
         kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a FIFO, device or socket)"
         raise UserError(f"{path}: the {what} is {kind}; {fix}")
+
+
+def raised(exc: BaseException) -> str:
+    """How user code failed, for a one-line message: 'raised ValueError: ...' or 'called sys.exit(5)'."""
+    if isinstance(exc, SystemExit):
+        return f"called sys.exit({exc.code!r})"
+    return f"raised {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"

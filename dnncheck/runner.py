@@ -30,7 +30,7 @@ def run_check(check, ctx) -> CheckResult:
         result = check.run(ctx)
     except UserError:
         raise
-    except Exception as exc:  # a bug or an unexpected input: report it, keep auditing
+    except (Exception, SystemExit) as exc:  # a bug, an unexpected input, or user code exiting: keep auditing
         result = check.result(Status.ERROR, f"the check crashed: {type(exc).__name__}: {exc}",
                               findings=[Finding(Status.ERROR, f"{type(exc).__name__}: {exc}",
                                                 evidence={"traceback": traceback.format_exc()})])

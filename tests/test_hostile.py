@@ -189,3 +189,122 @@ def test_a_made_split_never_takes_a_class_out_of_train(tmp_path):
     for seed in range(5):
         ds = load_dataset(AuditConfig(source=str(path), seed=seed))
         assert set(ds.splits["train"].y.tolist()) == {0, 1, 2}
+
+
+# -- user text, user code, library noise ----------------------------------------------------------
+def test_escape_codes_in_class_names_never_reach_the_terminal(tmp_path):
+    root = tmp_path / "esc"
+    evil = "cat\x1b[2J\x1b]8;;http://x\x1b\\link\x07"
+    for c in (evil, "dog"):
+        for i in range(10):
+            save_png(root / c / f"{i}.png", np.full((8, 8), 30 if c == "dog" else 220, dtype=np.uint8))
+    proc = run_cli("audit", str(root), "--select", "DNC1,DNC9", "--model", "mlp")
+    assert proc.returncode in (0, 1), proc.stderr
+    assert "cat" in proc.stdout and "\x1b" not in proc.stdout and "\x07" not in proc.stdout
+
+
+def test_user_code_that_exits_or_warns(tmp_path, arrays):
+    (tmp_path / "usernets.py").write_text(
+        "import sys, warnings\nimport torch.nn as nn\n"
+        "def quits(num_classes, in_channels, image_size):\n    sys.exit(5)\n"
+        "class Loud(nn.Module):\n"
+        "    def __init__(self, n, c, hw):\n        super().__init__(); self.f = nn.Sequential(nn.Flatten(), nn.Linear(c * hw[0] * hw[1], n))\n"
+        "    def forward(self, x):\n        warnings.warn('loud model warns every call')\n        return self.f(x)\n"
+        "def loud(num_classes, in_channels, image_size):\n    return Loud(num_classes, in_channels, image_size)\n")
+    refused(run_cli("audit", str(arrays), "--model", "usernets:quits", "--quiet", cwd=tmp_path), "sys.exit(5)")
+    out = tmp_path / "r.json"
+    proc = run_cli("audit", str(arrays), "--model", "usernets:loud", "--select", "DNC4", "--json", str(out), "--quiet",
+                   cwd=tmp_path)
+    assert proc.returncode in (0, 1) and proc.stderr == ""  # the warning went into the report, not onto stderr
+    assert any("loud model warns" in n for n in json.loads(out.read_text())["data"]["notes"])
+    assert not (tmp_path / "__pycache__").exists()
+
+
+def test_init_never_writes_through_a_dangling_symlink(tmp_path):
+    link = tmp_path / "dnncheck.toml"
+    link.symlink_to(tmp_path / "elsewhere" / "target.toml")
+    refused(run_cli("init", str(link)), "symbolic link")
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_undecodable_file_names_still_give_every_report(tmp_path):
+    root = tmp_path / "names"
+    bad = os.fsdecode(b"caf\xe9")  # Latin-1 bytes: not UTF-8, a surrogate escape in Python
+    for c in ("a", "b"):
+        for i in range(10):
+            save_png(root / c / (f"{bad}{i}.png" if c == "a" else f"{i}.png"),
+                     np.full((8, 8), 30 if c == "a" else 220, dtype=np.uint8))
+    save_png(root / "a" / f"{bad}-odd.png", np.zeros((20, 8), dtype=np.uint8))  # a finding that names the file
+    html, junit, js = tmp_path / "r.html", tmp_path / "r.xml", tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["audit", str(root), "--select", "DNC1", "--quiet", "--html", str(html),
+                                      "--junit", str(junit), "--json", str(js)])
+    assert result.exit_code in (0, 1), result.output
+    assert html.stat().st_size > 1000 and junit.stat().st_size > 100 and json.loads(js.read_text())["checks"]
+
+
+# -- degenerate but valid data gives results, never a crash ------------------------------------------
+def _statuses(path, *flags) -> dict:
+    out = path.parent / "result.json"
+    result = CliRunner().invoke(app, ["audit", str(path), "--model", "mlp", "--json", str(out), "--quiet",
+                                      *flags])
+    assert result.exit_code in (0, 1), result.output
+    return {c["slug"]: c for c in json.loads(out.read_text())["checks"]}
+
+
+def test_many_classes_with_two_samples_and_a_class_with_one(tmp_path):
+    rng = np.random.default_rng(0)
+    many = tmp_path / "many" / "d.npz"
+    many.parent.mkdir()
+    np.savez(many, x_train=rng.integers(0, 255, (1000, 8, 8), dtype=np.uint8), y_train=np.repeat(np.arange(500), 2))
+    checks = _statuses(many, "--select", "separability,external-validation,label-noise,imbalance")
+    assert not [s for s, c in checks.items() if c["status"] == "error"], checks
+    y = np.arange(60) % 3
+    y[-1] = 3
+    one = tmp_path / "one" / "d.npz"
+    one.parent.mkdir()
+    np.savez(one, x_train=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), y_train=y)
+    checks = _statuses(one, "--select", "separability,label-noise,imbalance")
+    assert not [s for s, c in checks.items() if c["status"] == "error"], checks
+    assert checks["label-noise"]["status"] == "skip" and "single" in checks["label-noise"]["summary"]
+
+
+def test_a_model_returning_a_tuple_is_audited_on_its_logits(tmp_path, arrays):
+    (tmp_path / "tuplenet.py").write_text(
+        "import torch.nn as nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self, n, c, hw):\n        super().__init__(); self.f = nn.Sequential(nn.Flatten(), nn.Linear(c * hw[0] * hw[1], n))\n"
+        "    def forward(self, x):\n        out = self.f(x)\n        return out, out.detach() * 0\n"
+        "def build(num_classes, in_channels, image_size):\n    return Net(num_classes, in_channels, image_size)\n")
+    out = tmp_path / "r.json"
+    proc = run_cli("audit", str(arrays), "--model", "tuplenet:build", "--select", "loss-sanity,label-noise,overfit",
+                   "--json", str(out), "--quiet", cwd=tmp_path)
+    assert proc.returncode in (0, 1), proc.stderr
+    result = json.loads(out.read_text())
+    assert all(c["status"] != "error" for c in result["checks"])
+    assert any("returns a tuple" in n for n in result["data"]["notes"])
+    loss = {c["slug"]: c for c in result["checks"]}["loss-sanity"]
+    assert loss["metrics"]["output_units"] == 3
+
+
+def test_a_parameterless_model_is_named_as_such(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=rng.integers(0, 255, (60, 2, 2), dtype=np.uint8), y_train=np.arange(60) % 4)
+    (tmp_path / "flat.py").write_text("import torch.nn as nn\ndef build(num_classes, in_channels, image_size):\n"
+                                      "    return nn.Flatten()\n")
+    out = tmp_path / "r.json"
+    proc = run_cli("audit", str(path), "--model", "flat:build", "--select", "loss-sanity", "--json", str(out),
+                   "--quiet", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    check = json.loads(out.read_text())["checks"][0]
+    messages = " ".join(f["message"] for f in check["findings"])
+    assert "no parameters" in messages and "sigmoid" not in messages
+
+
+def test_one_based_labels_are_named(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=rng.integers(0, 255, (300, 8, 8), dtype=np.uint8), y_train=np.arange(300) % 3 + 1)
+    check = _statuses(path, "--select", "imbalance")["imbalance"]
+    assert check["status"] == "fail" and "1-based" in check["summary"]
+    assert check["metrics"]["empty_classes"] == 1

@@ -61,7 +61,7 @@ class Check:
         """The result when the probe everything here reads is missing: inconclusive (warn) when the
         budget guard cut it short, else a skip that says why."""
         if isinstance(exc, ProbeCutShort):
-            return self.result(Status.WARN, str(exc).split(";")[0], findings=[probe_finding(exc, what)])
+            return self.result(Status.WARN, str(exc).split("; ")[0], findings=[probe_finding(exc, what)])
         return self.skip(f"{what}: {exc}")
 
     @classmethod
@@ -77,8 +77,9 @@ def _same_kind(value, default) -> bool:
     return isinstance(value, type(default))
 
 
-def headline(findings, sep: str = ";") -> str:
-    """The worst finding's message up to `sep`: a one-line summary for the table."""
+def headline(findings, sep: str = "; ") -> str:
+    """The worst finding's message up to `sep` (with its space: Pillow modes such as "I;16" hold a
+    bare ';'): a one-line summary for the table."""
     worst = max(findings, key=lambda f: f.severity.rank)
     return worst.message.split(sep)[0]
 

@@ -125,7 +125,10 @@ class ExternalValidation(Check):
         ds = ctx.dataset
         names = [n for n in ("train", "val", "test") if ds.split(n) is not None]
         y = np.concatenate([ds.splits[n].y for n in names])
-        if len(y) > MAX_REPEAT_SAMPLES or np.bincount(y)[np.bincount(y) > 0].min() < 2:
+        counts = np.bincount(y)[np.bincount(y) > 0]
+        held_out = int(np.ceil(0.3 * len(y)))
+        # a stratified 70/30 split needs two samples per class and a place for every class on each side
+        if len(y) > MAX_REPEAT_SAMPLES or counts.min() < 2 or len(counts) > min(held_out, len(y) - held_out):
             return {}, []
         flat = np.concatenate([ctx.inputs(n).reshape(len(ds.splits[n]), -1).numpy() for n in names])
         feats = pca_features(flat, ctx.cfg.seed)

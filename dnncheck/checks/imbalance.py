@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, probe_finding, verdict
+from dnncheck.checks.base import Check, Finding, Status, headline, probe_finding, verdict
 from dnncheck.errors import ProbeUnavailable
 
 MAX_LISTED = 20
@@ -72,7 +72,8 @@ class Imbalance(Check):
         present = train[train > 0]
         ratio = float(present.max() / present.min())
         metrics.update(imbalance_ratio=round(ratio, 3), min_class_count=int(present.min()),
-                       max_class_count=int(present.max()), classes=ds.num_classes)
+                       max_class_count=int(present.max()), classes=ds.num_classes,
+                       empty_classes=int(np.sum(sum(counts.values()) == 0)))
         findings += self._ratio_findings(ds, train, ratio)
         findings += self._volume_findings(ds, train)
         findings += self._coverage_findings(ds, counts)
@@ -81,6 +82,9 @@ class Imbalance(Check):
         findings += probe_findings
         status = verdict(findings)
         summary = _summary(ds, train, ratio, probe_metrics)
+        failing = [f for f in findings if f.severity is Status.FAIL]
+        if failing:  # the reason first: a failing summary that reads like a healthy one misleads
+            summary = f"{headline(failing)}; {summary}"
         figures = {"class_counts": {"classes": ds.classes, **{s: c.tolist() for s, c in counts.items()}}}
         if "per_class_recall" in probe_metrics:
             figures["per_class_recall"] = probe_metrics["per_class_recall"]
@@ -113,7 +117,7 @@ class Imbalance(Check):
                                   "small_data_per_class": self.t["small_data_per_class"]})]
 
     def _coverage_findings(self, ds, counts):
-        findings = []
+        findings = self._empty_class_findings(ds, counts)
         train = counts["train"]
         for split, c in counts.items():
             if split == "train":
@@ -128,6 +132,24 @@ class Imbalance(Check):
                                         f"{', '.join(absent[:MAX_LISTED])}; their recall cannot be measured",
                                         evidence={"split": split, "classes": absent}))
         return findings
+
+    @staticmethod
+    def _empty_class_findings(ds, counts):
+        """Classes with no sample in any split: the model still gets an output unit for each, which is
+        never a target, and the imbalance ratio (over present classes) cannot show them."""
+        total = sum(counts.values())
+        empty = [ds.classes[i] for i in np.flatnonzero(total == 0)]
+        if not empty:
+            return []
+        numbered = all(name.isdigit() for name in ds.classes)
+        if numbered and empty == [ds.classes[0]]:
+            return [Finding(Status.FAIL, f"class 0 has no samples in any split while 1..{len(ds.classes) - 1} do: the "
+                            "labels look 1-based; subtract 1 so they run 0..C-1 (the model gets an output unit for "
+                            "class 0 that is never a target)", evidence={"empty_classes": empty})]
+        what = "label values" if numbered else "classes"
+        return [Finding(Status.WARN, f"{len(empty)} {what} between the others have no samples in any split: "
+                        f"{', '.join(empty[:MAX_LISTED])}; each still gets an output unit (renumber the labels, or "
+                        "drop the empty class folders)", evidence={"empty_classes": empty})]
 
     def _probe(self, ctx, train, ratio):
         """Per-class recall and baselines of the shared probe run on the evaluation split."""

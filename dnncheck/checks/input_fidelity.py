@@ -262,4 +262,4 @@ def _summary(metrics, findings) -> str:
         return text
     worst = max(findings, key=lambda f: f.severity.rank)
     others = len(findings) - 1
-    return worst.message.split(";")[0] + (f" (+{others} more finding{'s' if others > 1 else ''})" if others else "")
+    return worst.message.split("; ")[0] + (f" (+{others} more finding{'s' if others > 1 else ''})" if others else "")

@@ -87,7 +87,7 @@ class LabelNoise(Check):
             probs, used, notes = self._probabilities(ctx, y, folds)
         except ProbeCutShort as exc:  # partial evidence: say so, never a verdict from it
             findings = [probe_finding(exc, "label noise not estimated"), *self._conflicting_duplicates(ds)]
-            return self.result(verdict(findings), findings[0].message.split(";")[0], {"train_samples": int(len(y)), "folds": folds},
+            return self.result(verdict(findings), findings[0].message.split("; ")[0], {"train_samples": int(len(y)), "folds": folds},
                                findings, self._remedy(findings[1:]))
         present = counts > 0
         mask = find_label_issues(y, probs, filter_by="prune_by_class")

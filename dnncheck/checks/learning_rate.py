@@ -67,7 +67,7 @@ class LearningRate(Check):
         metrics, findings = self._judge(ctx.cfg.lr, tried, smooth, test.stopped_by)
         figures = {"range_test": {"lr": test.lrs, "loss": test.losses, "smoothed": test.smoothed}}
         status = verdict(findings)
-        summary = findings[0].message.split(";")[0] if findings else (
+        summary = findings[0].message.split("; ")[0] if findings else (
             f"lr {ctx.cfg.lr:g} lies in the suggested range [{metrics['suggested_lr_min']:.2g}, "
             f"{metrics['suggested_lr_max']:.2g}]")
         remedy = "" if not findings else (f"Set [train] lr inside [{metrics.get('suggested_lr_min', 0):.2g}, "

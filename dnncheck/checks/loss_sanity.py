@@ -83,11 +83,17 @@ class LossSanity(Check):
         metrics = {"loss": ctx.loss_name, "output_units": info.units, "output_kind": info.kind,
                    "final_activation": head}
         findings = []
-        if ds.task == "classification":
+        if not any(True for _ in model.parameters()):
+            # outputs of a model without parameters say nothing about its head: no output-kind diagnosis
+            findings.append(Finding(Status.FAIL, "the model has no parameters: nothing can be trained (its forward "
+                                    "ignores any layers, or they were never registered as submodules)"))
+        elif ds.task == "classification":
             findings += self._classification_findings(ctx, info, head)
-            metrics["expected_initial_loss"] = round(expected_initial_loss(ds.num_classes), 4)
         else:
             findings += self._regression_findings(ctx, info, head)
+        if ds.task == "classification":
+            metrics["expected_initial_loss"] = round(expected_initial_loss(ds.num_classes), 4)
+        else:
             # a fresh regressor outputs about 0, so MSE starts near mean(y^2)
             metrics["expected_initial_loss"] = round(float(np.mean(ds.splits["train"].y.astype(float) ** 2)), 4)
         initial, loss_finding = _initial_loss(ctx.loss_fn, out, y)

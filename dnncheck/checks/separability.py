@@ -111,11 +111,14 @@ class Separability(Check):
     def _findings(self, m, chance, model_acc):
         findings = []
         gain = model_acc - chance
-        knn_gain = (m["knn_accuracy_features"] or 0.0) - chance
+        if m["knn_accuracy_features"] is None:  # too few samples per class to measure structure: no verdict
+            return [Finding(Status.PASS, "too few validation samples per class for k-NN and silhouette; class "
+                            "structure not measured")]
+        knn_gain = m["knn_accuracy_features"] - chance
         if gain >= self.t["min_gain"] and knn_gain < self.t["structure_ratio"] * gain:
             findings.append(Finding(Status.FAIL, f"accuracy above chance ({model_acc:.2f} vs {chance:.2f}) but no class "
                                     f"structure in the features: 5-NN on them reaches {m['knn_accuracy_features']:.2f} "
-                                    f"(silhouette {m['silhouette']:.2f}); the model is not learning a representation",
+                                    f"(silhouette {_fmt(m['silhouette'])}); the model is not learning a representation",
                                     evidence={"model_accuracy": model_acc, "chance": chance}))
         elif m["silhouette"] is not None and m["silhouette"] < self.t["min_silhouette"]:
             findings.append(Finding(Status.WARN, f"classes overlap in feature space (cosine silhouette {m['silhouette']:.2f}) "
@@ -148,7 +151,7 @@ def _features(model, x, device):
 def _silhouette(points, y, metric):
     from sklearn.metrics import silhouette_score
 
-    if len(np.unique(y)) < 2:
+    if not 2 <= len(np.unique(y)) <= len(y) - 1:  # silhouette is undefined outside this range
         return None
     return round(float(silhouette_score(points, y, metric=metric)), 4)
 
@@ -182,10 +185,15 @@ def _umap(feats, seed):
         return reducer.fit_transform(feats).astype(np.float32)
 
 
+def _fmt(value) -> str:
+    """A score, or 'n/a' where it is undefined (too few samples per class for k-NN or silhouette)."""
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def _summary(m) -> str:
     text = (f"model accuracy {m['model_accuracy']:.2f} (chance {m['chance_accuracy']:.2f}); feature 5-NN "
-            f"{m['knn_accuracy_features']:.2f}, silhouette {m['silhouette']:.2f}")
-    twod = [f"{k.split('_')[-1]} {m[k]:.2f}" for k in ("knn_accuracy_2d_tsne", "knn_accuracy_2d_umap") if k in m]
+            f"{_fmt(m['knn_accuracy_features'])}, silhouette {_fmt(m['silhouette'])}")
+    twod = [f"{k.split('_')[-1]} {_fmt(m[k])}" for k in ("knn_accuracy_2d_tsne", "knn_accuracy_2d_umap") if k in m]
     if twod:
         text += "; 2-D 5-NN " + ", ".join(twod)
     return text + f" on {m['samples']} {m['split']} samples"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from dnncheck.data.dataset import SPLITS, Dataset, SplitData, class_labels, stack_if_uniform
-from dnncheck.errors import UserError
+from dnncheck.errors import UserError, raised
 from dnncheck.importing import import_object
 
 
@@ -17,8 +17,8 @@ def load_python(spec: str, search_dirs=()) -> Dataset:
     fn = import_object(spec, "data source python:", search_dirs)
     try:
         result = fn()
-    except Exception as exc:
-        raise UserError(f"python:{spec}: calling it raised {type(exc).__name__}: {exc}") from None
+    except (Exception, SystemExit) as exc:
+        raise UserError(f"python:{spec}: calling it {raised(exc)}") from None
     if not isinstance(result, dict) or "train" not in result:
         raise UserError(f"python:{spec}: must return a dict of split name to Dataset with at least 'train' "
                         f"(got {type(result).__name__})")

@@ -6,7 +6,7 @@ import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
-from dnncheck.errors import UserError, first_line, require_regular_file
+from dnncheck.errors import UserError, first_line, raised, require_regular_file
 from dnncheck.importing import import_object
 
 BUILTINS = ("mlp", "smallcnn", "resnet18")
@@ -79,8 +79,8 @@ def _from_factory(spec: str, inputs: ModelInputs, base_dir: Path):
         kwargs = {}
     try:
         model = factory(**kwargs)
-    except Exception as exc:
-        raise UserError(f"model factory {spec!r} raised {type(exc).__name__}: {exc} "
+    except (Exception, SystemExit) as exc:
+        raise UserError(f"model factory {spec!r} {raised(exc)} "
                         f"(called with {', '.join(f'{k}={v}' for k, v in kwargs.items()) or 'no arguments'})") from None
     if not isinstance(model, torch.nn.Module):
         raise UserError(f"model factory {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
@@ -110,3 +110,36 @@ def load_weights(model, weights: Path) -> None:
         detail = " ".join(str(exc).split())
         raise UserError(f"{weights}: does not match the model ({detail[:300]}); "
                         "check --model and the number of classes") from None
+
+
+def first_tensor(out):
+    """The outputs dnncheck audits: the tensor itself, a mapping's `logits` (Hugging Face style),
+    else the first tensor in a tuple, list or mapping (a main head before auxiliary ones)."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, dict):
+        if isinstance(out.get("logits"), torch.Tensor):
+            return out["logits"]
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        for item in out:
+            if isinstance(item, torch.Tensor):
+                return item
+    raise TypeError(f"the model's forward returned {type(out).__name__}, which holds no tensor")
+
+
+def single_output(model):
+    """`model` wrapped so that forward returns one tensor (see first_tensor)."""
+    import torch
+
+    class FirstTensorOutput(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.model = inner
+
+        def forward(self, x):
+            return first_tensor(self.model(x))
+
+    return FirstTensorOutput(model)

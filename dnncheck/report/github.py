@@ -16,6 +16,9 @@ def _escape_property(text: str) -> str:
 
 
 def annotations(result) -> list[str]:
+    from dnncheck.report.safe import sanitized
+
+    result = sanitized(result)
     lines = []
     for c in result.checks:
         level = LEVEL.get(c.status)

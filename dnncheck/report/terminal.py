@@ -23,6 +23,9 @@ def status_text(status: Status) -> Text:
 
 
 def render_audit(result, console: Console, verbose: bool = True) -> None:
+    from dnncheck.report.safe import sanitized
+
+    result = sanitized(result)  # names from the user's data reach the terminal without escape codes
     console.print(_header(result))
     console.print(_summary_table(result))
     if verbose:  # details for the checks that found something; passes are in the table

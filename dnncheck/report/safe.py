@@ -1,0 +1,31 @@
+"""Text from the user's data (class and file names, notes, messages quoting them) is printed to a
+terminal: control characters are removed first, so a folder named with escape codes cannot clear
+the screen, recolour the report or plant a hyperlink. Newlines and tabs stay."""
+
+from __future__ import annotations
+
+import re
+
+# C0 controls except tab and newline, DEL, and the C1 controls (an 8-bit CSI starts escapes too)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    return _CONTROL.sub("", text)
+
+
+def _clean(value):
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(str(k)): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def sanitized(result):
+    """A copy of an AuditResult whose every string is printable (for terminal reporters)."""
+    from dnncheck.results import AuditResult
+
+    return AuditResult.from_dict(_clean(result.to_dict()))
