@@ -40,6 +40,9 @@ def user_errors_exit_2(fn):
         except UserError as exc:
             _say_error(str(exc))
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:  # reports are written only at the end, atomically: none is half-written
+            print("dnncheck: interrupted; no report was written", file=sys.stderr)
+            raise typer.Exit(130) from None
     return wrapper
 
 
@@ -293,8 +296,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors become one plain line and exit 2."""
     try:
         code = app(args=argv, prog_name="dnncheck", standalone_mode=False)
-    except (typer.Abort, KeyboardInterrupt):
-        print("dnncheck: interrupted; no report was written", file=sys.stderr)
+    except (typer.Abort, KeyboardInterrupt):  # outside a command (while typer parses): nothing was started
+        print("dnncheck: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
         # click's UsageError (vendored by recent typer, so matched by shape): bad flags or arguments

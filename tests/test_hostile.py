@@ -19,9 +19,15 @@ from dnncheck.cli import app
 
 
 def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
-    """A real process: stderr and the exit code exactly as a user sees them."""
-    return subprocess.run([sys.executable, "-m", "dnncheck", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=120)
+    """The command in this process (typer's CliRunner keeps stderr apart): its exit code, stdout and
+    stderr as a user sees them, without paying a Python start and a torch import per call."""
+    import contextlib
+
+    with contextlib.chdir(cwd) if cwd else contextlib.nullcontext():
+        result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a traceback is a failure of the test, shown as such
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 def refused(proc, *words) -> None:
@@ -256,7 +262,9 @@ def test_many_classes_with_two_samples_and_a_class_with_one(tmp_path):
     many = tmp_path / "many" / "d.npz"
     many.parent.mkdir()
     np.savez(many, x_train=rng.integers(0, 255, (1000, 8, 8), dtype=np.uint8), y_train=np.repeat(np.arange(500), 2))
-    checks = _statuses(many, "--select", "separability,external-validation,label-noise,imbalance")
+    config = many.parent / "c.toml"  # UMAP off: its compile costs seconds, and silhouette/k-NN are what crashed
+    config.write_text(f"[data]\nsource = '{many}'\n[checks.separability]\numap = false\n")
+    checks = _statuses(config, "--select", "separability,external-validation,label-noise,imbalance")
     assert not [s for s, c in checks.items() if c["status"] == "error"], checks
     y = np.arange(60) % 3
     y[-1] = 3
@@ -308,3 +316,18 @@ def test_one_based_labels_are_named(tmp_path):
     check = _statuses(path, "--select", "imbalance")["imbalance"]
     assert check["status"] == "fail" and "1-based" in check["summary"]
     assert check["metrics"]["empty_classes"] == 1
+
+
+def test_ctrl_c_exits_130_with_a_message_and_no_report(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "-m", "dnncheck", "audit", "sklearn:digits", "--json", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8)  # well into the audit (it takes 25 s or more), wherever the machine's load puts it
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["dnncheck: interrupted; no report was written"]
+    assert not out.exists()
