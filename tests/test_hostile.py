@@ -207,6 +207,7 @@ def test_escape_codes_in_class_names_never_reach_the_terminal(tmp_path):
     proc = run_cli("audit", str(root), "--select", "DNC1,DNC9", "--model", "mlp")
     assert proc.returncode in (0, 1), proc.stderr
     assert "cat" in proc.stdout and "\x1b" not in proc.stdout and "\x07" not in proc.stdout
+    assert "[2J" not in proc.stdout and "http://x" not in proc.stdout  # no residue of the sequences either
 
 
 def test_user_code_that_exits_or_warns(tmp_path, arrays):

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import re
 
-# C0 controls except tab and newline, DEL, and the C1 controls (an 8-bit CSI starts escapes too)
+# whole escape sequences first (CSI such as colours and clear-screen, OSC such as hyperlinks and
+# titles), so no "[31m" residue is left; then any remaining C0 control except tab and newline, DEL,
+# and the C1 controls (an 8-bit CSI starts escapes too)
+_SEQUENCE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-Z\\-_]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def printable(text: str) -> str:
-    return _CONTROL.sub("", text)
+    return _CONTROL.sub("", _SEQUENCE.sub("", text))
 
 
 def _clean(value):
