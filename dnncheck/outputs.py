@@ -72,6 +72,7 @@ def write_text(path: Path, text: str, what: str) -> None:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, _report_mode(path))  # mkstemp makes 0600; a report is shared like any file
         os.replace(tmp, path)
         tmp = None
     except OSError as exc:
@@ -79,3 +80,13 @@ def write_text(path: Path, text: str, what: str) -> None:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _report_mode(path: Path) -> int:
+    """The mode the report would have had if written in place: the old report's, else 0666 less the umask."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask

@@ -15,8 +15,13 @@ DPI = 80
 
 
 def _plt():
+    import logging
+
     import matplotlib
 
+    # matplotlib logs its notices (e.g. "Clipping input data") straight to stderr, which is kept for
+    # errors: only its errors may pass
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -83,6 +83,9 @@ def test_json_dash_is_stdout_and_reports_are_written_whole(arrays, tmp_path):
     assert run_cli("audit", str(arrays), "--select", "DNC1", "--json", str(out), "--quiet").returncode == 0
     assert json.loads(out.read_text())["status"] == "pass"
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []  # no temp file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # as readable as a report written in place
 
 
 # -- files that are not what they claim ---------------------------------------------------------------
