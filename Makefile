@@ -5,7 +5,7 @@ PYTHON ?= python3
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test bench bench-leakage bench-label-noise bench-throughput bench-pixel-attack
+.PHONY: install demo test bench bench-leakage bench-label-noise bench-throughput bench-pixel-attack bench-scale
 
 install:
 	$(PIP) $(TORCH_PINS) -e ".[dev]"
@@ -31,3 +31,6 @@ bench-throughput: install
 
 bench-pixel-attack: install
 	$(PYTHON) benchmarks/bench_pixel_attack.py
+
+bench-scale: install
+	$(PYTHON) benchmarks/bench_scale.py
