@@ -73,3 +73,14 @@ def test_regression_is_skipped(tmp_path):
     rng = np.random.default_rng(0)
     (tmp_path / "r.csv").write_text("a,target\n" + "\n".join(f"{rng.normal()},{rng.normal()}" for _ in range(50)))
     assert run_one(LabelNoise(), source=str(tmp_path / "r.csv")).status is Status.SKIP
+
+
+def test_estimators_at_chance_make_suspects_a_warning_that_says_why(tmp_path):
+    # random labels on random images: the flags are the estimators' guesses, not evidence of noise
+    rng = np.random.default_rng(0)
+    path = tmp_path / "random.npz"
+    np.savez(path, x_train=rng.integers(0, 255, (300, 8, 8), dtype=np.uint8), y_train=rng.integers(0, 2, 300))
+    result = run_one(LabelNoise(), source=str(path), model="mlp", epochs=15)
+    assert result.status is Status.WARN, result.summary
+    assert result.metrics["estimator_skill"] < 0.6 and result.metrics["estimated_noise_rate"] > 0.05
+    assert result.summary.startswith("weak evidence") and "weak evidence" in messages(result)
