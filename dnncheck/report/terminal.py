@@ -46,8 +46,14 @@ def plan_table(record: dict, before: bool) -> Table:
     title = "Probe plan" + (f" (estimated {total:.0f} s of the {budget:g} s budget guard)" if total is not None else
                             f" (budget guard {budget:g} s)")
     table = Table(title=title, title_justify="left", expand=True)
-    for col in ("probe", "work", "steps", "for", "estimate") + (() if before else ("done", "time")):
-        table.add_column(col, overflow="fold")
+    table.add_column("probe", no_wrap=True)
+    table.add_column("work", ratio=3, overflow="fold")  # the column that wraps on a narrow terminal
+    table.add_column("steps", justify="right", no_wrap=True)
+    table.add_column("for", ratio=1)
+    table.add_column("estimate", justify="right", no_wrap=True)
+    if not before:
+        table.add_column("done", justify="right", no_wrap=True)
+        table.add_column("time", justify="right", no_wrap=True)
     for p in record["probes"]:
         estimate = p.get("estimated_seconds")
         row = [p["name"], p["what"], f"{p['steps']:,}", " ".join(p["checks"]),
