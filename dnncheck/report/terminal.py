@@ -49,7 +49,7 @@ def plan_table(record: dict, before: bool) -> Table:
     table.add_column("probe", no_wrap=True)
     table.add_column("work", ratio=3, overflow="fold")  # the column that wraps on a narrow terminal
     table.add_column("steps", justify="right", no_wrap=True)
-    table.add_column("for", ratio=1)
+    table.add_column("for", ratio=1, min_width=5, overflow="fold")
     table.add_column("estimate", justify="right", no_wrap=True)
     if not before:
         table.add_column("done", justify="right", no_wrap=True)
