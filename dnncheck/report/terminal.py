@@ -49,14 +49,14 @@ def plan_table(record: dict, before: bool) -> Table:
     table.add_column("probe", no_wrap=True)
     table.add_column("work", ratio=3, overflow="fold")  # the column that wraps on a narrow terminal
     table.add_column("steps", justify="right", no_wrap=True)
-    table.add_column("for", ratio=1, min_width=5, overflow="fold")
+    table.add_column("DNC", ratio=1)  # the checks using the probe, by number
     table.add_column("estimate", justify="right", no_wrap=True)
     if not before:
         table.add_column("done", justify="right", no_wrap=True)
         table.add_column("time", justify="right", no_wrap=True)
     for p in record["probes"]:
         estimate = p.get("estimated_seconds")
-        row = [p["name"], p["what"], f"{p['steps']:,}", " ".join(p["checks"]),
+        row = [p["name"], p["what"], f"{p['steps']:,}", " ".join(c.removeprefix("DNC") for c in p["checks"]),
                "?" if estimate is None else f"{estimate:.1f}s"]
         if not before:
             if not p.get("ran"):
