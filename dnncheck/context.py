@@ -217,7 +217,7 @@ class Context:
         return PlanFacts(train_samples=len(self.probe_train_index),
                          val_samples=0 if self.probe_val_index is None else len(self.probe_val_index),
                          full_train=len(self.dataset.splits["train"]), batch_size=c.batch_size,
-                         task=self.dataset.task, epochs=c.epochs, max_train_samples=c.max_train_samples)
+                         epochs=c.epochs, max_train_samples=c.max_train_samples)
 
     def plan_probes(self, checks) -> None:
         """Decide every probe's work for the selected checks, then time a few steps for the estimate."""

@@ -20,8 +20,8 @@ PROBE_CHECKS = "normalization,label-noise,loss-sanity,overfit,imbalance,learning
 
 
 def _facts(**kw) -> PlanFacts:
-    base = dict(train_samples=1258, val_samples=269, full_train=1258, batch_size=64, task="classification",
-                epochs=None, max_train_samples=5000)
+    base = dict(train_samples=1258, val_samples=269, full_train=1258, batch_size=64, epochs=None,
+                max_train_samples=5000)
     base.update(kw)
     return PlanFacts(**base)
 

@@ -126,6 +126,14 @@ def test_a_tripped_guard_stops_the_run_and_says_so():
     assert run.val_outputs is None  # a cut-short run offers no final evidence
 
 
+def test_a_guard_tripping_on_the_last_planned_step_does_not_cut_a_finished_run():
+    train, val = _digits_tensors()
+    planned = 2 * (1200 // 64)
+    run = train_probe("t", build_model("mlp", IMG), nn.functional.cross_entropy, train, val, "classification",
+                      _settings(max_epochs=2), guard=_TripsAfter(planned - 1))
+    assert run.stopped_by == "plan" and run.steps == planned and run.val_outputs is not None
+
+
 def test_probe_stops_on_non_finite_loss():
     train, val = _digits_tensors()
     run = train_probe("t", build_model("mlp", IMG), nn.functional.cross_entropy, train, val, "classification",

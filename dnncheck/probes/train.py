@@ -79,7 +79,6 @@ class RangeTestRun:
     losses: list[float]
     smoothed: list[float]
     stopped_by: str  # "end of range" | "loss exploded" | "budget"
-    planned_steps: int
 
     @property
     def steps(self) -> int:
@@ -91,7 +90,6 @@ class OneBatchRun:
     losses: list[float]
     reached_params: bool  # the loss's gradient reaches the parameters
     stopped_by: str  # "target reached" | "plan" | "non-finite loss" | "detached" | "budget"
-    planned_steps: int
 
     @property
     def steps(self) -> int:
@@ -218,7 +216,7 @@ def train_probe(name: str, model: nn.Module, loss_fn, train: tuple, val: tuple |
             if (step % 16 == 0 or not device.startswith("cuda")) and not math.isfinite(float(loss.detach())):
                 run.stopped_by = "non-finite loss"
                 break
-            if guard.expired():
+            if run.steps < run.planned_steps and guard.expired():  # a finished run is never cut short
                 run.stopped_by = "budget"
                 break
         values = torch.stack(losses).cpu().tolist()
@@ -253,7 +251,7 @@ def range_test(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, sett
     x, y, _, optimizer = _start(model, x, y, settings)
     gen = torch.Generator().manual_seed(settings.seed)
     batch = min(settings.batch_size, len(x))
-    run = RangeTestRun([], [], [], "end of range", len(lrs))
+    run = RangeTestRun([], [], [], "end of range")
     avg, best = 0.0, math.inf
     for k, lr in enumerate(lrs):
         for group in optimizer.param_groups:
@@ -283,7 +281,7 @@ def fit_one_batch(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, s
     guard = guard or NoGuard()
     device = settings.device
     x, y, params, optimizer = _start(model, x, y, settings)
-    run = OneBatchRun([], True, "plan", max_steps)
+    run = OneBatchRun([], True, "plan")
     for step in range(max_steps):
         loss, _ = train_step(model, loss_fn, optimizer, x, y, device)
         run.losses.append(float(loss.detach()))
