@@ -194,7 +194,7 @@ def curves(
 def _write_and_show(result, json_path: Optional[Path], quiet: bool, html_path: Optional[Path] = None,
                     junit_path: Optional[Path] = None, output_format: str = "rich") -> None:
     """Every requested output; the report files are written (atomically) before anything is
-    printed. With `--json -` the JSON owns standard output and the terminal report goes to stderr."""
+    printed. A report written to `-` owns standard output; the terminal report then goes to stderr."""
     from dnncheck.outputs import is_stdout
     from dnncheck.report.json import write_json
 
@@ -212,7 +212,8 @@ def _write_and_show(result, json_path: Optional[Path], quiet: bool, html_path: O
             write(result, path)
     if quiet:
         return
-    console = Console(stderr=True) if json_path is not None and is_stdout(json_path) else Console()
+    to_stdout = any(path is not None and is_stdout(path) for path in (json_path, html_path, junit_path))
+    console = Console(stderr=True) if to_stdout else Console()
     if output_format == "github":
         from dnncheck.report.github import annotations
 

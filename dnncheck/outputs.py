@@ -27,6 +27,10 @@ def check_outputs(outputs: dict[str, Path | None], inputs: dict[str, Path | None
                   folders: dict[str, Path | None] | None = None) -> None:
     """UserError naming the flag and the input it would destroy; `folders` are data folders whose
     insides are off limits too."""
+    to_stdout = [flag for flag, path in outputs.items() if path is not None and is_stdout(path)]
+    if len(to_stdout) > 1:
+        raise UserError(f"{' and '.join(to_stdout)}: only one report can go to standard output (-); give the "
+                        "others file paths")
     existing = {what: Path(p) for what, p in inputs.items() if p is not None}
     trees = {what: Path(p).resolve() for what, p in (folders or {}).items() if p is not None and Path(p).is_dir()}
     claimed: dict[Path, str] = {}

@@ -79,6 +79,7 @@ def test_json_dash_is_stdout_and_reports_are_written_whole(arrays, tmp_path):
     proc = run_cli("audit", str(arrays), "--select", "DNC1", "--json", "-", "--quiet", cwd=tmp_path)
     assert proc.returncode == 0 and json.loads(proc.stdout)["checks"][0]["id"] == "DNC1"
     assert not (tmp_path / "-").exists()
+    refused(run_cli("audit", str(arrays), "--json", "-", "--junit", "-", "--quiet"), "only one report")
     out = tmp_path / "r.json"
     assert run_cli("audit", str(arrays), "--select", "DNC1", "--json", str(out), "--quiet").returncode == 0
     assert json.loads(out.read_text())["status"] == "pass"

@@ -147,7 +147,7 @@ class Imbalance(Check):
                             "labels look 1-based; subtract 1 so they run 0..C-1 (the model gets an output unit for "
                             "class 0 that is never a target)", evidence={"empty_classes": empty})]
         what = "label values" if numbered else "classes"
-        return [Finding(Status.WARN, f"{len(empty)} {what} between the others have no samples in any split: "
+        return [Finding(Status.WARN, f"{len(empty)} {what} have no samples in any split: "
                         f"{', '.join(empty[:MAX_LISTED])}; each still gets an output unit (renumber the labels, or "
                         "drop the empty class folders)", evidence={"empty_classes": empty})]
 

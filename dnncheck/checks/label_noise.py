@@ -68,7 +68,7 @@ class LabelNoise(Check):
         "warn_noise_rate": (0.02, "warn when the estimated noise rate exceeds this"),
         "folds": (4, "cross-fitting folds"),
         "probe": (True, "include the user's model (cross-fitted probes) in the estimate"),
-        "min_estimator_skill": (0.6, "below this confidence skill of the estimators, suspects warn at most (weak evidence)"),
+        "min_estimator_skill": (0.6, "below this estimator skill (confidence and accuracy vs chance), suspects warn at most"),
     }
 
     def _folds(self, ctx) -> int:
@@ -101,8 +101,9 @@ class LabelNoise(Check):
             probs, used, notes = self._probabilities(ctx, y, folds)
         except ProbeCutShort as exc:  # partial evidence: say so, never a verdict from it
             findings = [probe_finding(exc, "label noise not estimated"), *self._conflicting_duplicates(ds)]
-            return self.result(verdict(findings), findings[0].message.split("; ")[0], {"train_samples": int(len(y)), "folds": folds},
-                               findings, self._remedy(findings[1:]))
+            metrics = {"train_samples": int(len(y)), "folds": folds}
+            return self.result(verdict(findings), findings[0].message.split("; ")[0], metrics, findings,
+                               self._remedy(findings[1:]))
         present = counts > 0
         mask = find_label_issues(y, probs, filter_by="prune_by_class")
         quality = get_label_quality_scores(y, probs)
@@ -120,7 +121,8 @@ class LabelNoise(Check):
         metrics["estimator_skill"] = round(skill, 4)
         findings = [Finding(Status.WARN, note) for note in notes]
         suspect_findings = self._suspect_findings(ds, train, suspects, suggested, quality, rate)
-        if skill < self.t["min_estimator_skill"] and any(f.severity.rank >= Status.WARN.rank for f in suspect_findings):
+        weak = skill < self.t["min_estimator_skill"] and any(f.severity.rank >= Status.WARN.rank for f in suspect_findings)
+        if weak:
             suspect_findings = [replace(f, severity=Status.WARN) for f in suspect_findings]
             suspect_findings.append(Finding(Status.WARN, _weak_evidence(metrics, skill, self.t["min_estimator_skill"]),
                                             evidence={"estimator_skill": round(skill, 4),
@@ -130,7 +132,7 @@ class LabelNoise(Check):
         status = verdict(findings)
         figures = {"suspects": _suspect_figure(ds, train, suspects[:FIGURE_SUSPECTS], suggested)}
         summary = _summary(metrics)
-        if any(f.message.startswith("weak evidence") for f in findings):
+        if weak:
             summary = f"weak evidence (estimator skill {skill:.2f}), not a verdict: {summary}"
         return self.result(status, summary, metrics, findings, self._remedy(findings), figures)
 
