@@ -76,6 +76,10 @@ def audit(
     budget: Optional[float] = typer.Option(None, "--budget", help="seconds for all probe training"),
     seed: Optional[int] = typer.Option(None, "--seed", help="seed for splits, subsamples and probes"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no report or progress on the terminal"),
+    engine: Optional[str] = typer.Option(None, "--engine", help="local | ray: who runs the data pass over image files"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="with --engine ray: the cluster's address"),
+    workers: Optional[int] = typer.Option(None, "--workers", help="processes for the data pass (default: every core)"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="decode every file; neither read nor write the record cache"),
 ):
     """Run the checklist on a dataset and model."""
     started = time.perf_counter()
@@ -84,7 +88,9 @@ def audit(
     overrides = {"--model": ("model", "factory", _absolute_from_cwd(model)),
                  "--weights": ("model", "weights", _absolute_from_cwd(weights)),
                  "--fail-on": ("checks", "fail_on", fail_on), "--device": ("probe", "device", device),
-                 "--budget": ("probe", "budget_seconds", budget), "--seed": ("probe", "seed", seed)}
+                 "--budget": ("probe", "budget_seconds", budget), "--seed": ("probe", "seed", seed),
+                 "--engine": ("probe", "engine", engine), "--ray-address": ("probe", "ray_address", ray_address),
+                 "--workers": ("data", "workers", workers), "--no-cache": ("data", "cache", False if no_cache else None)}
     _check_format(output_format)
     cfg = build_config(target, overrides)
     if select:
@@ -125,9 +131,14 @@ def _run(cfg, quiet: bool, started: float, baseline=None):
     command = "dnncheck " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with progress, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")  # each distinct warning once, into the report, not onto stderr
-        ctx = Context(cfg, progress)
-        ctx.prepare()
-        result = run_audit(ctx, checks, command, started, baseline)
+        from dnncheck.data.scan import shutdown
+
+        try:
+            ctx = Context(cfg, progress)
+            ctx.prepare()
+            result = run_audit(ctx, checks, command, started, baseline)
+        finally:
+            shutdown()  # the data pass's worker processes
     return _with_warnings(result, caught)
 
 

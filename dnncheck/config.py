@@ -23,6 +23,7 @@ LOSSES = ("cross_entropy", "nll", "bce", "mse")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "mse", "mae", "r2")
 FAIL_ON = ("fail", "warn", "never")
+ENGINES = ("local", "ray")
 DEFAULT_CONFIG_NAME = "dnncheck.toml"
 
 
@@ -33,6 +34,8 @@ class AuditConfig:
     normalize: Any = "auto"
     external: str | None = None
     decode_max_side: int = 256
+    workers: int = 0  # processes for the data pass; 0: every core
+    cache: bool = True  # per-file record cache (data/cache.py)
     model: str = "auto"  # auto: smallcnn for images, mlp for tables
     weights: str | None = None
     loss: str | None = None  # None: cross_entropy for classification, mse for regression
@@ -46,7 +49,9 @@ class AuditConfig:
     device: str = "auto"
     seed: int = 0
     epochs: int | None = None  # None: planned from the data (probes/plan.py)
-    max_train_samples: int = 5000
+    max_train_samples: int = 5000  # also the most samples per split whose pixels any check loads
+    engine: str = "local"  # the data pass: local processes | ray
+    ray_address: str | None = None  # an existing Ray cluster (None: a local Ray instance)
     select: list[str] = field(default_factory=list)
     ignore: list[str] = field(default_factory=list)
     fail_on: str = "fail"
@@ -116,6 +121,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "normalize": (_is_normalize, f"one of {', '.join(NORMALIZE_MODES)} or {{mean=[..], std=[..]}} with positive stds"),
         "external": (_is_str, "a path to an external validation set"),
         "decode_max_side": (_int_in(8, 4 * MAX_IMAGE_SIDE), f"an integer between 8 and {4 * MAX_IMAGE_SIDE} (pixels)"),
+        "workers": (_int_in(0, 1024), "an integer between 0 (every core) and 1024: processes for the data pass"),
+        "cache": (lambda v: isinstance(v, bool), "true or false: keep per-file records in the user's cache folder"),
     },
     "model": {
         "factory": (_is_str, "a model spec: smallcnn | mlp | resnet18 | pkg.module:factory | model.ts"),
@@ -136,6 +143,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "seed": (_int_in(0, MAX_SEED), f"an integer between 0 and {MAX_SEED}"),
         "epochs": (_int_in(1, 10000), "an integer between 1 and 10000"),
         "max_train_samples": (_int_in(10, 100_000_000), "an integer between 10 and 100,000,000"),
+        "engine": (lambda v: v in ENGINES, f"one of {', '.join(ENGINES)}"),
+        "ray_address": (lambda v: isinstance(v, str) and v.strip() != "", "a Ray cluster address such as \"ray://head:10001\" or \"auto\""),
     },
     "checks": {
         "select": (_is_str_list, "a list of check ids or slugs"),
@@ -263,7 +272,9 @@ source = "sklearn:digits"      # folder | manifest.csv | table.csv | arrays.npz 
 # image_size = [64, 64]        # what the model sees (H, W); default: the native size when all images share one (<= 128), else 64x64
 normalize = "auto"             # auto | none | zscore | minmax | {{mean = [..], std = [..]}}
 # external = "data/external"   # optional external validation set, same formats
-# decode_max_side = 256        # images are held in memory with their longer side at most this
+# decode_max_side = 256        # images are decoded with their longer side at most this
+# workers = 0                  # processes for the data pass over image files; 0: every core
+# cache = true                 # keep per-file records in $DNNCHECK_CACHE_DIR (default: the user's cache folder)
 
 [model]
 factory = "auto"               # auto (smallcnn for images, mlp for tables) | smallcnn | mlp | resnet18 | pkg.module:factory | model.ts
@@ -281,7 +292,9 @@ budget_seconds = 300           # a guard, not a target: probes do the planned wo
 device = "auto"                # auto | cpu | cuda | cuda:N
 seed = 0
 # epochs = 10                  # epochs of the shared probe run; default: planned from the data (about 300 steps, 5-15 epochs)
-# max_train_samples = 5000     # probes train on a stratified subsample of at most this many
+# max_train_samples = 5000     # probes train on a stratified subsample of at most this many; no check loads the pixels of more per split
+# engine = "local"             # the data pass: local processes | ray (pip install "dnncheck[ray]")
+# ray_address = "auto"         # with engine = "ray": an existing cluster; default: a local Ray instance
 
 [checks]
 fail_on = "fail"               # fail | warn | never: which status makes the exit code 1

@@ -29,11 +29,19 @@ class Context:
         from dnncheck.probes.train import request_determinism
 
         request_determinism()  # before anything touches CUDA
-        self.dataset  # noqa: B018 - decode now
+        self.dataset  # noqa: B018 - read the data now
+        self._note_sampling()
         self.device  # noqa: B018
         model = self.user_model()  # build and load weights now so errors surface before checks
         self.model_info = {"spec": self.model_spec, **self._param_counts(model)}
         self.external  # noqa: B018 - a bad external set is bad input too
+
+    def _note_sampling(self) -> None:
+        sampled = [f"{name} {note}" for name in self.dataset.splits if (note := self.sampled_note(name))]
+        if sampled:
+            self.dataset.notes.append(f"checks that need pixels or a model (probes, projections, figures) use a stratified "
+                                      f"sample per split ({', '.join(sampled)}; probe.max_train_samples); counts, "
+                                      "statistics, duplicates and leakage cover every sample")
 
     @cached_property
     def external(self):
@@ -43,11 +51,16 @@ class Context:
         return load_external(self.cfg, self.dataset, self.progress)
 
     def external_inputs(self):
-        """The external set's tensor, resized and normalised exactly like train."""
-        from dnncheck.probes.inputs import raw_tensor
+        """The external set's tensor (at most max_train_samples of it), resized and normalised like train."""
+        external = self.external
+        index = subsample_index(external.y, self.cfg.max_train_samples, self.cfg.seed, self.dataset.task == "classification")
+        return self.normalizer(self._raw_tensor(external.take(index).x if len(index) < len(external) else external.x))
 
-        ds = self.dataset
-        return self.normalizer(raw_tensor(self.external.x, ds.image_size if ds.is_image else None))
+    def external_targets(self) -> np.ndarray:
+        """The labels lining up with external_inputs()."""
+        external = self.external
+        index = subsample_index(external.y, self.cfg.max_train_samples, self.cfg.seed, self.dataset.task == "classification")
+        return external.y[index]
 
     @cached_property
     def dataset(self):
@@ -120,7 +133,7 @@ class Context:
             was_training = model.training
             try:
                 with torch.no_grad():
-                    out = model.eval()(self.inputs("train")[:2])
+                    out = model.eval()(self.inputs_of("train", range(2)))
             except Exception:  # a forward that fails is diagnosed by the checks
                 out = None
             model.train(was_training)
@@ -138,19 +151,50 @@ class Context:
 
         return parameter_count(model)
 
+    # -- the samples whose pixels are loaded ----------------------------------------------------
+    @cached_property
+    def _views(self) -> dict:
+        return {}
+
+    def sample_index(self, split: str) -> np.ndarray:
+        """Indices into `split` of the samples whose pixels checks load: the whole split up to
+        max_train_samples, else a stratified subsample of that many (for train: the probes' one).
+        Data-wide measurements (counts, records, duplicates) cover every sample regardless."""
+        part = self.dataset.splits[split]
+        return subsample_index(part.y, self.cfg.max_train_samples, self.cfg.seed, self.dataset.task == "classification")
+
+    def view(self, split: str):
+        """The split restricted to sample_index(split): the split itself when that is all of it.
+        Its ids and labels line up with inputs(split) and targets(split)."""
+        if split not in self._views:
+            part = self.dataset.splits[split]
+            index = self.sample_index(split)
+            self._views[split] = part if len(index) == len(part) else part.take(index)
+        return self._views[split]
+
+    def sampled_note(self, split: str) -> str | None:
+        """'N of M' when checks see a subsample of `split`, for reports; None when they see all of it."""
+        seen, total = len(self.view(split)), len(self.dataset.splits[split])
+        return None if seen == total else f"{seen} of {total}"
+
     # -- tensors ------------------------------------------------------------------------------
     @cached_property
     def _raw_cache(self) -> dict:
         return {}
 
     def raw_inputs(self, split: str):
-        """Resized float tensor in the data's own value scale (before normalisation)."""
+        """Resized float tensor in the data's own value scale (before normalisation), for view(split)."""
+        if split not in self._raw_cache:
+            self._raw_cache[split] = self._raw_tensor(self.view(split).x)
+        return self._raw_cache[split]
+
+    def _raw_tensor(self, x):
         from dnncheck.probes.inputs import raw_tensor
 
-        if split not in self._raw_cache:
-            part = self.dataset.splits[split]
-            self._raw_cache[split] = raw_tensor(part.x, self.dataset.image_size if self.dataset.is_image else None)
-        return self._raw_cache[split]
+        ds = self.dataset
+        if hasattr(x, "resized"):
+            return x.resized(tuple(ds.image_size), self.progress)
+        return raw_tensor(x, ds.image_size if ds.is_image else None)
 
     @cached_property
     def normalizer(self):
@@ -170,10 +214,18 @@ class Context:
             self._input_cache[split] = self.normalizer(self.raw_inputs(split))
         return self._input_cache[split]
 
+    def inputs_of(self, split: str, index) -> "torch.Tensor":  # noqa: F821
+        """inputs(split)[index], loading only those samples when the whole view is not loaded yet."""
+        index = np.asarray(index, dtype=np.int64)
+        if split in self._input_cache:
+            return self._input_cache[split][index]
+        return self.normalizer(self._raw_tensor(self.view(split).take(index).x))
+
     def targets(self, split: str):
+        """The labels of view(split), as the loss wants them."""
         import torch
 
-        y = self.dataset.splits[split].y
+        y = self.view(split).y
         return torch.as_tensor(y, dtype=torch.long if self.dataset.task == "classification" else torch.float32)
 
     @property
@@ -192,7 +244,7 @@ class Context:
 
         model = self.fresh_model().eval()
         with torch.no_grad():
-            return describe_outputs(model(self.inputs("train")[:256]))
+            return describe_outputs(model(self.inputs_of("train", range(min(256, len(self.view("train")))))))
 
     @property
     def loss_name(self) -> str:
@@ -313,17 +365,16 @@ class Context:
     # -- probes -----------------------------------------------------------------------------
     @cached_property
     def probe_train_index(self) -> np.ndarray:
-        """A stratified subsample of train of at most max_train_samples (all of it when smaller)."""
-        return subsample_index(self.dataset.splits["train"].y, self.cfg.max_train_samples, self.cfg.seed,
-                               self.dataset.task == "classification")
+        """The probes train on all of view("train") (at most max_train_samples, stratified)."""
+        return np.arange(len(self.view("train")))
 
     @cached_property
     def probe_val_index(self) -> np.ndarray | None:
+        """Positions in view(eval split) of the at most MAX_PROBE_VAL samples evaluated each epoch."""
         split = self.eval_split
         if split is None:
             return None
-        return subsample_index(self.dataset.splits[split].y, MAX_PROBE_VAL, self.cfg.seed,
-                               self.dataset.task == "classification")
+        return subsample_index(self.view(split).y, MAX_PROBE_VAL, self.cfg.seed, self.dataset.task == "classification")
 
     def probe_settings(self, **overrides):
         from dnncheck.probes.plan import fit_epochs
@@ -415,7 +466,7 @@ class Context:
         from dnncheck.probes.train import fit_one_batch
 
         spec = self.planned("overfit-batch", batch=batch, max_steps=max_steps)
-        x, y = self.inputs("train")[: spec.batch_size], self.targets("train")[: spec.batch_size]
+        x, y = self.inputs_of("train", range(spec.batch_size)), self.targets("train")[: spec.batch_size]
         model = self.fresh_model()
         return self._guarded("overfit-batch", lambda guard: fit_one_batch(model, self.loss_fn, x, y,
                                                                           self.probe_settings(), max_steps,
@@ -435,6 +486,8 @@ class Context:
                "platform": platform.platform(terse=True)}
         if self.device.startswith("cuda"):
             env["gpu"] = torch.cuda.get_device_name(torch.device(self.device))
+        if self.dataset.scan:  # how this run read the files (differs between a cold and a cached run)
+            env["data_pass"] = dict(self.dataset.scan)
         return env
 
 

@@ -18,7 +18,7 @@ class NullTask:
 
 
 class NullProgress:
-    def task(self, description: str, total: float | None = None) -> NullTask:
+    def task(self, description: str, total: float | None = None, unit: str | None = None) -> NullTask:
         return NullTask()
 
     def stage(self, description: str) -> None:

@@ -258,25 +258,22 @@ def cross_split_pairs(ds, near_threshold: float, candidate_cosine: float, max_sh
     split_of = np.concatenate([np.full(len(p), k) for k, p in enumerate(parts)])
     ids = [i for p in parts for i in p.ids]
     labels = np.concatenate([p.y for p in parts])
-    if ds.is_image:
-        samples = _concat_images([p.x for p in parts])
-    else:
-        samples = np.concatenate([p.x for p in parts])
     stage = progress.stage if progress else (lambda _: None)
     stage("split-leakage: hashing")
-    exact = [p for p in exact_pairs(content_hashes(samples)) if split_of[p.a] != split_of[p.b]]
-    exact_keys = {(p.a, p.b) for p in exact}
-    stage("split-leakage: near-duplicate candidates")
     across = (lambda a, b: split_of[a] != split_of[b])
-    if ds.is_image:
-        queries = image_descriptors(samples, QUERY_SHIFTS)
+    if ds.is_image:  # from the records of the data pass: no pixels needed
+        records = np.concatenate([p.records for p in parts])
+        exact = [p for p in exact_pairs([bytes(d) for d in records["digest"]]) if split_of[p.a] != split_of[p.b]]
+        stage("split-leakage: near-duplicate candidates")
+        queries = records["descriptors"].transpose(1, 0, 2).astype(np.float32)
         i, j, _ = candidate_pairs(queries[0], candidate_cosine, seed=seed, allowed=across, queries=queries)
         stage("split-leakage: verifying candidates")
-        grey = grey_tensor(samples, VERIFY_MAX_SIDE)
-        sims = shift_tolerant_similarity(grey[i], grey[j], max_shift) if len(i) else np.zeros(0)
+        sims = verify_pairs(records, i, j, max_shift)
     else:
-        desc = table_descriptors(samples)
-        i, j, sims = candidate_pairs(desc, near_threshold, seed=seed, allowed=across)
+        samples = np.concatenate([p.x for p in parts])
+        exact = [p for p in exact_pairs(content_hashes(samples)) if split_of[p.a] != split_of[p.b]]
+        i, j, sims = candidate_pairs(table_descriptors(samples), near_threshold, seed=seed, allowed=across)
+    exact_keys = {(p.a, p.b) for p in exact}
     near = [Pair(int(a), int(b), "near", float(s)) for a, b, s in zip(i, j, sims)
             if s >= near_threshold and (int(a), int(b)) not in exact_keys]
     out = []
@@ -288,8 +285,27 @@ def cross_split_pairs(ds, near_threshold: float, candidate_cosine: float, max_sh
     return out
 
 
-def _concat_images(arrays):
-    if all(isinstance(a, np.ndarray) for a in arrays) and len({a.shape[1:] for a in arrays}) == 1 and \
-            len({a.dtype for a in arrays}) == 1:
-        return np.concatenate(arrays)
-    return [im for a in arrays for im in a]
+def verify_pairs(records: np.ndarray, i: np.ndarray, j: np.ndarray, max_shift: int, batch: int = 4096) -> np.ndarray:
+    """shift_tolerant_similarity of the records' grey copies for pairs (i[k], j[k]), on the first
+    record's grid (a copy of another size is resized to it), a batch of pairs at a time."""
+    if not len(i):
+        return np.zeros(0, np.float32)
+    grid = tuple(int(v) for v in records["grey_size"][0])
+    out = [shift_tolerant_similarity(_greys(records, i[s:s + batch], grid), _greys(records, j[s:s + batch], grid),
+                                     max_shift) for s in range(0, len(i), batch)]
+    return np.concatenate(out)
+
+
+def _greys(records: np.ndarray, index: np.ndarray, grid: tuple[int, int]):
+    """N,1,h,w float32 grey copies of records[index] on `grid`."""
+    import torch
+    import torch.nn.functional as F
+
+    out = torch.empty((len(index), 1, *grid))
+    for k, r in enumerate(index):
+        h, w = (int(v) for v in records["grey_size"][r])
+        grey = torch.from_numpy(records["grey"][r, :h, :w].astype(np.float32))[None, None]
+        if (h, w) != grid:
+            grey = F.interpolate(grey, size=grid, mode="bilinear", antialias=True, align_corners=False)
+        out[k] = grey[0]
+    return out

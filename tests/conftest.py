@@ -11,6 +11,20 @@ import pytest
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_record_cache(tmp_path_factory):
+    """The suite never reads or writes the user's record cache: one of its own per run."""
+    import os
+
+    old = os.environ.get("DNNCHECK_CACHE_DIR")
+    os.environ["DNNCHECK_CACHE_DIR"] = str(tmp_path_factory.mktemp("record-cache"))
+    yield
+    if old is None:
+        os.environ.pop("DNNCHECK_CACHE_DIR", None)
+    else:
+        os.environ["DNNCHECK_CACHE_DIR"] = old
+
+
 def shared_data(name: str) -> Path:
     path = SHARED_DATA / name
     if not path.exists():

@@ -73,7 +73,7 @@ class ExternalValidation(Check):
                                     "and follow PROBAST and CLAIM for studies meant to inform decisions"))
             return self.result(verdict(findings), findings[-1].message.split(":")[0], metrics, findings,
                                self._remedy(), {})
-        internal_split = ds.split("test", "val")
+        internal_split = ctx.view(ds.split("test", "val").name)
         try:
             model, source = (ctx.user_model(), "your weights") if ctx.cfg.weights else (ctx.fit_probe().model, "the probe")
         except ProbeUnavailable as exc:
@@ -83,9 +83,9 @@ class ExternalValidation(Check):
         internal_pred = forward_all(model, ctx.inputs(internal_split.name), ctx.device).argmax(1).numpy()
         external_pred = forward_all(model, ctx.external_inputs(), ctx.device).argmax(1).numpy()
         internal = _scores(internal_split.y, internal_pred, ds.num_classes, ctx.cfg.seed)
-        external = _scores(ctx.external.y, external_pred, ds.num_classes, ctx.cfg.seed)
+        external = _scores(ctx.external_targets(), external_pred, ds.num_classes, ctx.cfg.seed)
         metrics.update({"model": source, "internal_split": internal_split.name,
-                        "internal_samples": int(len(internal_split)), "external_samples": int(len(ctx.external)),
+                        "internal_samples": int(len(internal_split)), "external_samples": int(len(external_pred)),
                         "internal_accuracy": internal["accuracy"], "internal_accuracy_ci": internal["accuracy_ci"],
                         "external_accuracy": external["accuracy"], "external_accuracy_ci": external["accuracy_ci"],
                         "internal_balanced_accuracy": internal["balanced_accuracy"],
@@ -124,13 +124,13 @@ class ExternalValidation(Check):
 
         ds = ctx.dataset
         names = [n for n in ("train", "val", "test") if ds.split(n) is not None]
-        y = np.concatenate([ds.splits[n].y for n in names])
+        y = np.concatenate([ctx.view(n).y for n in names])
         counts = np.bincount(y)[np.bincount(y) > 0]
         held_out = int(np.ceil(0.3 * len(y)))
         # a stratified 70/30 split needs two samples per class and a place for every class on each side
-        if len(y) > MAX_REPEAT_SAMPLES or counts.min() < 2 or len(counts) > min(held_out, len(y) - held_out):
+        if sum(len(ds.splits[n]) for n in names) > MAX_REPEAT_SAMPLES or counts.min() < 2 or len(counts) > min(held_out, len(y) - held_out):
             return {}, []
-        flat = np.concatenate([ctx.inputs(n).reshape(len(ds.splits[n]), -1).numpy() for n in names])
+        flat = np.concatenate([ctx.inputs(n).reshape(len(ctx.view(n)), -1).numpy() for n in names])
         feats = pca_features(flat, ctx.cfg.seed)
         scores = []
         splitter = StratifiedShuffleSplit(REPEATS, test_size=0.3, random_state=ctx.cfg.seed)

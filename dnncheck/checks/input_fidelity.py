@@ -67,7 +67,7 @@ class InputFidelity(Check):
         findings = self._unreadable(ds)
         metrics = {"samples": sum(len(s) for s in ds.splits.values()), "unreadable": len(ds.unreadable),
                    "ignored_files": len(ds.ignored_files)}
-        stats = {name: _sample_stats(part.x) for name, part in ds.splits.items()}
+        stats = {name: _sample_stats(part) for name, part in ds.splits.items()}
         findings += self._values(ds, stats, metrics)
         figures = {}
         if ds.is_image:
@@ -159,7 +159,7 @@ class InputFidelity(Check):
         ds = ctx.dataset
         train = ds.splits["train"]
         model_size = tuple(ds.image_size)
-        stored = np.median(np.array([train.x[i].shape[:2] for i in range(min(len(train), 200))]), axis=0)
+        stored = np.median(train.records["decoded"][:200], axis=0)
         cap = [min(MAX_REFERENCE_SIDE, max(2 * s, 32)) for s in model_size]
         reference = (int(min(stored[0], cap[0])), int(min(stored[1], cap[1])))
         if reference[0] <= model_size[0] and reference[1] <= model_size[1]:
@@ -192,36 +192,14 @@ class InputFidelity(Check):
                 "eye; if resizing loses the signal, raise [data] image_size or crop the region of interest.")
 
 
-def _sample_stats(x) -> dict[str, np.ndarray]:
-    """Per-sample min, max, std and non-finite count, vectorised when the samples share a shape."""
-    if isinstance(x, np.ndarray):
-        flat = x.reshape(len(x), -1)
-        return _row_stats(flat)
-    rows = [_row_stats(im.reshape(1, -1)) for im in x]
-    return {k: np.concatenate([r[k] for r in rows]) if rows else np.array([]) for k in ("min", "max", "std", "nonfinite")}
+def _sample_stats(part) -> dict[str, np.ndarray]:
+    """Per-sample min, max, std and non-finite count: from the records for images (computed in the
+    data pass, every sample), chunked over the rows for tables."""
+    from dnncheck.data.records import value_stats
 
-
-CHUNK_ELEMENTS = 2**24
-
-
-def _row_stats(flat: np.ndarray) -> dict[str, np.ndarray]:
-    if flat.dtype.kind == "f":
-        finite = np.isfinite(flat)
-        nonfinite = (~finite).sum(axis=1)
-        if nonfinite.any():
-            masked = np.where(finite, flat, np.nan)
-            with np.errstate(all="ignore"):
-                return {"min": np.nanmin(masked, 1), "max": np.nanmax(masked, 1), "std": np.nanstd(masked, 1),
-                        "nonfinite": nonfinite}
-    else:
-        nonfinite = np.zeros(len(flat), dtype=np.int64)
-    out = {"min": flat.min(1).astype(float), "max": flat.max(1).astype(float), "nonfinite": nonfinite}
-    # std in float32 chunks of about 64 MB (a float32 copy plus std's temporary of the same size): a
-    # chunk counted in images held whole photo splits, 2.3 GB for 2,000 photos; each row's std is
-    # computed the same way whatever the chunking
-    rows = max(1, CHUNK_ELEMENTS // max(1, flat.shape[1]))
-    out["std"] = np.concatenate([flat[i:i + rows].astype(np.float32).std(1) for i in range(0, len(flat), rows)])
-    return out
+    if part.records is not None:
+        return {k: part.records[k] for k in ("min", "max", "std", "nonfinite")}
+    return value_stats(np.asarray(part.x).reshape(len(part), -1))
 
 
 def _knn_score(x, y, size, seed) -> float:
@@ -244,12 +222,11 @@ def _knn_score(x, y, size, seed) -> float:
 def _montage(ctx) -> dict:
     """A few training samples per class as the model receives them (rescaled per image for display)."""
     ds = ctx.dataset
-    train = ds.splits["train"]
-    tensor = ctx.inputs("train")
+    train = ctx.view("train")
     picks = []
     for c in range(min(ds.num_classes, MONTAGE_CLASSES)):
         picks += list(np.flatnonzero(train.y == c)[:MONTAGE_PER_CLASS])
-    images = tensor[picks].permute(0, 2, 3, 1).numpy() if picks else np.zeros((0, 1, 1, 1))
+    images = ctx.inputs_of("train", picks).permute(0, 2, 3, 1).numpy() if picks else np.zeros((0, 1, 1, 1))
     images = np.nan_to_num(images, nan=0.0, posinf=0.0, neginf=0.0)  # NaN/Inf are reported, shown as 0
     lo = images.reshape(len(images), -1).min(1)[:, None, None, None] if len(images) else 0
     hi = images.reshape(len(images), -1).max(1)[:, None, None, None] if len(images) else 1

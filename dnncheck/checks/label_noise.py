@@ -72,7 +72,7 @@ class LabelNoise(Check):
     }
 
     def _folds(self, ctx) -> int:
-        counts = np.bincount(ctx.dataset.splits["train"].y, minlength=ctx.dataset.num_classes)
+        counts = np.bincount(ctx.view("train").y, minlength=ctx.dataset.num_classes)
         return int(min(self.t["folds"], counts[counts > 0].min()))
 
     def _uses_probe(self, ctx) -> bool:
@@ -91,7 +91,7 @@ class LabelNoise(Check):
         ds = ctx.dataset
         if ds.task != "classification":
             return self.skip("label noise applies to classification; the target is continuous")
-        train = ds.splits["train"]
+        train = ctx.view("train")  # every training sample, or max_train_samples of them (stratified)
         y = train.y
         counts = np.bincount(y, minlength=ds.num_classes)
         folds = self._folds(ctx)
@@ -117,6 +117,8 @@ class LabelNoise(Check):
                    "out_of_sample_accuracy": round(float(np.mean(suggested == y)), 4),
                    "mean_max_probability": round(float(probs.max(axis=1).mean()), 4),
                    "classes_present": int(present.sum())}
+        if ctx.sampled_note("train"):
+            metrics["train_samples_sampled"] = ctx.sampled_note("train")
         skill = _estimator_skill(probs, y, suggested, int(present.sum()))
         metrics["estimator_skill"] = round(skill, 4)
         findings = [Finding(Status.WARN, note) for note in notes]
@@ -181,12 +183,10 @@ class LabelNoise(Check):
 
     def _conflicting_duplicates(self, ds):
         """Identical samples (same decoded content) with different labels, in any split."""
-        from dnncheck.similarity import content_hashes
-
         seen: dict[bytes, tuple[str, int]] = {}
         conflicts = []
         for part in ds.splits.values():
-            for sample_id, label, digest in zip(part.ids, part.y, content_hashes(part.x)):
+            for sample_id, label, digest in zip(part.ids, part.y, part.digests()):
                 first = seen.setdefault(digest, (sample_id, int(label)))
                 if first[1] != int(label):
                     conflicts.append((first[0], sample_id, ds.classes[first[1]], ds.classes[int(label)]))

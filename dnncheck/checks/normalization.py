@@ -129,12 +129,7 @@ class Normalization(Check):
         ds = ctx.dataset
         if ctx.normalizer.mode != "none" or len(ds.splits) < 2:
             return []
-        dims = (0, 2, 3) if ds.is_image else (0,)
-        raw = {name: ctx.raw_inputs(name) for name in ds.splits}
-        import torch
-
-        everything = torch.cat(list(raw.values()))
-        all_stats, train_stats = _stats(everything, dims), _stats(raw["train"], dims)
+        all_stats, train_stats = _split_stats(ctx)
         tol = 1e-4
         zscored_all = np.all(np.abs(all_stats["mean"]) < tol) and np.all(np.abs(all_stats["std"] - 1) < 1e-3)
         zscored_train = np.all(np.abs(train_stats["mean"]) < tol) and np.all(np.abs(train_stats["std"] - 1) < 1e-3)
@@ -193,6 +188,21 @@ class Normalization(Check):
                     "pipeline does so the audit sees the same tensor.")
         return ("Fit sklearn.preprocessing.StandardScaler (or MinMaxScaler) on the training split only and apply it "
                 "to val and test; drop constant features.")
+
+
+def _split_stats(ctx) -> tuple[dict, dict]:
+    """Per-channel (feature) mean, std, min and max over all splits together and over train alone:
+    from the records for images (every sample, as stored), from the tensors for tables."""
+    ds = ctx.dataset
+    if ds.is_image:
+        from dnncheck.data.records import channel_summary
+
+        every = np.concatenate([part.records for part in ds.splits.values()])
+        return channel_summary(every, ds.channels), channel_summary(ds.splits["train"].records, ds.channels)
+    import torch
+
+    raw = {name: ctx.raw_inputs(name) for name in ds.splits}
+    return _stats(torch.cat(list(raw.values())), (0,)), _stats(raw["train"], (0,))
 
 
 def _stats(tensor, dims) -> dict[str, np.ndarray]:

@@ -217,7 +217,7 @@ class PixelAttack(Check):
                 k = changed[0]
                 if len(examples) < 8:
                     top3 = torch.topk(torch.softmax(out[k], 0), min(3, out.shape[1]))
-                    examples.append({"id": ctx.dataset.splits[split].ids[i], "pixel": [int(rows[k]), int(cols[k])],
+                    examples.append({"id": ctx.view(split).ids[i], "pixel": [int(rows[k]), int(cols[k])],
                                      "clean": ctx.dataset.classes[int(y[i])],
                                      "attacked_top3": [[ctx.dataset.classes[int(c)], round(float(p), 3)]
                                                        for p, c in zip(top3.values, top3.indices)],

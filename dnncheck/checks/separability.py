@@ -74,7 +74,7 @@ class Separability(Check):
             model, source = self._model(ctx)
         except ProbeUnavailable as exc:
             return self.without_probe(exc, "no trained model to read features from")
-        part = ds.splits[split]
+        part = ctx.view(split)
         index = subsample_index(part.y, int(self.t["max_samples"]), ctx.cfg.seed, True)
         feats, outputs = _features(model, ctx.inputs(split)[index], ctx.device)
         if feats is None:

@@ -1,4 +1,5 @@
-"""Loading a data source into a Dataset (DESIGN section 2), decoded once and held in memory."""
+"""Loading a data source into a Dataset (DESIGN section 2): image files in one streaming pass that keeps
+compact records (their pixels stay on disk), in-memory arrays as they are, with the same records."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ def load_dataset(cfg, progress=None) -> Dataset:
     from dnncheck.data.splits import make_missing_splits
 
     _check_labels(ds)
+    _array_records(ds, progress)
     make_missing_splits(ds, cfg.seed, renumber)
     if ds.is_image:
         ds.image_size = cfg.image_size or default_image_size(ds)
@@ -38,7 +40,7 @@ def _read_source(source: str, cfg, progress):
     if path.is_dir():
         from dnncheck.data.folder import load_folder
 
-        return load_folder(path, cfg.decode_max_side, progress), False
+        return load_folder(path, _scan_settings(cfg), progress), False
     require_regular_file(path, "data source", "give a folder, .csv or .npz")
     suffix = path.suffix.lower()
     if suffix == ".npz":
@@ -48,9 +50,29 @@ def _read_source(source: str, cfg, progress):
     if suffix == ".csv":
         from dnncheck.data.csvfile import load_csv
 
-        return load_csv(path, cfg.decode_max_side, progress)
+        return load_csv(path, _scan_settings(cfg), progress)
     raise UserError(f"{path}: unsupported data file {suffix or '(no extension)'}; "
                     "use a class folder, a .csv (manifest or table) or an .npz")
+
+
+def _scan_settings(cfg):
+    from dnncheck.data.scan import ScanSettings
+
+    return ScanSettings.from_config(cfg)
+
+
+def _array_records(ds: Dataset, progress=None) -> None:
+    """Records of in-memory images, the same as the data pass computes for files."""
+    from dnncheck.data.records import array_records
+
+    parts = [p for p in ds.splits.values() if p.records is None]
+    if not ds.is_image or not parts:
+        return
+    task = progress.task("describing images", total=sum(len(p) for p in parts), unit="images") if progress else None
+    for part in parts:
+        part.records = array_records(part.x, on_chunk=task.advance if task else None)
+    if task:
+        task.close()
 
 
 def _check_labels(ds: Dataset) -> None:
@@ -87,6 +109,7 @@ def load_external(cfg, ds: Dataset, progress=None) -> SplitData | None:
     import numpy as np
 
     from dnncheck.data.dataset import stack_if_uniform
+    from dnncheck.data.files import ImageFiles
 
     if not cfg.external:
         return ds.external
@@ -101,7 +124,9 @@ def load_external(cfg, ds: Dataset, progress=None) -> SplitData | None:
                         f"({', '.join(ds.classes[:10])}); name external classes as in training")
     y = np.concatenate([[lookup[ext.classes[c]] for c in p.y] if ds.task == "classification" else p.y for p in parts])
     ids = [f"external:{i}" for p in parts for i in p.ids]
-    if ds.is_image:
+    if ds.is_image and all(isinstance(p.x, ImageFiles) for p in parts):
+        x = ImageFiles.concat([p.x for p in parts], ds.channels)  # still on disk
+    elif ds.is_image:
         images = [_match_channels(im, ds.channels) for p in parts for im in p.x]
         x = stack_if_uniform(images)
     else:

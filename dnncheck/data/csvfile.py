@@ -37,15 +37,15 @@ def _split_column(frame, path: Path):
     return values.to_numpy()
 
 
-def load_csv(path: Path, max_side: int, progress=None) -> tuple[Dataset, bool]:
+def load_csv(path: Path, settings, progress=None) -> tuple[Dataset, bool]:
     """(dataset, whether ids are `<split>:<row>` and so renumbered after a made split)."""
     frame = read_csv(path)
     if "path" in frame.columns:
-        return load_manifest(frame, path, max_side, progress), False
+        return load_manifest(frame, path, settings, progress), False
     return load_table(frame, path), True
 
 
-def load_manifest(frame, path: Path, max_side: int, progress=None) -> Dataset:
+def load_manifest(frame, path: Path, settings, progress=None) -> Dataset:
     if "label" not in frame.columns:
         raise UserError(f"{path}: a manifest needs columns path,label (found: {', '.join(frame.columns)})")
     if frame["label"].isna().any():
@@ -66,7 +66,7 @@ def load_manifest(frame, path: Path, max_side: int, progress=None) -> Dataset:
     if len(missing) == len(entries):
         raise UserError(f"{path}: none of the {len(entries)} paths exist (first: {missing[0]}); "
                         f"paths are read relative to {base}")
-    dataset = build_image_dataset(str(path), entries, classes, max_side, progress)
+    dataset = build_image_dataset(str(path), entries, classes, settings, progress)
     if "train" not in dataset.splits:
         raise UserError(f"{path}: no readable rows have split=train; mark the training rows")
     return dataset

@@ -1,8 +1,10 @@
 """The in-memory dataset every check reads: splits, sample ids, labels, classes, native sizes.
 
-Images are held decoded as uint8 (or float) arrays in HWC layout, one array per sample when sizes
-differ (`SplitData.x` is a list) or one stacked N,H,W,C array when they agree. Tables are an N,F
-float array. Each source module builds SplitData objects; `finish_dataset` fills in what is common:
+In-memory images (npz, scikit-learn, Python sources) are uint8 (or float) arrays in HWC layout, one
+array per sample when sizes differ (`SplitData.x` is a list) or one stacked N,H,W,C array when they
+agree; image files stay on disk (`SplitData.x` is a data.files.ImageFiles, decoded on access).
+Every image split also holds its compact per-sample records (data/records.py): the data-wide checks
+read those, never all the pixels. Tables are an N,F float array. Each source module builds SplitData objects; `finish_dataset` fills in what is common:
 missing splits (seeded, stratified), consistent channels and the model's input size.
 """
 
@@ -25,6 +27,7 @@ class SplitData:
     groups: np.ndarray | None = None
     native_sizes: np.ndarray | None = None  # (N, 2) H, W as found in the file, before any downscale
     modes: list[str] | None = None  # PIL mode per image as found in the file (images only)
+    records: np.ndarray | None = None  # data.records.RECORD_DTYPE per sample (images only)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -41,10 +44,26 @@ class SplitData:
         index = np.asarray(index, dtype=np.int64)
         name = name or self.name
         ids = [f"{name}:{i}" for i in range(len(index))] if renumber else [self.ids[i] for i in index]
-        x = self.x[index] if isinstance(self.x, np.ndarray) else [self.x[i] for i in index]
+        if isinstance(self.x, np.ndarray):
+            x = self.x[index]
+        elif hasattr(self.x, "take"):  # image files: still not decoded
+            x = self.x.take(index)
+        else:
+            x = [self.x[i] for i in index]
         pick = (lambda a: None if a is None else a[index])
         modes = None if self.modes is None else [self.modes[i] for i in index]
-        return SplitData(name, ids, self.y[index], x, pick(self.groups), pick(self.native_sizes), modes)
+        return SplitData(name, ids, self.y[index], x, pick(self.groups), pick(self.native_sizes), modes,
+                         pick(self.records))
+
+    def digests(self) -> list[bytes]:
+        """A digest of each sample's decoded content (from the records for images)."""
+        if self.records is not None:
+            from dnncheck.data.records import digests
+
+            return digests(self.records)
+        from dnncheck.similarity import content_hashes
+
+        return content_hashes(self.x)
 
 
 @dataclass
@@ -63,6 +82,7 @@ class Dataset:
     notes: list[str] = field(default_factory=list)  # how the data was interpreted, for the report
     decode_max_side: int | None = None
     external: SplitData | None = None  # an external validation set, when the source holds one
+    scan: dict | None = None  # the data pass over image files: files, decoded, from_cache, engine, workers
 
     @property
     def num_classes(self) -> int:

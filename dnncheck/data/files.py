@@ -1,5 +1,6 @@
-"""Image-file sources (class folders, manifest CSV) share this: decode each file once, skip and
-count the unreadable ones, and group the rest into splits."""
+"""Image-file sources (class folders, manifest CSV) share this: one streaming pass turns every file
+into its compact record, the unreadable ones are counted and skipped, and the rest are grouped into
+splits whose pixels stay on disk (`ImageFiles`) until a check loads the samples it uses."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnncheck.data.dataset import Dataset, SplitData, stack_if_uniform
-from dnncheck.data.images import DecodeError, decode_many, harmonise_channels
+from dnncheck.data.dataset import Dataset, SplitData
 from dnncheck.errors import UserError
 
 
@@ -22,29 +22,83 @@ class FileEntry:
     group: str | None = None
 
 
-def build_image_dataset(source: str, entries: list[FileEntry], classes: list[str], max_side: int,
+class ImageFiles:
+    """A split's images as files: decoded on access, never all at once.
+
+    Indexing with an integer decodes one image (HWC uint8, the dataset's channel count); `take`
+    selects a subset without decoding; `resized(size)` loads a whole subset at the model's input
+    size in the data pass's worker processes.
+    """
+
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, paths: list[str], max_side: int, channels: int, workers: int = 1):
+        self.paths, self.max_side, self.channels, self.workers = list(paths), max_side, channels, workers
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return self.take(np.arange(len(self))[i])
+        from dnncheck.data.scan import decode_for_model
+
+        return decode_for_model(self.paths[int(i)], self.max_side, self.channels)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __bool__(self) -> bool:
+        return bool(self.paths)
+
+    def take(self, index) -> "ImageFiles":
+        return ImageFiles([self.paths[int(i)] for i in index], self.max_side, self.channels, self.workers)
+
+    def with_channels(self, channels: int) -> "ImageFiles":
+        return ImageFiles(self.paths, self.max_side, channels, self.workers)
+
+    @staticmethod
+    def concat(parts: list["ImageFiles"], channels: int) -> "ImageFiles":
+        return ImageFiles([p for part in parts for p in part.paths], parts[0].max_side, channels, parts[0].workers)
+
+    def resized(self, size: tuple[int, int], progress=None):
+        from dnncheck.data.scan import load_resized
+
+        return load_resized(self.paths, self.max_side, self.channels, size, self.workers, progress)
+
+
+def build_image_dataset(source: str, entries: list[FileEntry], classes: list[str], settings,
                         progress=None) -> Dataset:
-    decoded = decode_many([e.path for e in entries], max_side, progress)
-    unreadable = [(e.sample_id, str(out)) for e, out in zip(entries, decoded) if isinstance(out, DecodeError)]
-    good = [(e, out) for e, out in zip(entries, decoded) if not isinstance(out, DecodeError)]
-    if not good:
+    from dnncheck.data.scan import scan_files
+
+    scan = scan_files([e.path for e in entries], settings, progress)
+    ok = scan.records["ok"]
+    unreadable = [(e.sample_id, reason) for e, reason, good in zip(entries, scan.reasons, ok) if not good]
+    if not ok.any():
         raise UserError(f"{source}: none of the {len(entries)} image files could be decoded "
                         f"(first: {unreadable[0][0]}: {unreadable[0][1]}); check the files are images")
-    images, channels = harmonise_channels([out[0] for _, out in good])
+    good = np.flatnonzero(ok)
+    channels = 3 if np.any(scan.records["channels"][good] == 3) else 1
     by_split: dict[str, list[int]] = {}
-    for i, (entry, _) in enumerate(good):
-        by_split.setdefault(entry.split, []).append(i)
-    has_groups = any(e.group is not None for e, _ in good)
+    for i in good:
+        by_split.setdefault(entries[i].split, []).append(int(i))
+    has_groups = any(entries[i].group is not None for i in good)
     splits = {}
     for name, idx in by_split.items():
+        records = scan.records[idx]
         splits[name] = SplitData(
             name=name,
-            ids=[good[i][0].sample_id for i in idx],
-            y=np.array([good[i][0].label for i in idx], dtype=np.int64),
-            x=stack_if_uniform([images[i] for i in idx]),
-            groups=np.array([str(good[i][0].group) for i in idx], dtype=object) if has_groups else None,
-            native_sizes=np.array([good[i][1][1] for i in idx], dtype=np.int64).reshape(-1, 2),
-            modes=[good[i][1][2] for i in idx],
+            ids=[entries[i].sample_id for i in idx],
+            y=np.array([entries[i].label for i in idx], dtype=np.int64),
+            x=ImageFiles([str(entries[i].path) for i in idx], settings.max_side, channels, settings.worker_count),
+            groups=np.array([str(entries[i].group) for i in idx], dtype=object) if has_groups else None,
+            native_sizes=records["native"].astype(np.int64),
+            modes=[m.decode("ascii", "replace") for m in records["mode"]],
+            records=records,
         )
-    return Dataset(source=source, modality="image", task="classification", classes=classes,
-                   splits=splits, channels=channels, unreadable=unreadable, decode_max_side=max_side)
+    dataset = Dataset(source=source, modality="image", task="classification", classes=classes, splits=splits,
+                      channels=channels, unreadable=unreadable, decode_max_side=settings.max_side)
+    dataset.notes += scan.notes
+    dataset.scan = {"files": len(entries), "decoded": scan.decoded, "from_cache": len(entries) - scan.decoded,
+                    "engine": settings.engine, "workers": settings.worker_count if settings.engine == "local" else None}
+    return dataset

@@ -49,7 +49,7 @@ def _walk_files(top: Path, root: Path) -> list[Path]:
     return [Path(current, name) for current, files in sorted(found) for name in sorted(files)]
 
 
-def load_folder(root: Path, max_side: int, progress=None) -> Dataset:
+def load_folder(root: Path, settings, progress=None) -> Dataset:
     from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension
 
     children = _subdirs(root)
@@ -89,6 +89,6 @@ def load_folder(root: Path, max_side: int, progress=None) -> Dataset:
     if not entries:
         raise UserError(f"{root}: the class folders hold no image files ({', '.join(extensions)}); "
                         "check the folder is the dataset's root")
-    dataset = build_image_dataset(str(root), entries, class_names, max_side, progress)
+    dataset = build_image_dataset(str(root), entries, class_names, settings, progress)
     dataset.ignored_files = ignored
     return dataset

@@ -2,7 +2,7 @@
 
 Modes are converted the way torchvision's default loader does (`convert("RGB")`: palette and RGBA
 become RGB, the alpha channel is dropped), except that grayscale stays one channel until we know
-whether the dataset holds colour images too (`harmonise_channels`). 16-bit images are scaled to 8 bits.
+whether the dataset holds colour images too (data.files). 16-bit images are scaled to 8 bits.
 Images whose longer side exceeds `max_side` are downscaled on decode (JPEG's DCT scaling through
 Pillow's draft mode makes that cheap); the native size is recorded for the checks that need it.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import stat
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -74,35 +73,3 @@ def _convert_mode(img):
     if img.mode in GRAY_MODES:
         return img.convert("L")
     return img.convert("RGB")
-
-
-def decode_many(paths: list[Path], max_side: int, progress=None, label: str = "decoding images"):
-    """Decode files in parallel (Pillow releases the GIL while decoding).
-
-    Returns a list aligned with `paths` of (array, native, mode) or a DecodeError.
-    """
-    def one(path):
-        try:
-            return decode_image(path, max_side)
-        except DecodeError as exc:
-            return exc
-
-    workers = max(1, min(8, (os.cpu_count() or 1) * 2))
-    results = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        task = progress.task(label, total=len(paths)) if progress else None
-        for out in pool.map(one, paths):
-            results.append(out)
-            if task:
-                task.advance()
-        if task:
-            task.close()
-    return results
-
-
-def harmonise_channels(images: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
-    """Grayscale images become 3-channel when any image in the dataset has colour."""
-    channels = 3 if any(im.shape[-1] == 3 for im in images) else 1
-    if channels == 3:
-        images = [np.repeat(im, 3, axis=-1) if im.shape[-1] == 1 else im for im in images]
-    return images, channels

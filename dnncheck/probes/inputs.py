@@ -23,6 +23,8 @@ def raw_tensor(x, image_size: tuple[int, int] | None) -> torch.Tensor:
     """Float32 tensor in the data's own value scale: N,C,H,W resized to image_size, or N,F."""
     if image_size is None:  # table
         return torch.as_tensor(np.asarray(x, dtype=np.float32))
+    if hasattr(x, "resized"):  # image files: decoded and resized in the data pass's workers
+        return x.resized(image_size)
     if isinstance(x, np.ndarray):
         return _resize(torch.from_numpy(x).permute(0, 3, 1, 2).float(), image_size)
     return torch.cat([_resize(torch.from_numpy(im).permute(2, 0, 1)[None].float(), image_size) for im in x]) \
@@ -40,7 +42,7 @@ def _resize(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def integer_scale(x) -> float | None:
     """The divisor that maps integer images to [0, 1] (255 for uint8), None for float data."""
-    dtype = x.dtype if isinstance(x, np.ndarray) else (x[0].dtype if x else np.float32)
+    dtype = x.dtype if hasattr(x, "dtype") else (x[0].dtype if len(x) else np.float32)
     if np.issubdtype(dtype, np.integer):
         return float(np.iinfo(dtype).max)
     return None

@@ -6,7 +6,8 @@ import json
 
 from rich.console import Console, Group
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn,
+                           TimeElapsedColumn)
 from rich.table import Table
 from rich.text import Text
 
@@ -155,12 +156,22 @@ def _short(value, limit: int = MAX_EVIDENCE_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class _RateColumn(ProgressColumn):
+    """Items per second for tasks that name their unit (the data pass: images/s)."""
+
+    def render(self, task) -> Text:
+        unit = task.fields.get("unit")
+        if not unit or not task.speed:
+            return Text("")
+        return Text(f"{task.speed:,.0f} {unit}/s")
+
+
 class RichProgress:
     """Progress bars on stderr that vanish when done; only used on a terminal without --quiet."""
 
     def __init__(self, console: Console):
         self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                  MofNCompleteColumn(), TimeElapsedColumn(),
+                                  MofNCompleteColumn(), _RateColumn(), TimeElapsedColumn(),
                                   console=console, transient=True)
         self._stage = None
 
@@ -181,8 +192,8 @@ class RichProgress:
         if record.get("probes"):
             self._progress.console.print(plan_table(record, before=True))
 
-    def task(self, description: str, total: float | None = None):
-        return _RichTask(self._progress, self._progress.add_task(description, total=total))
+    def task(self, description: str, total: float | None = None, unit: str | None = None):
+        return _RichTask(self._progress, self._progress.add_task(description, total=total, unit=unit))
 
 
 class _RichTask:

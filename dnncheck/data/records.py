@@ -1,0 +1,141 @@
+"""The compact per-sample record: everything data-wide checks need from an image, without its pixels.
+
+One streaming pass decodes each image once and keeps only this record (about 4.7 KB, see
+RECORD_BYTES), so an audit's memory does not grow with the number of images beyond the records:
+- decode facts: native size, decoded size, mode, channels;
+- value statistics (input fidelity): min, max, std and the count of non-finite values;
+- per-channel sums, sums of squares, min and max (normalization, over every image of a split);
+- a content digest of the decoded pixels (exact duplicates, conflicting labels);
+- near-duplicate descriptors (split leakage): the 16x16 grey descriptor and four one-pixel shifts of
+  it, and a grey copy of at most 32 pixels a side for verifying candidate pairs.
+
+A record is a pure function of the decoded image: the same for a file read by any worker, by Ray,
+from the cache or from an in-memory array, so that chunked statistics equal whole-array ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RECORD_VERSION = 1  # bump when a field or its computation changes: cached records are then re-read
+CHANNELS = 3  # per-channel statistics of a grey image are those of its channel repeated three times
+GREY_SIDE = 32  # the verification copy's longer side (similarity.VERIFY_MAX_SIDE)
+DESCRIPTOR_SIDE = 16
+SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))  # similarity.QUERY_SHIFTS
+
+RECORD_DTYPE = np.dtype([
+    ("ok", "?"),
+    ("native", "<i4", (2,)),  # H, W in the file
+    ("decoded", "<i4", (2,)),  # H, W as decoded (longer side at most decode_max_side)
+    ("channels", "u1"),
+    ("mode", "S8"),  # PIL mode in the file; empty for in-memory arrays
+    ("min", "<f8"), ("max", "<f8"), ("std", "<f8"), ("nonfinite", "<i8"),
+    ("ch_sum", "<f8", (CHANNELS,)), ("ch_sumsq", "<f8", (CHANNELS,)),
+    ("ch_min", "<f8", (CHANNELS,)), ("ch_max", "<f8", (CHANNELS,)), ("ch_finite", "<i8", (CHANNELS,)),
+    ("digest", "V16"),
+    ("descriptors", "<f2", (len(SHIFTS), DESCRIPTOR_SIDE * DESCRIPTOR_SIDE)),
+    ("grey_size", "<i2", (2,)),
+    ("grey", "<f2", (GREY_SIDE, GREY_SIDE)),
+])
+RECORD_BYTES = RECORD_DTYPE.itemsize
+
+
+def empty_records(n: int = 0) -> np.ndarray:
+    return np.zeros(n, dtype=RECORD_DTYPE)
+
+
+def failed_record(native=(0, 0), mode: str = "") -> np.ndarray:
+    """The record of a sample that could not be decoded (ok False; the reason is kept beside it)."""
+    rec = empty_records(1)
+    rec["native"] = native
+    rec["mode"] = mode.encode("ascii", "replace")[:8]
+    return rec
+
+
+def image_record(image: np.ndarray, native=None, mode: str = "") -> np.ndarray:
+    """The record (a 1-element structured array) of one decoded HWC image."""
+    from dnncheck.similarity import content_hashes, grey_tensor, image_descriptors
+
+    rec = empty_records(1)
+    h, w = image.shape[:2]
+    rec["ok"] = True
+    rec["native"] = native if native is not None else (h, w)
+    rec["decoded"] = (h, w)
+    rec["channels"] = image.shape[-1]
+    rec["mode"] = mode.encode("ascii", "replace")[:8]
+    for key, value in value_stats(image.reshape(1, -1)).items():
+        rec[key] = value[0]
+    _channel_stats(rec, image)
+    rec["digest"] = np.void(content_hashes([image])[0])
+    if rec["nonfinite"][0]:  # NaN/Inf are reported by input fidelity; descriptors see them as 0
+        image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
+    rec["descriptors"] = image_descriptors([image], SHIFTS)[:, 0].astype(np.float16)
+    grey = grey_tensor([image], GREY_SIDE)[0, 0].numpy()
+    rec["grey_size"] = grey.shape
+    rec["grey"][0, : grey.shape[0], : grey.shape[1]] = grey.astype(np.float16)
+    return rec
+
+
+def _channel_stats(rec: np.ndarray, image: np.ndarray) -> None:
+    pixels = image.reshape(-1, image.shape[-1]).astype(np.float64)
+    if pixels.shape[1] == 1:
+        pixels = np.repeat(pixels, CHANNELS, axis=1)
+    pixels = pixels[:, :CHANNELS]
+    finite = np.isfinite(pixels)
+    clean = np.where(finite, pixels, 0.0)
+    width = pixels.shape[1]
+    rec["ch_sum"][0, :width] = clean.sum(0)
+    rec["ch_sumsq"][0, :width] = (clean ** 2).sum(0)
+    rec["ch_finite"][0, :width] = finite.sum(0)
+    with np.errstate(all="ignore"):
+        rec["ch_min"][0, :width] = np.where(finite, pixels, np.inf).min(0) if len(pixels) else 0
+        rec["ch_max"][0, :width] = np.where(finite, pixels, -np.inf).max(0) if len(pixels) else 0
+
+
+CHUNK_ELEMENTS = 2**24
+
+
+def value_stats(flat: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-row min, max, std and non-finite count of N,F values (NaN/Inf left out of the others)."""
+    if flat.dtype.kind == "f":
+        finite = np.isfinite(flat)
+        nonfinite = (~finite).sum(axis=1)
+        if nonfinite.any():
+            masked = np.where(finite, flat, np.nan)
+            with np.errstate(all="ignore"):
+                return {"min": np.nanmin(masked, 1), "max": np.nanmax(masked, 1), "std": np.nanstd(masked, 1),
+                        "nonfinite": nonfinite}
+    else:
+        nonfinite = np.zeros(len(flat), dtype=np.int64)
+    out = {"min": flat.min(1).astype(float), "max": flat.max(1).astype(float), "nonfinite": nonfinite}
+    # std in float32 chunks of about 64 MB; each row's std is computed the same way whatever the chunking
+    rows = max(1, CHUNK_ELEMENTS // max(1, flat.shape[1]))
+    out["std"] = np.concatenate([flat[i:i + rows].astype(np.float32).std(1) for i in range(0, len(flat), rows)])
+    return out
+
+
+def array_records(x, chunk: int = 256, on_chunk=None) -> np.ndarray:
+    """Records of in-memory images (an N,H,W,C array or a list of HWC arrays), a chunk at a time."""
+    out = empty_records(len(x))
+    for start in range(0, len(x), chunk):
+        stop = min(start + chunk, len(x))
+        for k in range(start, stop):
+            out[k] = image_record(np.ascontiguousarray(x[k]))[0]
+        if on_chunk:
+            on_chunk(stop - start)
+    return out
+
+
+def digests(records: np.ndarray) -> list[bytes]:
+    return [bytes(d) for d in records["digest"]]
+
+
+def channel_summary(records: np.ndarray, channels: int) -> dict[str, np.ndarray]:
+    """Per-channel mean, std, min and max over all readable records (the whole split, any size)."""
+    ok = records[records["ok"]]
+    count = np.maximum(ok["ch_finite"].sum(0), 1).astype(np.float64)[:channels]
+    total = ok["ch_sum"].sum(0)[:channels]
+    mean = total / count
+    std = np.sqrt(np.maximum(ok["ch_sumsq"].sum(0)[:channels] / count - mean ** 2, 0.0))  # population std
+    return {"mean": mean, "std": std, "min": ok["ch_min"].min(0)[:channels] if len(ok) else np.zeros(channels),
+            "max": ok["ch_max"].max(0)[:channels] if len(ok) else np.zeros(channels)}

@@ -1,0 +1,219 @@
+"""The streaming data pass over image files, and on-demand pixels for the samples that need them.
+
+`scan_files` turns each file into its compact record (data/records.py) in worker processes (all
+cores by default), a chunk of files at a time, so that nothing holds all decoded images; records
+come back in file order, the same whatever the number of workers or the engine. Unchanged files are
+taken from the record cache (data/cache.py). With `engine = "ray"` the pass runs as Ray Data
+`map_batches` over the file list on a Ray cluster (`ray_address`), or a local Ray instance.
+
+`load_resized` decodes a set of files again and resizes them to the model's input size, in the same
+workers: probes, projections and figures load only the samples they use.
+
+Workers are started with `spawn` (a fork of a process whose torch already ran threads can hang) and
+kept for the audit; `shutdown()` ends them.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dnncheck.data.records import RECORD_DTYPE, empty_records, failed_record, image_record
+
+CHUNK_FILES = 32  # files per task: enough to amortise the hand-off, small enough to balance the workers
+INLINE_BELOW = 64  # fewer files than this are read in this process (starting workers costs ~2 s)
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    max_side: int = 256
+    workers: int = 0  # 0: every core
+    cache: bool = True
+    engine: str = "local"  # local | ray
+    ray_address: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg) -> "ScanSettings":
+        return cls(cfg.decode_max_side, cfg.workers, cfg.cache, cfg.engine, cfg.ray_address)
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+# -- the per-file work (runs in the workers) ---------------------------------------------------------
+def record_file(path: str, max_side: int) -> tuple[np.ndarray, str]:
+    """(record, "") for an image, (failed record, reason) for a file that cannot be decoded."""
+    from dnncheck.data.images import DecodeError, decode_image
+
+    try:
+        image, native, mode = decode_image(Path(path), max_side)
+    except DecodeError as exc:
+        return failed_record(), str(exc)
+    try:
+        return image_record(image, native, mode), ""
+    except MemoryError:
+        return failed_record(native, mode), "too large to process in memory"
+
+
+def record_chunk(paths: list[str], max_side: int) -> tuple[np.ndarray, list[str]]:
+    out, reasons = empty_records(len(paths)), []
+    for k, path in enumerate(paths):
+        rec, reason = record_file(path, max_side)
+        out[k] = rec[0]
+        reasons.append(reason)
+    return out, reasons
+
+
+def resized_chunk(paths: list[str], max_side: int, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """N,C,H,W float32: each file decoded as in the data pass, channels matched, resized to `size`."""
+    from dnncheck.probes.inputs import raw_tensor
+
+    return raw_tensor([decode_for_model(p, max_side, channels) for p in paths], size).numpy()
+
+
+def decode_for_model(path: str, max_side: int, channels: int) -> np.ndarray:
+    """One file's HWC uint8 image with the dataset's channel count (grey repeated when it has colour)."""
+    from dnncheck.data.images import DecodeError, decode_image
+    from dnncheck.errors import UserError
+
+    try:
+        image = decode_image(Path(path), max_side)[0]
+    except DecodeError as exc:
+        raise UserError(f"{path}: decoded in the data pass but not now ({exc}); was the file changed during the "
+                        "audit? Rerun on a dataset nobody writes to") from None
+    if image.shape[-1] != channels:
+        image = np.repeat(image[..., :1], channels, axis=-1) if channels == 3 else image[..., :1]
+    return image
+
+
+def _worker_start() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core already
+
+
+# -- the pool ------------------------------------------------------------------------------------------
+_POOL: dict = {}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    if _POOL.get("workers") != workers:
+        shutdown()
+        import multiprocessing
+
+        _POOL.update(workers=workers, pool=ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                               initializer=_worker_start))
+    return _POOL["pool"]
+
+
+def shutdown() -> None:
+    pool = _POOL.pop("pool", None)
+    _POOL.pop("workers", None)
+    if pool is not None:
+        pool.shutdown(cancel_futures=True)
+
+
+def _run_chunks(fn, chunks: list[list[str]], args: tuple, workers: int, on_done=None):
+    """fn(chunk, *args) for each chunk, in order; in this process when the work is small."""
+    if workers <= 1 or sum(len(c) for c in chunks) < INLINE_BELOW:
+        for chunk in chunks:
+            out = fn(chunk, *args)
+            if on_done:
+                on_done(len(chunk))
+            yield out
+        return
+    pool = _pool(workers)
+    futures = [pool.submit(fn, chunk, *args) for chunk in chunks]
+    try:
+        for chunk, future in zip(chunks, futures):
+            out = future.result()
+            if on_done:
+                on_done(len(chunk))
+            yield out
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _chunks(items: list[str], size: int = CHUNK_FILES) -> list[list[str]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+# -- the data pass ----------------------------------------------------------------------------------
+@dataclass
+class ScanResult:
+    records: np.ndarray  # RECORD_DTYPE, aligned with the paths
+    reasons: list[str]  # "" or why the file could not be decoded
+    decoded: int  # files read in this pass (the rest came from the cache)
+    notes: list[str]
+
+
+def scan_files(paths: list[Path], settings: ScanSettings, progress=None) -> ScanResult:
+    from dnncheck.data.cache import RecordCache, cache_dir, file_key
+
+    names = [str(p) for p in paths]
+    records, reasons = empty_records(len(names)), [""] * len(names)
+    keys = [file_key(p) for p in paths]
+    cache = RecordCache(cache_dir(), f"max_side={settings.max_side}") if settings.cache else None
+    hits = cache.get_many([k for k in keys if k]) if cache else {}
+    todo = []
+    for i, key in enumerate(keys):
+        if key in hits:
+            records[i], reasons[i] = hits[key][0][0], hits[key][1]
+        else:
+            todo.append(i)
+    task = progress.task("reading images", total=len(names), unit="images") if progress else None
+    if task and hits:
+        task.advance(len(names) - len(todo))
+    if todo:
+        advance = task.advance if task else None
+        todo_names = [names[i] for i in todo]
+        if settings.engine == "ray":
+            from dnncheck.data.rayscan import ray_records
+
+            done = ray_records(todo_names, settings, advance)
+        else:
+            done = _local_records(todo_names, settings, advance)
+        for i, (rec, reason) in zip(todo, done):
+            records[i], reasons[i] = rec, reason
+        if cache:
+            cache.put_many([(keys[i], records[i:i + 1], reasons[i]) for i in todo if keys[i]])
+    if task:
+        task.close()
+    notes = []
+    if cache:
+        if cache.problem:
+            notes.append(cache.problem)
+        cache.close()
+    return ScanResult(records, reasons, len(todo), notes)
+
+
+def _local_records(names: list[str], settings: ScanSettings, advance=None) -> list[tuple[np.ndarray, str]]:
+    out = []
+    for chunk_records, chunk_reasons in _run_chunks(record_chunk, _chunks(names), (settings.max_side,),
+                                                    settings.worker_count, advance):
+        out += [(chunk_records[k], chunk_reasons[k]) for k in range(len(chunk_reasons))]
+    return out
+
+
+def load_resized(paths: list[str], max_side: int, channels: int, size: tuple[int, int], workers: int,
+                 progress=None):
+    """N,C,H,W float32 tensor of the files decoded and resized to the model's input size."""
+    import torch
+
+    if not paths:
+        return torch.empty((0, channels, *size))
+    task = progress.task("loading samples", total=len(paths), unit="images") if progress and len(paths) >= INLINE_BELOW else None
+    parts = list(_run_chunks(resized_chunk, _chunks(paths), (max_side, channels, tuple(size)), workers,
+                             task.advance if task else None))
+    if task:
+        task.close()
+    return torch.from_numpy(np.concatenate(parts))
+
+
+assert RECORD_DTYPE.itemsize < 8192  # a record stays a few KB (README: bytes per record)
