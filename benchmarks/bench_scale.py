@@ -3,10 +3,13 @@
 Generates N photos from ../shared/data/hymenoptera (random crops of 60-100% of each side, mirror
 images, brightness changes, re-encoded as 500x375 JPEGs) into root/<split>/<class>/ (80% train,
 20% val, seeded), then runs `dnncheck audit ROOT` in a fresh process for each N and reports its wall
-time and the peak resident memory of the whole process tree (every child included), sampled from
-/proc every 0.2 s. Generated folders are kept in --work (default: a temp folder) and reused.
+time and the peak resident memory of the whole process tree (every child included: the data pass's
+workers too), sampled from /proc every 0.2 s. Per N it runs, each with an empty record cache of its
+own: the full default audit (cold), `--select input-fidelity` cold, then the same again on the
+unchanged files (warm: records from the cache). Generated folders are kept in --work (default: a
+temp folder) and reused.
 
-Run: make bench-scale  (or python benchmarks/bench_scale.py --sizes 2000,10000 [--select input-fidelity])
+Run: make bench-scale  (or python benchmarks/bench_scale.py --sizes 2000,10000 [--only full|fidelity])
 """
 
 from __future__ import annotations
@@ -44,22 +47,33 @@ def variant(image, rng: np.random.Generator):
     return out.resize(SIZE, Image.Resampling.BILINEAR)
 
 
-def generate(root: Path, n: int, seed: int = 0) -> Path:
-    """root/<train|val>/<ants|bees>/<i>.jpg, n photos in all; reused when already complete."""
+def _make(task) -> None:
     from PIL import Image
+
+    i, path, label, split, target, seed = task
+    rng = np.random.default_rng([seed, i])
+    with Image.open(path) as image:
+        variant(image.convert("RGB"), rng).save(target, quality=90)
+
+
+def generate(root: Path, n: int, seed: int = 0) -> Path:
+    """root/<train|val>/<ants|bees>/<i>.jpg, n photos in all (two processes); reused when complete."""
+    from concurrent.futures import ProcessPoolExecutor
 
     done = root / ".complete"
     if done.exists():
         return root
     rng = np.random.default_rng(seed)
     pool = sources()
+    tasks = []
     for i in range(n):
         path, label = pool[int(rng.integers(len(pool)))]
         split = "train" if rng.random() < 0.8 else "val"
         target = root / split / label / f"{i:07d}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(path) as image:
-            variant(image.convert("RGB"), rng).save(target, quality=90)
+        tasks.append((i, path, label, split, target, seed))
+    with ProcessPoolExecutor(os.cpu_count() or 1) as workers:
+        list(workers.map(_make, tasks, chunksize=256))
     done.write_text(str(n))
     return root
 
@@ -88,10 +102,11 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def measure(cmd: list[str]) -> tuple[int, float, int]:
-    """(exit code, wall seconds, peak process-tree RSS in bytes)."""
+def measure(cmd: list[str], cache: Path) -> tuple[int, float, int]:
+    """(exit code, wall seconds, peak process-tree RSS in bytes) of a command using record cache `cache`."""
+    env = {**os.environ, "DNNCHECK_CACHE_DIR": str(cache)}
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     peak = 0
     while proc.poll() is None:
         peak = max(peak, tree_rss(proc.pid))
@@ -103,26 +118,39 @@ def measure(cmd: list[str]) -> tuple[int, float, int]:
     return proc.returncode, wall, peak
 
 
+def report(n: int, what: str, code: int, wall: float, peak: int) -> None:
+    print(f"N={n:>7} {what:<26} {wall:7.1f} s wall ({n / wall:6.0f} photos/s), peak RSS {peak / 2**30:5.2f} GiB "
+          f"({peak / n / 2**10:6.1f} KiB per photo), exit {code}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,20000,40000", help="comma-separated photo counts")
-    parser.add_argument("--select", default="", help="checks to run (default: the full default audit)")
+    parser.add_argument("--only", choices=("full", "fidelity"), default=None,
+                        help="only the full default audit, or only the cold/warm input-fidelity pair")
     parser.add_argument("--work", default="", help="where generated folders are kept (default: a temp folder)")
     args = parser.parse_args()
     if not HYMENOPTERA.exists():
         sys.exit(f"{HYMENOPTERA} is absent: this benchmark needs the shared real data beside the project")
+    from dnncheck.data.records import RECORD_BYTES
+
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="dnncheck-scale-"))
+    print(f"record: {RECORD_BYTES} bytes per image; {os.cpu_count()} cores", flush=True)
     for n in (int(s) for s in args.sizes.split(",")):
         start = time.perf_counter()
         root = generate(work / f"photos{n}", n)
-        made = time.perf_counter() - start
-        cmd = [sys.executable, "-m", "dnncheck", "audit", str(root), "--quiet"]
-        if args.select:
-            cmd += ["--select", args.select]
-        code, wall, peak = measure(cmd)
-        print(f"N={n:>7}: audit {wall:7.1f} s wall, peak RSS {peak / 2**30:5.2f} GiB "
-              f"({peak / n / 2**10:6.0f} KiB per photo), exit {code}; generating took {made:.0f} s"
-              + (f"; checks {args.select}" if args.select else "; full default audit"))
+        print(f"N={n:>7} generated in {time.perf_counter() - start:.0f} s", flush=True)
+        audit = [sys.executable, "-m", "dnncheck", "audit", str(root), "--quiet"]
+        if args.only in (None, "full"):
+            with tempfile.TemporaryDirectory() as cache:
+                report(n, "full default audit, cold", *measure(audit, Path(cache)))
+        if args.only in (None, "fidelity"):
+            with tempfile.TemporaryDirectory() as cache:
+                cold = measure(audit + ["--select", "input-fidelity"], Path(cache))
+                report(n, "input-fidelity, cold", *cold)
+                warm = measure(audit + ["--select", "input-fidelity"], Path(cache))
+                report(n, "input-fidelity, warm", *warm)
+                print(f"N={n:>7} warm/cold wall ratio {warm[1] / cold[1]:.2f} (target <= 0.33)", flush=True)
 
 
 if __name__ == "__main__":

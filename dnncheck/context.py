@@ -214,7 +214,7 @@ class Context:
             self._input_cache[split] = self.normalizer(self.raw_inputs(split))
         return self._input_cache[split]
 
-    def inputs_of(self, split: str, index) -> "torch.Tensor":  # noqa: F821
+    def inputs_of(self, split: str, index):
         """inputs(split)[index], loading only those samples when the whole view is not loaded yet."""
         index = np.asarray(index, dtype=np.int64)
         if split in self._input_cache:

@@ -3,8 +3,10 @@
 Exact: a hash of each sample's decoded pixels (or feature row).
 Near, in three steps:
 1. a descriptor per sample: the image in grey, shrunk to 16x16 with antialiasing, mean-centred and
-   L2-normalised (so brightness and contrast changes, light noise and re-encoding barely move it);
-   table rows are z-scored per feature and L2-normalised;
+   L2-normalised (so brightness and contrast changes, light noise and re-encoding barely move it),
+   plus four one-pixel shifts of it to search with; for images they come from the data pass's
+   records (data/records.py), so no pixels are held here; table rows are z-scored per feature and
+   L2-normalised;
 2. candidates from an inverted-file index: k-means cells over a 32-d PCA of the descriptors; each
    sample is compared (cosine) with the members of its `probes` nearest cells only, keeping its best
    few matches above a loose bar;
@@ -20,8 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DESCRIPTOR_SIDE = 16
-VERIFY_MAX_SIDE = 32
 PCA_DIMS = 32
 
 
@@ -54,80 +54,12 @@ def exact_pairs(hashes: list[bytes]) -> list[Pair]:
     return pairs
 
 
-def grey_tensor(x, side_cap: int | None, fixed: tuple[int, int] | None = None):
-    """N,1,h,w float grey images: at `fixed` size, or the first image's size capped at side_cap."""
-    import torch
-
-    from dnncheck.probes.inputs import raw_tensor
-
-    first = x[0]
-    if fixed is None:
-        h, w = first.shape[:2]
-        scale = min(1.0, side_cap / max(h, w))
-        fixed = (max(1, round(h * scale)), max(1, round(w * scale)))
-    chunks = []
-    step = 4096
-    for start in range(0, len(x), step):
-        part = x[start:start + step]
-        t = raw_tensor(part, fixed)
-        chunks.append(t.mean(dim=1, keepdim=True))
-    return torch.cat(chunks) if chunks else torch.empty(0)
-
-
-QUERY_SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
-
-
-def image_descriptors(x, shifts=((0, 0),)) -> np.ndarray:
-    """(len(shifts), N, 256) descriptors; shifted variants let a query find a copy moved by a pixel,
-    which the 16x16 descriptor alone ranks below other similar images (thin strokes move a lot)."""
-    out = []
-    for dy, dx in shifts:
-        moved = x if (dy, dx) == (0, 0) else _shifted(x, dy, dx)
-        t = grey_tensor(moved, None, (DESCRIPTOR_SIDE, DESCRIPTOR_SIDE)).reshape(len(x), -1).numpy()
-        out.append(_centre_and_normalise(t))
-    return np.stack(out)
-
-
-def _shifted(x, dy: int, dx: int):
-    """Images moved by (dy, dx) pixels, the uncovered edge filled with the image's border median
-    (the background for digits and most scans)."""
-    def one(im):
-        fill = np.median(np.concatenate([im[0], im[-1], im[:, 0], im[:, -1]]), axis=0)
-        out = np.empty_like(im)
-        out[...] = fill.astype(im.dtype)
-        h, w = im.shape[:2]
-        out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = im[max(-dy, 0):h + min(-dy, 0),
-                                                                        max(-dx, 0):w + min(-dx, 0)]
-        return out
-
-    if isinstance(x, np.ndarray):
-        return np.stack([one(im) for im in x]) if len(x) < 64 else _shifted_batch(x, dy, dx)
-    return [one(im) for im in x]
-
-
-def _shifted_batch(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    border = np.concatenate([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], axis=1)  # N, 2H+2W, C
-    fill = np.median(border, axis=1).astype(x.dtype)  # N, C
-    out = np.empty_like(x)
-    out[...] = fill[:, None, None, :]
-    h, w = x.shape[1:3]
-    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = x[:, max(-dy, 0):h + min(-dy, 0),
-                                                                      max(-dx, 0):w + min(-dx, 0)]
-    return out
-
-
 def table_descriptors(x: np.ndarray) -> np.ndarray:
     x = np.nan_to_num(np.asarray(x, dtype=np.float64))
     std = x.std(axis=0)
     z = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
     norm = np.linalg.norm(z, axis=1, keepdims=True)
     return (z / np.where(norm > 0, norm, 1.0)).astype(np.float32)
-
-
-def _centre_and_normalise(v: np.ndarray) -> np.ndarray:
-    v = v - v.mean(axis=1, keepdims=True)
-    norm = np.linalg.norm(v, axis=1, keepdims=True)
-    return (v / np.where(norm > 1e-6, norm, 1.0)).astype(np.float32)
 
 
 def candidate_pairs(desc: np.ndarray, keep: float, neighbours: int = 10, probes: int = 8, seed: int = 0,

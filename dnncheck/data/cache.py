@@ -60,17 +60,14 @@ class RecordCache:
         self._db = self._open()
 
     def _open(self):
+        path = self.directory / DB_NAME
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            path = self.directory / DB_NAME
-            db = self._connect(path)
             try:
-                db.execute("SELECT key, settings, blob, reason, checksum FROM records LIMIT 1").fetchall()
+                return self._connect(path)
             except sqlite3.DatabaseError:  # not our database, or corrupt: start a new one
-                db.close()
                 path.unlink(missing_ok=True)
-                db = self._connect(path)
-            return db
+                return self._connect(path)
         except (OSError, sqlite3.Error) as exc:
             self.problem = f"record cache in {self.directory} unavailable ({exc}); every file is decoded"
             return None
@@ -78,8 +75,13 @@ class RecordCache:
     @staticmethod
     def _connect(path: Path):
         db = sqlite3.connect(path, timeout=60)
-        db.execute("CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, settings TEXT, blob BLOB, "
-                   "reason TEXT, checksum BLOB)")
+        try:
+            db.execute("CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, settings TEXT, blob BLOB, "
+                       "reason TEXT, checksum BLOB)")
+            db.execute("SELECT key, settings, blob, reason, checksum FROM records LIMIT 1").fetchall()
+        except sqlite3.Error:
+            db.close()
+            raise
         return db
 
     def _checksum(self, key: str, blob: bytes, reason: str) -> bytes:

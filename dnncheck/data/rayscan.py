@@ -43,6 +43,14 @@ def _connect(address: str | None):
 
 
 def ray_records(paths: list[str], settings, advance=None) -> list[tuple[np.ndarray, str]]:
+    import warnings
+
+    with warnings.catch_warnings():  # Ray's own deprecation notices are not findings about the data
+        warnings.simplefilter("ignore")
+        return _gather(paths, settings, advance)
+
+
+def _gather(paths: list[str], settings, advance=None) -> list[tuple[np.ndarray, str]]:
     from dnncheck.data.records import RECORD_DTYPE
 
     ray = _connect(settings.ray_address)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from dnncheck.data.resize import resize
+
 RECORD_VERSION = 1  # bump when a field or its computation changes: cached records are then re-read
 CHANNELS = 3  # per-channel statistics of a grey image are those of its channel repeated three times
 GREY_SIDE = 32  # the verification copy's longer side (similarity.VERIFY_MAX_SIDE)
@@ -53,8 +55,9 @@ def failed_record(native=(0, 0), mode: str = "") -> np.ndarray:
 
 
 def image_record(image: np.ndarray, native=None, mode: str = "") -> np.ndarray:
-    """The record (a 1-element structured array) of one decoded HWC image."""
-    from dnncheck.similarity import content_hashes, grey_tensor, image_descriptors
+    """The record (a 1-element structured array) of one decoded HWC image. numpy only: the data
+    pass's workers never import torch."""
+    from dnncheck.similarity import content_hashes
 
     rec = empty_records(1)
     h, w = image.shape[:2]
@@ -69,11 +72,36 @@ def image_record(image: np.ndarray, native=None, mode: str = "") -> np.ndarray:
     rec["digest"] = np.void(content_hashes([image])[0])
     if rec["nonfinite"][0]:  # NaN/Inf are reported by input fidelity; descriptors see them as 0
         image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
-    rec["descriptors"] = image_descriptors([image], SHIFTS)[:, 0].astype(np.float16)
-    grey = grey_tensor([image], GREY_SIDE)[0, 0].numpy()
-    rec["grey_size"] = grey.shape
-    rec["grey"][0, : grey.shape[0], : grey.shape[1]] = grey.astype(np.float16)
+    rec["descriptors"] = np.stack([_descriptor(shifted(image, dy, dx)) for dy, dx in SHIFTS]).astype(np.float16)
+    scale = min(1.0, GREY_SIDE / max(h, w))
+    grid = (max(1, round(h * scale)), max(1, round(w * scale)))
+    grey = resize(image, grid).mean(axis=-1)
+    rec["grey_size"] = grid
+    rec["grey"][0, : grid[0], : grid[1]] = grey.astype(np.float16)
     return rec
+
+
+def _descriptor(image: np.ndarray) -> np.ndarray:
+    """The image in grey at 16x16 (antialiased), mean-centred and L2-normalised: brightness and
+    contrast changes, light noise and re-encoding barely move it (similarity.py)."""
+    v = resize(image, (DESCRIPTOR_SIDE, DESCRIPTOR_SIDE)).mean(axis=-1).reshape(-1).astype(np.float64)
+    v = v - v.mean()
+    norm = np.linalg.norm(v)
+    return (v / (norm if norm > 1e-6 else 1.0)).astype(np.float32)
+
+
+def shifted(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """The image moved by (dy, dx) pixels, the uncovered edge filled with its border's median (the
+    background for digits and most scans): a query variant that finds a copy moved by a pixel."""
+    if (dy, dx) == (0, 0):
+        return image
+    fill = np.median(np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]), axis=0)
+    out = np.empty_like(image)
+    out[...] = fill.astype(image.dtype)
+    h, w = image.shape[:2]
+    out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = image[max(-dy, 0):h + min(-dy, 0),
+                                                                      max(-dx, 0):w + min(-dx, 0)]
+    return out
 
 
 def _channel_stats(rec: np.ndarray, image: np.ndarray) -> None:

@@ -10,7 +10,8 @@ taken from the record cache (data/cache.py). With `engine = "ray"` the pass runs
 workers: probes, projections and figures load only the samples they use.
 
 Workers are started with `spawn` (a fork of a process whose torch already ran threads can hang) and
-kept for the audit; `shutdown()` ends them.
+kept for the audit; `shutdown()` ends them. They import numpy and Pillow only, never torch (whose
+import alone holds about 480 MB per process).
 """
 
 from __future__ import annotations
@@ -70,10 +71,14 @@ def record_chunk(paths: list[str], max_side: int) -> tuple[np.ndarray, list[str]
 
 
 def resized_chunk(paths: list[str], max_side: int, channels: int, size: tuple[int, int]) -> np.ndarray:
-    """N,C,H,W float32: each file decoded as in the data pass, channels matched, resized to `size`."""
-    from dnncheck.probes.inputs import raw_tensor
+    """N,C,H,W float32: each file decoded as in the data pass, channels matched, resized to `size`
+    (antialiased bilinear, as probes.inputs.raw_tensor does for in-memory images)."""
+    from dnncheck.data.resize import resize
 
-    return raw_tensor([decode_for_model(p, max_side, channels) for p in paths], size).numpy()
+    out = np.empty((len(paths), channels, *size), dtype=np.float32)
+    for k, path in enumerate(paths):
+        out[k] = resize(decode_for_model(path, max_side, channels), size).transpose(2, 0, 1)
+    return out
 
 
 def decode_for_model(path: str, max_side: int, channels: int) -> np.ndarray:
@@ -91,12 +96,6 @@ def decode_for_model(path: str, max_side: int, channels: int) -> np.ndarray:
     return image
 
 
-def _worker_start() -> None:
-    import torch
-
-    torch.set_num_threads(1)  # one process per core already
-
-
 # -- the pool ------------------------------------------------------------------------------------------
 _POOL: dict = {}
 
@@ -106,8 +105,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         shutdown()
         import multiprocessing
 
-        _POOL.update(workers=workers, pool=ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                               initializer=_worker_start))
+        _POOL.update(workers=workers, pool=ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
     return _POOL["pool"]
 
 

@@ -1,0 +1,202 @@
+"""Real-size datasets: the streaming data pass, its records, the record cache, workers and Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+import numpy as np
+import pytest
+from conftest import blob_images, save_png
+
+from dnncheck.config import AuditConfig
+from dnncheck.context import Context
+from dnncheck.data.cache import DB_NAME, cache_dir
+from dnncheck.data.files import ImageFiles
+from dnncheck.data.records import RECORD_BYTES, array_records, channel_summary, image_record, value_stats
+from dnncheck.data.scan import ScanSettings, scan_files, shutdown
+
+
+@pytest.fixture
+def photo_files(tmp_path):
+    """`n` small colour PNGs (two classes of blobs) in one folder, listed in order."""
+    def make(n=12, name="photos"):
+        x, _ = blob_images(n, 2, size=20, channels=3, seed=3)
+        paths = []
+        for i, img in enumerate(x):
+            path = tmp_path / name / f"{i:04d}.png"
+            save_png(path, img)
+            paths.append(path)
+        return paths
+    return make
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("DNNCHECK_CACHE_DIR", str(folder))
+    return folder
+
+
+def test_a_record_is_a_few_kilobytes():
+    assert RECORD_BYTES < 8192
+
+
+def test_records_equal_whatever_the_chunking():
+    x, _ = blob_images(40, 2, size=12, channels=3)
+    whole = array_records(x, chunk=512)
+    chunked = array_records(x, chunk=7)
+    assert whole.tobytes() == chunked.tobytes()
+    one = image_record(np.ascontiguousarray(x[5]))
+    assert one.tobytes() == whole[5:6].tobytes()
+
+
+def test_chunked_value_statistics_equal_in_memory_ones(monkeypatch):
+    import dnncheck.data.records as records
+
+    rng = np.random.default_rng(0)
+    flat = rng.normal(size=(50, 300)).astype(np.float32)
+    whole = value_stats(flat)
+    monkeypatch.setattr(records, "CHUNK_ELEMENTS", 600)  # two rows per chunk
+    chunked = value_stats(flat)
+    for key in whole:
+        assert np.array_equal(whole[key], chunked[key]), key
+
+
+def test_channel_statistics_from_records_equal_the_tensor_ones():
+    import torch
+
+    x, _ = blob_images(30, 2, size=10, channels=3)
+    summary = channel_summary(array_records(x), 3)
+    t = torch.from_numpy(x).double()
+    assert np.allclose(summary["mean"], t.mean(dim=(0, 1, 2)).numpy())
+    assert np.allclose(summary["std"], t.std(dim=(0, 1, 2), unbiased=False).numpy())
+    assert np.array_equal(summary["max"], t.amax(dim=(0, 1, 2)).numpy())
+
+
+def test_files_give_the_same_records_as_their_arrays(photo_files, own_cache):
+    paths = photo_files(6)
+    scan = scan_files(paths, ScanSettings(cache=False))
+    from PIL import Image
+
+    arrays = [np.array(Image.open(p)) for p in paths]
+    expected = array_records(arrays)
+    for field in ("min", "max", "std", "ch_sum", "digest", "descriptors", "grey"):
+        assert scan.records[field].tobytes() == expected[field].tobytes(), field
+    assert not own_cache.exists()  # --no-cache writes nothing
+
+
+def test_cache_hit_then_miss_on_change_then_corrupt_entry(photo_files, own_cache):
+    paths = photo_files(8)
+    settings = ScanSettings(workers=1)
+    first = scan_files(paths, settings)
+    assert first.decoded == 8 and (own_cache / DB_NAME).is_file()
+    again = scan_files(paths, settings)
+    assert again.decoded == 0 and again.records.tobytes() == first.records.tobytes()
+
+    x, _ = blob_images(1, 2, size=20, channels=3, seed=99)
+    save_png(paths[2], x[0])
+    os.utime(paths[2], ns=(1, 1_000_000_000))  # another mtime, whatever the clock's resolution
+    changed = scan_files(paths, settings)
+    assert changed.decoded == 1
+    assert changed.records[2]["digest"] != first.records[2]["digest"]
+
+    with sqlite3.connect(own_cache / DB_NAME) as db:  # a torn write: the entry's bytes no longer check
+        key, blob = db.execute("SELECT key, blob FROM records LIMIT 1").fetchone()
+        db.execute("UPDATE records SET blob = ? WHERE key = ?", (blob[:-1] + bytes([blob[-1] ^ 1]), key))
+    healed = scan_files(paths, settings)
+    assert healed.decoded == 1 and healed.records.tobytes() == changed.records.tobytes()
+    assert scan_files(paths, settings).decoded == 0  # the bad entry was rewritten
+
+
+def test_a_foreign_cache_file_is_replaced_not_trusted(photo_files, own_cache):
+    paths = photo_files(3)
+    own_cache.mkdir()
+    (own_cache / DB_NAME).write_bytes(b"this is not a database" * 100)
+    scan = scan_files(paths, ScanSettings(workers=1))
+    assert scan.decoded == 3 and scan.records["ok"].all() and not scan.notes
+    assert scan_files(paths, ScanSettings(workers=1)).decoded == 0
+
+
+def test_cache_folder_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("DNNCHECK_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("DNNCHECK_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    if os.name == "posix" and not os.uname().sysname == "Darwin":
+        assert cache_dir() == tmp_path / "xdg" / "dnncheck"
+
+
+def test_records_do_not_depend_on_the_worker_count(photo_files):
+    paths = photo_files(70)  # above INLINE_BELOW: two worker processes really run
+    try:
+        one = scan_files(paths, ScanSettings(workers=1, cache=False))
+        two = scan_files(paths, ScanSettings(workers=2, cache=False))
+    finally:
+        shutdown()
+    assert one.records.tobytes() == two.records.tobytes()
+
+
+def test_image_files_decode_only_what_is_asked(photo_files):
+    paths = photo_files(5)
+    files = ImageFiles([str(p) for p in paths], 256, 3, workers=1)
+    sub = files.take([4, 1])
+    assert len(sub) == 2 and sub[0].shape == (20, 20, 3) and sub[0].dtype == np.uint8
+    tensor = sub.resized((8, 8))
+    assert tuple(tensor.shape) == (2, 3, 8, 8)
+    grey = files.with_channels(1)[0]
+    assert grey.shape == (20, 20, 1)
+
+
+def test_checks_see_a_pixel_sample_but_records_cover_every_image(image_folder):
+    root = image_folder(splits=("train", "val", "test"), per_class=15)  # 30 per split
+    ctx = Context(AuditConfig(source=str(root), max_train_samples=10, cache=False))
+    ctx.prepare()
+    train = ctx.dataset.splits["train"]
+    assert isinstance(train.x, ImageFiles) and len(train.records) == len(train) == 30
+    assert len(ctx.view("train")) == 10 and tuple(ctx.inputs("train").shape)[0] == 10
+    assert len(ctx.targets("train")) == 10
+    assert any("stratified sample per split" in note and "train 10 of 30" in note for note in ctx.dataset.notes)
+
+
+def test_a_file_changed_during_the_audit_is_a_clear_error(photo_files):
+    from dnncheck.errors import UserError
+
+    paths = photo_files(2)
+    files = ImageFiles([str(p) for p in paths], 256, 3, workers=1)
+    paths[0].write_bytes(b"no longer an image")
+    with pytest.raises(UserError, match="changed during the audit"):
+        files[0]
+
+
+def _without_timings(doc):
+    if isinstance(doc, dict):
+        return {k: _without_timings(v) for k, v in doc.items()
+                if not k.endswith("_seconds") and k not in ("duration_s", "started_at", "command", "environment")}
+    if isinstance(doc, list):
+        return [_without_timings(v) for v in doc]
+    return doc
+
+
+def test_ray_engine_gives_the_same_results_as_local_processes(image_folder, tmp_path):
+    ray = pytest.importorskip("ray", reason="the Ray engine is an optional extra: pip install 'dnncheck[ray]'")
+    from typer.testing import CliRunner
+
+    from dnncheck.cli import app
+
+    root = image_folder(per_class=8, rgb=True)
+    outputs = {}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        for engine in ("local", "ray"):
+            out = tmp_path / f"{engine}.json"
+            result = CliRunner().invoke(app, ["audit", str(root), "--engine", engine, "--no-cache", "--quiet",
+                                              "--select", "input-fidelity,split-leakage,imbalance", "--json", str(out)])
+            assert result.exit_code in (0, 1), result.output
+            outputs[engine] = json.loads(out.read_text())
+    finally:
+        ray.shutdown()
+    assert outputs["ray"]["environment"]["data_pass"]["engine"] == "ray"
+    assert _without_timings(outputs["ray"])["data"] == _without_timings(outputs["local"])["data"]
+    assert _without_timings(outputs["ray"]) == _without_timings(outputs["local"])
