@@ -72,7 +72,8 @@ def image_record(image: np.ndarray, native=None, mode: str = "") -> np.ndarray:
     rec["digest"] = np.void(content_hashes([image])[0])
     if rec["nonfinite"][0]:  # NaN/Inf are reported by input fidelity; descriptors see them as 0
         image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
-    rec["descriptors"] = np.stack([_descriptor(shifted(image, dy, dx)) for dy, dx in SHIFTS]).astype(np.float16)
+    fill = np.median(np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]), axis=0).astype(image.dtype)
+    rec["descriptors"] = np.stack([_descriptor(shifted(image, dy, dx, fill)) for dy, dx in SHIFTS]).astype(np.float16)
     scale = min(1.0, GREY_SIDE / max(h, w))
     grid = (max(1, round(h * scale)), max(1, round(w * scale)))
     grey = resize(image, grid).mean(axis=-1)
@@ -90,14 +91,13 @@ def _descriptor(image: np.ndarray) -> np.ndarray:
     return (v / (norm if norm > 1e-6 else 1.0)).astype(np.float32)
 
 
-def shifted(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """The image moved by (dy, dx) pixels, the uncovered edge filled with its border's median (the
-    background for digits and most scans): a query variant that finds a copy moved by a pixel."""
+def shifted(image: np.ndarray, dy: int, dx: int, fill: np.ndarray) -> np.ndarray:
+    """The image moved by (dy, dx) pixels, the uncovered edge filled with `fill`, its border's median
+    (the background for digits and most scans): a query variant that finds a copy moved by a pixel."""
     if (dy, dx) == (0, 0):
         return image
-    fill = np.median(np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]), axis=0)
     out = np.empty_like(image)
-    out[...] = fill.astype(image.dtype)
+    out[...] = fill
     h, w = image.shape[:2]
     out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = image[max(-dy, 0):h + min(-dy, 0),
                                                                       max(-dx, 0):w + min(-dx, 0)]
@@ -105,19 +105,26 @@ def shifted(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 def _channel_stats(rec: np.ndarray, image: np.ndarray) -> None:
-    pixels = image.reshape(-1, image.shape[-1]).astype(np.float64)
-    if pixels.shape[1] == 1:
-        pixels = np.repeat(pixels, CHANNELS, axis=1)
-    pixels = pixels[:, :CHANNELS]
-    finite = np.isfinite(pixels)
-    clean = np.where(finite, pixels, 0.0)
-    width = pixels.shape[1]
-    rec["ch_sum"][0, :width] = clean.sum(0)
-    rec["ch_sumsq"][0, :width] = (clean ** 2).sum(0)
-    rec["ch_finite"][0, :width] = finite.sum(0)
-    with np.errstate(all="ignore"):
-        rec["ch_min"][0, :width] = np.where(finite, pixels, np.inf).min(0) if len(pixels) else 0
-        rec["ch_max"][0, :width] = np.where(finite, pixels, -np.inf).max(0) if len(pixels) else 0
+    """Per-channel sum, sum of squares, finite count, min and max (a grey image's for all three)."""
+    pixels = image.reshape(-1, image.shape[-1])[:, :CHANNELS]
+    if pixels.dtype.kind in "ub":  # no NaN to step around (the common, fast case)
+        # channel-major float64 rows: contiguous reductions are ~5x faster than down (N, 3) columns,
+        # and sums of 8/16-bit values stay exact in float64
+        wide = np.ascontiguousarray(pixels.T).astype(np.float64)
+        sums, squares = wide.sum(1), np.einsum("ij,ij->i", wide, wide)
+        finite = np.full(pixels.shape[1], len(pixels))
+        low, high = (wide.min(1), wide.max(1)) if len(pixels) else (0, 0)
+    else:
+        values = pixels.astype(np.float64)
+        ok = np.isfinite(values)
+        clean = np.where(ok, values, 0.0)
+        sums, squares, finite = clean.sum(0), (clean ** 2).sum(0), ok.sum(0)
+        with np.errstate(all="ignore"):
+            low = np.where(ok, values, np.inf).min(0) if len(values) else 0
+            high = np.where(ok, values, -np.inf).max(0) if len(values) else 0
+    for field, value in (("ch_sum", sums), ("ch_sumsq", squares), ("ch_finite", finite), ("ch_min", low),
+                         ("ch_max", high)):
+        rec[field][0] = value  # one value per channel; a grey image's broadcast to all three
 
 
 CHUNK_ELEMENTS = 2**24

@@ -41,5 +41,7 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return np.ascontiguousarray(pixels)
     rows = _weights(h, size[0]).astype(np.float32)
     cols = _weights(w, size[1]).astype(np.float32)
-    out = np.einsum("ih,hwc->iwc", rows, pixels)
-    return np.ascontiguousarray(np.einsum("jw,iwc->ijc", cols, out))
+    c = pixels.shape[2]
+    tall = (rows @ pixels.reshape(h, w * c)).reshape(size[0], w, c)  # BLAS matrix products, not loops
+    out = cols @ tall.transpose(1, 0, 2).reshape(w, size[0] * c)  # W', H'*C
+    return np.ascontiguousarray(out.reshape(size[1], size[0], c).transpose(1, 0, 2))
