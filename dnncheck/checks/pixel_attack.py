@@ -10,6 +10,7 @@ from dnncheck.context import subsample_index
 from dnncheck.errors import ProbeUnavailable
 
 MAX_SCAN = 10000  # training images scanned (stratified subsample above this)
+SCAN_VALUES = 25_000_000  # and at most this many values (100 MB as float32): 10,000 digits, ~680 photos at 128x96
 REFERENCE_MAX_SIDE = 128  # images of differing sizes are scanned on a common grid this large at most
 FLIP_IMAGES = 40
 
@@ -100,9 +101,11 @@ class PixelAttack(Check):
     def _scan(self, ctx):
         ds = ctx.dataset
         train = ds.splits["train"]
-        index = subsample_index(train.y, MAX_SCAN, ctx.cfg.seed, True)
+        grid, native = _scan_grid(train)
+        values = grid[0] * grid[1] * max(1, ds.channels)
+        index = subsample_index(train.y, max(1, min(MAX_SCAN, SCAN_VALUES // values)), ctx.cfg.seed, True)
         part = train.take(index)
-        x, grid, native = _common_grid(part.x)
+        x = _on_grid(part.x, grid, native)
         y = part.y
         hits = _isolated_extremes(x)  # N, H, W, C, 2 (high, low)
         onehot = np.eye(ds.num_classes, dtype=np.float32)[y]
@@ -241,37 +244,57 @@ class PixelAttack(Check):
                 "borders where acquisition marks live, augment, and check where the model looks (saliency, Grad-CAM).")
 
 
-def _common_grid(x):
-    """(N,H,W,C float array, grid, whether coordinates are the images' own)."""
+def _scan_grid(train) -> tuple[tuple[int, int], bool]:
+    """(grid, whether it is the images' own size): their shared size, else the median decoded size
+    capped at REFERENCE_MAX_SIDE (sizes from the records: nothing is decoded to learn them)."""
+    if isinstance(train.x, np.ndarray):
+        return tuple(train.x.shape[1:3]), True
+    sizes = train.records["decoded"] if train.records is not None else np.array([im.shape[:2] for im in train.x])
+    if len(sizes) and np.all(sizes == sizes[0]):
+        return (int(sizes[0][0]), int(sizes[0][1])), True
+    h, w = np.median(sizes, axis=0)
+    scale = min(1.0, REFERENCE_MAX_SIDE / max(h, w))
+    return (max(1, int(round(h * scale))), max(1, int(round(w * scale)))), False
+
+
+def _on_grid(x, grid, native) -> np.ndarray:
+    """N,H,W,C float32 images on the scan grid; nearest resampling keeps a saturated mark saturated
+    (an average would dilute it). Decoded one at a time when they are files."""
     if isinstance(x, np.ndarray):
-        return x.astype(np.float32), tuple(x.shape[1:3]), True
+        return x.astype(np.float32)
     import torch
     import torch.nn.functional as F
 
-    sizes = np.array([im.shape[:2] for im in x])
-    h, w = np.median(sizes, axis=0)
-    scale = min(1.0, REFERENCE_MAX_SIDE / max(h, w))
-    grid = (max(1, int(round(h * scale))), max(1, int(round(w * scale))))
-    # nearest resampling keeps a saturated mark saturated (an average would dilute it)
-    out = torch.cat([F.interpolate(torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].float(),
-                                   size=grid, mode="nearest") for im in x])
-    return out.permute(0, 2, 3, 1).numpy(), grid, False
+    out = None
+    for k, im in enumerate(x):
+        t = torch.from_numpy(np.ascontiguousarray(im)).permute(2, 0, 1)[None].float()
+        if not native:
+            t = F.interpolate(t, size=grid, mode="nearest")
+        if out is None:
+            out = np.empty((len(x), *grid, t.shape[1]), dtype=np.float32)
+        out[k] = t[0].permute(1, 2, 0).numpy()
+    return out if out is not None else np.zeros((0, *grid, 1), dtype=np.float32)
 
 
-def _isolated_extremes(x: np.ndarray) -> np.ndarray:
+def _isolated_extremes(x: np.ndarray, chunk: int = 128) -> np.ndarray:
     """N,H,W,C,2 booleans: value within 2% of the data's max (high) or min (low), and at least half
-    the range away from the median of its neighbours (8, fewer on the border)."""
-    lo, hi = float(x.min()), float(x.max())
+    the range away from the median of its neighbours (8, fewer on the border). Computed a chunk of
+    images at a time: the neighbour stack is 8 copies of what it covers."""
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
     span = max(hi - lo, 1e-8)
-    # NaN padding: border pixels are compared with their real neighbours only (edge replication
-    # would count a stroke's own end pixel as its neighbour)
-    padded = np.pad(x.astype(np.float32), ((0, 0), (1, 1), (1, 1), (0, 0)), mode="constant", constant_values=np.nan)
     h, w = x.shape[1:3]
-    neighbours = np.stack([padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-                           if (dy, dx) != (0, 0)])
-    local = np.nanmedian(neighbours, axis=0)
-    isolated = np.abs(x - local) >= 0.5 * span
-    return np.stack([(x >= hi - 0.02 * span) & isolated, (x <= lo + 0.02 * span) & isolated], axis=-1)
+    out = np.empty((*x.shape, 2), dtype=bool)
+    for start in range(0, len(x), chunk):
+        part = x[start:start + chunk].astype(np.float32)
+        # NaN padding: border pixels are compared with their real neighbours only (edge replication
+        # would count a stroke's own end pixel as its neighbour)
+        padded = np.pad(part, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="constant", constant_values=np.nan)
+        neighbours = np.stack([padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1)
+                               for dx in (-1, 0, 1) if (dy, dx) != (0, 0)])
+        isolated = np.abs(part - np.nanmedian(neighbours, axis=0)) >= 0.5 * span
+        out[start:start + chunk, ..., 0] = (part >= hi - 0.02 * span) & isolated
+        out[start:start + chunk, ..., 1] = (part <= lo + 0.02 * span) & isolated
+    return out
 
 
 def _group_positions(flat_index, shape, best_class):
