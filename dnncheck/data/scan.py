@@ -100,12 +100,21 @@ def decode_for_model(path: str, max_side: int, channels: int) -> np.ndarray:
 _POOL: dict = {}
 
 
+def _one_thread() -> None:
+    """One BLAS thread per worker: the workers already fill the cores (two BLAS threads in each of
+    two workers on two cores made the pass three times slower than one process, measured)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
 def _pool(workers: int) -> ProcessPoolExecutor:
     if _POOL.get("workers") != workers:
         shutdown()
         import multiprocessing
 
-        _POOL.update(workers=workers, pool=ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread)
+        _POOL.update(workers=workers, pool=pool)
     return _POOL["pool"]
 
 
