@@ -21,6 +21,7 @@ from torch import nn
 from dnncheck.probes.budget import Guard, NoGuard
 
 EVAL_BATCH = 1024
+EVAL_VALUES = 2**22  # input values per evaluation chunk (16 MB as float32)
 MAX_GRAD_RECORDS = 200  # gradient norms are kept for at most this many steps per run
 MIN_GRAD_EVERY = 4  # ... and at most every 4th step (a per-step host sync costs ~5% on small nets)
 
@@ -126,7 +127,11 @@ def autocast(device: str):
 
 
 def forward_all(model: nn.Module, x: torch.Tensor, device: str, batch: int = EVAL_BATCH) -> torch.Tensor:
-    """Outputs for every row of x in eval mode, as float32 on the CPU."""
+    """Outputs for every row of x in eval mode, as float32 on the CPU, in chunks of at most `batch`
+    rows and EVAL_VALUES input values: a conv net's first activations are ~10x its input, so 1,024
+    photos at 64x64 held ~2 GB at once (digits and MNIST still go 1,024 at a time)."""
+    per_row = max(1, x[0].numel()) if len(x) else 1
+    batch = max(16, min(batch, EVAL_VALUES // per_row))
     was_training = model.training
     model.eval()
     outs = []
