@@ -200,3 +200,17 @@ def test_ray_engine_gives_the_same_results_as_local_processes(image_folder, tmp_
     assert outputs["ray"]["environment"]["data_pass"]["engine"] == "ray"
     assert _without_timings(outputs["ray"])["data"] == _without_timings(outputs["local"])["data"]
     assert _without_timings(outputs["ray"]) == _without_timings(outputs["local"])
+
+
+def test_bad_engine_and_worker_settings_name_the_key(tmp_path):
+    from typer.testing import CliRunner
+
+    from dnncheck.cli import app
+
+    config = tmp_path / "dnncheck.toml"
+    config.write_text('[data]\nsource = "sklearn:digits"\n[probe]\nengine = "spark"\n')
+    result = CliRunner().invoke(app, ["audit", str(config), "--quiet"])
+    assert result.exit_code == 2 and "probe.engine" in result.output and "local, ray" in result.output
+    config.write_text('[data]\nsource = "sklearn:digits"\nworkers = -1\n')
+    result = CliRunner().invoke(app, ["audit", str(config), "--quiet"])
+    assert result.exit_code == 2 and "data.workers" in result.output

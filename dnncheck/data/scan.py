@@ -134,17 +134,25 @@ def _run_chunks(fn, chunks: list[list[str]], args: tuple, workers: int, on_done=
                 on_done(len(chunk))
             yield out
         return
+    from concurrent.futures.process import BrokenProcessPool
+
     pool = _pool(workers)
     futures = [pool.submit(fn, chunk, *args) for chunk in chunks]
     try:
         for chunk, future in zip(chunks, futures):
-            out = future.result()
+            try:
+                out = future.result()
+            except BrokenProcessPool:  # a worker was killed (out of memory, a signal): finish here
+                shutdown()
+                out = fn(chunk, *args)
+                futures = [None] * len(futures)
             if on_done:
                 on_done(len(chunk))
             yield out
     finally:
         for future in futures:
-            future.cancel()
+            if future is not None:
+                future.cancel()
 
 
 def _chunks(items: list[str], size: int = CHUNK_FILES) -> list[list[str]]:
