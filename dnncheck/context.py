@@ -392,9 +392,10 @@ class Context:
         `normalizer` replaces the configured normalisation (the normalization check compares both).
         """
         def features(split, index):
+            whole = len(index) == len(self.view(split))  # no indexed copy of a tensor used whole
             if normalizer is None:
-                return self.inputs(split)[index]
-            return normalizer(self.raw_inputs(split)[index])
+                return self.inputs(split) if whole else self.inputs(split)[index]
+            return normalizer(self.raw_inputs(split) if whole else self.raw_inputs(split)[index])
 
         tr = self.probe_train_index
         train = (features("train", tr), self.targets("train")[tr])
