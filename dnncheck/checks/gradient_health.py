@@ -11,6 +11,7 @@ from dnncheck.checks.base import Check, Finding, Status, headline, verdict
 from dnncheck.errors import ProbeUnavailable
 
 ACTIVATION_SAMPLES = 512
+ACTIVATION_CHUNK = 64  # samples per forward pass when the activations are tallied
 
 
 class GradientHealth(Check):
@@ -137,32 +138,25 @@ class GradientHealth(Check):
         from torch import nn
 
         model = run.model
-        stats: dict[str, list] = {}
+        tallies: dict[str, _UnitTally] = {}
         hooks = []
         for name, module in model.named_modules():
             kind = "relu" if isinstance(module, (nn.ReLU, nn.ReLU6)) else \
                 "sigmoid" if isinstance(module, nn.Sigmoid) else "tanh" if isinstance(module, nn.Tanh) else None
             if kind:
-                hooks.append(module.register_forward_hook(
-                    lambda m, i, out, name=name, kind=kind: stats.setdefault(f"{name}|{kind}", []).append(out.detach().float().cpu())))
+                tally = tallies.setdefault(name, _UnitTally(kind))
+                hooks.append(module.register_forward_hook(lambda m, i, out, tally=tally: tally.add(out)))
         was = model.training
         model.eval()
-        with torch.no_grad():
-            model(ctx.inputs("train")[:ACTIVATION_SAMPLES].to(ctx.device))
+        x = ctx.inputs("train")[:ACTIVATION_SAMPLES]
+        with torch.no_grad():  # in chunks: a layer's outputs for 512 photos are hundreds of MB
+            for start in range(0, len(x), ACTIVATION_CHUNK):
+                model(x[start:start + ACTIVATION_CHUNK].to(ctx.device))
         model.train(was)
         for h in hooks:
             h.remove()
-        dead, saturated = {}, {}
-        for key, outs in stats.items():
-            name, kind = key.split("|")
-            out = torch.cat(outs)
-            if kind == "relu":
-                per_unit = out.transpose(0, 1).reshape(out.shape[1], -1) if out.ndim > 2 else out.t()
-                dead[name] = float((per_unit.max(dim=1).values <= 0).float().mean())
-            elif kind == "sigmoid":
-                saturated[name] = float(((out < 0.01) | (out > 0.99)).float().mean())
-            else:
-                saturated[name] = float((out.abs() > 0.99).float().mean())
+        dead = {name: t.dead_fraction() for name, t in tallies.items() if t.kind == "relu"}
+        saturated = {name: t.saturated_fraction() for name, t in tallies.items() if t.kind != "relu"}
         metrics = {"dead_relu_fraction": {k: round(v, 4) for k, v in dead.items()},
                    "saturated_fraction": {k: round(v, 4) for k, v in saturated.items()}}
         findings = []
@@ -226,3 +220,38 @@ def _next_activation(rest) -> str | None:
         if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return None  # the next weight layer comes before any activation
     return None
+
+
+class _UnitTally:
+    """Running statistics of one activation layer's outputs over chunks of samples: the largest
+    output of each unit (channel, or feature) for ReLUs, saturated/total counts for sigmoid and tanh.
+    A module called on outputs of different widths (one nn.ReLU shared by several layers) keeps a
+    maximum per width."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.unit_max: dict[int, object] = {}
+        self.saturated = 0
+        self.total = 0
+
+    def add(self, out) -> None:
+        import torch
+
+        out = out.detach().float().cpu()
+        if self.kind == "relu":
+            per_unit = out.transpose(0, 1).reshape(out.shape[1], -1) if out.ndim > 2 else out.t()
+            top = per_unit.max(dim=1).values
+            seen = self.unit_max.get(len(top))
+            self.unit_max[len(top)] = top if seen is None else torch.maximum(seen, top)
+            return
+        limit = ((out < 0.01) | (out > 0.99)) if self.kind == "sigmoid" else (out.abs() > 0.99)
+        self.saturated += int(limit.sum())
+        self.total += out.numel()
+
+    def dead_fraction(self) -> float:
+        """Share of units that never fired (output <= 0 on every sample and position)."""
+        dead = sum(int((top <= 0).sum()) for top in self.unit_max.values())
+        return dead / max(1, sum(len(top) for top in self.unit_max.values()))
+
+    def saturated_fraction(self) -> float:
+        return self.saturated / max(1, self.total)

@@ -205,21 +205,37 @@ def _split_stats(ctx) -> tuple[dict, dict]:
     return _stats(torch.cat(list(raw.values())), (0,)), _stats(raw["train"], (0,))
 
 
+STATS_CHUNK_VALUES = 1 << 21  # values per chunk: float64 temporaries of ~16 MB, whatever N is
+
+
 def _stats(tensor, dims) -> dict[str, np.ndarray]:
+    """Per-unit (dim 1) mean, population std, min and max over the finite values, in float64.
+    Two passes over chunks of samples (sum, then squared deviations), so a 5,000-photo tensor
+    never gets float64 copies of itself (that was 2 GB at 64x64)."""
     import torch
 
-    t = tensor.double()
-    finite = torch.isfinite(t)
-    safe = torch.where(finite, t, torch.zeros_like(t))
-    count = finite.sum(dim=dims).clamp(min=1)
-    mean = safe.sum(dim=dims) / count
-    shape = [1] * t.ndim
+    per_sample = max(1, tensor[:1].numel())
+    chunk = max(1, STATS_CHUNK_VALUES // per_sample)
+    shape = [1] * tensor.ndim
     shape[1] = -1
-    var = (torch.where(finite, (t - mean.view(shape)) ** 2, torch.zeros_like(t))).sum(dim=dims) / count
+    units = tensor.shape[1]
+    total, count = torch.zeros(units, dtype=torch.float64), torch.zeros(units, dtype=torch.float64)
     big = torch.finfo(torch.float64).max
-    return {"mean": mean.numpy(), "std": var.sqrt().numpy(),
-            "min": torch.where(finite, t, torch.full_like(t, big)).amin(dim=dims).numpy(),
-            "max": torch.where(finite, t, torch.full_like(t, -big)).amax(dim=dims).numpy()}
+    low, high = torch.full((units,), big, dtype=torch.float64), torch.full((units,), -big, dtype=torch.float64)
+    for start in range(0, len(tensor), chunk):
+        t = tensor[start:start + chunk].double()
+        finite = torch.isfinite(t)
+        total += torch.where(finite, t, 0.0).sum(dim=dims)
+        count += finite.sum(dim=dims)
+        low = torch.minimum(low, torch.where(finite, t, big).amin(dim=dims))
+        high = torch.maximum(high, torch.where(finite, t, -big).amax(dim=dims))
+    mean = total / count.clamp(min=1)
+    squares = torch.zeros(units, dtype=torch.float64)
+    for start in range(0, len(tensor), chunk):
+        t = tensor[start:start + chunk].double()
+        squares += torch.where(torch.isfinite(t), (t - mean.view(shape)) ** 2, 0.0).sum(dim=dims)
+    std = (squares / count.clamp(min=1)).sqrt()
+    return {"mean": mean.numpy(), "std": std.numpy(), "min": low.numpy(), "max": high.numpy()}
 
 
 def _per_unit(names, stats, limit: int = 64) -> dict:

@@ -108,9 +108,9 @@ class PixelAttack(Check):
         x = _on_grid(part.x, grid, native)
         y = part.y
         hits = _isolated_extremes(x)  # N, H, W, C, 2 (high, low)
-        onehot = np.eye(ds.num_classes, dtype=np.float32)[y]
-        flat = hits.reshape(len(x), -1).astype(np.float32)
-        counts = flat.T @ onehot  # positions x classes
+        flat = hits.reshape(len(x), -1)
+        # positions x classes, summed as booleans per class (a float copy of the hits was 200 MB)
+        counts = np.stack([flat[y == c].sum(axis=0) for c in range(ds.num_classes)], axis=1).astype(np.float64)
         totals = counts.sum(1)
         per_class = np.bincount(y, minlength=ds.num_classes).astype(float)
         best = counts.argmax(1)
@@ -160,12 +160,15 @@ class PixelAttack(Check):
         rng = np.random.default_rng(ctx.cfg.seed)
         of_target = np.flatnonzero(y.numpy() == target)
         marked = rng.choice(of_target, max(1, len(of_target) // 10), replace=False)
-        x = x.clone()
+        # marked in place and restored after the run: a copy of the training tensor is 240 MB on 5,000 photos
+        original = x[marked, :, -1, -1].clone()
         x[marked, :, -1, -1] = high
         try:
             run = ctx.train_probe("pixel-trigger", data=((x, y), val))
         except ProbeUnavailable as exc:
             return {}, [probe_finding(exc, "trigger probe not run")], {}
+        finally:
+            x[marked, :, -1, -1] = original
         vx, vy = val
         clean = forward_all(run.model, vx, ctx.device).argmax(1)
         others = (vy != target) & (clean == vy)

@@ -26,6 +26,7 @@ import numpy as np
 from dnncheck.data.records import RECORD_DTYPE, empty_records, failed_record, image_record
 
 CHUNK_FILES = 32  # files per task: enough to amortise the hand-off, small enough to balance the workers
+CACHE_WRITE_EVERY = 2048  # records per cache transaction
 INLINE_BELOW = 64  # fewer files than this are read in this process (starting workers costs ~2 s)
 
 
@@ -139,9 +140,10 @@ def _run_chunks(fn, chunks: list[list[str]], args: tuple, workers: int, on_done=
     pool = _pool(workers)
     futures = [pool.submit(fn, chunk, *args) for chunk in chunks]
     try:
-        for chunk, future in zip(chunks, futures):
+        for i, chunk in enumerate(chunks):
             try:
-                out = future.result()
+                out = futures[i].result()
+                futures[i] = None  # a consumed result is not kept alive by its future
             except BrokenProcessPool:  # a worker was killed (out of memory, a signal): finish here
                 shutdown()
                 out = fn(chunk, *args)
@@ -182,8 +184,10 @@ def scan_files(paths: list[Path], settings: ScanSettings, progress=None) -> Scan
             records[i], reasons[i] = hits[key][0][0], hits[key][1]
         else:
             todo.append(i)
+    found = len(hits)
+    del hits  # a copy of every cached record: not kept beside `records`
     task = progress.task("reading images", total=len(names), unit="images") if progress else None
-    if task and hits:
+    if task and found:
         task.advance(len(names) - len(todo))
     if todo:
         advance = task.advance if task else None
@@ -194,10 +198,16 @@ def scan_files(paths: list[Path], settings: ScanSettings, progress=None) -> Scan
             done = ray_records(todo_names, settings, advance)
         else:
             done = _local_records(todo_names, settings, advance)
+        pending = []  # written to the cache as the pass goes: an interrupted pass keeps what it read
         for i, (rec, reason) in zip(todo, done):
             records[i], reasons[i] = rec, reason
+            if cache and keys[i]:
+                pending.append(i)
+            if len(pending) >= CACHE_WRITE_EVERY:
+                cache.put_many([(keys[j], records[j:j + 1], reasons[j]) for j in pending])
+                pending = []
         if cache:
-            cache.put_many([(keys[i], records[i:i + 1], reasons[i]) for i in todo if keys[i]])
+            cache.put_many([(keys[j], records[j:j + 1], reasons[j]) for j in pending])
     if task:
         task.close()
     notes = []
@@ -208,12 +218,12 @@ def scan_files(paths: list[Path], settings: ScanSettings, progress=None) -> Scan
     return ScanResult(records, reasons, len(todo), notes)
 
 
-def _local_records(names: list[str], settings: ScanSettings, advance=None) -> list[tuple[np.ndarray, str]]:
-    out = []
+def _local_records(names: list[str], settings: ScanSettings, advance=None):
+    """(record, reason) per file, in order, as the worker processes finish their chunks."""
     for chunk_records, chunk_reasons in _run_chunks(record_chunk, _chunks(names), (settings.max_side,),
                                                     settings.worker_count, advance):
-        out += [(chunk_records[k], chunk_reasons[k]) for k in range(len(chunk_reasons))]
-    return out
+        for k in range(len(chunk_reasons)):
+            yield chunk_records[k], chunk_reasons[k]
 
 
 def load_resized(paths: list[str], max_side: int, channels: int, size: tuple[int, int], workers: int,
@@ -224,11 +234,15 @@ def load_resized(paths: list[str], max_side: int, channels: int, size: tuple[int
     if not paths:
         return torch.empty((0, channels, *size))
     task = progress.task("loading samples", total=len(paths), unit="images") if progress and len(paths) >= INLINE_BELOW else None
-    parts = list(_run_chunks(resized_chunk, _chunks(paths), (max_side, channels, tuple(size)), workers,
-                             task.advance if task else None))
+    out = np.empty((len(paths), channels, *size), dtype=np.float32)  # filled chunk by chunk: no second copy
+    start = 0
+    for part in _run_chunks(resized_chunk, _chunks(paths), (max_side, channels, tuple(size)), workers,
+                            task.advance if task else None):
+        out[start:start + len(part)] = part
+        start += len(part)
     if task:
         task.close()
-    return torch.from_numpy(np.concatenate(parts))
+    return torch.from_numpy(out)
 
 
 assert RECORD_DTYPE.itemsize < 8192  # a record stays a few KB (README: bytes per record)

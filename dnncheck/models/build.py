@@ -57,7 +57,7 @@ def _builtin(name: str, inputs: ModelInputs):
     if inputs.image_size is None:
         raise UserError(f"--model {name}: needs images but the data is a table; use --model mlp")
     if name == "smallcnn":
-        return nets.SmallCNN(inputs.in_channels, inputs.num_classes)
+        return nets.SmallCNN(inputs.in_channels, inputs.num_classes, inputs.image_size)
     return nets.resnet18(inputs.in_channels, inputs.num_classes)
 
 

