@@ -15,7 +15,7 @@ import numpy as np
 from dnncheck.errors import ProbeCutShort, ProbeUnavailable, UserError
 from dnncheck.progress import NullProgress
 
-MAX_PROBE_VAL = 2000  # validation samples evaluated each probe epoch
+MAX_PROBE_VAL = 2000  # validation/test samples whose pixels are loaded and evaluated each probe epoch
 
 
 class Context:
@@ -158,10 +158,12 @@ class Context:
 
     def sample_index(self, split: str) -> np.ndarray:
         """Indices into `split` of the samples whose pixels checks load: the whole split up to
-        max_train_samples, else a stratified subsample of that many (for train: the probes' one).
-        Data-wide measurements (counts, records, duplicates) cover every sample regardless."""
+        max_train_samples for train (the probes' sample), MAX_PROBE_VAL for the others (what a probe
+        epoch evaluates), else a stratified subsample of that many. Data-wide measurements (counts,
+        records, duplicates) cover every sample regardless."""
         part = self.dataset.splits[split]
-        return subsample_index(part.y, self.cfg.max_train_samples, self.cfg.seed, self.dataset.task == "classification")
+        cap = self.cfg.max_train_samples if split == "train" else min(self.cfg.max_train_samples, MAX_PROBE_VAL)
+        return subsample_index(part.y, cap, self.cfg.seed, self.dataset.task == "classification")
 
     def view(self, split: str):
         """The split restricted to sample_index(split): the split itself when that is all of it.

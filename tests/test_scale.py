@@ -214,3 +214,21 @@ def test_bad_engine_and_worker_settings_name_the_key(tmp_path):
     config.write_text('[data]\nsource = "sklearn:digits"\nworkers = -1\n')
     result = CliRunner().invoke(app, ["audit", str(config), "--quiet"])
     assert result.exit_code == 2 and "data.workers" in result.output
+
+
+def _exit_in_worker(chunk, parent_pid):
+    """A chunk function whose worker processes die (as an out-of-memory kill would end them)."""
+    if os.getpid() != parent_pid:
+        os._exit(3)
+    return [name.upper() for name in chunk]
+
+
+def test_killed_worker_falls_back_to_this_process():
+    from dnncheck.data import scan
+
+    chunks = [[f"f{i}" for i in range(k, k + 32)] for k in range(0, 128, 32)]
+    try:
+        out = list(scan._run_chunks(_exit_in_worker, chunks, (os.getpid(),), 2))
+    finally:
+        scan.shutdown()
+    assert out == [[name.upper() for name in chunk] for chunk in chunks]

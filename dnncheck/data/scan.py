@@ -142,6 +142,8 @@ def _run_chunks(fn, chunks: list[list[str]], args: tuple, workers: int, on_done=
     try:
         for i, chunk in enumerate(chunks):
             try:
+                if futures[i] is None:  # the pool broke earlier: the rest is done here
+                    raise BrokenProcessPool
                 out = futures[i].result()
                 futures[i] = None  # a consumed result is not kept alive by its future
             except BrokenProcessPool:  # a worker was killed (out of memory, a signal): finish here
