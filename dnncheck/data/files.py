@@ -4,6 +4,7 @@ splits whose pixels stay on disk (`ImageFiles`) until a check loads the samples 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +72,9 @@ def build_image_dataset(source: str, entries: list[FileEntry], classes: list[str
                         progress=None) -> Dataset:
     from dnncheck.data.scan import scan_files
 
+    started = time.perf_counter()
     scan = scan_files([e.path for e in entries], settings, progress)
+    seconds = time.perf_counter() - started  # reported only (JSON environment), never judged
     ok = scan.records["ok"]
     unreadable = [(e.sample_id, reason) for e, reason, good in zip(entries, scan.reasons, ok) if not good]
     if not ok.any():
@@ -100,5 +103,6 @@ def build_image_dataset(source: str, entries: list[FileEntry], classes: list[str
                       channels=channels, unreadable=unreadable, decode_max_side=settings.max_side)
     dataset.notes += scan.notes
     dataset.scan = {"files": len(entries), "decoded": scan.decoded, "from_cache": len(entries) - scan.decoded,
-                    "engine": settings.engine, "workers": settings.worker_count if settings.engine == "local" else None}
+                    "engine": settings.engine, "workers": settings.worker_count if settings.engine == "local" else None,
+                    "seconds": round(seconds, 2), "images_per_second": round(len(entries) / max(seconds, 1e-9), 1)}
     return dataset
