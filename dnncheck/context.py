@@ -40,7 +40,8 @@ class Context:
         sampled = [f"{name} {note}" for name in self.dataset.splits if (note := self.sampled_note(name))]
         if sampled:
             self.dataset.notes.append(f"checks that need pixels or a model (probes, projections, figures) use a stratified "
-                                      f"sample per split ({', '.join(sampled)}; probe.max_train_samples); counts, "
+                                      f"sample per split ({', '.join(sampled)}; train: probe.max_train_samples, others: "
+                                      f"{MAX_PROBE_VAL}); counts, "
                                       "statistics, duplicates and leakage cover every sample")
 
     @cached_property
