@@ -224,6 +224,14 @@ class Context:
             return self._input_cache[split][index]
         return self.normalizer(self._raw_tensor(self.view(split).take(index).x))
 
+    def raw_inputs_of(self, split: str, index):
+        """raw_inputs(split)[index] (resized, not normalised), loading only those samples when needed:
+        figures use it, so drawing a few images never fits the normaliser or loads a whole view."""
+        index = np.asarray(index, dtype=np.int64)
+        if split in self._raw_cache:
+            return self._raw_cache[split][index]
+        return self._raw_tensor(self.view(split).take(index).x)
+
     def targets(self, split: str):
         """The labels of view(split), as the loss wants them."""
         import torch

@@ -233,20 +233,30 @@ def _unit_distances(feats: np.ndarray) -> np.ndarray:
 
 
 def _montage(ctx) -> dict:
-    """A few training samples per class as the model receives them (rescaled per image for display)."""
+    """A few training samples per class at the model's input size, before normalisation: integer
+    images as they are (0..255 for uint8), float images rescaled per image for display. (Normalised
+    values rescaled per image distorted colours, and needed the normaliser fitted on the whole view.)"""
+    from dnncheck.probes.inputs import integer_scale
+
     ds = ctx.dataset
     train = ctx.view("train")
     picks = []
     for c in range(min(ds.num_classes, MONTAGE_CLASSES)):
         picks += list(np.flatnonzero(train.y == c)[:MONTAGE_PER_CLASS])
-    images = ctx.inputs_of("train", picks).permute(0, 2, 3, 1).numpy() if picks else np.zeros((0, 1, 1, 1))
+    images = ctx.raw_inputs_of("train", picks).permute(0, 2, 3, 1).numpy() if picks else np.zeros((0, 1, 1, 1))
     images = np.nan_to_num(images, nan=0.0, posinf=0.0, neginf=0.0)  # NaN/Inf are reported, shown as 0
-    lo = images.reshape(len(images), -1).min(1)[:, None, None, None] if len(images) else 0
-    hi = images.reshape(len(images), -1).max(1)[:, None, None, None] if len(images) else 1
-    display = np.clip((images - lo) / np.maximum(hi - lo, 1e-8) * 255, 0, 255).astype(np.uint8)
+    scale = integer_scale(ds.splits["train"].x)
+    if scale:
+        display = np.clip(images * (255.0 / scale), 0, 255).round().astype(np.uint8)
+        how = "pixel values as stored"
+    else:
+        lo = images.reshape(len(images), -1).min(1)[:, None, None, None] if len(images) else 0
+        hi = images.reshape(len(images), -1).max(1)[:, None, None, None] if len(images) else 1
+        display = np.clip((images - lo) / np.maximum(hi - lo, 1e-8) * 255, 0, 255).astype(np.uint8)
+        how = "float values rescaled per image to 0..255"
     return {"ids": [train.ids[i] for i in picks], "labels": [ds.classes[train.y[i]] for i in picks],
-            "images": display, "note": f"as the model sees them: {ds.image_size[0]}x{ds.image_size[1]}, "
-            f"normalised ({ctx.normalizer.mode}); each image rescaled to 0..255 for display"}
+            "images": display, "note": f"at the model's input size ({ds.image_size[0]}x{ds.image_size[1]}), "
+            f"before normalisation; {how}"}
 
 
 def _summary(metrics, findings) -> str:
