@@ -15,6 +15,7 @@ Run: make bench-scale  (or python benchmarks/bench_scale.py --sizes 2000,10000 [
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -118,9 +119,18 @@ def measure(cmd: list[str], cache: Path) -> tuple[int, float, int]:
     return proc.returncode, wall, peak
 
 
-def report(n: int, what: str, code: int, wall: float, peak: int) -> None:
-    print(f"N={n:>7} {what:<26} {wall:7.1f} s wall ({n / wall:6.0f} photos/s), peak RSS {peak / 2**30:5.2f} GiB "
-          f"({peak / n / 2**10:6.1f} KiB per photo), exit {code}", flush=True)
+def report(n: int, what: str, code: int, wall: float, peak: int, results: Path | None = None) -> None:
+    line = (f"N={n:>7} {what:<26} {wall:7.1f} s wall ({n / wall:6.0f} photos/s), peak RSS {peak / 2**30:5.2f} GiB "
+            f"({peak / n / 2**10:6.1f} KiB per photo), exit {code}")
+    if results is not None and results.exists():  # the data pass's own figures, from the audit's JSON
+        data_pass = json.loads(results.read_text())["environment"].get("data_pass") or {}
+        if "seconds" in data_pass:
+            line += f"; data pass {data_pass['seconds']:.0f} s ({data_pass['images_per_second']:.0f} images/s)"
+    print(line, flush=True)
+
+
+def audit_command(root: Path, results: Path) -> list[str]:
+    return [sys.executable, "-m", "dnncheck", "audit", str(root), "--quiet", "--json", str(results)]
 
 
 def main() -> None:
@@ -140,16 +150,18 @@ def main() -> None:
         start = time.perf_counter()
         root = generate(work / f"photos{n}", n)
         print(f"N={n:>7} generated in {time.perf_counter() - start:.0f} s", flush=True)
-        audit = [sys.executable, "-m", "dnncheck", "audit", str(root), "--quiet"]
         if args.only in (None, "full"):
             with tempfile.TemporaryDirectory() as cache:
-                report(n, "full default audit, cold", *measure(audit, Path(cache)))
+                out = Path(cache) / "results.json"
+                report(n, "full default audit, cold", *measure(audit_command(root, out), Path(cache)), out)
         if args.only in (None, "fidelity"):
             with tempfile.TemporaryDirectory() as cache:
-                cold = measure(audit + ["--select", "input-fidelity"], Path(cache))
-                report(n, "input-fidelity, cold", *cold)
-                warm = measure(audit + ["--select", "input-fidelity"], Path(cache))
-                report(n, "input-fidelity, warm", *warm)
+                out = Path(cache) / "results.json"
+                fidelity = audit_command(root, out) + ["--select", "input-fidelity"]
+                cold = measure(fidelity, Path(cache))
+                report(n, "input-fidelity, cold", *cold, out)
+                warm = measure(fidelity, Path(cache))
+                report(n, "input-fidelity, warm", *warm, out)
                 print(f"N={n:>7} warm/cold wall ratio {warm[1] / cold[1]:.2f} (target <= 0.33)", flush=True)
 
 
