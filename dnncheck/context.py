@@ -134,7 +134,7 @@ class Context:
             was_training = model.training
             try:
                 with torch.no_grad():
-                    out = model.eval()(self.inputs_of("train", range(2)))
+                    out = model.eval()(self._probe_batch())
             except Exception:  # a forward that fails is diagnosed by the checks
                 out = None
             model.train(was_training)
@@ -145,6 +145,18 @@ class Context:
                                           "logits (a 'logits' entry, else the first tensor): if your loss uses "
                                           "another element, wrap the model to return it")
         return single_output(model) if self._wraps_outputs else model
+
+    def _probe_batch(self):
+        """Two training inputs to see what the model's forward returns (its type, not its values):
+        normalised when the normaliser is already fitted, else in [0, 1] (integer images) or as
+        stored, so that building the model never fits the normaliser on a whole view."""
+        if "normalizer" in self.__dict__:
+            return self.inputs_of("train", range(2))
+        from dnncheck.probes.inputs import integer_scale
+
+        raw = self.raw_inputs_of("train", range(2))
+        scale = integer_scale(self.dataset.splits["train"].x) if self.dataset.is_image else None
+        return raw / scale if scale else raw
 
     @staticmethod
     def _param_counts(model) -> dict:
