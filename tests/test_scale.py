@@ -232,3 +232,17 @@ def test_killed_worker_falls_back_to_this_process():
     finally:
         scan.shutdown()
     assert out == [[name.upper() for name in chunk] for chunk in chunks]
+
+
+def test_array_records_in_workers_equal_one_process(monkeypatch):
+    from dnncheck.data import scan
+    from dnncheck.data.records import array_records
+
+    x = np.random.default_rng(3).integers(0, 256, (150, 12, 10, 3), dtype=np.uint8)
+    monkeypatch.setattr(scan, "ARRAYS_IN_WORKERS_FROM", 100)
+    monkeypatch.setattr(scan, "ARRAY_CHUNK", 32)
+    try:
+        parallel = scan.records_of_arrays(x, 2)
+    finally:
+        scan.shutdown()
+    assert parallel.tobytes() == array_records(x).tobytes()

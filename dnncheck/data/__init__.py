@@ -18,7 +18,7 @@ def load_dataset(cfg, progress=None) -> Dataset:
     from dnncheck.data.splits import make_missing_splits
 
     _check_labels(ds)
-    _array_records(ds, progress)
+    _array_records(ds, _scan_settings(cfg).worker_count, progress)
     make_missing_splits(ds, cfg.seed, renumber)
     if ds.is_image:
         ds.image_size = cfg.image_size or default_image_size(ds)
@@ -61,16 +61,17 @@ def _scan_settings(cfg):
     return ScanSettings.from_config(cfg)
 
 
-def _array_records(ds: Dataset, progress=None) -> None:
-    """Records of in-memory images, the same as the data pass computes for files."""
-    from dnncheck.data.records import array_records
+def _array_records(ds: Dataset, workers: int, progress=None) -> None:
+    """Records of in-memory images, the same as the data pass computes for files (in its worker
+    processes when there are enough images to pay for starting them)."""
+    from dnncheck.data.scan import records_of_arrays
 
     parts = [p for p in ds.splits.values() if p.records is None]
     if not ds.is_image or not parts:
         return
     task = progress.task("describing images", total=sum(len(p) for p in parts), unit="images") if progress else None
     for part in parts:
-        part.records = array_records(part.x, on_chunk=task.advance if task else None)
+        part.records = records_of_arrays(part.x, workers, task.advance if task else None)
     if task:
         task.close()
 

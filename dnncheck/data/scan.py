@@ -27,6 +27,8 @@ from dnncheck.data.records import RECORD_DTYPE, empty_records, failed_record, im
 
 CHUNK_FILES = 32  # files per task: enough to amortise the hand-off, small enough to balance the workers
 CACHE_WRITE_EVERY = 2048  # records per cache transaction
+ARRAYS_IN_WORKERS_FROM = 16384  # in-memory images: below this, starting workers (~2 s) costs more than it saves
+ARRAY_CHUNK = 1024  # in-memory images per task
 INLINE_BELOW = 64  # fewer files than this are read in this process (starting workers costs ~2 s)
 
 
@@ -226,6 +228,23 @@ def _local_records(names: list[str], settings: ScanSettings, advance=None):
                                                     settings.worker_count, advance):
         for k in range(len(chunk_reasons)):
             yield chunk_records[k], chunk_reasons[k]
+
+
+def records_of_arrays(x, workers: int, on_done=None) -> np.ndarray:
+    """records.array_records of in-memory images (an N,H,W,C array or a list of HWC arrays); split
+    over the worker processes from ARRAYS_IN_WORKERS_FROM images on (~0.25 ms of Python per 28x28
+    image: 70,000 MNIST digits took 17 s in one process). Records are identical either way."""
+    from dnncheck.data.records import array_records, empty_records
+
+    if workers <= 1 or len(x) < ARRAYS_IN_WORKERS_FROM:
+        return array_records(x, on_chunk=on_done)
+    out = empty_records(len(x))
+    chunks = [x[i:i + ARRAY_CHUNK] for i in range(0, len(x), ARRAY_CHUNK)]
+    start = 0
+    for part in _run_chunks(array_records, chunks, (), workers, on_done):
+        out[start:start + len(part)] = part
+        start += len(part)
+    return out
 
 
 def load_resized(paths: list[str], max_side: int, channels: int, size: tuple[int, int], workers: int,
