@@ -300,5 +300,5 @@ seed = 0
 fail_on = "fail"               # fail | warn | never: which status makes the exit code 1
 ignore = []                    # check ids or slugs, e.g. ["DNC7"]
 # [checks.imbalance]           # per-check thresholds: `dnncheck explain imbalance` lists them
-# max_ratio_warn = 3.0
+# ratio_warn = 3.0             # imbalance ratio (largest / smallest training class) that warns
 '''

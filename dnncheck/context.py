@@ -12,6 +12,7 @@ from functools import cached_property
 
 import numpy as np
 
+from dnncheck.data.sampling import subsample_index
 from dnncheck.errors import ProbeCutShort, ProbeUnavailable, UserError
 from dnncheck.progress import NullProgress
 
@@ -24,6 +25,34 @@ class Context:
         self.progress = progress or NullProgress()
         self._probe_error: str | None = None
 
+    # -- the settings checks read (checks never reach into cfg) -----------------------------------
+    @property
+    def seed(self) -> int:
+        return self.cfg.seed
+
+    @property
+    def max_train_samples(self) -> int:
+        return self.cfg.max_train_samples
+
+    @property
+    def user_lr(self) -> float:
+        """The learning rate the user trains with ([train] lr)."""
+        return self.cfg.lr
+
+    @property
+    def metric(self) -> str:
+        return self.cfg.metric
+
+    @property
+    def normalize_setting(self):
+        """data.normalize as configured: a mode name or {mean, std}."""
+        return self.cfg.normalize
+
+    @property
+    def has_weights(self) -> bool:
+        """Whether the user gave trained weights (--weights)."""
+        return bool(self.cfg.weights)
+
     # -- set-up that may refuse to start (exit 2) -------------------------------------------
     def prepare(self) -> None:
         from dnncheck.probes.train import request_determinism
@@ -35,6 +64,14 @@ class Context:
         model = self.user_model()  # build and load weights now so errors surface before checks
         self.model_info = {"spec": self.model_spec, **self._param_counts(model)}
         self.external  # noqa: B018 - a bad external set is bad input too
+        self.custom_loss  # noqa: B018 - a loss spec that cannot be imported
+        self._check_normalize_setting()
+
+    def _check_normalize_setting(self) -> None:
+        from dnncheck.probes.inputs import check_normalize_width
+
+        ds = self.dataset
+        check_normalize_width(self.cfg.normalize, ds.channels if ds.is_image else len(ds.feature_names), ds.is_image)
 
     def _note_sampling(self) -> None:
         sampled = [f"{name} {note}" for name in self.dataset.splits if (note := self.sampled_note(name))]
@@ -276,11 +313,19 @@ class Context:
         return resolve_loss_name(self.cfg.loss, self.dataset.task)
 
     @cached_property
+    def custom_loss(self):
+        """The user's loss for a `pkg.module:fn` spec (imported by prepare), else None."""
+        from dnncheck.probes.losses import BUILTIN_LOSSES, load_custom_loss
+
+        name = self.loss_name
+        return None if name in BUILTIN_LOSSES else load_custom_loss(name, (self.cfg.base_dir,))
+
+    @cached_property
     def loss_fn(self):
         from dnncheck.probes.losses import make_loss
 
         unit_range = self.output_info.kind in ("probabilities", "sigmoid")
-        return make_loss(self.loss_name, self.dataset.task, self.dataset.num_classes, unit_range, (self.cfg.base_dir,))
+        return make_loss(self.loss_name, self.dataset.task, unit_range, self.custom_loss)
 
     # -- the probe plan and its guard -------------------------------------------------------
     @cached_property
@@ -514,18 +559,3 @@ class Context:
             env["data_pass"] = dict(self.dataset.scan)
         return env
 
-
-def subsample_index(y: np.ndarray, cap: int, seed: int, stratify: bool) -> np.ndarray:
-    """Indices of at most `cap` samples, keeping class shares (sorted, so order is reproducible)."""
-    n = len(y)
-    if n <= cap:
-        return np.arange(n)
-    if stratify:
-        from sklearn.model_selection import train_test_split
-
-        try:
-            keep, _ = train_test_split(np.arange(n), train_size=cap, stratify=y, random_state=seed)
-            return np.sort(keep)
-        except ValueError:
-            pass  # a class too small to stratify: plain random sample below
-    return np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))

@@ -132,3 +132,20 @@ def test_starter_config_is_valid(tmp_path):
     cfg = build_config(str(path), {})
     assert cfg.source == "sklearn:digits" and cfg.model == "auto"
     assert Path(cfg.base_dir) == tmp_path
+
+
+def test_every_example_key_of_the_starter_config_is_valid(tmp_path):
+    """`dnncheck init` suggests keys in comments: uncommented, each must be accepted as written
+    (a suggested key that does not exist, like max_ratio_warn once, sends users to an error)."""
+    import re
+
+    from dnncheck.config import STARTER_CONFIG
+
+    text = STARTER_CONFIG.format(name="dnncheck.toml")
+    examples = re.findall(r"^# (\[[\w.-]+\]|\w+ = .+?)(?:\s+#.*)?$", text, flags=re.MULTILINE)
+    assert len(examples) >= 10  # the pattern still finds the suggestions
+    uncommented = re.sub(r"^# (\[[\w.-]+\]|\w+ = .+?)(\s+#.*)?$", r"\1\2", text, flags=re.MULTILINE)
+    cfg = build_config(str(write_config(tmp_path, uncommented)), {})
+    assert cfg.image_size == (64, 64) and cfg.epochs == 10 and cfg.metric == "balanced_accuracy"
+    checks = {c.slug: c for c in select_checks(cfg)}
+    assert checks["imbalance"].t["ratio_warn"] == 3.0

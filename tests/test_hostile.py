@@ -336,3 +336,27 @@ def test_ctrl_c_exits_130_with_a_message_and_no_report(tmp_path):
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["dnncheck: interrupted; no report was written"]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("[model]\nloss = 'nosuchpkg.losses:focal'\n", ["loss", "nosuchpkg"]),
+    ("[model]\nloss = 'userloss:missing'\n", ["loss", "missing"]),
+    ("[data]\nnormalize = {mean = [0.5, 0.5, 0.5], std = [0.2, 0.2, 0.2]}\n", ["data.normalize", "mean has 3", "1 channel"]),
+])
+def test_bad_loss_or_normalize_is_refused_before_any_check_runs(tmp_path, monkeypatch, setting, words):
+    """prepare() resolves the loss and the normalisation spec: exit 2 before the first check, not
+    after DNC1 and DNC6 have run (and no report is written)."""
+    import dnncheck.runner as runner
+
+    (tmp_path / "userloss.py").write_text("def focal(out, y):\n    return out.sum()\n")
+    text = "[data]\nsource = 'sklearn:digits'\n" + setting
+    if setting.startswith("[data]"):  # one [data] table: merge the two
+        text = "[data]\nsource = 'sklearn:digits'\n" + setting.split("\n", 1)[1]
+    (tmp_path / "dnncheck.toml").write_text(text)
+    ran = []
+    monkeypatch.setattr(runner, "run_check", lambda check, ctx: ran.append(check.id))
+    # input-fidelity trains nothing and never asks for the loss or the normaliser: only prepare() can refuse
+    proc = run_cli("audit", str(tmp_path / "dnncheck.toml"), "--select", "input-fidelity", "--json",
+                   str(tmp_path / "r.json"), "--quiet", cwd=tmp_path)
+    refused(proc, *words)
+    assert ran == [] and not (tmp_path / "r.json").exists()

@@ -59,7 +59,7 @@ class ExternalValidation(Check):
 
     def probes(self, ctx) -> dict[str, dict]:
         has_external = ctx.external is not None and len(ctx.external)
-        needs_fit = ctx.dataset.task == "classification" and has_external and not ctx.cfg.weights
+        needs_fit = ctx.dataset.task == "classification" and has_external and not ctx.has_weights
         return {"fit": {}} if needs_fit else {}
 
     def run(self, ctx):
@@ -75,22 +75,22 @@ class ExternalValidation(Check):
                                self._remedy(), {})
         internal_split = ctx.view(ds.split("test", "val").name)
         try:
-            model, source = (ctx.user_model(), "your weights") if ctx.cfg.weights else (ctx.fit_probe().model, "the probe")
+            model, source = (ctx.user_model(), "your weights") if ctx.has_weights else (ctx.fit_probe().model, "the probe")
         except ProbeUnavailable as exc:
             return self.without_probe(exc, "no trained model to validate")
         from dnncheck.probes.train import forward_all
 
         internal_pred = forward_all(model, ctx.inputs(internal_split.name), ctx.device).argmax(1).numpy()
         external_pred = forward_all(model, ctx.external_inputs(), ctx.device).argmax(1).numpy()
-        internal = _scores(internal_split.y, internal_pred, ds.num_classes, ctx.cfg.seed)
-        external = _scores(ctx.external_targets(), external_pred, ds.num_classes, ctx.cfg.seed)
+        internal = _scores(internal_split.y, internal_pred, ds.num_classes, ctx.seed)
+        external = _scores(ctx.external_targets(), external_pred, ds.num_classes, ctx.seed)
         metrics.update({"model": source, "internal_split": internal_split.name,
                         "internal_samples": int(len(internal_split)), "external_samples": int(len(external_pred)),
                         "internal_accuracy": internal["accuracy"], "internal_accuracy_ci": internal["accuracy_ci"],
                         "external_accuracy": external["accuracy"], "external_accuracy_ci": external["accuracy_ci"],
                         "internal_balanced_accuracy": internal["balanced_accuracy"],
                         "external_balanced_accuracy": external["balanced_accuracy"],
-                        "shift_auc": _shift_auc(ctx.inputs(internal_split.name), ctx.external_inputs(), ctx.cfg.seed)})
+                        "shift_auc": _shift_auc(ctx.inputs(internal_split.name), ctx.external_inputs(), ctx.seed)})
         drop = internal["accuracy"] - external["accuracy"]
         metrics["accuracy_drop"] = round(drop, 4)
         recall_drop = {ds.classes[c]: round(internal["recall"][c] - external["recall"][c], 4)
@@ -131,9 +131,9 @@ class ExternalValidation(Check):
         if sum(len(ds.splits[n]) for n in names) > MAX_REPEAT_SAMPLES or counts.min() < 2 or len(counts) > min(held_out, len(y) - held_out):
             return {}, []
         flat = np.concatenate([ctx.inputs(n).reshape(len(ctx.view(n)), -1).numpy() for n in names])
-        feats = pca_features(flat, ctx.cfg.seed)
+        feats = pca_features(flat, ctx.seed)
         scores = []
-        splitter = StratifiedShuffleSplit(REPEATS, test_size=0.3, random_state=ctx.cfg.seed)
+        splitter = StratifiedShuffleSplit(REPEATS, test_size=0.3, random_state=ctx.seed)
         for fit, held in splitter.split(feats, y):
             model = LogisticRegression(max_iter=300).fit(feats[fit], y[fit])
             scores.append(model.score(feats[held], y[held]))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from dnncheck.checks.base import Check, Finding, Status, verdict
-from dnncheck.context import subsample_index
+from dnncheck.data.sampling import subsample_index
 
 MAX_LISTED = 50
 RESOLUTION_SAMPLES = 1000  # stratified subsample of train for the resolution test (its kNN costs N^2 x 128^2)
@@ -164,11 +164,11 @@ class InputFidelity(Check):
         reference = (int(min(stored[0], cap[0])), int(min(stored[1], cap[1])))
         if reference[0] <= model_size[0] and reference[1] <= model_size[1]:
             return {"resize_reference": None}, []
-        index = subsample_index(train.y, RESOLUTION_SAMPLES, ctx.cfg.seed, True)
+        index = subsample_index(train.y, RESOLUTION_SAMPLES, ctx.seed, True)
         x = train.take(index).x
         y = train.y[index]
-        ref_score = _knn_score(x, y, reference, ctx.cfg.seed)
-        model_score = _knn_score(x, y, model_size, ctx.cfg.seed)
+        ref_score = _knn_score(x, y, reference, ctx.seed)
+        model_score = _knn_score(x, y, model_size, ctx.seed)
         chance = 1.0 / ds.num_classes
         drop = ref_score - model_score
         lost = drop / (ref_score - chance) if ref_score > chance else 0.0

@@ -142,7 +142,7 @@ class LabelNoise(Check):
         from dnncheck.probes.crossfit import (classical_probabilities, pca_features, probe_probabilities,
                                               stratified_folds)
 
-        fold = stratified_folds(y, folds, ctx.cfg.seed)
+        fold = stratified_folds(y, folds, ctx.seed)
         flat = ctx.inputs("train").reshape(len(y), -1).numpy()
         notes, estimates = [], {}
         if self.t["probe"]:
@@ -150,13 +150,21 @@ class LabelNoise(Check):
                 notes.append(f"the model's {ctx.output_info.units} outputs do not match {ctx.dataset.num_classes} classes: "
                              "estimated without it (see loss-sanity)")
             else:
+                x, targets = ctx.inputs("train"), ctx.targets("train")
+
+                def train_on(fit, k):  # a fresh, differently seeded model per fold, as the plan fixes
+                    model = ctx.fresh_model(seed=ctx.seed + k)
+                    return ctx.train_probe("label-noise", model=model, data=((x[fit], targets[fit]), None)).model
+
                 try:
-                    estimates.update(probe_probabilities(ctx, fold))
+                    estimates.update(probe_probabilities(x, targets, fold, ctx.dataset.num_classes, train_on,
+                                                         ctx.output_info.kind, ctx.device, ctx.max_train_samples,
+                                                         ctx.seed))
                 except ProbeCutShort:
                     raise
                 except ProbeUnavailable as exc:
                     notes.append(f"estimated without the model's probe: {exc}")
-        estimates.update(classical_probabilities(pca_features(flat, ctx.cfg.seed), y, fold, ctx.dataset.num_classes,
+        estimates.update(classical_probabilities(pca_features(flat, ctx.seed), y, fold, ctx.dataset.num_classes,
                                                  with_knn="probe" not in estimates))
         probs = np.mean(list(estimates.values()), axis=0)
         return probs, sorted(estimates), notes

@@ -64,11 +64,11 @@ class LearningRate(Check):
         except ProbeUnavailable as exc:
             return self.without_probe(exc, "the range test could not train this model")
         tried, smooth = np.array(test.lrs), np.array(test.smoothed)
-        metrics, findings = self._judge(ctx.cfg.lr, tried, smooth, test.stopped_by)
+        metrics, findings = self._judge(ctx.user_lr, tried, smooth, test.stopped_by)
         figures = {"range_test": {"lr": test.lrs, "loss": test.losses, "smoothed": test.smoothed}}
         status = verdict(findings)
         summary = findings[0].message.split("; ")[0] if findings else (
-            f"lr {ctx.cfg.lr:g} lies in the suggested range [{metrics['suggested_lr_min']:.2g}, "
+            f"lr {ctx.user_lr:g} lies in the suggested range [{metrics['suggested_lr_min']:.2g}, "
             f"{metrics['suggested_lr_max']:.2g}]")
         remedy = "" if not findings else (f"Set [train] lr inside [{metrics.get('suggested_lr_min', 0):.2g}, "
                                           f"{metrics.get('suggested_lr_max', 0):.2g}], with warm-up and decay.")

@@ -188,7 +188,7 @@ class LossSanity(Check):
         return findings
 
     def _metric_findings(self, ctx):
-        ds, metric = ctx.dataset, ctx.cfg.metric
+        ds, metric = ctx.dataset, ctx.metric
         if metric is None:
             return []
         if ds.task == "regression" and metric in CLASSIFICATION_METRICS:

@@ -73,7 +73,7 @@ class Normalization(Check):
         dims = (0, 2, 3) if ds.is_image else (0,)
         names = [f"channel {i}" for i in range(tensor.shape[1])] if ds.is_image else list(ds.feature_names)
         stats = _stats(tensor, dims)
-        metrics = {"normalize": ctx.cfg.normalize if isinstance(ctx.cfg.normalize, str) else "given",
+        metrics = {"normalize": ctx.normalize_setting if isinstance(ctx.normalize_setting, str) else "given",
                    "applied": ctx.normalizer.describe(),
                    "input_min": round(float(stats["min"].min()), 4), "input_max": round(float(stats["max"].max()), 4),
                    "per_" + ("channel" if ds.is_image else "feature"): _per_unit(names, stats)}

@@ -180,7 +180,7 @@ class Overfit(Check):
         import torch
 
         train, val = ctx.probe_data()
-        perm = torch.from_numpy(np.random.default_rng(ctx.cfg.seed).permutation(len(train[1])))
+        perm = torch.from_numpy(np.random.default_rng(ctx.seed).permutation(len(train[1])))
         try:
             run = ctx.train_probe("overfit-shuffled", data=((train[0], train[1][perm]), None))
         except ProbeUnavailable as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from dnncheck.checks.base import Check, Finding, Status, probe_finding, verdict
-from dnncheck.context import subsample_index
+from dnncheck.data.sampling import subsample_index
 from dnncheck.errors import ProbeUnavailable
 
 MAX_SCAN = 10000  # training images scanned (stratified subsample above this)
@@ -103,7 +103,7 @@ class PixelAttack(Check):
         train = ds.splits["train"]
         grid, native = _scan_grid(train)
         values = grid[0] * grid[1] * max(1, ds.channels)
-        index = subsample_index(train.y, max(1, min(MAX_SCAN, SCAN_VALUES // values)), ctx.cfg.seed, True)
+        index = subsample_index(train.y, max(1, min(MAX_SCAN, SCAN_VALUES // values)), ctx.seed, True)
         part = train.take(index)
         x = _on_grid(part.x, grid, native)
         y = part.y
@@ -157,7 +157,7 @@ class PixelAttack(Check):
             return {}, [], {}
         target = int(np.bincount(y.numpy()).argmax())
         high = float(x.amax())
-        rng = np.random.default_rng(ctx.cfg.seed)
+        rng = np.random.default_rng(ctx.seed)
         of_target = np.flatnonzero(y.numpy() == target)
         marked = rng.choice(of_target, max(1, len(of_target) // 10), replace=False)
         # marked in place and restored after the run: a copy of the training tensor is 240 MB on 5,000 photos
@@ -207,7 +207,7 @@ class PixelAttack(Check):
         if not len(correct):
             return {}, [], {}
         lo, hi = float(x.amin()), float(x.amax())
-        rng = np.random.default_rng(ctx.cfg.seed)
+        rng = np.random.default_rng(ctx.seed)
         evals = int(self.t["flip_evaluations"])
         _, channels, h, w = x.shape
         flipped, examples = 0, []

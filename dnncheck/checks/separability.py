@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from dnncheck.checks.base import Check, Finding, Status, verdict
-from dnncheck.context import subsample_index
+from dnncheck.data.sampling import subsample_index
 from dnncheck.errors import ProbeUnavailable
 
 KNN_K = 5
@@ -60,7 +60,7 @@ class Separability(Check):
     }
 
     def probes(self, ctx) -> dict[str, dict]:
-        needs_fit = ctx.dataset.task == "classification" and ctx.eval_split is not None and not ctx.cfg.weights
+        needs_fit = ctx.dataset.task == "classification" and ctx.eval_split is not None and not ctx.has_weights
         return {"fit": {}} if needs_fit else {}
 
     def run(self, ctx):
@@ -75,7 +75,7 @@ class Separability(Check):
         except ProbeUnavailable as exc:
             return self.without_probe(exc, "no trained model to read features from")
         part = ctx.view(split)
-        index = subsample_index(part.y, int(self.t["max_samples"]), ctx.cfg.seed, True)
+        index = subsample_index(part.y, int(self.t["max_samples"]), ctx.seed, True)
         feats, outputs = _features(model, ctx.inputs(split)[index], ctx.device)
         if feats is None:
             return self.skip("the model has no hookable linear output layer (e.g. TorchScript): features unavailable")
@@ -85,15 +85,15 @@ class Separability(Check):
         metrics = {"samples": int(len(y)), "split": split, "features_from": source, "feature_dims": int(feats.shape[1]),
                    "model_accuracy": round(model_acc, 4), "chance_accuracy": round(chance, 4),
                    "silhouette": _silhouette(feats, y, "cosine"),
-                   "knn_accuracy_features": _knn_accuracy(feats, y, ctx.cfg.seed)}
+                   "knn_accuracy_features": _knn_accuracy(feats, y, ctx.seed)}
         figures = {"projections": {}}
         projections = {"tsne": _tsne}
         if self.t["umap"]:
             projections["umap"] = _umap
         for name, project in projections.items():
             start = time.perf_counter()
-            coords = project(feats, ctx.cfg.seed)
-            metrics[f"knn_accuracy_2d_{name}"] = _knn_accuracy(coords, y, ctx.cfg.seed)
+            coords = project(feats, ctx.seed)
+            metrics[f"knn_accuracy_2d_{name}"] = _knn_accuracy(coords, y, ctx.seed)
             metrics[f"silhouette_{name}"] = _silhouette(coords, y, "euclidean")
             metrics[f"{name}_seconds"] = round(time.perf_counter() - start, 2)
             figures["projections"][name] = {"coords": coords, "labels": [ds.classes[c] for c in y]}
@@ -104,7 +104,7 @@ class Separability(Check):
 
     @staticmethod
     def _model(ctx):
-        if ctx.cfg.weights:
+        if ctx.has_weights:
             return ctx.user_model(), "your weights"
         return ctx.fit_probe().model, "the probe trained on train"
 

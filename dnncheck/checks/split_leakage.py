@@ -179,7 +179,7 @@ class SplitLeakage(Check):
 def _pairs(ctx, threshold, candidate_cosine, max_shift):
     from dnncheck.similarity import cross_split_pairs
 
-    return cross_split_pairs(ctx.dataset, threshold, candidate_cosine, max_shift, ctx.cfg.seed, ctx.progress)
+    return cross_split_pairs(ctx.dataset, threshold, candidate_cosine, max_shift, ctx.seed, ctx.progress)
 
 
 def _split_of(ds, sample_id: str) -> str:

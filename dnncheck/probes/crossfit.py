@@ -71,36 +71,36 @@ def _class_probs(model, x: np.ndarray, classes: int) -> np.ndarray:
     return full
 
 
-def probe_probabilities(ctx, fold: np.ndarray, name: str = "label-noise") -> dict:
+def probe_probabilities(x, y, fold: np.ndarray, classes: int, train_on, output_kind: str, device: str,
+                        max_train_samples: int, seed: int) -> dict:
     """Out-of-sample probabilities from the user's model, two ways, one fresh probe per fold (trained
-    on the other folds, a stratified subsample of at most max_train_samples, for the epochs the plan
-    gives probe `name`):
+    on the other folds, a stratified subsample of at most max_train_samples):
     - "probe": the model's own predicted probabilities on the held-out fold;
     - "deep_knn": 10-nearest-neighbour votes in the model's penultimate features, held-out samples
       against up to DEEP_KNN_REFERENCE samples of the folds it trained on (Bahri, Jiang & Gupta,
       "Deep k-NN for noisy labels", ICML 2020: neighbours in learned features resist label noise
       better than the softmax head).
+
+    `x`, `y`: the training tensors; `train_on(fit_index, k)` returns a fresh model trained on those
+    rows (the caller owns the seeds, the plan and the budget); `output_kind` says how the model's
+    outputs become probabilities (models.introspect.to_probabilities).
     """
-    from dnncheck.context import subsample_index
+    from dnncheck.data.sampling import subsample_index
     from dnncheck.models.introspect import capture_penultimate, to_probabilities
     from dnncheck.probes.train import forward_all
 
-    x, y = ctx.inputs("train"), ctx.targets("train")
     labels = y.numpy()
-    classes = ctx.dataset.num_classes
     out = {"probe": np.zeros((len(y), classes)), "deep_knn": np.zeros((len(y), classes))}
-    folds = np.unique(fold)
-    rng = np.random.default_rng(ctx.cfg.seed)
-    for k in folds:
+    rng = np.random.default_rng(seed)
+    for k in np.unique(fold):
         fit = np.flatnonzero(fold != k)
-        fit = fit[subsample_index(labels[fit], ctx.cfg.max_train_samples, ctx.cfg.seed + int(k), True)]
+        fit = fit[subsample_index(labels[fit], max_train_samples, seed + int(k), True)]
         held = np.flatnonzero(fold == k)
-        model = ctx.fresh_model(seed=ctx.cfg.seed + int(k))
-        run = ctx.train_probe(name, model=model, data=((x[fit], y[fit]), None))
+        model = train_on(fit, int(k))
         reference = fit if len(fit) <= DEEP_KNN_REFERENCE else np.sort(rng.choice(fit, DEEP_KNN_REFERENCE, replace=False))
-        with capture_penultimate(run.model) as captured:
-            outputs = forward_all(run.model, x[np.concatenate([held, reference])], ctx.device)
-        out["probe"][held] = to_probabilities(outputs[: len(held)], ctx.output_info.kind)[:, :classes].numpy()
+        with capture_penultimate(model) as captured:
+            outputs = forward_all(model, x[np.concatenate([held, reference])], device)
+        out["probe"][held] = to_probabilities(outputs[: len(held)], output_kind)[:, :classes].numpy()
         if captured:
             feats = torch_cat_normalised(captured)
             out["deep_knn"][held] = _knn_vote(feats[len(held):], labels[reference], feats[: len(held)], classes)

@@ -75,18 +75,27 @@ class Normalizer:
         return d
 
 
+def check_normalize_width(setting, width: int, is_image: bool) -> None:
+    """A given {mean, std} must hold one value per channel (images) or feature (tables): UserError
+    otherwise, raised before any check runs (Context.prepare) as well as when fitting."""
+    if not isinstance(setting, dict):
+        return
+    what = "channel" if is_image else "feature"
+    for key in ("mean", "std"):
+        if len(setting[key]) != width:
+            raise UserError(f"data.normalize: {key} has {len(setting[key])} values but the data has {width} {what}s; "
+                            f"give one per {what}")
+
+
 def fit_normalizer(setting, train_raw: torch.Tensor, scale: float | None, is_image: bool) -> Normalizer:
     """Fit on the training split only, as the user's pipeline should."""
     dims = (0, 2, 3) if is_image else (0,)
     if setting == "none":
         return Normalizer("none", None, None, None)
     if isinstance(setting, dict):
+        check_normalize_width(setting, train_raw.shape[1], is_image)
         mean = torch.tensor(setting["mean"], dtype=torch.float32)
         std = torch.tensor(setting["std"], dtype=torch.float32)
-        width = train_raw.shape[1]
-        if len(mean) != width:
-            raise UserError(f"data.normalize: mean/std have {len(mean)} values but the data has {width} "
-                            f"{'channels' if is_image else 'features'}; give one per {'channel' if is_image else 'feature'}")
         return Normalizer("given", scale if is_image else None, mean, std)
     if setting == "auto" and (not is_image or scale is None):
         return Normalizer("none", None, None, None)

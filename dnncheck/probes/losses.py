@@ -23,7 +23,25 @@ def resolve_loss_name(name: str | None, task: str) -> str:
     return name or ("cross_entropy" if task == "classification" else "mse")
 
 
-def make_loss(name: str, task: str, num_classes: int, outputs_in_unit_range: bool, search_dirs=()):
+BUILTIN_LOSSES = ("cross_entropy", "nll", "bce", "mse")
+
+
+def load_custom_loss(name: str, search_dirs=()):
+    """The callable behind a `pkg.module:fn` loss spec (a class is instantiated first): imported
+    before any check runs, so that a bad spec is exit 2 before work starts."""
+    fn = import_object(name, "loss", search_dirs)
+    if isinstance(fn, type):
+        try:
+            fn = fn()
+        except Exception as exc:
+            raise UserError(f"loss {name!r}: instantiating {fn.__name__}() raised {type(exc).__name__}: {exc}") from None
+    if not callable(fn):
+        raise UserError(f"loss {name!r} is not callable; name a function or a class with __call__")
+    return fn
+
+
+def make_loss(name: str, task: str, outputs_in_unit_range: bool, custom=None):
+    """The loss as a callable; `custom` is load_custom_loss(name) when `name` is not built in."""
     if name == "cross_entropy":
         return lambda out, y: F.cross_entropy(out.float(), y)
     if name == "nll":
@@ -37,15 +55,9 @@ def make_loss(name: str, task: str, num_classes: int, outputs_in_unit_range: boo
         return bce
     if name == "mse":
         return lambda out, y: F.mse_loss(out.float().reshape(len(y), -1), _targets_like(out, y, task).reshape(len(y), -1))
-    fn = import_object(name, "loss", search_dirs)
-    if isinstance(fn, type):
-        try:
-            fn = fn()
-        except Exception as exc:
-            raise UserError(f"loss {name!r}: instantiating {fn.__name__}() raised {type(exc).__name__}: {exc}") from None
-    if not callable(fn):
-        raise UserError(f"loss {name!r} is not callable")
-    return fn
+    if custom is None:
+        raise ValueError(f"loss {name!r} is not built in: pass load_custom_loss({name!r})")
+    return custom
 
 
 def _targets_like(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
