@@ -39,6 +39,13 @@ class Finding:
     message: str
     samples: tuple[str, ...] = ()
     evidence: dict[str, Any] = field(default_factory=dict)
+    # the message's first clause for a one-line summary, set by the judge that wrote the message
+    # (summaries are built from fields, never cut back out of prose); not in the JSON
+    headline: str = field(default="", compare=False)
+
+    @property
+    def short(self) -> str:
+        return self.headline or self.message
 
     def to_dict(self) -> dict:
         return {"severity": self.severity.value, "message": self.message,

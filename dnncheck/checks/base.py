@@ -1,18 +1,79 @@
 """What every check is: an id, a slug, a checklist item, a docstring that `dnncheck explain`
 prints, documented thresholds with defaults, the probes it will train (`probes(ctx)`, for the plan
-made before anything trains) and `run(ctx) -> CheckResult`.
+made before anything trains), and two halves:
 
-Checks never print, exit or render; they return results. Thresholds are overridable in
-`[checks.<slug>]` and validated here so a typo names the key and the closest valid one.
+- `measure(ctx) -> <Check>Measurement`: what was computed on the user's data and model, as a frozen
+  dataclass of plain values (how much data, whether a probe was cut short), or `Skipped(reason)`;
+- `judge(measurement, thresholds) -> Verdict`: pure (no Context, no I/O, no clock): thresholds ->
+  findings, status, summary, metrics, remedy, figures. Verdict tests build measurements by hand.
+
+`run(ctx)` is the two composed. Checks never print, exit or render; they return results.
+Thresholds are overridable in `[checks.<slug>]`, validated here so a typo names the key and the
+closest valid one, and reach `judge` as a typed, frozen `<Check>Thresholds` record.
 """
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any, ClassVar
 
 from dnncheck.errors import ProbeCutShort, UserError, closest
 from dnncheck.results import CheckResult, Finding, Status
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a judge concludes from a measurement."""
+    status: Status
+    summary: str
+    findings: tuple[Finding, ...] = ()
+    metrics: dict[str, Any] = field(default_factory=dict)
+    remedy: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A measurement that does not apply to this data (the check's status is skip)."""
+    reason: str
+
+
+@dataclass(frozen=True)
+class ProbeGap:
+    """A probe that did not give its evidence, as plain values: cut short by the budget guard
+    (inconclusive: a warn, never a verdict) or unable to train the model (the reason)."""
+    message: str
+    cut_short: bool = False
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, exc: Exception) -> "ProbeGap":
+        if isinstance(exc, ProbeCutShort):
+            return cls(str(exc), True, exc.evidence())
+        return cls(str(exc))
+
+    def finding(self, what: str, severity: Status = Status.WARN) -> Finding:
+        if self.cut_short:
+            return Finding(Status.WARN, f"{self.message} ({what})", evidence=dict(self.evidence),
+                           headline=self.headline)
+        return Finding(severity, f"{what}: {self.message}")
+
+    @property
+    def headline(self) -> str:
+        """The gap's first clause, for a summary."""
+        e = self.evidence
+        if self.cut_short:
+            return (f"inconclusive, the {e['probe']} probe was cut short by the --budget guard after "
+                    f"{e['steps_done']} of {e['steps_planned']} planned steps")
+        return self.message
+
+
+def _thresholds_record(check_cls):
+    """A frozen dataclass with one typed field per documented threshold (defaults included)."""
+    fields = [(name, type(default), field(default=default)) for name, (default, _) in check_cls.thresholds.items()]
+    return make_dataclass(f"{check_cls.__name__}Thresholds", fields, frozen=True,
+                          namespace={"__getitem__": lambda self, name: getattr(self, name)})
 
 
 class Check:
@@ -24,8 +85,14 @@ class Check:
     # name -> (default, what it means)
     thresholds: ClassVar[dict[str, tuple[Any, str]]] = {}
 
+    Thresholds: ClassVar[type]  # made per subclass from `thresholds`
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.Thresholds = _thresholds_record(cls)
+
     def __init__(self, **overrides):
-        self.t: dict[str, Any] = {name: default for name, (default, _) in self.thresholds.items()}
+        values: dict[str, Any] = {name: default for name, (default, _) in self.thresholds.items()}
         for name, value in overrides.items():
             if name not in self.thresholds:
                 raise UserError(f"[checks.{self.slug}] {name}: unknown threshold{closest(name, self.thresholds)}; "
@@ -34,10 +101,24 @@ class Check:
             if not _same_kind(value, default):
                 raise UserError(f"[checks.{self.slug}] {name} = {value!r}: expected {type(default).__name__} "
                                 f"like the default {default!r}")
-            self.t[name] = float(value) if isinstance(default, float) else value
+            values[name] = float(value) if isinstance(default, float) else value
+        self.t = self.Thresholds(**values)
 
-    def run(self, ctx) -> CheckResult:  # pragma: no cover - every check overrides it
+    def measure(self, ctx):  # pragma: no cover - every check overrides it
         raise NotImplementedError
+
+    @classmethod
+    def judge(cls, measurement, t) -> Verdict:  # pragma: no cover - every check overrides it
+        raise NotImplementedError
+
+    def run(self, ctx) -> CheckResult:
+        measurement = self.measure(ctx)
+        if isinstance(measurement, Skipped):
+            return self.skip(measurement.reason)
+        return self.conclude(self.judge(measurement, self.t))
+
+    def conclude(self, v: Verdict) -> CheckResult:
+        return self.result(v.status, v.summary, v.metrics, v.findings, v.remedy, v.figures)
 
     def probes(self, ctx) -> dict[str, dict]:
         """The probes this check will train with the current data and thresholds: name -> the
@@ -60,8 +141,9 @@ class Check:
     def without_probe(self, exc: Exception, what: str) -> CheckResult:
         """The result when the probe everything here reads is missing: inconclusive (warn) when the
         budget guard cut it short, else a skip that says why."""
-        if isinstance(exc, ProbeCutShort):
-            return self.result(Status.WARN, str(exc).split("; ")[0], findings=[probe_finding(exc, what)])
+        gap = ProbeGap.of(exc)
+        if gap.cut_short:
+            return self.result(Status.WARN, gap.headline, findings=[gap.finding(what)])
         return self.skip(f"{what}: {exc}")
 
     @classmethod
@@ -77,19 +159,14 @@ def _same_kind(value, default) -> bool:
     return isinstance(value, type(default))
 
 
-def headline(findings, sep: str = "; ") -> str:
-    """The worst finding's message up to `sep` (with its space: Pillow modes such as "I;16" hold a
-    bare ';'): a one-line summary for the table."""
-    worst = max(findings, key=lambda f: f.severity.rank)
-    return worst.message.split(sep)[0]
+def headline(findings) -> str:
+    """The worst finding's headline (its first clause, as its judge wrote it): a one-line summary."""
+    return max(findings, key=lambda f: f.severity.rank).short
 
 
 def probe_finding(exc: Exception, what: str, severity: Status = Status.WARN) -> Finding:
-    """A finding for a probe that did not give its evidence: inconclusive (always warn, never a
-    verdict) when the budget guard cut it short, else `severity` with the reason."""
-    if isinstance(exc, ProbeCutShort):
-        return Finding(Status.WARN, f"{exc} ({what})", evidence=exc.evidence())
-    return Finding(severity, f"{what}: {exc}")
+    """A finding for a probe that did not give its evidence (see ProbeGap.finding)."""
+    return ProbeGap.of(exc).finding(what, severity)
 
 
 def verdict(findings, default: Status = Status.PASS) -> Status:
@@ -97,4 +174,5 @@ def verdict(findings, default: Status = Status.PASS) -> Status:
     return Status.worst([default, *(f.severity for f in findings)])
 
 
-__all__ = ["Check", "CheckResult", "Finding", "Status", "headline", "probe_finding", "verdict"]
+__all__ = ["Check", "CheckResult", "Finding", "ProbeGap", "Skipped", "Status", "Verdict", "headline", "probe_finding",
+           "verdict"]

@@ -3,9 +3,11 @@ its statistics come from train only, and a probe shows what normalising changes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, headline, probe_finding, verdict
+from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, verdict
 from dnncheck.errors import ProbeUnavailable
 MAX_LISTED = 20
 
@@ -67,127 +69,180 @@ class Normalization(Check):
     def probes(self, ctx) -> dict[str, dict]:
         return {"fit": {}, "normalization": {}} if self.t["probe"] else {}
 
-    def run(self, ctx):
+    # -- measuring ------------------------------------------------------------------------------
+    def measure(self, ctx) -> "NormalizationMeasurement":
         ds = ctx.dataset
         tensor = ctx.inputs("train")
         dims = (0, 2, 3) if ds.is_image else (0,)
         names = [f"channel {i}" for i in range(tensor.shape[1])] if ds.is_image else list(ds.feature_names)
-        stats = _stats(tensor, dims)
-        metrics = {"normalize": ctx.normalize_setting if isinstance(ctx.normalize_setting, str) else "given",
-                   "applied": ctx.normalizer.describe(),
+        setting = ctx.normalize_setting
+        all_stats = train_stats = None
+        if ctx.normalizer.mode == "none" and len(ds.splits) >= 2:  # data used as given: were splits pooled?
+            all_stats, train_stats = _split_stats(ctx)
+        curves, gap = None, None
+        if self.t.probe:
+            try:
+                curves = _probe_curves(ctx)
+            except ProbeUnavailable as exc:
+                gap = ProbeGap.of(exc)
+        return NormalizationMeasurement(ds.is_image, tuple(names), _stats(tensor, dims),
+                                        setting if isinstance(setting, str) else "given", ctx.normalizer.describe(),
+                                        tuple(ds.splits), all_stats, train_stats, curves, gap)
+
+    # -- judging --------------------------------------------------------------------------------
+    @classmethod
+    def judge(cls, m: "NormalizationMeasurement", t) -> Verdict:
+        stats = m.stats
+        metrics = {"normalize": m.setting, "applied": m.applied,
                    "input_min": round(float(stats["min"].min()), 4), "input_max": round(float(stats["max"].max()), 4),
-                   "per_" + ("channel" if ds.is_image else "feature"): _per_unit(names, stats)}
-        findings = self._range(ds, names, stats, metrics)
-        findings += self._leaked(ctx)
+                   "per_" + ("channel" if m.is_image else "feature"): _per_unit(list(m.unit_names), stats)}
+        findings = _range_findings(m, t, metrics)
+        findings += _leak_findings(m)
         figures = {}
-        if self.t["probe"]:
-            probe_metrics, probe_findings, figures = self._probe(ctx, findings)
+        if m.probe_gap is not None:
+            findings.append(m.probe_gap.finding("comparison probe not run"))
+        elif m.curves is not None:
+            probe_metrics, probe_findings, figures = _probe_findings(m.curves, t)
             metrics.update(probe_metrics)
             findings += probe_findings
-        status = verdict(findings)
-        return self.result(status, _summary(findings, metrics), metrics, findings, self._remedy(ds, findings), figures)
+        return Verdict(verdict(findings), _summary(findings, metrics), tuple(findings), metrics,
+                       _remedy(m.is_image, findings), figures)
 
-    # -- statistics ---------------------------------------------------------------------------
-    def _range(self, ds, names, stats, metrics):
-        findings = []
-        top = float(np.nanmax(np.abs(np.concatenate([stats["min"], stats["max"]]))))
-        if top > self.t["max_abs_value"]:
-            what = "pixel values still in 0..255" if ds.is_image and stats["max"].max() <= 255 and \
-                stats["min"].min() >= 0 else f"input values up to {top:.4g}"
-            findings.append(Finding(Status.FAIL, f"{what} reach the model (mean {stats['mean'].mean():.3g}, std "
-                                    f"{stats['std'].mean():.3g}): scale and z-score them with train statistics",
-                                    evidence={"max_abs_value": top}))
-        std = stats["std"]
-        constant = [n for n, s in zip(names, std) if s == 0]
-        if constant:
-            findings.append(Finding(Status.WARN, f"{len(constant)} constant {'channel' if ds.is_image else 'feature'}(s) "
-                                    f"on train: {', '.join(constant[:MAX_LISTED])}; they carry no information",
-                                    evidence={"constant": constant}))
-        live = std[std > 0]
-        if not ds.is_image and len(live) > 1:
-            ratio = float(live.max() / live.min())
-            metrics["feature_scale_ratio"] = round(ratio, 2)
-            if ratio >= self.t["scale_ratio_warn"]:
-                big, small = names[int(np.argmax(np.where(std > 0, std, -np.inf)))], \
-                    names[int(np.argmin(np.where(std > 0, std, np.inf)))]
-                severity = Status.FAIL if ratio >= self.t["scale_ratio_fail"] else Status.WARN
-                findings.append(Finding(severity, f"feature scales differ by a factor of {ratio:.3g} (std of {big} "
-                                        f"{std.max():.3g} vs {small} {live.min():.3g}): z-score or min-max them "
-                                        "with train statistics", evidence={"largest": big, "smallest": small}))
-        if not any(f.severity is Status.FAIL for f in findings):
-            off_mean = [n for n, m in zip(names, stats["mean"]) if abs(m) > self.t["max_abs_mean"]]
-            off_std = [n for n, s in zip(names, std) if s > 0 and not self.t["min_std"] <= s <= self.t["max_std"]]
-            if off_mean or off_std:
-                findings.append(Finding(Status.WARN, f"inputs are not centred and scaled: {len(off_mean)} with |mean| > "
-                                        f"{self.t['max_abs_mean']:g}, {len(off_std)} with std outside "
-                                        f"[{self.t['min_std']:g}, {self.t['max_std']:g}]",
-                                        evidence={"off_mean": off_mean[:MAX_LISTED], "off_std": off_std[:MAX_LISTED]}))
-        return findings
 
-    def _leaked(self, ctx):
-        """Float data used as given that was standardised on all splits together, not on train."""
-        ds = ctx.dataset
-        if ctx.normalizer.mode != "none" or len(ds.splits) < 2:
-            return []
-        all_stats, train_stats = _split_stats(ctx)
-        tol = 1e-4
-        zscored_all = np.all(np.abs(all_stats["mean"]) < tol) and np.all(np.abs(all_stats["std"] - 1) < 1e-3)
-        zscored_train = np.all(np.abs(train_stats["mean"]) < tol) and np.all(np.abs(train_stats["std"] - 1) < 1e-3)
-        minmax_all = np.all(np.abs(all_stats["min"]) < tol) and np.all(np.abs(all_stats["max"] - 1) < tol)
-        minmax_train = np.all(np.abs(train_stats["min"]) < tol) and np.all(np.abs(train_stats["max"] - 1) < tol)
-        if (zscored_all and not zscored_train) or (minmax_all and not minmax_train):
-            kind = "z-scored" if zscored_all and not zscored_train else "min-max scaled"
-            return [Finding(Status.WARN, f"the data was {kind} with statistics of all splits together (exactly "
-                            f"standard over {', '.join(ds.splits)}, not over train alone): validation and test "
-                            "leaked into the preprocessing; fit the scaler on train only",
-                            evidence={"train_mean": train_stats["mean"][:MAX_LISTED].round(4).tolist(),
-                                      "all_mean": all_stats["mean"][:MAX_LISTED].round(6).tolist()})]
+@dataclass(frozen=True)
+class ProbeCurves:
+    """Per-step training losses of the shared fit run (its first `alternative` steps) and of a run
+    normalised the other way (`alternative_mode`: zscore when the feed is not z-scored, else none)."""
+    fed_mode: str
+    alternative_mode: str
+    fed: tuple[float, ...]
+    alternative: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class NormalizationMeasurement:
+    is_image: bool
+    unit_names: tuple[str, ...]  # channels (images) or features (tables)
+    stats: dict  # per unit of the tensor entering the model: mean, std, min, max (float64 arrays)
+    setting: str  # data.normalize as configured ("given" for mean/std)
+    applied: dict  # the normaliser as fitted (Normalizer.describe)
+    splits: tuple[str, ...]
+    all_stats: dict | None = None  # data used as given: stats over every split together...
+    train_stats: dict | None = None  # ...and over train alone
+    curves: ProbeCurves | None = None
+    probe_gap: ProbeGap | None = None
+
+
+def _probe_curves(ctx) -> ProbeCurves:
+    from dnncheck.probes.inputs import fit_normalizer, integer_scale
+
+    ds = ctx.dataset
+    fed_mode = ctx.normalizer.mode
+    other = "none" if fed_mode == "zscore" else "zscore"
+    scale = integer_scale(ds.splits["train"].x) if ds.is_image else None
+    alternative = fit_normalizer(other, ctx.raw_inputs("train"), scale, ds.is_image)
+    fed = ctx.fit_probe()
+    alt = ctx.train_probe("normalization", normalizer=alternative)
+    return ProbeCurves(fed_mode, other, tuple(fed.step_loss[: alt.steps]), tuple(alt.step_loss))
+
+
+def _range_findings(m: NormalizationMeasurement, t, metrics) -> list[Finding]:
+    stats, names, unit = m.stats, m.unit_names, "channel" if m.is_image else "feature"
+    findings = []
+    top = float(np.nanmax(np.abs(np.concatenate([stats["min"], stats["max"]]))))
+    if top > t.max_abs_value:
+        what = "pixel values still in 0..255" if m.is_image and stats["max"].max() <= 255 and \
+            stats["min"].min() >= 0 else f"input values up to {top:.4g}"
+        head = f"{what} reach the model (mean {stats['mean'].mean():.3g}, std {stats['std'].mean():.3g})"
+        findings.append(Finding(Status.FAIL, f"{head}: scale and z-score them with train statistics",
+                                evidence={"max_abs_value": top}, headline=head))
+    std = stats["std"]
+    constant = [n for n, s in zip(names, std) if s == 0]
+    if constant:
+        head = f"{len(constant)} constant {unit}(s) on train"
+        findings.append(Finding(Status.WARN, f"{head}: {', '.join(constant[:MAX_LISTED])}; they carry no information",
+                                evidence={"constant": constant}, headline=head))
+    live = std[std > 0]
+    if not m.is_image and len(live) > 1:
+        ratio = float(live.max() / live.min())
+        metrics["feature_scale_ratio"] = round(ratio, 2)
+        if ratio >= t.scale_ratio_warn:
+            big, small = names[int(np.argmax(np.where(std > 0, std, -np.inf)))], \
+                names[int(np.argmin(np.where(std > 0, std, np.inf)))]
+            severity = Status.FAIL if ratio >= t.scale_ratio_fail else Status.WARN
+            head = (f"feature scales differ by a factor of {ratio:.3g} (std of {big} {std.max():.3g} vs {small} "
+                    f"{live.min():.3g})")
+            findings.append(Finding(severity, f"{head}: z-score or min-max them with train statistics",
+                                    evidence={"largest": big, "smallest": small}, headline=head))
+    if not any(f.severity is Status.FAIL for f in findings):
+        off_mean = [n for n, mean in zip(names, stats["mean"]) if abs(mean) > t.max_abs_mean]
+        off_std = [n for n, s in zip(names, std) if s > 0 and not t.min_std <= s <= t.max_std]
+        if off_mean or off_std:
+            findings.append(Finding(Status.WARN, f"inputs are not centred and scaled: {len(off_mean)} with |mean| > "
+                                    f"{t.max_abs_mean:g}, {len(off_std)} with std outside [{t.min_std:g}, {t.max_std:g}]",
+                                    evidence={"off_mean": off_mean[:MAX_LISTED], "off_std": off_std[:MAX_LISTED]},
+                                    headline="inputs are not centred and scaled"))
+    return findings
+
+
+# Tolerances for "exactly standardised": what a scaler fitted on these very values leaves (float
+# round-off), not a matter of taste, so not thresholds.
+EXACT_MEAN_TOL = 1e-4
+EXACT_STD_TOL = 1e-3
+
+
+def _leak_findings(m: NormalizationMeasurement) -> list[Finding]:
+    """Float data used as given that was standardised on all splits together, not on train."""
+    if m.all_stats is None or m.train_stats is None:
         return []
+    pooled, train = m.all_stats, m.train_stats
 
-    # -- the probe ------------------------------------------------------------------------------
-    def _probe(self, ctx, findings):
-        from dnncheck.probes.inputs import fit_normalizer, integer_scale
+    def zscored(s):
+        return np.all(np.abs(s["mean"]) < EXACT_MEAN_TOL) and np.all(np.abs(s["std"] - 1) < EXACT_STD_TOL)
 
-        ds = ctx.dataset
-        fed_mode = ctx.normalizer.mode
-        other = "none" if fed_mode == "zscore" else "zscore"
-        scale = integer_scale(ds.splits["train"].x) if ds.is_image else None
-        alternative = fit_normalizer(other, ctx.raw_inputs("train"), scale, ds.is_image)
-        try:
-            fed = ctx.fit_probe()
-            alt = ctx.train_probe("normalization", normalizer=alternative)
-        except ProbeUnavailable as exc:
-            return {}, [probe_finding(exc, "comparison probe not run")], {}
-        label_alt = "raw (not normalised)" if other == "none" else "z-scored with train statistics"
-        fed_curve = fed.step_loss[: alt.steps]  # the same first steps of the shared run
-        fed_steps, alt_steps, target = _steps_to_common_loss(fed_curve, alt.step_loss)
-        metrics = {"probe_target_loss": _round(target), "probe_steps_as_fed": fed_steps,
-                   "probe_steps_alternative": alt_steps, "probe_alternative": label_alt,
-                   "probe_steps_compared": alt.steps, "probe_final_loss_as_fed": _round(_tail(fed_curve)),
-                   "probe_final_loss_alternative": _round(_tail(alt.step_loss))}
-        figures = {"loss_curves": {"as fed (" + fed_mode + ")": fed_curve, label_alt: alt.step_loss}}
-        out = []
-        if other == "zscore":
-            slower = _ratio(fed_steps, alt_steps)
-            metrics["probe_slowdown_as_fed"] = slower
-            if slower is None or slower >= self.t["slower_factor"]:
-                how = "never reached" if fed_steps is None else f"needed {fed_steps} steps for"
-                out.append(Finding(Status.WARN, f"as fed, the probe {how} loss {target:.3g}; z-scored inputs reach it in "
-                                   f"{alt_steps} steps", evidence={"steps_as_fed": fed_steps, "steps_zscored": alt_steps}))
-        else:
-            metrics["probe_speedup_from_normalising"] = _ratio(alt_steps, fed_steps)
-        return metrics, out, figures
+    def minmaxed(s):
+        return np.all(np.abs(s["min"]) < EXACT_MEAN_TOL) and np.all(np.abs(s["max"] - 1) < EXACT_MEAN_TOL)
 
-    @staticmethod
-    def _remedy(ds, findings) -> str:
-        if not findings:
-            return ""
-        if ds.is_image:
-            return ("Scale pixels to [0, 1] and z-score per channel with the training split's statistics "
-                    "(transforms.ToTensor + transforms.Normalize(mean, std)); set [data] normalize to what your "
-                    "pipeline does so the audit sees the same tensor.")
-        return ("Fit sklearn.preprocessing.StandardScaler (or MinMaxScaler) on the training split only and apply it "
-                "to val and test; drop constant features.")
+    if (zscored(pooled) and not zscored(train)) or (minmaxed(pooled) and not minmaxed(train)):
+        kind = "z-scored" if zscored(pooled) and not zscored(train) else "min-max scaled"
+        head = f"the data was {kind} with statistics of all splits together (exactly standard over {', '.join(m.splits)}, not over train alone)"
+        return [Finding(Status.WARN, f"{head}: validation and test leaked into the preprocessing; fit the scaler on "
+                        "train only", evidence={"train_mean": train["mean"][:MAX_LISTED].round(4).tolist(),
+                                                "all_mean": pooled["mean"][:MAX_LISTED].round(6).tolist()},
+                        headline=head)]
+    return []
+
+
+def _probe_findings(c: ProbeCurves, t):
+    label_alt = "raw (not normalised)" if c.alternative_mode == "none" else "z-scored with train statistics"
+    fed_steps, alt_steps, target = _steps_to_common_loss(c.fed, c.alternative)
+    metrics = {"probe_target_loss": _round(target), "probe_steps_as_fed": fed_steps,
+               "probe_steps_alternative": alt_steps, "probe_alternative": label_alt,
+               "probe_steps_compared": len(c.alternative), "probe_final_loss_as_fed": _round(_tail(c.fed)),
+               "probe_final_loss_alternative": _round(_tail(c.alternative))}
+    figures = {"loss_curves": {"as fed (" + c.fed_mode + ")": list(c.fed), label_alt: list(c.alternative)}}
+    out = []
+    if c.alternative_mode == "zscore":
+        slower = _ratio(fed_steps, alt_steps)
+        metrics["probe_slowdown_as_fed"] = slower
+        if slower is None or slower >= t.slower_factor:
+            how = "never reached" if fed_steps is None else f"needed {fed_steps} steps for"
+            out.append(Finding(Status.WARN, f"as fed, the probe {how} loss {target:.3g}; z-scored inputs reach it in "
+                               f"{alt_steps} steps", evidence={"steps_as_fed": fed_steps, "steps_zscored": alt_steps}))
+    else:
+        metrics["probe_speedup_from_normalising"] = _ratio(alt_steps, fed_steps)
+    return metrics, out, figures
+
+
+def _remedy(is_image: bool, findings) -> str:
+    if not findings:
+        return ""
+    if is_image:
+        return ("Scale pixels to [0, 1] and z-score per channel with the training split's statistics "
+                "(transforms.ToTensor + transforms.Normalize(mean, std)); set [data] normalize to what your "
+                "pipeline does so the audit sees the same tensor.")
+    return ("Fit sklearn.preprocessing.StandardScaler (or MinMaxScaler) on the training split only and apply it "
+            "to val and test; drop constant features.")
 
 
 def _split_stats(ctx) -> tuple[dict, dict]:
@@ -283,7 +338,7 @@ def _round(v):
 
 def _summary(findings, metrics) -> str:
     if findings:
-        return headline(findings, ":")
+        return headline(findings)
     text = f"inputs in [{metrics['input_min']:.3g}, {metrics['input_max']:.3g}], centred and scaled ({metrics['applied']['mode']})"
     if metrics.get("probe_steps_as_fed") and metrics.get("probe_alternative"):
         raw = metrics.get("probe_steps_alternative")

@@ -1,0 +1,82 @@
+"""Verdicts on hand-made measurements: each check's judge at the edges of its thresholds.
+
+Judges are pure (a measurement and thresholds in, a Verdict out), so these take milliseconds; the
+end-to-end tests in test_check_*.py keep a planted defect and a clean case per check on real data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dnncheck.checks.base import ProbeGap
+from dnncheck.results import Status
+
+
+def stats(mean, std, lo, hi) -> dict:
+    return {k: np.asarray(v, dtype=np.float64) for k, v in dict(mean=mean, std=std, min=lo, max=hi).items()}
+
+
+CUT_SHORT = ProbeGap("inconclusive, the fit probe was cut short by the --budget guard after 3 of 9 planned steps; "
+                     "rerun with --budget 9 or more to complete it", True,
+                     {"inconclusive": True, "probe": "fit", "steps_done": 3, "steps_planned": 9,
+                      "spent_seconds": 1.0, "suggested_budget_seconds": 9})
+
+
+# -- DNC2 normalization ------------------------------------------------------------------------
+def _norm(st, is_image=False, names=("a", "b"), **kw):
+    from dnncheck.checks.normalization import Normalization, NormalizationMeasurement
+
+    m = NormalizationMeasurement(is_image, tuple(names), st, "auto", {"mode": "none"}, ("train", "val"), **kw)
+    return Normalization.judge(m, Normalization.Thresholds())
+
+
+@pytest.mark.parametrize("top, status", [(20.0, Status.PASS), (20.01, Status.FAIL)])
+def test_normalization_max_abs_value_edge(top, status):
+    v = _norm(stats([0, 0], [1, 1], [-1, -top], [1, 1]))
+    assert v.status is status
+    if status is Status.FAIL:
+        assert v.summary.startswith("input values up to 20.01 reach the model") and ":" not in v.summary
+
+
+def test_normalization_names_raw_pixels():
+    v = _norm(stats([120], [60], [0], [255]), is_image=True, names=("channel 0",))
+    assert v.status is Status.FAIL and v.summary.startswith("pixel values still in 0..255")
+
+
+@pytest.mark.parametrize("ratio, status", [(9.99, Status.PASS), (10.0, Status.WARN), (99.9, Status.WARN),
+                                           (100.0, Status.FAIL)])
+def test_normalization_feature_scale_ratio_edges(ratio, status):
+    v = _norm(stats([0, 0], [1.0, 1.0 / ratio], [-1, -1], [1, 1]))
+    assert v.status is status and v.metrics["feature_scale_ratio"] == round(ratio, 2)
+
+
+@pytest.mark.parametrize("mean, std, status", [(1.0, 1.0, Status.PASS), (1.01, 1.0, Status.WARN),
+                                               (0.0, 0.1, Status.PASS), (0.0, 0.099, Status.WARN),
+                                               (0.0, 10.0, Status.PASS), (0.0, 10.01, Status.WARN)])
+def test_normalization_centre_and_scale_edges(mean, std, status):
+    v = _norm(stats([mean], [std], [-1], [1]), is_image=True, names=("channel 0",))
+    assert v.status is status
+
+
+def test_normalization_pooled_statistics_leak():
+    pooled, train = stats([0, 0], [1, 1], [-2, -2], [2, 2]), stats([0.05, -0.03], [0.98, 1.02], [-2, -2], [2, 2])
+    v = _norm(stats([0.05, -0.03], [0.98, 1.02], [-2, -2], [2, 2]), all_stats=pooled, train_stats=train)
+    assert v.status is Status.WARN and "all splits together" in v.summary
+    assert _norm(stats([0, 0], [1, 1], [-2, -2], [2, 2]), all_stats=pooled, train_stats=pooled).status is Status.PASS
+
+
+@pytest.mark.parametrize("fed_steps, status", [(28, Status.PASS), (29, Status.WARN)])  # slowdown 1.95, 2.00
+def test_normalization_probe_slowdown_edge(fed_steps, status):
+    from dnncheck.checks.normalization import ProbeCurves
+
+    steps = 200
+    zscored = np.r_[np.linspace(2, 0.5, 10), np.full(steps - 10, 0.5)]  # reaches 0.5 at step 10
+    fed = np.r_[np.linspace(2, 0.5, fed_steps), np.full(steps - fed_steps, 0.5)]
+    v = _norm(stats([0, 0], [1, 1], [-1, -1], [1, 1]), curves=ProbeCurves("none", "zscore", tuple(fed), tuple(zscored)))
+    assert v.status is status, v.metrics
+
+
+def test_normalization_cut_short_probe_is_inconclusive():
+    v = _norm(stats([0, 0], [1, 1], [-1, -1], [1, 1]), probe_gap=CUT_SHORT)
+    assert v.status is Status.WARN and v.findings[0].evidence["inconclusive"]
