@@ -178,7 +178,7 @@ def curves(
     _check_format(output_format)
     started = time.perf_counter()
     from dnncheck import __version__
-    from dnncheck.checks.training_curves import TrainingCurves
+    from dnncheck.checks.training_curves import TrainingCurves, TrainingCurvesMeasurement
     from dnncheck.config import FAIL_ON
     from dnncheck.curves import read_history
     from dnncheck.outputs import check_outputs
@@ -192,7 +192,8 @@ def curves(
     if classes is not None and classes < 2:
         raise UserError(f"--classes {classes}: expected an integer >= 2")
     check = TrainingCurves()
-    result = check.on_history(read_history(history), classes, str(history)).with_duration(time.perf_counter() - started)
+    measured = TrainingCurvesMeasurement(read_history(history), classes, str(history))
+    result = check.conclude(check.judge(measured, check.t)).with_duration(time.perf_counter() - started)
     results = (result,)
     audit = AuditResult(results, audit_status(results), exit_code(results, fail_on),
                         round(time.perf_counter() - started, 3), {"name": "dnncheck", "version": __version__},

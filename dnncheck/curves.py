@@ -114,8 +114,8 @@ def _divergence(loss, metrics, t):
     best = int(np.argmin(loss))
     metrics["train_loss_first"], metrics["train_loss_last"] = round(float(loss[0]), 5), round(float(loss[-1]), 5)
     if len(loss) >= 3 and loss[-1] > t["divergence_factor"] * loss[0] and loss[-1] > loss[best] * t["divergence_factor"]:
-        return [Finding(Status.FAIL, f"training loss grows from {loss[0]:.4g} to {loss[-1]:.4g}: the run diverges; "
-                        "lower the learning rate")]
+        head = f"training loss grows from {loss[0]:.4g} to {loss[-1]:.4g}: the run diverges"
+        return [Finding(Status.FAIL, f"{head}; lower the learning rate", headline=head)]
     return []
 
 
@@ -132,9 +132,10 @@ def _overfitting(loss, val, metrics, t):
     severity = Status.FAIL if rise >= t["overfit_rise_fail"] else Status.WARN if rise >= t["overfit_rise_warn"] else None
     if severity is None:
         return []
-    return [Finding(severity, f"overfitting from epoch {best + 1}: validation loss is lowest there ({val[best]:.4g}) and "
-                    f"has risen {rise:.0%} by epoch {len(val)} while training loss kept falling; stop early at epoch "
-                    f"{best + 1} or regularise", evidence={"best_epoch": best + 1, "rise": rise})]
+    head = (f"overfitting from epoch {best + 1}: validation loss is lowest there ({val[best]:.4g}) and has risen "
+            f"{rise:.0%} by epoch {len(val)} while training loss kept falling")
+    return [Finding(severity, f"{head}; stop early at epoch {best + 1} or regularise",
+                    evidence={"best_epoch": best + 1, "rise": rise}, headline=head)]
 
 
 def _plateau(val, metrics, t):
@@ -144,8 +145,9 @@ def _plateau(val, metrics, t):
     overall = float((val.max() - val.min()) / max(abs(val.mean()), 1e-12))
     metrics["val_loss_change_last_third"] = round(change, 5)
     if overall < t["plateau_change"]:
-        return [Finding(Status.WARN, f"validation loss is flat over the whole run (range {overall:.2%} of its mean): "
-                        "the model is not learning what validation measures; check the learning rate and inputs")]
+        head = (f"validation loss is flat over the whole run (range {overall:.2%} of its mean): the model is not "
+                "learning what validation measures")
+        return [Finding(Status.WARN, f"{head}; check the learning rate and inputs", headline=head)]
     return []
 
 
@@ -162,6 +164,11 @@ def _oscillation(loss, metrics, t):
     return []
 
 
+# A first loss this far from ln C cannot be cross-entropy at init; only then is a BCE-like value
+# conclusive. Not a threshold: for C >= 3 the two values are far apart (0.64 vs 1.10 at C = 3).
+CE_DISTINCT_SHARE = 0.5
+
+
 def _loss_scale(loss, num_classes, metrics, t):
     if not num_classes or num_classes < 3:
         return []
@@ -170,7 +177,7 @@ def _loss_scale(loss, num_classes, metrics, t):
     ce, bce = expected_initial_loss(num_classes), bce_over_softmax_initial_loss(num_classes)
     metrics.update(expected_initial_loss=round(ce, 4), bce_over_softmax_initial_loss=round(bce, 4))
     first = float(loss[0])
-    if abs(first - bce) < t["loss_scale_tolerance"] * bce and abs(first - ce) > 0.5 * ce:
+    if abs(first - bce) < t["loss_scale_tolerance"] * bce and abs(first - ce) > CE_DISTINCT_SHARE * ce:
         return [Finding(Status.WARN, f"the first loss {first:.3f} matches binary cross-entropy over a {num_classes}-way "
                         f"softmax ({bce:.3f}), not cross-entropy's ln {num_classes} = {ce:.2f}: check the loss function")]
     return []

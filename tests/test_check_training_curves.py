@@ -8,7 +8,7 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from dnncheck.checks.training_curves import TrainingCurves
+from dnncheck.checks.training_curves import TrainingCurves, TrainingCurvesMeasurement
 from dnncheck.cli import app
 from dnncheck.results import Status
 from helpers import messages, run_one
@@ -24,7 +24,8 @@ def _overfitting_history():
 
 
 def diagnose(history, classes=None):
-    return TrainingCurves().on_history(history, classes, "test")
+    check = TrainingCurves()
+    return check.conclude(check.judge(TrainingCurvesMeasurement(history, classes, "test"), check.t))
 
 
 def test_overfitting_names_epoch_6_and_fails():

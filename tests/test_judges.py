@@ -80,3 +80,51 @@ def test_normalization_probe_slowdown_edge(fed_steps, status):
 def test_normalization_cut_short_probe_is_inconclusive():
     v = _norm(stats([0, 0], [1, 1], [-1, -1], [1, 1]), probe_gap=CUT_SHORT)
     assert v.status is Status.WARN and v.findings[0].evidence["inconclusive"]
+
+
+# -- DNC13 training-curves ---------------------------------------------------------------------
+def _curves(history, classes=None, gap=None):
+    from dnncheck.checks.training_curves import TrainingCurves, TrainingCurvesMeasurement
+
+    return TrainingCurves.judge(TrainingCurvesMeasurement(history, classes, "test", gap), TrainingCurves.Thresholds())
+
+
+@pytest.mark.parametrize("rise, status", [(0.099, Status.PASS), (0.1, Status.WARN), (0.499, Status.WARN),
+                                          (0.5, Status.FAIL)])
+def test_curves_overfit_rise_edges(rise, status):
+    v = _curves({"loss": [1.0, 0.8, 0.6], "val_loss": [1.0, 0.5, 0.5 * (1 + rise)]})
+    assert v.status is status
+    if status is not Status.PASS:
+        assert v.summary.startswith("overfitting from epoch 2") and "stop early" not in v.summary
+
+
+@pytest.mark.parametrize("last, status", [(1.5, Status.PASS), (1.51, Status.FAIL)])
+def test_curves_divergence_factor_edge(last, status):
+    assert _curves({"loss": [1.0, 0.8, last]}).status is status
+
+
+@pytest.mark.parametrize("span, status", [(0.0099, Status.WARN), (0.0102, Status.PASS)])
+def test_curves_plateau_edge(span, status):
+    assert _curves({"loss": [1.0, 0.8, 0.6], "val_loss": [1.0, 1.0, 1.0 + span]}).status is status
+
+
+@pytest.mark.parametrize("acc, status", [(0.14, Status.FAIL), (0.16, Status.PASS)])
+def test_curves_chance_margin_edge(acc, status):
+    v = _curves({"loss": [2.3, 2.2, 2.1], "val_acc": [0.1, 0.12, acc]}, classes=10)
+    assert v.status is status
+
+
+@pytest.mark.parametrize("first, status", [(0.33, Status.WARN), (2.3, Status.PASS)])
+def test_curves_loss_scale_names_bce_over_softmax(first, status):
+    assert _curves({"loss": [first, first * 0.9, first * 0.8]}, classes=10).status is status
+
+
+def test_curves_oscillation_edges():
+    zigzag = [1.0, 1.3, 1.0, 1.3, 1.0, 1.3, 1.0]  # every step reverses, swings ~26% of the median
+    assert _curves({"loss": zigzag}).status is Status.WARN
+    assert _curves({"loss": [1.0, 1.01, 1.0, 1.01, 1.0, 1.01, 1.0]}).status is Status.PASS  # swings of 1%
+
+
+def test_curves_cut_short_probe_is_inconclusive():
+    v = _curves({}, gap=CUT_SHORT)
+    assert v.status is Status.WARN and v.summary.startswith("inconclusive, the fit probe was cut short")

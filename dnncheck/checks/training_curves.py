@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from dnncheck.checks.base import Check, Status, headline, verdict
+from dataclasses import dataclass
+
+from dnncheck.checks.base import Check, ProbeGap, Skipped, Status, Verdict, headline, verdict
 from dnncheck.errors import ProbeUnavailable
 
 
@@ -59,34 +61,50 @@ class TrainingCurves(Check):
     def probes(self, ctx) -> dict[str, dict]:
         return {"fit": {}}
 
-    def run(self, ctx):
+    def measure(self, ctx):
         try:
             run = ctx.fit_probe()
         except ProbeUnavailable as exc:
-            return self.without_probe(exc, "no probe run to read curves from")
+            gap = ProbeGap.of(exc)
+            if not gap.cut_short:
+                return Skipped(f"no probe run to read curves from: {exc}")
+            return TrainingCurvesMeasurement({}, None, "the probe", gap)
         c = run.curves()
         history = {"loss": c["train_loss"]}
         if any(v is not None for v in c["val_loss"]):
             history["val_loss"] = c["val_loss"]
-        if ctx.dataset.task == "classification" and any(v is not None for v in c["val_acc"]):
+        classification = ctx.dataset.task == "classification"
+        if classification and any(v is not None for v in c["val_acc"]):
             history["val_acc"] = c["val_acc"]
-        classes = ctx.dataset.num_classes if ctx.dataset.task == "classification" and ctx.loss_name == "cross_entropy" \
-            else None
-        return self.on_history(history, classes, f"the probe ({run.steps} steps" + ("" if run.stopped_by == "plan" else f", stopped by {run.stopped_by}") + ")")
+        classes = ctx.dataset.num_classes if classification and ctx.loss_name == "cross_entropy" else None
+        stopped = "" if run.stopped_by == "plan" else f", stopped by {run.stopped_by}"
+        return TrainingCurvesMeasurement(history, classes, f"the probe ({run.steps} steps{stopped})")
 
-    def on_history(self, history: dict, num_classes: int | None, origin: str):
+    @classmethod
+    def judge(cls, m: "TrainingCurvesMeasurement", t) -> Verdict:
+        """Also what `dnncheck curves` runs on the user's own history."""
         from dnncheck.curves import diagnose
 
-        metrics, findings = diagnose(history, num_classes, self.t)
-        metrics["history_from"] = origin
+        if m.probe_gap is not None:
+            return Verdict(Status.WARN, m.probe_gap.headline, (m.probe_gap.finding("no probe run to read curves from"),))
+        metrics, findings = diagnose(m.history, m.num_classes, t)
+        metrics["history_from"] = m.origin
         status = verdict(findings)
         if findings:
             summary = headline(findings)
         else:
-            summary = f"{metrics['epochs']} epochs of {origin}: no overfitting, divergence, plateau or oscillation"
+            summary = f"{metrics['epochs']} epochs of {m.origin}: no overfitting, divergence, plateau or oscillation"
             if "best_epoch" in metrics:
                 summary += f" (best validation loss at epoch {metrics['best_epoch']})"
         remedy = "" if status is Status.PASS else (
             "Stop at the best epoch (early stopping) or regularise; lower the learning rate for divergence or "
             "oscillation; for flat or chance-level curves check the loss, labels, normalisation and trainable parameters.")
-        return self.result(status, summary, metrics, findings, remedy, {"history": history})
+        return Verdict(status, summary, tuple(findings), metrics, remedy, {"history": m.history})
+
+
+@dataclass(frozen=True)
+class TrainingCurvesMeasurement:
+    history: dict  # per-epoch lists: loss, and val_loss / val_acc when measured (None where missing)
+    num_classes: int | None  # known with cross-entropy: the loss scale at epoch 1 is checked against ln C
+    origin: str  # where the history comes from, for the summary
+    probe_gap: ProbeGap | None = None
