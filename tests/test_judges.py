@@ -128,3 +128,51 @@ def test_curves_oscillation_edges():
 def test_curves_cut_short_probe_is_inconclusive():
     v = _curves({}, gap=CUT_SHORT)
     assert v.status is Status.WARN and v.summary.startswith("inconclusive, the fit probe was cut short")
+
+
+# -- DNC12 learning-rate -------------------------------------------------------------------------
+def _range_test(user_lr, stopped_by="plan", smoothed=None):
+    from dnncheck.checks.learning_rate import LearningRate, LearningRateMeasurement
+
+    lrs = np.logspace(-5, 0, 51)
+    if smoothed is None:  # falls fastest near 1e-3, bottoms at 1e-2 (index 30), then climbs
+        x = np.log10(lrs)
+        smoothed = 2.0 - 1.5 / (1 + np.exp(-4 * (x + 3))) + np.where(x > -2, 3 * (x + 2) ** 2, 0.0)
+    m = LearningRateMeasurement(user_lr, tuple(lrs), tuple(smoothed), tuple(smoothed), stopped_by)
+    return LearningRate.judge(m, LearningRate.Thresholds())
+
+
+def test_learning_rate_range_is_read_from_the_curve():
+    v = _range_test(1e-3)
+    assert v.status is Status.PASS and v.metrics["lr_at_min_loss"] == pytest.approx(1e-2, rel=0.3)
+    assert v.metrics["suggested_lr_min"] == pytest.approx(v.metrics["lr_steepest"] / 10)
+
+
+def test_learning_rate_edges_around_the_range():
+    top = _range_test(1e-3).metrics["suggested_lr_max"]
+    bottom = _range_test(1e-3).metrics["suggested_lr_min"]
+    assert _range_test(top).status is Status.PASS
+    assert _range_test(top * 1.01).status is Status.WARN
+    assert _range_test(top * 10).status is Status.WARN  # fail_factor: strictly above 10x
+    assert _range_test(top * 10.01).status is Status.FAIL
+    assert _range_test(bottom / 100).status is Status.PASS  # low_factor: strictly below
+    v = _range_test(bottom / 100.5)
+    assert v.status is Status.WARN and v.summary.endswith("]") and "crawl" not in v.summary
+
+
+def test_learning_rate_at_the_blow_up_fails():
+    lrs_end = 1.0
+    v = _range_test(lrs_end, stopped_by="loss exploded")
+    assert v.status is Status.FAIL and "blew up at 1" in v.summary
+
+
+def test_learning_rate_unreadable_curve_warns():
+    v = _range_test(1e-3, smoothed=[1.0, 2.0, 4.0, 8.0] + [float("nan")] * 47)
+    assert v.status is Status.WARN and v.summary == "the range test diverged at once"
+
+
+def test_learning_rate_cut_short_is_inconclusive_not_evidence():
+    from dnncheck.checks.learning_rate import LearningRate, LearningRateMeasurement
+
+    v = LearningRate.judge(LearningRateMeasurement(1e-3, (), (), (), "budget", CUT_SHORT), LearningRate.Thresholds())
+    assert v.status is Status.WARN and v.findings[0].evidence["inconclusive"] and "suggested_lr_max" not in v.metrics

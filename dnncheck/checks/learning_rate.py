@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, verdict
+from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict
 from dnncheck.errors import ProbeUnavailable
 
 
@@ -52,50 +54,77 @@ class LearningRate(Check):
     }
 
     def probes(self, ctx) -> dict[str, dict]:
-        return {"learning-rate": {"steps": int(self.t["steps"])}}
+        return {"learning-rate": {"steps": self.t.steps}}
 
-    def run(self, ctx):
+    def measure(self, ctx):
         if not any(p.requires_grad for p in ctx.fresh_model().parameters()):
-            return self.skip("the model has no trainable parameters (see overfit)")
-        steps = int(self.t["steps"])
-        lrs = self.t["lr_start"] * (self.t["lr_end"] / self.t["lr_start"]) ** (np.arange(steps) / max(1, steps - 1))
+            return Skipped("the model has no trainable parameters (see overfit)")
+        steps = self.t.steps
+        lrs = self.t.lr_start * (self.t.lr_end / self.t.lr_start) ** (np.arange(steps) / max(1, steps - 1))
         try:
             test = ctx.lr_range_test(lrs)
         except ProbeUnavailable as exc:
-            return self.without_probe(exc, "the range test could not train this model")
-        tried, smooth = np.array(test.lrs), np.array(test.smoothed)
-        metrics, findings = self._judge(ctx.user_lr, tried, smooth, test.stopped_by)
-        figures = {"range_test": {"lr": test.lrs, "loss": test.losses, "smoothed": test.smoothed}}
-        status = verdict(findings)
-        summary = findings[0].message.split("; ")[0] if findings else (
-            f"lr {ctx.user_lr:g} lies in the suggested range [{metrics['suggested_lr_min']:.2g}, "
-            f"{metrics['suggested_lr_max']:.2g}]")
+            gap = ProbeGap.of(exc)
+            if not gap.cut_short:
+                return Skipped(f"the range test could not train this model: {exc}")
+            return LearningRateMeasurement(ctx.user_lr, (), (), (), "budget", gap)
+        return LearningRateMeasurement(ctx.user_lr, tuple(test.lrs), tuple(test.losses), tuple(test.smoothed),
+                                       test.stopped_by)
+
+    @classmethod
+    def judge(cls, m: "LearningRateMeasurement", t) -> Verdict:
+        if m.probe_gap is not None:
+            return Verdict(Status.WARN, m.probe_gap.headline,
+                           (m.probe_gap.finding("the range test could not train this model"),))
+        metrics, findings = _range_findings(m, t)
+        figures = {"range_test": {"lr": list(m.lrs), "loss": list(m.losses), "smoothed": list(m.smoothed)}}
+        lr = m.user_lr
+        summary = findings[0].short if findings else (
+            f"lr {lr:g} lies in the suggested range [{metrics['suggested_lr_min']:.2g}, {metrics['suggested_lr_max']:.2g}]")
         remedy = "" if not findings else (f"Set [train] lr inside [{metrics.get('suggested_lr_min', 0):.2g}, "
                                           f"{metrics.get('suggested_lr_max', 0):.2g}], with warm-up and decay.")
-        return self.result(status, summary, metrics, findings, remedy, figures)
+        return Verdict(verdict(findings), summary, tuple(findings), metrics, remedy, figures)
 
-    def _judge(self, lr, tried, smooth, stopped):
-        finite = np.isfinite(smooth)
-        metrics = {"range_test_steps": int(len(tried)), "range_test_stopped_by": stopped, "user_lr": lr}
-        if finite.sum() < 5:
-            return metrics, [Finding(Status.WARN, "the range test diverged at once; the loss is unstable at any "
-                                     "learning rate tried")]
-        t, s = tried[finite], smooth[finite]
-        at_min = int(np.argmin(s))
-        slope = np.gradient(s[: at_min + 1], np.log(t[: at_min + 1])) if at_min >= 2 else np.array([0.0])
-        steep = t[int(np.argmin(slope))] if at_min >= 2 else t[0]
-        low, high = float(steep) / 10, float(t[at_min])
-        low = min(low, high)
-        blew_up = float(tried[-1]) if stopped == "loss exploded" else None
-        metrics.update(suggested_lr_min=low, suggested_lr_max=high, lr_steepest=float(steep), lr_at_min_loss=high,
-                       lr_loss_exploded=blew_up)
-        if (blew_up is not None and lr >= blew_up) or lr > self.t["fail_factor"] * high:
-            return metrics, [Finding(Status.FAIL, f"lr {lr:g} is far above the useful range [{low:.2g}, {high:.2g}]"
-                                     + (f" (the loss blew up at {blew_up:.2g})" if blew_up else "")
-                                     + "; training will diverge or oscillate")]
-        if lr > high:
-            return metrics, [Finding(Status.WARN, f"lr {lr:g} is above the suggested range [{low:.2g}, {high:.2g}]")]
-        if lr < low / self.t["low_factor"]:
-            return metrics, [Finding(Status.WARN, f"lr {lr:g} is far below the suggested range [{low:.2g}, {high:.2g}]; "
-                                     "training will crawl")]
-        return metrics, []
+
+@dataclass(frozen=True)
+class LearningRateMeasurement:
+    user_lr: float
+    lrs: tuple[float, ...]  # the learning rates tried, in order (the test may end early: see stopped_by)
+    losses: tuple[float, ...]
+    smoothed: tuple[float, ...]  # bias-corrected exponential moving average of the loss
+    stopped_by: str  # "plan" (every step), "loss exploded", or "budget"
+    probe_gap: ProbeGap | None = None
+
+
+# Smith (2017): the useful range starts about a decade below the steepest descent. Part of the
+# method, not a matter of taste: the tunable edges are fail_factor and low_factor.
+STEEPEST_DECADES = 10.0
+MIN_FINITE_POINTS = 5  # fewer finite smoothed losses than this: there is no curve to read
+
+
+def _range_findings(m: LearningRateMeasurement, t):
+    tried, smooth, lr = np.array(m.lrs), np.array(m.smoothed, dtype=float), m.user_lr
+    finite = np.isfinite(smooth)
+    metrics = {"range_test_steps": int(len(tried)), "range_test_stopped_by": m.stopped_by, "user_lr": lr}
+    if finite.sum() < MIN_FINITE_POINTS:
+        return metrics, [Finding(Status.WARN, "the range test diverged at once; the loss is unstable at any "
+                                 "learning rate tried", headline="the range test diverged at once")]
+    lrs, s = tried[finite], smooth[finite]
+    at_min = int(np.argmin(s))
+    slope = np.gradient(s[: at_min + 1], np.log(lrs[: at_min + 1])) if at_min >= 2 else np.array([0.0])
+    steep = lrs[int(np.argmin(slope))] if at_min >= 2 else lrs[0]
+    low, high = float(steep) / STEEPEST_DECADES, float(lrs[at_min])
+    low = min(low, high)
+    blew_up = float(tried[-1]) if m.stopped_by == "loss exploded" else None
+    metrics.update(suggested_lr_min=low, suggested_lr_max=high, lr_steepest=float(steep), lr_at_min_loss=high,
+                   lr_loss_exploded=blew_up)
+    if (blew_up is not None and lr >= blew_up) or lr > t.fail_factor * high:
+        head = f"lr {lr:g} is far above the useful range [{low:.2g}, {high:.2g}]" + (
+            f" (the loss blew up at {blew_up:.2g})" if blew_up else "")
+        return metrics, [Finding(Status.FAIL, f"{head}; training will diverge or oscillate", headline=head)]
+    if lr > high:
+        return metrics, [Finding(Status.WARN, f"lr {lr:g} is above the suggested range [{low:.2g}, {high:.2g}]")]
+    if lr < low / t.low_factor:
+        head = f"lr {lr:g} is far below the suggested range [{low:.2g}, {high:.2g}]"
+        return metrics, [Finding(Status.WARN, f"{head}; training will crawl", headline=head)]
+    return metrics, []
