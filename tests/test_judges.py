@@ -176,3 +176,78 @@ def test_learning_rate_cut_short_is_inconclusive_not_evidence():
 
     v = LearningRate.judge(LearningRateMeasurement(1e-3, (), (), (), "budget", CUT_SHORT), LearningRate.Thresholds())
     assert v.status is Status.WARN and v.findings[0].evidence["inconclusive"] and "suggested_lr_max" not in v.metrics
+
+
+# -- DNC9 imbalance ------------------------------------------------------------------------------
+def _imbalance(train, val=None, y_true=None, y_pred=None, classes=None):
+    from dnncheck.checks.imbalance import Imbalance, ImbalanceMeasurement, ProbePredictions
+
+    train = np.asarray(train)
+    classes = classes or tuple(f"c{i}" for i in range(len(train)))
+    counts = {"train": train}
+    if val is not None:
+        counts["val"] = np.asarray(val)
+    if y_true is None:  # a perfect probe on a balanced sample: no probe finding
+        y_true = np.repeat(np.arange(len(train)), 10)
+        y_pred = y_true
+    m = ImbalanceMeasurement("classification", tuple(classes), counts,
+                             ProbePredictions("val", np.asarray(y_true), np.asarray(y_pred)))
+    return Imbalance.judge(m, Imbalance.Thresholds())
+
+
+@pytest.mark.parametrize("big, status", [(14950, Status.PASS), (15000, Status.WARN), (99950, Status.WARN),
+                                         (100000, Status.FAIL)])
+def test_imbalance_ratio_edges(big, status):
+    v = _imbalance([big, 5000])
+    assert v.status is status and v.metrics["imbalance_ratio"] == round(big / 5000, 3)
+    if status is Status.FAIL:
+        assert v.summary.startswith("imbalance ratio 20.0: the smallest classes are c1 (5000)")
+
+
+@pytest.mark.parametrize("smallest, words", [(999, "small data"), (1000, "moderate data"), (4999, "moderate data"),
+                                             (5000, None)])
+def test_imbalance_data_volume_edges(smallest, words):
+    v = _imbalance([smallest, smallest])
+    if words is None:
+        assert v.status is Status.PASS
+    else:
+        assert v.status is Status.WARN and words in v.findings[0].message
+
+
+@pytest.mark.parametrize("correct_minority, status", [(2, Status.FAIL), (3, Status.WARN)])
+def test_imbalance_probe_must_beat_the_majority_baseline_by_the_margin(correct_minority, status):
+    y_true = np.r_[np.zeros(90, int), np.ones(10, int)]  # majority baseline 0.90; margin 0.02
+    y_pred = np.zeros(100, int)
+    y_pred[90:90 + correct_minority] = 1  # accuracy 0.92 (no better) or 0.93
+    v = _imbalance([30000, 10000], y_true=y_true, y_pred=y_pred)
+    assert v.status is status and v.metrics["majority_baseline_accuracy"] == 0.9
+
+
+def test_imbalance_low_recall_class_is_named_at_half_the_median():
+    y_true = np.repeat([0, 1, 2], 10)
+    y_pred = y_true.copy()
+    y_pred[20:26] = 0  # class 2 recall 0.4 < 0.5 x median 1.0
+    v = _imbalance([6000, 6000, 6000], y_true=y_true, y_pred=y_pred)
+    assert v.status is Status.WARN and "c2 (recall 0.40)" in v.findings[0].message
+    y_pred[20:26] = 2
+    y_pred[20:25] = 0  # recall 0.5: not below half the median
+    assert _imbalance([6000, 6000, 6000], y_true=y_true, y_pred=y_pred).status is Status.PASS
+
+
+def test_imbalance_classes_only_in_validation_fail_and_one_based_labels_are_named():
+    v = _imbalance([6000, 0], val=[100, 100])
+    assert v.status is Status.FAIL and "val has classes that train lacks: c1" in v.summary
+    v = _imbalance([0, 6000, 6000], classes=("0", "1", "2"))
+    assert v.status is Status.FAIL and v.summary.startswith("class 0 has no samples in any split while 1..2 do")
+
+
+def test_imbalance_regression_target_outside_train_range_edge():
+    from dnncheck.checks.imbalance import Imbalance, ImbalanceMeasurement
+
+    train = np.linspace(0, 1, 1000)
+    for outside, status in ((5, Status.PASS), (6, Status.WARN)):  # 5% of val: not above out_of_range_share
+        val = np.r_[np.full(100 - outside, 0.5), np.full(outside, 2.0)]
+        m = ImbalanceMeasurement("regression", (), {}, targets={"train": train, "val": val},
+                                 target_ids={"train": (), "val": tuple(f"v{i}" for i in range(100))})
+        v = Imbalance.judge(m, Imbalance.Thresholds())
+        assert v.status is status

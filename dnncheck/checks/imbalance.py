@@ -3,9 +3,11 @@ tutorial's guidance, and what a briefly trained probe does with the minority cla
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, headline, probe_finding, verdict
+from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, verdict
 from dnncheck.errors import ProbeUnavailable
 
 MAX_LISTED = 20
@@ -62,181 +64,224 @@ class Imbalance(Check):
     def probes(self, ctx) -> dict[str, dict]:
         return {"fit": {}} if ctx.dataset.task == "classification" and ctx.eval_split is not None else {}
 
-    def run(self, ctx):
+    def measure(self, ctx) -> "ImbalanceMeasurement":
         ds = ctx.dataset
         if ds.task == "regression":
-            return self._regression(ds)
-        counts = _counts(ds)
-        findings, metrics = [], {}
-        train = counts["train"]
+            targets = {name: ds.splits[name].y for name in ("train", "val", "test") if ds.split(name) is not None}
+            ids = {name: tuple(ds.splits[name].ids) for name in targets}
+            return ImbalanceMeasurement("regression", tuple(ds.classes), {}, targets=targets, target_ids=ids)
+        counts = {name: np.bincount(part.y, minlength=ds.num_classes) for name, part in ds.splits.items() if len(part)}
+        predictions, gap, note = None, None, None
+        if ctx.eval_split is None:
+            note = "per-class recall not measured: there is no validation or test split"
+        else:
+            try:
+                run = ctx.fit_probe()
+                if run.val_outputs is None:
+                    note = "per-class recall not measured: there is no validation or test split"
+                else:
+                    y_true = ctx.targets(ctx.eval_split)[ctx.probe_val_index].numpy()
+                    predictions = ProbePredictions(ctx.eval_split, y_true, run.val_outputs.argmax(1).numpy())
+            except ProbeUnavailable as exc:
+                gap = ProbeGap.of(exc)
+        return ImbalanceMeasurement("classification", tuple(ds.classes), counts, predictions, gap, note)
+
+    @classmethod
+    def judge(cls, m: "ImbalanceMeasurement", t) -> Verdict:
+        if m.task == "regression":
+            return _judge_regression(m, t)
+        train = m.counts["train"]
         present = train[train > 0]
         ratio = float(present.max() / present.min())
-        metrics.update(imbalance_ratio=round(ratio, 3), min_class_count=int(present.min()),
-                       max_class_count=int(present.max()), classes=ds.num_classes,
-                       empty_classes=int(np.sum(sum(counts.values()) == 0)))
-        findings += self._ratio_findings(ds, train, ratio)
-        findings += self._volume_findings(ds, train)
-        findings += self._coverage_findings(ds, counts)
-        probe_metrics, probe_findings = self._probe(ctx, train, ratio)
+        total = sum(m.counts.values())
+        metrics = {"imbalance_ratio": round(ratio, 3), "min_class_count": int(present.min()),
+                   "max_class_count": int(present.max()), "classes": len(m.classes),
+                   "empty_classes": int(np.sum(total == 0))}
+        findings = _ratio_findings(m.classes, train, ratio, t)
+        findings += _volume_findings(m.classes, train, t)
+        findings += _coverage_findings(m.classes, m.counts)
+        probe_metrics, probe_findings = _probe_findings(m, train, ratio, t)
         metrics.update(probe_metrics)
         findings += probe_findings
-        status = verdict(findings)
-        summary = _summary(ds, train, ratio, probe_metrics)
+        summary = _summary(len(m.classes), train, ratio, probe_metrics)
         failing = [f for f in findings if f.severity is Status.FAIL]
         if failing:  # the reason first: a failing summary that reads like a healthy one misleads
             summary = f"{headline(failing)}; {summary}"
-        figures = {"class_counts": {"classes": ds.classes, **{s: c.tolist() for s, c in counts.items()}}}
+        figures = {"class_counts": {"classes": list(m.classes), **{s: c.tolist() for s, c in m.counts.items()}}}
         if "per_class_recall" in probe_metrics:
             figures["per_class_recall"] = probe_metrics["per_class_recall"]
-        return self.result(status, summary, metrics, findings, self._remedy(ratio, int(present.min())), figures)
-
-    # -- findings -----------------------------------------------------------------------------
-    def _ratio_findings(self, ds, train, ratio):
-        if ratio < self.t["ratio_warn"]:
-            return []
-        severity = Status.FAIL if ratio >= self.t["ratio_fail"] else Status.WARN
-        small = np.argsort(train)[: min(3, len(train))]
-        named = ", ".join(f"{ds.classes[i]} ({train[i]})" for i in small)
-        return [Finding(severity, f"imbalance ratio {ratio:.1f}: the smallest classes are {named} against "
-                        f"{ds.classes[int(np.argmax(train))]} ({train.max()}); prefer balanced accuracy or macro-F1 "
-                        "over accuracy", evidence={"train_counts": dict(zip(ds.classes, train.tolist()))})]
-
-    def _volume_findings(self, ds, train):
-        smallest = int(train[train > 0].min())
-        if smallest >= self.t["augment_per_class"]:
-            return []
-        if smallest < self.t["small_data_per_class"]:
-            advice = ("small data: below the ~1000-1500 instances per class deep networks need for coarse "
-                      "categories; use a pretrained network as a feature extractor or fine-tune it (transfer learning)")
-        else:
-            advice = "moderate data: augmentation and/or transfer learning will help"
-        below = [ds.classes[i] for i in np.flatnonzero((train > 0) & (train < self.t["small_data_per_class"]))]
-        return [Finding(Status.WARN, f"{smallest} training instances in the smallest class "
-                        f"(median {int(np.median(train))}): {advice}",
-                        evidence={"classes_below_small_data": below[:MAX_LISTED],
-                                  "small_data_per_class": self.t["small_data_per_class"]})]
-
-    def _coverage_findings(self, ds, counts):
-        findings = self._empty_class_findings(ds, counts)
-        train = counts["train"]
-        for split, c in counts.items():
-            if split == "train":
-                continue
-            unseen = [ds.classes[i] for i in np.flatnonzero((c > 0) & (train == 0))]
-            if unseen:
-                findings.append(Finding(Status.FAIL, f"{split} has classes that train lacks: {', '.join(unseen[:MAX_LISTED])}; "
-                                        "the model can never predict them", evidence={"split": split, "classes": unseen}))
-            absent = [ds.classes[i] for i in np.flatnonzero((c == 0) & (train > 0))]
-            if absent:
-                findings.append(Finding(Status.WARN, f"{split} has no samples of {len(absent)} class(es): "
-                                        f"{', '.join(absent[:MAX_LISTED])}; their recall cannot be measured",
-                                        evidence={"split": split, "classes": absent}))
-        return findings
-
-    @staticmethod
-    def _empty_class_findings(ds, counts):
-        """Classes with no sample in any split: the model still gets an output unit for each, which is
-        never a target, and the imbalance ratio (over present classes) cannot show them."""
-        total = sum(counts.values())
-        empty = [ds.classes[i] for i in np.flatnonzero(total == 0)]
-        if not empty:
-            return []
-        numbered = all(name.isdigit() for name in ds.classes)
-        if numbered and empty == [ds.classes[0]]:
-            return [Finding(Status.FAIL, f"class 0 has no samples in any split while 1..{len(ds.classes) - 1} do: the "
-                            "labels look 1-based; subtract 1 so they run 0..C-1 (the model gets an output unit for "
-                            "class 0 that is never a target)", evidence={"empty_classes": empty})]
-        what = "label values" if numbered else "classes"
-        return [Finding(Status.WARN, f"{len(empty)} {what} have no samples in any split: "
-                        f"{', '.join(empty[:MAX_LISTED])}; each still gets an output unit (renumber the labels, or "
-                        "drop the empty class folders)", evidence={"empty_classes": empty})]
-
-    def _probe(self, ctx, train, ratio):
-        """Per-class recall and baselines of the shared probe run on the evaluation split."""
-        from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
-
-        ds = ctx.dataset
-        try:
-            run = ctx.fit_probe()
-        except ProbeUnavailable as exc:
-            return {}, [probe_finding(exc, "per-class recall not measured: the probe could not train")]
-        if run.val_outputs is None:
-            return {}, [Finding(Status.WARN, "per-class recall not measured: there is no validation or test split")]
-        y_true = ctx.targets(ctx.eval_split)[ctx.probe_val_index].numpy()
-        y_pred = run.val_outputs.argmax(1).numpy()
-        labels = np.arange(ds.num_classes)
-        recall = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
-        majority = int(np.argmax(train))
-        metrics = {
-            "evaluated_on": ctx.eval_split, "evaluated_samples": int(len(y_true)),
-            "probe_accuracy": round(float(np.mean(y_true == y_pred)), 4),
-            "probe_balanced_accuracy": round(float(balanced_accuracy_score(y_true, y_pred)), 4),
-            "probe_macro_f1": round(float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 4),
-            "majority_baseline_accuracy": round(float(np.mean(y_true == majority)), 4),
-            "per_class_recall": {ds.classes[i]: round(float(recall[i]), 4) for i in labels if np.any(y_true == i)},
-        }
-        findings = []
-        if ratio >= self.t["ratio_warn"] and \
-                metrics["probe_accuracy"] <= metrics["majority_baseline_accuracy"] + self.t["baseline_margin"]:
-            findings.append(Finding(Status.FAIL, f"the probe's accuracy {metrics['probe_accuracy']:.3f} is no better than "
-                                    f"always predicting {ds.classes[majority]} ({metrics['majority_baseline_accuracy']:.3f})",
-                                    evidence={"majority_class": ds.classes[majority]}))
-        measured = np.array(list(metrics["per_class_recall"].values()))
-        low = [(name, r) for name, r in metrics["per_class_recall"].items()
-               if r < self.t["low_recall_factor"] * float(np.median(measured))]
-        if low:
-            findings.append(Finding(Status.WARN, "classes the probe rarely recognises: " +
-                                    ", ".join(f"{n} (recall {r:.2f})" for n, r in low[:MAX_LISTED]),
-                                    evidence={"low_recall": dict(low)}))
-        return metrics, findings
-
-    def _remedy(self, ratio, smallest):
-        parts = []
-        if ratio >= self.t["ratio_warn"]:
-            parts.append("Weight the loss by inverse class frequency or use a balanced sampler "
-                         "(WeightedRandomSampler); report balanced accuracy and macro-F1, not accuracy.")
-        if smallest < self.t["small_data_per_class"]:
-            parts.append("Small data: start from a pretrained network (feature extraction or fine-tuning) "
-                         "and augment; collect more samples for the smallest classes.")
-        elif smallest < self.t["augment_per_class"]:
-            parts.append("Use augmentation and/or transfer learning.")
-        return " ".join(parts)
-
-    # -- regression ---------------------------------------------------------------------------
-    def _regression(self, ds):
-        train = ds.splits["train"].y
-        lo, hi = float(train.min()), float(train.max())
-        metrics = {"target_min": lo, "target_max": hi, "target_mean": float(train.mean()), "target_std": float(train.std())}
-        hist, edges = np.histogram(train, bins=20)
-        interior_empty = int(np.sum(hist[1:-1] == 0))
-        metrics["train_histogram_empty_bins"] = interior_empty
-        findings = []
-        for name in ("val", "test"):
-            part = ds.split(name)
-            if part is None:
-                continue
-            outside = float(np.mean((part.y < lo) | (part.y > hi)))
-            metrics[f"{name}_outside_train_range"] = round(outside, 4)
-            if outside > self.t["out_of_range_share"]:
-                findings.append(Finding(Status.WARN, f"{outside:.1%} of {name} targets lie outside train's range "
-                                        f"[{lo:.4g}, {hi:.4g}]: the model must extrapolate",
-                                        samples=tuple(np.array(part.ids)[(part.y < lo) | (part.y > hi)][:MAX_LISTED])))
-        if interior_empty:
-            findings.append(Finding(Status.WARN, f"{interior_empty} of 20 histogram bins inside train's target range are "
-                                    "empty: parts of the range have no training examples"))
-        figures = {"target_histogram": {"counts": hist.tolist(), "edges": edges.tolist()}}
-        summary = f"regression target in [{lo:.4g}, {hi:.4g}] over {len(train)} training samples"
-        return self.result(verdict(findings), summary, metrics, findings,
-                           "Collect samples for the uncovered target ranges; stratify splits on target quantiles.",
-                           figures)
+        return Verdict(verdict(findings), summary, tuple(findings), metrics, _remedy(ratio, int(present.min()), t),
+                       figures)
 
 
-def _counts(ds) -> dict[str, np.ndarray]:
-    return {name: np.bincount(part.y, minlength=ds.num_classes) for name, part in ds.splits.items() if len(part)}
+@dataclass(frozen=True)
+class ProbePredictions:
+    """The shared probe's predicted classes on (a sample of) the evaluation split."""
+    split: str
+    y_true: np.ndarray
+    y_pred: np.ndarray
 
 
-def _summary(ds, train, ratio, probe_metrics) -> str:
-    text = (f"{ds.num_classes} classes, {int(train.min())}-{int(train.max())} training instances per class, "
+@dataclass(frozen=True)
+class ImbalanceMeasurement:
+    task: str
+    classes: tuple[str, ...]
+    counts: dict  # split -> samples per class (classification)
+    predictions: ProbePredictions | None = None
+    probe_gap: ProbeGap | None = None
+    no_recall_note: str | None = None  # why per-class recall was not measured, when it was not
+    targets: dict | None = None  # regression: split -> target values
+    target_ids: dict | None = None  # regression: split -> sample ids
+
+
+# -- findings ---------------------------------------------------------------------------------
+def _ratio_findings(classes, train, ratio, t):
+    if ratio < t.ratio_warn:
+        return []
+    severity = Status.FAIL if ratio >= t.ratio_fail else Status.WARN
+    small = np.argsort(train)[: min(3, len(train))]
+    named = ", ".join(f"{classes[i]} ({train[i]})" for i in small)
+    head = (f"imbalance ratio {ratio:.1f}: the smallest classes are {named} against "
+            f"{classes[int(np.argmax(train))]} ({train.max()})")
+    return [Finding(severity, f"{head}; prefer balanced accuracy or macro-F1 over accuracy",
+                    evidence={"train_counts": dict(zip(classes, train.tolist()))}, headline=head)]
+
+
+def _volume_findings(classes, train, t):
+    smallest = int(train[train > 0].min())
+    if smallest >= t.augment_per_class:
+        return []
+    if smallest < t.small_data_per_class:
+        advice = ("small data: below the ~1000-1500 instances per class deep networks need for coarse "
+                  "categories; use a pretrained network as a feature extractor or fine-tune it (transfer learning)")
+    else:
+        advice = "moderate data: augmentation and/or transfer learning will help"
+    below = [classes[i] for i in np.flatnonzero((train > 0) & (train < t.small_data_per_class))]
+    head = f"{smallest} training instances in the smallest class (median {int(np.median(train))})"
+    return [Finding(Status.WARN, f"{head}: {advice}", headline=f"{head}: {advice.split(':')[0]}",
+                    evidence={"classes_below_small_data": below[:MAX_LISTED],
+                              "small_data_per_class": t.small_data_per_class})]
+
+
+def _coverage_findings(classes, counts):
+    findings = _empty_class_findings(classes, counts)
+    train = counts["train"]
+    for split, c in counts.items():
+        if split == "train":
+            continue
+        unseen = [classes[i] for i in np.flatnonzero((c > 0) & (train == 0))]
+        if unseen:
+            head = f"{split} has classes that train lacks: {', '.join(unseen[:MAX_LISTED])}"
+            findings.append(Finding(Status.FAIL, f"{head}; the model can never predict them",
+                                    evidence={"split": split, "classes": unseen}, headline=head))
+        absent = [classes[i] for i in np.flatnonzero((c == 0) & (train > 0))]
+        if absent:
+            head = f"{split} has no samples of {len(absent)} class(es): {', '.join(absent[:MAX_LISTED])}"
+            findings.append(Finding(Status.WARN, f"{head}; their recall cannot be measured",
+                                    evidence={"split": split, "classes": absent}, headline=head))
+    return findings
+
+
+def _empty_class_findings(classes, counts):
+    """Classes with no sample in any split: the model still gets an output unit for each, which is
+    never a target, and the imbalance ratio (over present classes) cannot show them."""
+    total = sum(counts.values())
+    empty = [classes[i] for i in np.flatnonzero(total == 0)]
+    if not empty:
+        return []
+    numbered = all(name.isdigit() for name in classes)
+    if numbered and empty == [classes[0]]:
+        head = f"class 0 has no samples in any split while 1..{len(classes) - 1} do: the labels look 1-based"
+        return [Finding(Status.FAIL, f"{head}; subtract 1 so they run 0..C-1 (the model gets an output unit for "
+                        "class 0 that is never a target)", evidence={"empty_classes": empty}, headline=head)]
+    what = "label values" if numbered else "classes"
+    head = f"{len(empty)} {what} have no samples in any split: {', '.join(empty[:MAX_LISTED])}"
+    return [Finding(Status.WARN, f"{head}; each still gets an output unit (renumber the labels, or drop the empty "
+                    "class folders)", evidence={"empty_classes": empty}, headline=head)]
+
+
+def _probe_findings(m: ImbalanceMeasurement, train, ratio, t):
+    """Per-class recall and baselines of the shared probe run on the evaluation split."""
+    from sklearn.metrics import balanced_accuracy_score, f1_score, recall_score
+
+    if m.probe_gap is not None:
+        return {}, [m.probe_gap.finding("per-class recall not measured: the probe could not train")]
+    if m.predictions is None:
+        return {}, [Finding(Status.WARN, m.no_recall_note or "per-class recall not measured")]
+    y_true, y_pred, classes = m.predictions.y_true, m.predictions.y_pred, m.classes
+    labels = np.arange(len(classes))
+    recall = recall_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    majority = int(np.argmax(train))
+    metrics = {
+        "evaluated_on": m.predictions.split, "evaluated_samples": int(len(y_true)),
+        "probe_accuracy": round(float(np.mean(y_true == y_pred)), 4),
+        "probe_balanced_accuracy": round(float(balanced_accuracy_score(y_true, y_pred)), 4),
+        "probe_macro_f1": round(float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 4),
+        "majority_baseline_accuracy": round(float(np.mean(y_true == majority)), 4),
+        "per_class_recall": {classes[i]: round(float(recall[i]), 4) for i in labels if np.any(y_true == i)},
+    }
+    findings = []
+    if ratio >= t.ratio_warn and metrics["probe_accuracy"] <= metrics["majority_baseline_accuracy"] + t.baseline_margin:
+        findings.append(Finding(Status.FAIL, f"the probe's accuracy {metrics['probe_accuracy']:.3f} is no better than "
+                                f"always predicting {classes[majority]} ({metrics['majority_baseline_accuracy']:.3f})",
+                                evidence={"majority_class": classes[majority]}))
+    measured = np.array(list(metrics["per_class_recall"].values()))
+    low = [(name, r) for name, r in metrics["per_class_recall"].items()
+           if r < t.low_recall_factor * float(np.median(measured))]
+    if low:
+        findings.append(Finding(Status.WARN, "classes the probe rarely recognises: " +
+                                ", ".join(f"{n} (recall {r:.2f})" for n, r in low[:MAX_LISTED]),
+                                evidence={"low_recall": dict(low)}))
+    return metrics, findings
+
+
+def _remedy(ratio, smallest, t):
+    parts = []
+    if ratio >= t.ratio_warn:
+        parts.append("Weight the loss by inverse class frequency or use a balanced sampler "
+                     "(WeightedRandomSampler); report balanced accuracy and macro-F1, not accuracy.")
+    if smallest < t.small_data_per_class:
+        parts.append("Small data: start from a pretrained network (feature extraction or fine-tuning) "
+                     "and augment; collect more samples for the smallest classes.")
+    elif smallest < t.augment_per_class:
+        parts.append("Use augmentation and/or transfer learning.")
+    return " ".join(parts)
+
+
+# -- regression ---------------------------------------------------------------------------------
+HISTOGRAM_BINS = 20  # of train's target range, to find parts with no training example
+
+
+def _judge_regression(m: ImbalanceMeasurement, t) -> Verdict:
+    train = m.targets["train"]
+    lo, hi = float(train.min()), float(train.max())
+    metrics = {"target_min": lo, "target_max": hi, "target_mean": float(train.mean()), "target_std": float(train.std())}
+    hist, edges = np.histogram(train, bins=HISTOGRAM_BINS)
+    interior_empty = int(np.sum(hist[1:-1] == 0))
+    metrics["train_histogram_empty_bins"] = interior_empty
+    findings = []
+    for name in ("val", "test"):
+        if name not in m.targets:
+            continue
+        y = m.targets[name]
+        outside_mask = (y < lo) | (y > hi)
+        outside = float(np.mean(outside_mask))
+        metrics[f"{name}_outside_train_range"] = round(outside, 4)
+        if outside > t.out_of_range_share:
+            findings.append(Finding(Status.WARN, f"{outside:.1%} of {name} targets lie outside train's range "
+                                    f"[{lo:.4g}, {hi:.4g}]: the model must extrapolate",
+                                    samples=tuple(np.array(m.target_ids[name])[outside_mask][:MAX_LISTED])))
+    if interior_empty:
+        findings.append(Finding(Status.WARN, f"{interior_empty} of {HISTOGRAM_BINS} histogram bins inside train's target "
+                                "range are empty: parts of the range have no training examples"))
+    figures = {"target_histogram": {"counts": hist.tolist(), "edges": edges.tolist()}}
+    summary = f"regression target in [{lo:.4g}, {hi:.4g}] over {len(train)} training samples"
+    return Verdict(verdict(findings), summary, tuple(findings), metrics,
+                   "Collect samples for the uncovered target ranges; stratify splits on target quantiles.", figures)
+
+
+def _summary(num_classes, train, ratio, probe_metrics) -> str:
+    text = (f"{num_classes} classes, {int(train.min())}-{int(train.max())} training instances per class, "
             f"imbalance ratio {ratio:.1f}")
     if "probe_balanced_accuracy" in probe_metrics:
         text += (f"; probe balanced accuracy {probe_metrics['probe_balanced_accuracy']:.2f} "
