@@ -251,3 +251,50 @@ def test_imbalance_regression_target_outside_train_range_edge():
                                  target_ids={"train": (), "val": tuple(f"v{i}" for i in range(100))})
         v = Imbalance.judge(m, Imbalance.Thresholds())
         assert v.status is status
+
+
+# -- DNC8 overfit ------------------------------------------------------------------------------
+def _overfit(params=1000, train_samples=100, dense=(), batch_stop="target reached", reached=True, epochs=None,
+             shuffled=None, **kw):
+    from dnncheck.checks.overfit import OneBatch, Overfit, OverfitMeasurement
+
+    batch = OneBatch(32, (2.3, 1.0, 0.1), batch_stop, reached) if batch_stop else None
+    m = OverfitMeasurement(params, params, train_samples, ({"layer": "fc", "type": "Linear", "parameters": params},),
+                           tuple(dense), batch, classification=epochs is not None, fit_epochs=epochs,
+                           fit_curves={} if epochs is not None else None, shuffled_train_acc=shuffled, **kw)
+    return Overfit.judge(m, Overfit.Thresholds())
+
+
+@pytest.mark.parametrize("params, status", [(100_000, Status.PASS), (100_100, Status.WARN)])
+def test_overfit_parameters_per_sample_edge(params, status):
+    assert _overfit(params=params, train_samples=100).status is status  # 1,000 per sample warns above
+
+
+@pytest.mark.parametrize("shape, status", [((1000, 1000), Status.PASS), ((1000, 1001), Status.WARN)])
+def test_overfit_dense_layer_edge(shape, status):
+    assert _overfit(dense=[("fc", *shape)]).status is status
+
+
+def test_overfit_one_batch_failures_name_the_cause():
+    v = _overfit(batch_stop="max steps")
+    assert v.status is Status.FAIL and v.summary == "cannot overfit one batch of 32: loss 2.3 -> best 0.1 in 3 steps"
+    assert "detached" in _overfit(batch_stop="max steps", reached=False).findings[0].message
+    assert "frozen" in _overfit(params=0, batch_stop=None).summary
+
+
+@pytest.mark.parametrize("val_acc, status", [(0.851, Status.PASS), (0.849, Status.WARN)])
+def test_overfit_accuracy_gap_edge(val_acc, status):
+    epochs = ({"train_acc": 1.0, "val_acc": val_acc, "val_loss": 0.5},)
+    assert _overfit(epochs=epochs).status is status  # gap_warn 0.15: strictly above warns
+
+
+@pytest.mark.parametrize("shuffled, status", [(0.9, Status.PASS), (0.91, Status.WARN)])
+def test_overfit_memorisation_edge(shuffled, status):
+    epochs = ({"train_acc": 1.0, "val_acc": 0.95},)
+    v = _overfit(epochs=epochs, shuffled=(shuffled,))
+    assert v.status is status and v.metrics["memorisation_ratio"] == shuffled
+
+
+def test_overfit_cut_short_one_batch_is_inconclusive():
+    v = _overfit(batch_stop=None, batch_gap=CUT_SHORT)
+    assert v.status is Status.WARN and v.findings[0].evidence["inconclusive"]

@@ -4,11 +4,12 @@ it memorises shuffled labels, and where its parameters are."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, headline, probe_finding, verdict
-from dnncheck.errors import ProbeCutShort, ProbeUnavailable
+from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, verdict
+from dnncheck.errors import ProbeUnavailable
 
 MAX_LISTED_LAYERS = 20
 
@@ -64,149 +65,208 @@ class Overfit(Check):
     }
 
     def probes(self, ctx) -> dict[str, dict]:
-        wanted = {"overfit-batch": {"batch": int(self.t["batch_size"]), "max_steps": int(self.t["max_steps"])}}
+        wanted = {"overfit-batch": {"batch": self.t.batch_size, "max_steps": self.t.max_steps}}
         if ctx.dataset.task == "classification":
             wanted["fit"] = {}
-            if self.t["shuffled"]:
+            if self.t.shuffled:
                 wanted["overfit-shuffled"] = {}
         return wanted
 
-    def run(self, ctx):
-        findings, metrics = [], {}
-        batch_metrics, batch_findings = self._one_batch(ctx)
-        metrics.update(batch_metrics)
-        findings += batch_findings
-        param_metrics, param_findings, layers = self._parameters(ctx)
-        metrics.update(param_metrics)
-        findings += param_findings
-        figures = {"layers": layers}
-        if ctx.dataset.task == "classification":
-            try:
-                fit = ctx.fit_probe()
-            except ProbeUnavailable as exc:
-                findings.append(probe_finding(exc, "gap and memorisation not measured"))
-                fit = None
-            if fit is not None:
-                gap_metrics, gap_findings = self._gap(fit)
-                metrics.update(gap_metrics)
-                findings += gap_findings
-                figures["curves"] = fit.curves()
-                if self.t["shuffled"] and not any(f.severity is Status.FAIL for f in batch_findings):
-                    mem_metrics, mem_findings, shuffled_curve = self._memorisation(ctx, fit)
-                    metrics.update(mem_metrics)
-                    findings += mem_findings
-                    figures["shuffled_train_acc"] = shuffled_curve
-        status = verdict(findings)
-        return self.result(status, _summary(metrics, findings), metrics, findings, self._remedy(findings), figures)
-
-    def _one_batch(self, ctx):
-        model = ctx.fresh_model()
-        params = [p for p in model.parameters() if p.requires_grad]
-        metrics = {"trainable_parameters": int(sum(p.numel() for p in params))}
-        if not params:
-            return metrics, [Finding(Status.FAIL, "cannot overfit one batch: every parameter is frozen "
-                                     "(requires_grad=False); nothing can learn")]
-        try:
-            run = ctx.one_batch_fit(int(self.t["batch_size"]), int(self.t["max_steps"]), self.t["target_ratio"])
-        except ProbeCutShort as exc:
-            return metrics, [probe_finding(exc, "one-batch test")]
-        except ProbeUnavailable as exc:
-            return metrics, [probe_finding(exc, "cannot overfit one batch: the model cannot train", Status.FAIL)]
-        losses = run.losses
-        n = ctx.planned("overfit-batch").batch_size
-        first, best = losses[0], min(losses)
-        metrics.update(batch_samples=n, batch_steps=len(losses), batch_initial_loss=round(first, 5),
-                       batch_final_loss=round(losses[-1], 5), batch_best_loss=round(best, 5))
-        if run.stopped_by == "target reached":
-            return metrics, []
-        if not run.reached_params:
-            why = "the loss does not reach the parameters (outputs detached, or computed without the model)"
-        elif not math.isfinite(losses[-1]):
-            why = "the loss became non-finite: the learning rate is too high"
-        else:
-            why = "too little capacity, or a learning rate too small or too large for this optimizer"
-        return metrics, [Finding(Status.FAIL, f"cannot overfit one batch of {n}: loss {first:.4g} -> best {best:.4g} in "
-                                 f"{len(losses)} steps; {why}", evidence={"losses": losses[:: max(1, len(losses) // 50)]})]
-
-    def _parameters(self, ctx):
+    # -- measuring ------------------------------------------------------------------------------
+    def measure(self, ctx) -> "OverfitMeasurement":
         from torch import nn
 
         model = ctx.fresh_model()
-        n_train = len(ctx.dataset.splits["train"])
-        layers = []
-        for name, module in model.named_modules():
-            own = sum(p.numel() for p in module.parameters(recurse=False))
-            if own:
-                layers.append({"layer": name or type(module).__name__, "type": type(module).__name__, "parameters": own})
-        total = sum(p.numel() for p in model.parameters())
-        per_sample = total / max(1, n_train)
-        metrics = {"parameters": int(total), "train_samples": n_train, "parameters_per_sample": round(per_sample, 1)}
-        findings = []
-        big = [(name, m) for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and m.in_features * m.out_features > self.t["dense_layer_warn"]]
-        if big:
-            findings.append(Finding(Status.WARN, "oversized dense layer(s): " + ", ".join(
-                f"{name} {m.in_features}x{m.out_features} ({m.in_features * m.out_features / 1e6:.1f}M)" for name, m in big)
-                + "; replace flatten + wide FC with pooling or narrower layers",
-                evidence={"layers": [name for name, _ in big]}))
-        if per_sample > self.t["params_per_sample_warn"]:
-            top = sorted(layers, key=lambda d: -d["parameters"])[:3]
-            findings.append(Finding(Status.WARN, f"{total:,} parameters for {n_train} training samples ({per_sample:,.0f} per "
-                                    "sample): capacity far beyond what the data constrains; largest: " +
-                                    ", ".join(f"{d['layer']} ({d['parameters']:,})" for d in top)))
-        return metrics, findings, layers[:MAX_LISTED_LAYERS * 5]
+        trainable = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+        layers = tuple({"layer": name or type(module).__name__, "type": type(module).__name__, "parameters": own}
+                       for name, module in model.named_modules()
+                       if (own := sum(p.numel() for p in module.parameters(recurse=False))))
+        dense = tuple((name, m.in_features, m.out_features) for name, m in model.named_modules() if isinstance(m, nn.Linear))
+        m = OverfitMeasurement(trainable, int(sum(p.numel() for p in model.parameters())),
+                               len(ctx.dataset.splits["train"]), layers, dense)
+        if trainable:
+            m = self._measure_one_batch(ctx, m)
+        if ctx.dataset.task != "classification":
+            return m
+        try:
+            fit = ctx.fit_probe()
+        except ProbeUnavailable as exc:
+            return replace(m, classification=True, fit_gap=ProbeGap.of(exc))
+        m = replace(m, classification=True, fit_epochs=tuple(fit.epochs), fit_curves=fit.curves())
+        if self.t.shuffled and m.fits_one_batch is not False:  # no memorisation test of a model that cannot learn
+            m = self._measure_shuffled(ctx, m)
+        return m
 
-    def _gap(self, fit):
-        epochs = fit.epochs
-        metrics = {}
-        findings = []
-        val_loss = [e.get("val_loss") for e in epochs if e.get("val_loss") is not None]
-        if val_loss:
-            best = int(np.nanargmin(val_loss))
-            metrics.update(best_val_epoch=best + 1, val_loss_rise_since_best=round(
-                float((val_loss[-1] - val_loss[best]) / max(abs(val_loss[best]), 1e-12)), 4))
-        last = epochs[-1] if epochs else {}
-        if last.get("train_acc") is not None and last.get("val_acc") is not None:
-            gap = last["train_acc"] - last["val_acc"]
-            metrics.update(train_accuracy=round(last["train_acc"], 4), val_accuracy=round(last["val_acc"], 4),
-                           accuracy_gap=round(gap, 4))
-            if gap > self.t["gap_warn"]:
-                findings.append(Finding(Status.WARN, f"train accuracy {last['train_acc']:.2f} vs validation "
-                                        f"{last['val_acc']:.2f} after {len(epochs)} epochs: overfitting; best validation "
-                                        f"loss at epoch {metrics.get('best_val_epoch', '?')}"))
-        return metrics, findings
+    def _measure_one_batch(self, ctx, m):
+        try:
+            run = ctx.one_batch_fit(self.t.batch_size, self.t.max_steps, self.t.target_ratio)
+        except ProbeUnavailable as exc:
+            return replace(m, batch_gap=ProbeGap.of(exc))
+        return replace(m, batch=OneBatch(ctx.planned("overfit-batch").batch_size, tuple(run.losses), run.stopped_by,
+                                         run.reached_params))
 
-    def _memorisation(self, ctx, fit):
+    def _measure_shuffled(self, ctx, m):
         import torch
 
-        train, val = ctx.probe_data()
+        train, _ = ctx.probe_data()
         perm = torch.from_numpy(np.random.default_rng(ctx.seed).permutation(len(train[1])))
         try:
             run = ctx.train_probe("overfit-shuffled", data=((train[0], train[1][perm]), None))
         except ProbeUnavailable as exc:
-            return {}, [probe_finding(exc, "shuffled-label probe not run")], []
-        shuffled = [e.get("train_acc") for e in run.epochs]
-        true = [e.get("train_acc") for e in fit.epochs]
-        k = min(len(shuffled), len(true))
-        if not k or shuffled[k - 1] is None or not true[k - 1]:
-            return {}, [], shuffled
-        ratio = shuffled[k - 1] / true[k - 1]
-        metrics = {"shuffled_label_train_accuracy": round(shuffled[k - 1], 4), "true_label_train_accuracy": round(true[k - 1], 4),
-                   "memorisation_ratio": round(ratio, 4), "memorisation_epochs": k}
-        findings = []
-        if ratio > self.t["memorisation_warn"]:
-            findings.append(Finding(Status.WARN, f"the model fits randomly shuffled labels almost as well as the true ones "
-                                    f"({shuffled[k - 1]:.2f} vs {true[k - 1]:.2f} training accuracy after {k} epochs): it "
-                                    "can memorise this dataset; trust only validation figures and regularise"))
-        return metrics, findings, shuffled
+            return replace(m, shuffled_gap=ProbeGap.of(exc))
+        return replace(m, shuffled_train_acc=tuple(e.get("train_acc") for e in run.epochs))
 
-    @staticmethod
-    def _remedy(findings) -> str:
-        if not findings:
-            return ""
-        return ("If one batch cannot be fitted, check requires_grad, .detach() calls and that the loss uses the model's "
-                "outputs. If capacity dwarfs the data, shrink dense layers, regularise and augment, start from a "
-                "pretrained backbone, and stop at the best validation epoch.")
+    # -- judging --------------------------------------------------------------------------------
+    @classmethod
+    def judge(cls, m: "OverfitMeasurement", t) -> Verdict:
+        metrics, findings = _one_batch_findings(m)
+        param_metrics, param_findings = _parameter_findings(m, t)
+        metrics.update(param_metrics)
+        findings += param_findings
+        figures = {"layers": list(m.layers[:MAX_LISTED_LAYERS * 5])}
+        if m.fit_gap is not None:
+            findings.append(m.fit_gap.finding("gap and memorisation not measured"))
+        elif m.fit_epochs is not None:
+            gap_metrics, gap_findings = _gap_findings(m.fit_epochs, t)
+            metrics.update(gap_metrics)
+            findings += gap_findings
+            figures["curves"] = m.fit_curves
+            if m.shuffled_gap is not None:
+                findings.append(m.shuffled_gap.finding("shuffled-label probe not run"))
+            elif m.shuffled_train_acc is not None:
+                mem_metrics, mem_findings = _memorisation_findings(m.shuffled_train_acc, m.fit_epochs, t)
+                metrics.update(mem_metrics)
+                findings += mem_findings
+                figures["shuffled_train_acc"] = list(m.shuffled_train_acc)
+        return Verdict(verdict(findings), _summary(metrics, findings), tuple(findings), metrics, _remedy(findings),
+                       figures)
+
+
+@dataclass(frozen=True)
+class OneBatch:
+    samples: int
+    losses: tuple[float, ...]
+    stopped_by: str  # "target reached", "max steps", "budget", ...
+    reached_params: bool  # whether the loss's gradient reached the model's parameters
+
+
+@dataclass(frozen=True)
+class OverfitMeasurement:
+    trainable_parameters: int
+    parameters: int
+    train_samples: int  # the whole training split (capacity is judged against all of it)
+    layers: tuple[dict, ...]  # modules with parameters of their own: layer, type, parameters
+    dense: tuple[tuple[str, int, int], ...]  # linear layers: name, in_features, out_features
+    batch: OneBatch | None = None
+    batch_gap: ProbeGap | None = None
+    classification: bool = False
+    fit_epochs: tuple[dict, ...] | None = None  # the shared probe run's per-epoch record
+    fit_curves: dict | None = None
+    fit_gap: ProbeGap | None = None
+    shuffled_train_acc: tuple | None = None  # per epoch, on randomly permuted labels
+    shuffled_gap: ProbeGap | None = None
+
+    @property
+    def fits_one_batch(self) -> bool | None:
+        """False when the one-batch test failed (frozen, cannot train, target missed), None when it
+        could not say (cut short)."""
+        if not self.trainable_parameters:
+            return False
+        if self.batch_gap is not None:
+            return None if self.batch_gap.cut_short else False
+        return self.batch is not None and self.batch.stopped_by == "target reached"
+
+
+def _one_batch_findings(m: OverfitMeasurement):
+    metrics = {"trainable_parameters": m.trainable_parameters}
+    if not m.trainable_parameters:
+        return metrics, [Finding(Status.FAIL, "cannot overfit one batch: every parameter is frozen "
+                                 "(requires_grad=False); nothing can learn",
+                                 headline="cannot overfit one batch: every parameter is frozen (requires_grad=False)")]
+    if m.batch_gap is not None:
+        if m.batch_gap.cut_short:
+            return metrics, [m.batch_gap.finding("one-batch test")]
+        return metrics, [m.batch_gap.finding("cannot overfit one batch: the model cannot train", Status.FAIL)]
+    b = m.batch
+    losses, n = list(b.losses), b.samples
+    first, best = losses[0], min(losses)
+    metrics.update(batch_samples=n, batch_steps=len(losses), batch_initial_loss=round(first, 5),
+                   batch_final_loss=round(losses[-1], 5), batch_best_loss=round(best, 5))
+    if b.stopped_by == "target reached":
+        return metrics, []
+    if not b.reached_params:
+        why = "the loss does not reach the parameters (outputs detached, or computed without the model)"
+    elif not math.isfinite(losses[-1]):
+        why = "the loss became non-finite: the learning rate is too high"
+    else:
+        why = "too little capacity, or a learning rate too small or too large for this optimizer"
+    head = f"cannot overfit one batch of {n}: loss {first:.4g} -> best {best:.4g} in {len(losses)} steps"
+    return metrics, [Finding(Status.FAIL, f"{head}; {why}", evidence={"losses": losses[:: max(1, len(losses) // 50)]},
+                             headline=head)]
+
+
+def _parameter_findings(m: OverfitMeasurement, t):
+    per_sample = m.parameters / max(1, m.train_samples)
+    metrics = {"parameters": m.parameters, "train_samples": m.train_samples,
+               "parameters_per_sample": round(per_sample, 1)}
+    findings = []
+    big = [(name, i, o) for name, i, o in m.dense if i * o > t.dense_layer_warn]
+    if big:
+        head = "oversized dense layer(s): " + ", ".join(f"{name} {i}x{o} ({i * o / 1e6:.1f}M)" for name, i, o in big)
+        findings.append(Finding(Status.WARN, f"{head}; replace flatten + wide FC with pooling or narrower layers",
+                                evidence={"layers": [name for name, _, _ in big]}, headline=head))
+    if per_sample > t.params_per_sample_warn:
+        top = sorted(m.layers, key=lambda d: -d["parameters"])[:3]
+        findings.append(Finding(Status.WARN, f"{m.parameters:,} parameters for {m.train_samples} training samples "
+                                f"({per_sample:,.0f} per sample): capacity far beyond what the data constrains; largest: " +
+                                ", ".join(f"{d['layer']} ({d['parameters']:,})" for d in top),
+                                headline=f"{m.parameters:,} parameters for {m.train_samples} training samples "
+                                         f"({per_sample:,.0f} per sample): capacity far beyond what the data constrains"))
+    return metrics, findings
+
+
+def _gap_findings(epochs, t):
+    metrics, findings = {}, []
+    val_loss = [e.get("val_loss") for e in epochs if e.get("val_loss") is not None]
+    if val_loss:
+        best = int(np.nanargmin(val_loss))
+        metrics.update(best_val_epoch=best + 1, val_loss_rise_since_best=round(
+            float((val_loss[-1] - val_loss[best]) / max(abs(val_loss[best]), 1e-12)), 4))
+    last = epochs[-1] if epochs else {}
+    if last.get("train_acc") is not None and last.get("val_acc") is not None:
+        gap = last["train_acc"] - last["val_acc"]
+        metrics.update(train_accuracy=round(last["train_acc"], 4), val_accuracy=round(last["val_acc"], 4),
+                       accuracy_gap=round(gap, 4))
+        if gap > t.gap_warn:
+            head = f"train accuracy {last['train_acc']:.2f} vs validation {last['val_acc']:.2f} after {len(epochs)} epochs"
+            findings.append(Finding(Status.WARN, f"{head}: overfitting; best validation loss at epoch "
+                                    f"{metrics.get('best_val_epoch', '?')}", headline=f"{head}: overfitting"))
+    return metrics, findings
+
+
+def _memorisation_findings(shuffled, fit_epochs, t):
+    true = [e.get("train_acc") for e in fit_epochs]
+    k = min(len(shuffled), len(true))
+    if not k or shuffled[k - 1] is None or not true[k - 1]:
+        return {}, []
+    ratio = shuffled[k - 1] / true[k - 1]
+    metrics = {"shuffled_label_train_accuracy": round(shuffled[k - 1], 4),
+               "true_label_train_accuracy": round(true[k - 1], 4), "memorisation_ratio": round(ratio, 4),
+               "memorisation_epochs": k}
+    findings = []
+    if ratio > t.memorisation_warn:
+        head = (f"the model fits randomly shuffled labels almost as well as the true ones ({shuffled[k - 1]:.2f} vs "
+                f"{true[k - 1]:.2f} training accuracy after {k} epochs): it can memorise this dataset")
+        findings.append(Finding(Status.WARN, f"{head}; trust only validation figures and regularise", headline=head))
+    return metrics, findings
+
+
+def _remedy(findings) -> str:
+    if not findings:
+        return ""
+    return ("If one batch cannot be fitted, check requires_grad, .detach() calls and that the loss uses the model's "
+            "outputs. If capacity dwarfs the data, shrink dense layers, regularise and augment, start from a "
+            "pretrained backbone, and stop at the best validation epoch.")
 
 
 def _summary(metrics, findings) -> str:
