@@ -298,3 +298,56 @@ def test_overfit_memorisation_edge(shuffled, status):
 def test_overfit_cut_short_one_batch_is_inconclusive():
     v = _overfit(batch_stop=None, batch_gap=CUT_SHORT)
     assert v.status is Status.WARN and v.findings[0].evidence["inconclusive"]
+
+
+# -- DNC11 gradient-health -----------------------------------------------------------------------
+def _gradients(grad_norms=None, updates=None, dead=None, saturated=None, init=None):
+    from dnncheck.checks.gradient_health import GradientHealth, GradientHealthMeasurement
+
+    grad_norms = grad_norms if grad_norms is not None else {"fc1.weight": [1.0, 1.0], "fc2.weight": [1.0, 1.0]}
+    m = GradientHealthMeasurement(grad_norms, [1, 2], updates or {"fc1.weight": 1e-3}, dead or {}, saturated or {},
+                                  init or {"fc1": ("He", 1.0)})
+    return GradientHealth.judge(m, GradientHealth.Thresholds())
+
+
+def test_gradient_health_clean_passes():
+    assert _gradients().status is Status.PASS
+
+
+@pytest.mark.parametrize("top, status", [(1000.0, Status.PASS), (1000.1, Status.FAIL), (float("nan"), Status.FAIL)])
+def test_gradient_health_exploding_edge(top, status):
+    v = _gradients({"fc1.weight": [1.0, top], "fc2.weight": [1.0, 1.0]})
+    assert v.status is status
+    if status is Status.FAIL:
+        assert v.summary.startswith("exploding gradients") and "clip" not in v.summary
+
+
+@pytest.mark.parametrize("first, status", [(1e-3, Status.PASS), (0.99e-3, Status.WARN)])
+def test_gradient_health_vanishing_edge(first, status):
+    v = _gradients({"fc1.weight": [first], "fc1.bias": [1e-9], "fc2.weight": [1.0]})
+    assert v.status is status
+
+
+@pytest.mark.parametrize("ratio, status", [(1e-6, Status.PASS), (0.99e-6, Status.WARN), (0.1, Status.PASS),
+                                           (0.101, Status.WARN)])
+def test_gradient_health_update_ratio_edges(ratio, status):
+    assert _gradients(updates={"fc1.weight": ratio}).status is status
+
+
+@pytest.mark.parametrize("fraction, status", [(0.5, Status.PASS), (0.51, Status.WARN)])
+def test_gradient_health_dead_and_saturated_edges(fraction, status):
+    assert _gradients(dead={"relu1": fraction}).status is status
+    assert _gradients(saturated={"sig1": fraction}).status is status
+
+
+@pytest.mark.parametrize("ratio, status", [(0.2, Status.PASS), (0.19, Status.WARN), (5.0, Status.PASS),
+                                           (5.1, Status.WARN)])
+def test_gradient_health_init_scale_edges(ratio, status):
+    assert _gradients(init={"fc1": ("He", ratio)}).status is status
+
+
+def test_gradient_health_cut_short_is_inconclusive():
+    from dnncheck.checks.gradient_health import GradientHealth, GradientHealthMeasurement
+
+    v = GradientHealth.judge(GradientHealthMeasurement({}, [], {}, {}, {}, {}, CUT_SHORT), GradientHealth.Thresholds())
+    assert v.status is Status.WARN and v.findings[0].evidence["inconclusive"]

@@ -4,10 +4,11 @@ initial weights at a sensible scale, updates of a sensible size."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, headline, verdict
+from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, headline, verdict
 from dnncheck.errors import ProbeUnavailable
 
 ACTIVATION_SAMPLES = 512
@@ -71,140 +72,185 @@ class GradientHealth(Check):
     def probes(self, ctx) -> dict[str, dict]:
         return {"fit": {}}
 
-    def run(self, ctx):
+    # -- measuring ------------------------------------------------------------------------------
+    def measure(self, ctx):
         try:
             run = ctx.fit_probe()
         except ProbeUnavailable as exc:
-            return self.without_probe(exc, "no probe run to read gradients from")
+            gap = ProbeGap.of(exc)
+            if not gap.cut_short:
+                return Skipped(f"no probe run to read gradients from: {exc}")
+            return GradientHealthMeasurement({}, [], {}, {}, {}, {}, gap)
         fresh = ctx.fresh_model()
+        dead, saturated = _unit_fractions(run.model, ctx.inputs("train")[:ACTIVATION_SAMPLES], ctx.device)
+        return GradientHealthMeasurement(dict(run.grad_norms), list(run.grad_steps), _update_ratios(fresh, run),
+                                         dead, saturated, _init_ratios(fresh))
+
+    # -- judging --------------------------------------------------------------------------------
+    @classmethod
+    def judge(cls, m: "GradientHealthMeasurement", t) -> Verdict:
+        if m.probe_gap is not None:
+            return Verdict(Status.WARN, m.probe_gap.headline, (m.probe_gap.finding("no probe run to read gradients from"),))
         findings, metrics = [], {}
-        for part in (self._gradients(run), self._updates(fresh, run), self._units(ctx, run), self._init(fresh)):
-            metrics.update(part[0])
-            findings += part[1]
-        figures = {"grad_norms": {k: v for k, v in run.grad_norms.items()}, "grad_steps": run.grad_steps}
-        status = verdict(findings)
+        for part_metrics, part_findings in (_gradient_findings(m.grad_norms, t), _update_findings(m.update_ratios, t),
+                                            _unit_findings(m.dead_fraction, m.saturated_fraction, t),
+                                            _init_findings(m.init_ratios, t)):
+            metrics.update(part_metrics)
+            findings += part_findings
+        figures = {"grad_norms": dict(m.grad_norms), "grad_steps": list(m.grad_steps)}
         summary = headline(findings) if findings else (
             f"gradients flow (first/last layer ratio {metrics.get('first_to_last_grad_ratio')}), no dead or saturated "
             f"layers, initial scales within range")
-        return self.result(status, summary, metrics, findings, self._remedy(findings), figures)
+        return Verdict(verdict(findings), summary, tuple(findings), metrics, _remedy(findings), figures)
 
-    def _gradients(self, run):
-        weights = [(n, v) for n, v in run.grad_norms.items() if not n.endswith("bias") and len(v)]
-        weights = [(n, v) for n, v in weights if "norm" not in n.lower() and "bn" not in n.lower()]
-        if not weights:
-            return {}, []
-        medians = {n: float(np.median(v)) for n, v in weights}
-        metrics = {"grad_norm_median": {n: round(v, 8) for n, v in medians.items()}}
-        findings = []
-        all_values = np.concatenate([np.asarray(v, dtype=float) for _, v in weights])
-        if not np.all(np.isfinite(all_values)) or all_values.max() > self.t["exploding_norm"]:
-            findings.append(Finding(Status.FAIL, f"exploding gradients: norms up to {np.nanmax(all_values):.3g}; lower "
-                                    "the learning rate or clip gradients (torch.nn.utils.clip_grad_norm_)"))
-        first, last = medians[weights[0][0]], medians[weights[-1][0]]
-        ratio = first / last if last > 0 else math.inf
-        metrics["first_to_last_grad_ratio"] = round(ratio, 8)
-        if len(weights) > 1 and ratio < self.t["vanishing_ratio"]:
-            findings.append(Finding(Status.WARN, f"vanishing gradients: the first layer ({weights[0][0]}) gets "
-                                    f"{ratio:.2g} of the gradient the last ({weights[-1][0]}) gets",
-                                    evidence={"first": first, "last": last}))
-        return metrics, findings
 
-    def _updates(self, fresh, run):
-        trained = dict(run.model.named_parameters())
-        ratios = {}
-        for name, p0 in fresh.named_parameters():
-            if p0.ndim < 2 or name not in trained or not run.steps:
-                continue
-            w0 = p0.detach().float()
-            w1 = trained[name].detach().float().cpu()
-            ratios[name] = float((w1 - w0).norm() / max(float(w0.norm()), 1e-12) / run.steps)
-        if not ratios:
-            return {}, []
-        median = float(np.median(list(ratios.values())))
-        metrics = {"update_ratio_per_step_median": round(median, 8)}
-        still = [n for n, r in ratios.items() if r < self.t["update_ratio_low"]]
-        wild = [n for n, r in ratios.items() if r > self.t["update_ratio_high"]]
-        findings = []
-        if still:
-            findings.append(Finding(Status.WARN, f"{len(still)} layer(s) barely move (update/weight per step below "
-                                    f"{self.t['update_ratio_low']:g}): {', '.join(still[:10])}"))
-        if wild:
-            findings.append(Finding(Status.WARN, f"{len(wild)} layer(s) change by more than "
-                                    f"{self.t['update_ratio_high']:g} of their size per step: {', '.join(wild[:10])}"))
-        return metrics, findings
+@dataclass(frozen=True)
+class GradientHealthMeasurement:
+    grad_norms: dict  # parameter name -> gradient norms at the recorded steps of the shared probe run
+    grad_steps: list
+    update_ratios: dict  # weight name -> ||w_T - w_0|| / ||w_0|| / T
+    dead_fraction: dict  # ReLU module -> share of units that never fired on the sample
+    saturated_fraction: dict  # sigmoid/tanh module -> share of outputs at the limits
+    init_ratios: dict  # weight layer -> (init scheme, fresh weight std / the scheme's)
+    probe_gap: ProbeGap | None = None
 
-    def _units(self, ctx, run):
-        import torch
-        from torch import nn
 
-        model = run.model
-        tallies: dict[str, _UnitTally] = {}
-        hooks = []
-        for name, module in model.named_modules():
-            kind = "relu" if isinstance(module, (nn.ReLU, nn.ReLU6)) else \
-                "sigmoid" if isinstance(module, nn.Sigmoid) else "tanh" if isinstance(module, nn.Tanh) else None
-            if kind:
-                tally = tallies.setdefault(name, _UnitTally(kind))
-                hooks.append(module.register_forward_hook(lambda m, i, out, tally=tally: tally.add(out)))
-        was = model.training
-        model.eval()
-        x = ctx.inputs("train")[:ACTIVATION_SAMPLES]
+def _update_ratios(fresh, run) -> dict:
+    trained = dict(run.model.named_parameters())
+    ratios = {}
+    for name, p0 in fresh.named_parameters():
+        if p0.ndim < 2 or name not in trained or not run.steps:
+            continue
+        w0 = p0.detach().float()
+        w1 = trained[name].detach().float().cpu()
+        ratios[name] = float((w1 - w0).norm() / max(float(w0.norm()), 1e-12) / run.steps)
+    return ratios
+
+
+def _unit_fractions(model, x, device) -> tuple[dict, dict]:
+    """Dead-unit shares of the ReLU modules and saturated-output shares of the sigmoid/tanh ones,
+    from forward hooks over `x`."""
+    import torch
+    from torch import nn
+
+    tallies: dict[str, _UnitTally] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        kind = "relu" if isinstance(module, (nn.ReLU, nn.ReLU6)) else \
+            "sigmoid" if isinstance(module, nn.Sigmoid) else "tanh" if isinstance(module, nn.Tanh) else None
+        if kind:
+            tally = tallies.setdefault(name, _UnitTally(kind))
+            hooks.append(module.register_forward_hook(lambda m, i, out, tally=tally: tally.add(out)))
+    was = model.training
+    model.eval()
+    try:
         with torch.no_grad():  # in chunks: a layer's outputs for 512 photos are hundreds of MB
             for start in range(0, len(x), ACTIVATION_CHUNK):
-                model(x[start:start + ACTIVATION_CHUNK].to(ctx.device))
+                model(x[start:start + ACTIVATION_CHUNK].to(device))
+    finally:
         model.train(was)
         for h in hooks:
             h.remove()
-        dead = {name: t.dead_fraction() for name, t in tallies.items() if t.kind == "relu"}
-        saturated = {name: t.saturated_fraction() for name, t in tallies.items() if t.kind != "relu"}
-        metrics = {"dead_relu_fraction": {k: round(v, 4) for k, v in dead.items()},
-                   "saturated_fraction": {k: round(v, 4) for k, v in saturated.items()}}
-        findings = []
-        bad_dead = {k: v for k, v in dead.items() if v > self.t["dead_fraction"]}
-        if bad_dead:
-            findings.append(Finding(Status.WARN, "dead ReLUs: " + ", ".join(f"{k} {v:.0%}" for k, v in bad_dead.items())
-                                    + " of units never fire; lower the learning rate or use LeakyReLU"))
-        bad_sat = {k: v for k, v in saturated.items() if v > self.t["saturated_fraction"]}
-        if bad_sat:
-            findings.append(Finding(Status.WARN, "saturated units: " + ", ".join(f"{k} {v:.0%}" for k, v in bad_sat.items())
-                                    + " of outputs at the activation's limits; their gradients vanish"))
-        return metrics, findings
+    dead = {name: t.dead_fraction() for name, t in tallies.items() if t.kind == "relu"}
+    saturated = {name: t.saturated_fraction() for name, t in tallies.items() if t.kind != "relu"}
+    return dead, saturated
 
-    def _init(self, fresh):
-        from torch import nn
 
-        modules = list(fresh.named_modules())
-        checks = {}
-        for k, (name, module) in enumerate(modules):
-            if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-                continue
-            weight = module.weight.detach()
-            fan_in = weight[0].numel()
-            fan_out = weight.shape[0] * (weight[0, 0].numel() if weight.ndim > 2 else 1)
-            activation = _next_activation(modules[k + 1:])
-            if activation == "relu":
-                scheme, expected = "He", math.sqrt(2.0 / fan_in)
-            elif activation == "selu":
-                scheme, expected = "LeCun", math.sqrt(1.0 / fan_in)
-            else:
-                scheme, expected = "Glorot", math.sqrt(2.0 / (fan_in + fan_out))
-            checks[name] = (scheme, float(weight.std()) / expected)
-        metrics = {"init_scale_ratio": {n: {"scheme": s, "ratio": round(r, 3)} for n, (s, r) in checks.items()}}
-        off = {n: (s, r) for n, (s, r) in checks.items()
-               if not self.t["init_ratio_low"] <= r <= self.t["init_ratio_high"]}
-        if not off:
-            return metrics, []
-        return metrics, [Finding(Status.WARN, f"{len(off)} layer(s) start at a poor weight scale: " + ", ".join(
-            f"{n} {r:.2g}x {s}" for n, (s, r) in list(off.items())[:8]) + "; use torch.nn.init with the scheme for its "
-            "activation", evidence={n: {"scheme": s, "ratio": r} for n, (s, r) in off.items()})]
+def _init_ratios(fresh) -> dict:
+    from torch import nn
 
-    @staticmethod
-    def _remedy(findings) -> str:
-        if not findings:
-            return ""
-        return ("Initialise with He (ReLU) or Glorot (tanh/sigmoid) via torch.nn.init; prefer ReLU-family activations, "
-                "BatchNorm or residual connections in deep nets; lower the learning rate or clip gradients when they "
-                "explode.")
+    modules = list(fresh.named_modules())
+    out = {}
+    for k, (name, module) in enumerate(modules):
+        if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            continue
+        weight = module.weight.detach()
+        fan_in = weight[0].numel()
+        fan_out = weight.shape[0] * (weight[0, 0].numel() if weight.ndim > 2 else 1)
+        activation = _next_activation(modules[k + 1:])
+        if activation == "relu":
+            scheme, expected = "He", math.sqrt(2.0 / fan_in)
+        elif activation == "selu":
+            scheme, expected = "LeCun", math.sqrt(1.0 / fan_in)
+        else:
+            scheme, expected = "Glorot", math.sqrt(2.0 / (fan_in + fan_out))
+        out[name] = (scheme, float(weight.std()) / expected)
+    return out
+
+
+def _gradient_findings(grad_norms, t):
+    weights = [(n, v) for n, v in grad_norms.items() if not n.endswith("bias") and len(v)]
+    weights = [(n, v) for n, v in weights if "norm" not in n.lower() and "bn" not in n.lower()]
+    if not weights:
+        return {}, []
+    medians = {n: float(np.median(v)) for n, v in weights}
+    metrics = {"grad_norm_median": {n: round(v, 8) for n, v in medians.items()}}
+    findings = []
+    all_values = np.concatenate([np.asarray(v, dtype=float) for _, v in weights])
+    if not np.all(np.isfinite(all_values)) or all_values.max() > t.exploding_norm:
+        head = f"exploding gradients: norms up to {np.nanmax(all_values):.3g}"
+        findings.append(Finding(Status.FAIL, f"{head}; lower the learning rate or clip gradients "
+                                "(torch.nn.utils.clip_grad_norm_)", headline=head))
+    first, last = medians[weights[0][0]], medians[weights[-1][0]]
+    ratio = first / last if last > 0 else math.inf
+    metrics["first_to_last_grad_ratio"] = round(ratio, 8)
+    if len(weights) > 1 and ratio < t.vanishing_ratio:
+        findings.append(Finding(Status.WARN, f"vanishing gradients: the first layer ({weights[0][0]}) gets "
+                                f"{ratio:.2g} of the gradient the last ({weights[-1][0]}) gets",
+                                evidence={"first": first, "last": last}))
+    return metrics, findings
+
+
+def _update_findings(ratios, t):
+    if not ratios:
+        return {}, []
+    median = float(np.median(list(ratios.values())))
+    metrics = {"update_ratio_per_step_median": round(median, 8)}
+    still = [n for n, r in ratios.items() if r < t.update_ratio_low]
+    wild = [n for n, r in ratios.items() if r > t.update_ratio_high]
+    findings = []
+    if still:
+        findings.append(Finding(Status.WARN, f"{len(still)} layer(s) barely move (update/weight per step below "
+                                f"{t.update_ratio_low:g}): {', '.join(still[:10])}"))
+    if wild:
+        findings.append(Finding(Status.WARN, f"{len(wild)} layer(s) change by more than "
+                                f"{t.update_ratio_high:g} of their size per step: {', '.join(wild[:10])}"))
+    return metrics, findings
+
+
+def _unit_findings(dead, saturated, t):
+    metrics = {"dead_relu_fraction": {k: round(v, 4) for k, v in dead.items()},
+               "saturated_fraction": {k: round(v, 4) for k, v in saturated.items()}}
+    findings = []
+    bad_dead = {k: v for k, v in dead.items() if v > t.dead_fraction}
+    if bad_dead:
+        head = "dead ReLUs: " + ", ".join(f"{k} {v:.0%}" for k, v in bad_dead.items()) + " of units never fire"
+        findings.append(Finding(Status.WARN, f"{head}; lower the learning rate or use LeakyReLU", headline=head))
+    bad_sat = {k: v for k, v in saturated.items() if v > t.saturated_fraction}
+    if bad_sat:
+        head = ("saturated units: " + ", ".join(f"{k} {v:.0%}" for k, v in bad_sat.items())
+                + " of outputs at the activation's limits")
+        findings.append(Finding(Status.WARN, f"{head}; their gradients vanish", headline=head))
+    return metrics, findings
+
+
+def _init_findings(ratios, t):
+    metrics = {"init_scale_ratio": {n: {"scheme": s, "ratio": round(r, 3)} for n, (s, r) in ratios.items()}}
+    off = {n: (s, r) for n, (s, r) in ratios.items() if not t.init_ratio_low <= r <= t.init_ratio_high}
+    if not off:
+        return metrics, []
+    head = f"{len(off)} layer(s) start at a poor weight scale: " + ", ".join(
+        f"{n} {r:.2g}x {s}" for n, (s, r) in list(off.items())[:8])
+    return metrics, [Finding(Status.WARN, f"{head}; use torch.nn.init with the scheme for its activation",
+                             evidence={n: {"scheme": s, "ratio": r} for n, (s, r) in off.items()}, headline=head)]
+
+
+def _remedy(findings) -> str:
+    if not findings:
+        return ""
+    return ("Initialise with He (ReLU) or Glorot (tanh/sigmoid) via torch.nn.init; prefer ReLU-family activations, "
+            "BatchNorm or residual connections in deep nets; lower the learning rate or clip gradients when they "
+            "explode.")
 
 
 def _next_activation(rest) -> str | None:
@@ -220,6 +266,13 @@ def _next_activation(rest) -> str | None:
         if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return None  # the next weight layer comes before any activation
     return None
+
+
+# Where an activation's slope has fallen below ~1% of its peak (sigmoid' = 0.0099 at 0.01/0.99,
+# tanh' = 0.0199 at 0.99): the definition of "saturated", not a verdict; the share that warns is the
+# saturated_fraction threshold.
+SIGMOID_SATURATED = (0.01, 0.99)
+TANH_SATURATED = 0.99
 
 
 class _UnitTally:
@@ -244,7 +297,10 @@ class _UnitTally:
             seen = self.unit_max.get(len(top))
             self.unit_max[len(top)] = top if seen is None else torch.maximum(seen, top)
             return
-        limit = ((out < 0.01) | (out > 0.99)) if self.kind == "sigmoid" else (out.abs() > 0.99)
+        if self.kind == "sigmoid":
+            limit = (out < SIGMOID_SATURATED[0]) | (out > SIGMOID_SATURATED[1])
+        else:
+            limit = out.abs() > TANH_SATURATED
         self.saturated += int(limit.sum())
         self.total += out.numel()
 
