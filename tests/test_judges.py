@@ -351,3 +351,57 @@ def test_gradient_health_cut_short_is_inconclusive():
 
     v = GradientHealth.judge(GradientHealthMeasurement({}, [], {}, {}, {}, {}, CUT_SHORT), GradientHealth.Thresholds())
     assert v.status is Status.WARN and v.findings[0].evidence["inconclusive"]
+
+
+# -- DNC4 loss-sanity ----------------------------------------------------------------------------
+def _loss(loss="cross_entropy", units=10, kind="logits", head=None, initial=2.30, error=None, metric=None,
+          y=None, curve=(2.3, 1.0, 0.5), task="classification", classes=10):
+    from dnncheck.checks.loss_sanity import LossSanity, LossSanityMeasurement, ProbeLossCurve
+    from dnncheck.models.introspect import OutputInfo
+
+    y = np.arange(100) % classes if y is None else np.asarray(y)
+    info = OutputInfo(units=units, kind=kind, min=-1.0, max=1.0, finite=True)
+    m = LossSanityMeasurement(task, loss, tuple(str(i) for i in range(classes)), info, head, True, y,
+                              tuple(f"s{i}" for i in range(len(y))), initial, error, metric,
+                              ProbeLossCurve(tuple(curve), len(curve), 1, 0.1, curve[0]))
+    return LossSanity.judge(m, LossSanity.Thresholds())
+
+
+def test_loss_sanity_clean_passes():
+    assert _loss().status is Status.PASS
+
+
+@pytest.mark.parametrize("initial, status", [(3.45, Status.PASS), (3.46, Status.WARN), (1.16, Status.PASS),
+                                             (1.15, Status.WARN)])
+def test_loss_sanity_initial_loss_tolerance_edges(initial, status):
+    assert _loss(initial=initial).status is status  # ln 10 = 2.303, tolerance 0.5 of it
+
+
+def test_loss_sanity_wiring_failures():
+    assert _loss(units=5).status is Status.FAIL
+    assert _loss(kind="probabilities", head="softmax").summary.startswith("the model outputs probabilities")
+    assert _loss(loss="nll").status is Status.FAIL  # logits into NLLLoss
+    v = _loss(error="RuntimeError: shape mismatch")
+    assert v.status is Status.FAIL and v.summary == "the loss cannot be computed on the model's outputs"
+    assert _loss(initial=float("nan")).status is Status.FAIL
+
+
+@pytest.mark.parametrize("final, status", [(2.07, Status.PASS), (2.08, Status.WARN)])
+def test_loss_sanity_min_fall_ratio_edge(final, status):
+    assert _loss(curve=(2.3,) * 10 + (final,) * 10).status is status  # the tail must fall below 0.9 x 2.3
+
+
+def test_loss_sanity_non_finite_probe_loss_fails():
+    v = _loss(curve=(2.3, 1.0, float("inf")))
+    assert v.status is Status.FAIL and v.summary == "the probe's loss became inf at step 3"
+
+
+@pytest.mark.parametrize("big, status", [(29, Status.PASS), (30, Status.WARN)])
+def test_loss_sanity_accuracy_metric_on_imbalanced_data_edge(big, status):
+    y = np.r_[np.zeros(big, int), np.ones(10, int)]  # ratio 2.9 or 3.0
+    assert _loss(metric="accuracy", y=y, classes=2, units=2, initial=0.69).status is status
+
+
+def test_loss_sanity_regression_with_a_bounded_head_fails():
+    v = _loss(loss="mse", units=1, head="sigmoid", task="regression", y=[0.5, 2.0, 3.0], classes=1, initial=4.0)
+    assert v.status is Status.FAIL and len(v.findings[0].samples) == 2

@@ -4,10 +4,11 @@ what it should be, and the probe's loss is finite and falls."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, probe_finding, verdict
+from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, verdict
 from dnncheck.errors import ProbeUnavailable
 
 MAX_LISTED = 20
@@ -66,199 +67,254 @@ class LossSanity(Check):
     def probes(self, ctx) -> dict[str, dict]:
         return {"fit": {}}
 
-    def run(self, ctx):
+    # -- measuring ------------------------------------------------------------------------------
+    def measure(self, ctx) -> "LossSanityMeasurement":
         import torch
 
         from dnncheck.models.introspect import describe_outputs, final_activation
-        from dnncheck.probes.losses import expected_initial_loss
 
         ds = ctx.dataset
         model = ctx.fresh_model()
-        head = final_activation(model)
         x = ctx.inputs("train")[:INITIAL_LOSS_SAMPLES]
         y = ctx.targets("train")[:INITIAL_LOSS_SAMPLES]
         with torch.no_grad():
             out = model.train()(x)  # train mode: BatchNorm uses batch statistics, as in the first step
-        info = describe_outputs(out)
-        metrics = {"loss": ctx.loss_name, "output_units": info.units, "output_kind": info.kind,
-                   "final_activation": head}
-        findings = []
-        if not any(True for _ in model.parameters()):
-            # outputs of a model without parameters say nothing about its head: no output-kind diagnosis
-            findings.append(Finding(Status.FAIL, "the model has no parameters: nothing can be trained (its forward "
-                                    "ignores any layers, or they were never registered as submodules)"))
-        elif ds.task == "classification":
-            findings += self._classification_findings(ctx, info, head)
-        else:
-            findings += self._regression_findings(ctx, info, head)
-        if ds.task == "classification":
-            metrics["expected_initial_loss"] = round(expected_initial_loss(ds.num_classes), 4)
-        else:
-            # a fresh regressor outputs about 0, so MSE starts near mean(y^2)
-            metrics["expected_initial_loss"] = round(float(np.mean(ds.splits["train"].y.astype(float) ** 2)), 4)
-        initial, loss_finding = _initial_loss(ctx.loss_fn, out, y)
-        metrics["initial_loss"] = None if initial is None else round(initial, 4)
-        if loss_finding:
-            findings.append(loss_finding)
-        elif ds.task == "classification" and ctx.loss_name in ("cross_entropy", "nll"):
-            findings += self._initial_loss_findings(initial, metrics["expected_initial_loss"])
-        findings += self._metric_findings(ctx)
-        curve_metrics, curve_findings = self._curve(ctx)
-        metrics.update(curve_metrics)
-        findings += curve_findings
-        status = verdict(findings)
-        summary = self._summary(status, findings, metrics)
-        figures = {"output_sample": info.to_dict()}
-        return self.result(status, summary, metrics, findings, self._remedy(findings), figures)
-
-    # -- classification -------------------------------------------------------------------------
-    def _classification_findings(self, ctx, info, head):
-        ds, loss = ctx.dataset, ctx.loss_name
-        c = ds.num_classes
-        findings = []
-        binary_single_unit = info.units == 1 and c == 2 and loss in ("bce", "mse")
-        if info.units < c and not binary_single_unit:
-            train = ds.splits["train"]
-            beyond = np.flatnonzero(train.y >= info.units)
-            findings.append(Finding(
-                Status.FAIL, f"the model has {info.units} output unit(s) but the data has {c} classes: "
-                f"{len(beyond)} training samples have labels {info.units}..{c - 1} that no output can predict",
-                samples=tuple(train.ids[i] for i in beyond[:MAX_LISTED]),
-                evidence={"output_units": info.units, "classes": c,
-                          "unreachable_classes": ds.classes[info.units:]}))
-        elif info.units > c:
-            findings.append(Finding(Status.WARN, f"the model has {info.units} output units for {c} classes; "
-                                    f"units {c}..{info.units - 1} are never a target",
-                                    evidence={"output_units": info.units, "classes": c}))
-        probabilities = info.kind == "probabilities" or head == "softmax"
-        sigmoid = head == "sigmoid" or (info.kind == "sigmoid" and info.units > 1)
-        log_probs = info.kind == "log_probabilities" or head == "log_softmax"
-        if loss == "cross_entropy" and probabilities:
-            findings.append(Finding(Status.FAIL, "the model outputs probabilities (a softmax inside the model) and "
-                                    "CrossEntropyLoss applies log_softmax again: gradients shrink and training stalls",
-                                    evidence={"output_kind": info.kind, "final_activation": head}))
-        elif loss == "cross_entropy" and sigmoid:
-            findings.append(Finding(Status.FAIL, "sigmoid outputs fed to a multi-class cross-entropy: the loss treats "
-                                    "values in [0, 1] as logits and cannot express confidence",
-                                    evidence={"output_kind": info.kind, "final_activation": head}))
-        elif loss == "nll" and not log_probs:
-            findings.append(Finding(Status.FAIL, f"NLLLoss expects log-probabilities but the model outputs {info.kind}: "
-                                    "add LogSoftmax or use cross_entropy on logits",
-                                    evidence={"output_kind": info.kind}))
-        elif loss == "bce" and c > 2:
-            if probabilities:
-                findings.append(Finding(Status.FAIL, f"binary cross-entropy over a {c}-way softmax: each unit is scored as an "
-                                        "independent yes/no although the classes are exclusive; use cross_entropy",
-                                        evidence={"output_kind": info.kind}))
-            else:
-                findings.append(Finding(Status.WARN, f"binary cross-entropy on {c} single-label classes treats them as "
-                                        "independent (multi-label); use cross_entropy unless samples can have several labels"))
-        elif loss == "mse":
-            findings.append(Finding(Status.WARN, "mean squared error on class labels: it trains slowly and is poorly "
-                                    "calibrated for classification; use cross_entropy"))
-        return findings
-
-    def _initial_loss_findings(self, initial, expected):
-        if abs(initial - expected) <= self.t["initial_loss_tolerance"] * expected:
-            return []
-        return [Finding(Status.WARN, f"initial loss {initial:.3f} is far from ln C = {expected:.3f}: a fresh model "
-                        "should predict about uniformly; check the last layer's initialisation and bias",
-                        evidence={"initial_loss": initial, "expected_initial_loss": expected})]
-
-    # -- regression ---------------------------------------------------------------------------
-    def _regression_findings(self, ctx, info, head):
-        ds, loss = ctx.dataset, ctx.loss_name
-        y = ds.splits["train"].y
-        findings = []
-        if info.units != 1:
-            findings.append(Finding(Status.FAIL, f"the model has {info.units} output units for a scalar regression target",
-                                    evidence={"output_units": info.units}))
-        if loss in ("cross_entropy", "nll") or (loss == "bce" and (y.min() < 0 or y.max() > 1)):
-            findings.append(Finding(Status.FAIL, f"{loss} is a classification loss but the target is continuous; use mse",
-                                    evidence={"loss": loss}))
-        ranges = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "softmax": (0.0, 1.0)}
-        if head in ranges:
-            lo, hi = ranges[head]
-            outside = np.flatnonzero((y < lo) | (y > hi))
-            if len(outside):
-                findings.append(Finding(Status.FAIL, f"the output ends in {head} (range [{lo:g}, {hi:g}]) but "
-                                        f"{len(outside)} training targets lie outside it (target range "
-                                        f"[{y.min():.4g}, {y.max():.4g}])",
-                                        samples=tuple(ds.splits["train"].ids[i] for i in outside[:MAX_LISTED])))
-        return findings
-
-    def _metric_findings(self, ctx):
-        ds, metric = ctx.dataset, ctx.metric
-        if metric is None:
-            return []
-        if ds.task == "regression" and metric in CLASSIFICATION_METRICS:
-            return [Finding(Status.FAIL, f"train.metric = {metric} on a continuous target; use mse, mae or r2")]
-        if ds.task == "classification" and metric in ("mse", "mae", "r2"):
-            return [Finding(Status.WARN, f"train.metric = {metric} on class labels; use balanced_accuracy or f1_macro")]
-        if ds.task == "classification" and metric == "accuracy":
-            counts = np.bincount(ds.splits["train"].y, minlength=ds.num_classes)
-            counts = counts[counts > 0]
-            ratio = counts.max() / counts.min()
-            if ratio >= self.t["imbalance_ratio_for_metric"]:
-                return [Finding(Status.WARN, f"train.metric = accuracy with imbalance ratio {ratio:.1f}: accuracy "
-                                "rewards the majority class; use balanced_accuracy or f1_macro")]
-        return []
-
-    # -- the probe's curve --------------------------------------------------------------------
-    def _curve(self, ctx):
+        initial, loss_error = _initial_loss(ctx.loss_fn, out, y)
+        train = ds.splits["train"]
+        curve, gap = None, None
         try:
             run = ctx.fit_probe()
+            curve = ProbeLossCurve(tuple(run.step_loss), run.steps, len(run.epochs), run.seconds, run.initial_loss)
         except ProbeUnavailable as exc:
-            return {}, [probe_finding(exc, "the probe could not train with this model and loss", Status.FAIL)]
-        losses = np.array(run.step_loss, dtype=float)
-        metrics = {"probe_steps": run.steps, "probe_epochs": len(run.epochs), "probe_seconds": round(run.seconds, 2)}
-        if len(losses) == 0:
-            return metrics, [Finding(Status.WARN, "the probe made no training step")]
-        bad = np.flatnonzero(~np.isfinite(losses))
-        if len(bad):
-            return metrics, [Finding(Status.FAIL, f"the probe's loss became {losses[bad[0]]} at step {bad[0] + 1}: "
-                                     "lower the learning rate, check inputs for NaN/Inf and the loss for log(0)",
-                                     evidence={"step": int(bad[0]) + 1})]
-        tail = max(1, len(losses) // 10)
-        start = run.initial_loss if math.isfinite(run.initial_loss) else float(np.mean(losses[:tail]))
-        end = float(np.mean(losses[-tail:]))
-        metrics.update(probe_initial_loss=round(start, 4), probe_final_loss=round(end, 4))
-        if end > self.t["min_fall_ratio"] * start:
-            return metrics, [Finding(Status.WARN, f"the probe's loss did not fall: {start:.4g} at the start, {end:.4g} "
-                                     f"after {run.steps} steps (frozen or detached parameters, a zero or tiny learning "
-                                     "rate, or a loss that does not reach the outputs)",
-                                     evidence={"initial": start, "final": end})]
-        return metrics, []
+            gap = ProbeGap.of(exc)
+        return LossSanityMeasurement(ds.task, ctx.loss_name, tuple(ds.classes), describe_outputs(out),
+                                     final_activation(model), any(True for _ in model.parameters()), train.y,
+                                     tuple(train.ids), initial, loss_error, ctx.metric, curve, gap)
 
-    # -- text ---------------------------------------------------------------------------------
-    @staticmethod
-    def _summary(status, findings, metrics) -> str:
-        if findings:
-            worst = max(findings, key=lambda f: f.severity.rank)
-            return worst.message.split(":")[0] if len(worst.message) > 110 else worst.message
-        text = f"{metrics['loss']} on {metrics['output_kind']}"
-        if metrics.get("initial_loss") is not None:
-            text += f"; initial loss {metrics['initial_loss']:.3f} (expected {metrics['expected_initial_loss']:.3f})"
-        if "probe_final_loss" in metrics:
-            text += f", falls to {metrics['probe_final_loss']:.3f} in the probe"
-        return text
+    # -- judging --------------------------------------------------------------------------------
+    @classmethod
+    def judge(cls, m: "LossSanityMeasurement", t) -> Verdict:
+        from dnncheck.probes.losses import expected_initial_loss
 
-    @staticmethod
-    def _remedy(findings) -> str:
-        if not findings:
-            return ""
-        return ("Have the model return logits and train with CrossEntropyLoss (or LogSoftmax + NLLLoss); give the last "
-                "layer one unit per class; use BCEWithLogitsLoss only for binary or multi-label targets; for regression "
-                "use no bounded output activation unless the target lies in its range.")
+        info = m.outputs
+        metrics = {"loss": m.loss, "output_units": info.units, "output_kind": info.kind, "final_activation": m.head}
+        findings = []
+        if not m.has_parameters:
+            # outputs of a model without parameters say nothing about its head: no output-kind diagnosis
+            findings.append(Finding(Status.FAIL, "the model has no parameters: nothing can be trained (its forward "
+                                    "ignores any layers, or they were never registered as submodules)",
+                                    headline="the model has no parameters"))
+        elif m.task == "classification":
+            findings += _classification_findings(m)
+        else:
+            findings += _regression_findings(m)
+        if m.task == "classification":
+            metrics["expected_initial_loss"] = round(expected_initial_loss(len(m.classes)), 4)
+        else:
+            # a fresh regressor outputs about 0, so MSE starts near mean(y^2)
+            metrics["expected_initial_loss"] = round(float(np.mean(m.train_y.astype(float) ** 2)), 4)
+        metrics["initial_loss"] = None if m.initial_loss is None else round(m.initial_loss, 4)
+        problem = _initial_loss_problem(m)
+        if problem:
+            findings.append(problem)
+        elif m.task == "classification" and m.loss in ("cross_entropy", "nll"):
+            findings += _initial_loss_findings(m.initial_loss, metrics["expected_initial_loss"], t)
+        findings += _metric_findings(m, t)
+        curve_metrics, curve_findings = _curve_findings(m, t)
+        metrics.update(curve_metrics)
+        findings += curve_findings
+        return Verdict(verdict(findings), _summary(findings, metrics), tuple(findings), metrics, _remedy(findings),
+                       {"output_sample": info.to_dict()})
+
+
+@dataclass(frozen=True)
+class ProbeLossCurve:
+    step_loss: tuple[float, ...]
+    steps: int
+    epochs: int
+    seconds: float
+    initial_loss: float  # before the first step, on the first batch
+
+
+@dataclass(frozen=True)
+class LossSanityMeasurement:
+    task: str
+    loss: str  # the loss's name or pkg.module:fn
+    classes: tuple[str, ...]
+    outputs: object  # models.introspect.OutputInfo of a fresh model on training inputs
+    head: str | None  # the model's final activation module, if any
+    has_parameters: bool
+    train_y: np.ndarray
+    train_ids: tuple[str, ...]
+    initial_loss: float | None
+    initial_loss_error: str | None  # the exception computing the loss raised, if it did
+    metric: str | None  # train.metric as configured
+    curve: ProbeLossCurve | None = None
+    probe_gap: ProbeGap | None = None
+
+
+# -- classification -----------------------------------------------------------------------------
+def _classification_findings(m: LossSanityMeasurement):
+    info, loss, head = m.outputs, m.loss, m.head
+    c = len(m.classes)
+    findings = []
+    binary_single_unit = info.units == 1 and c == 2 and loss in ("bce", "mse")
+    if info.units < c and not binary_single_unit:
+        beyond = np.flatnonzero(m.train_y >= info.units)
+        findings.append(Finding(
+            Status.FAIL, f"the model has {info.units} output unit(s) but the data has {c} classes: "
+            f"{len(beyond)} training samples have labels {info.units}..{c - 1} that no output can predict",
+            samples=tuple(m.train_ids[i] for i in beyond[:MAX_LISTED]),
+            evidence={"output_units": info.units, "classes": c, "unreachable_classes": list(m.classes[info.units:])},
+            headline=f"the model has {info.units} output unit(s) but the data has {c} classes"))
+    elif info.units > c:
+        findings.append(Finding(Status.WARN, f"the model has {info.units} output units for {c} classes; "
+                                f"units {c}..{info.units - 1} are never a target",
+                                evidence={"output_units": info.units, "classes": c}))
+    probabilities = info.kind == "probabilities" or head == "softmax"
+    sigmoid = head == "sigmoid" or (info.kind == "sigmoid" and info.units > 1)
+    log_probs = info.kind == "log_probabilities" or head == "log_softmax"
+    evidence = {"output_kind": info.kind, "final_activation": head}
+    if loss == "cross_entropy" and probabilities:
+        findings.append(Finding(Status.FAIL, "the model outputs probabilities (a softmax inside the model) and "
+                                "CrossEntropyLoss applies log_softmax again: gradients shrink and training stalls",
+                                evidence=evidence, headline="the model outputs probabilities (a softmax inside the "
+                                                            "model) and CrossEntropyLoss applies log_softmax again"))
+    elif loss == "cross_entropy" and sigmoid:
+        findings.append(Finding(Status.FAIL, "sigmoid outputs fed to a multi-class cross-entropy: the loss treats "
+                                "values in [0, 1] as logits and cannot express confidence", evidence=evidence,
+                                headline="sigmoid outputs fed to a multi-class cross-entropy"))
+    elif loss == "nll" and not log_probs:
+        findings.append(Finding(Status.FAIL, f"NLLLoss expects log-probabilities but the model outputs {info.kind}: "
+                                "add LogSoftmax or use cross_entropy on logits", evidence={"output_kind": info.kind}))
+    elif loss == "bce" and c > 2:
+        if probabilities:
+            findings.append(Finding(Status.FAIL, f"binary cross-entropy over a {c}-way softmax: each unit is scored as "
+                                    "an independent yes/no although the classes are exclusive; use cross_entropy",
+                                    evidence={"output_kind": info.kind},
+                                    headline=f"binary cross-entropy over a {c}-way softmax"))
+        else:
+            findings.append(Finding(Status.WARN, f"binary cross-entropy on {c} single-label classes treats them as "
+                                    "independent (multi-label); use cross_entropy unless samples can have several labels",
+                                    headline=f"binary cross-entropy on {c} single-label classes treats them as "
+                                             "independent (multi-label)"))
+    elif loss == "mse":
+        findings.append(Finding(Status.WARN, "mean squared error on class labels: it trains slowly and is poorly "
+                                "calibrated for classification; use cross_entropy",
+                                headline="mean squared error on class labels"))
+    return findings
+
+
+def _initial_loss_findings(initial, expected, t):
+    if abs(initial - expected) <= t.initial_loss_tolerance * expected:
+        return []
+    head = f"initial loss {initial:.3f} is far from ln C = {expected:.3f}"
+    return [Finding(Status.WARN, f"{head}: a fresh model should predict about uniformly; check the last layer's "
+                    "initialisation and bias", evidence={"initial_loss": initial, "expected_initial_loss": expected},
+                    headline=head)]
+
+
+# -- regression ---------------------------------------------------------------------------------
+BOUNDED_HEADS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "softmax": (0.0, 1.0)}  # output ranges
+
+
+def _regression_findings(m: LossSanityMeasurement):
+    info, loss, head, y = m.outputs, m.loss, m.head, m.train_y
+    findings = []
+    if info.units != 1:
+        findings.append(Finding(Status.FAIL, f"the model has {info.units} output units for a scalar regression target",
+                                evidence={"output_units": info.units}))
+    if loss in ("cross_entropy", "nll") or (loss == "bce" and (y.min() < 0 or y.max() > 1)):
+        findings.append(Finding(Status.FAIL, f"{loss} is a classification loss but the target is continuous; use mse",
+                                evidence={"loss": loss}))
+    if head in BOUNDED_HEADS:
+        lo, hi = BOUNDED_HEADS[head]
+        outside = np.flatnonzero((y < lo) | (y > hi))
+        if len(outside):
+            findings.append(Finding(Status.FAIL, f"the output ends in {head} (range [{lo:g}, {hi:g}]) but "
+                                    f"{len(outside)} training targets lie outside it (target range "
+                                    f"[{y.min():.4g}, {y.max():.4g}])",
+                                    samples=tuple(m.train_ids[i] for i in outside[:MAX_LISTED])))
+    return findings
+
+
+def _metric_findings(m: LossSanityMeasurement, t):
+    metric = m.metric
+    if metric is None:
+        return []
+    if m.task == "regression" and metric in CLASSIFICATION_METRICS:
+        return [Finding(Status.FAIL, f"train.metric = {metric} on a continuous target; use mse, mae or r2")]
+    if m.task == "classification" and metric in ("mse", "mae", "r2"):
+        return [Finding(Status.WARN, f"train.metric = {metric} on class labels; use balanced_accuracy or f1_macro")]
+    if m.task == "classification" and metric == "accuracy":
+        counts = np.bincount(m.train_y, minlength=len(m.classes))
+        counts = counts[counts > 0]
+        ratio = counts.max() / counts.min()
+        if ratio >= t.imbalance_ratio_for_metric:
+            head = f"train.metric = accuracy with imbalance ratio {ratio:.1f}"
+            return [Finding(Status.WARN, f"{head}: accuracy rewards the majority class; use balanced_accuracy or "
+                            "f1_macro", headline=head)]
+    return []
+
+
+# -- the probe's curve --------------------------------------------------------------------------
+def _curve_findings(m: LossSanityMeasurement, t):
+    if m.probe_gap is not None:
+        return {}, [m.probe_gap.finding("the probe could not train with this model and loss", Status.FAIL)]
+    run = m.curve
+    losses = np.array(run.step_loss, dtype=float)
+    metrics = {"probe_steps": run.steps, "probe_epochs": run.epochs, "probe_seconds": round(run.seconds, 2)}
+    if len(losses) == 0:
+        return metrics, [Finding(Status.WARN, "the probe made no training step")]
+    bad = np.flatnonzero(~np.isfinite(losses))
+    if len(bad):
+        head = f"the probe's loss became {losses[bad[0]]} at step {bad[0] + 1}"
+        return metrics, [Finding(Status.FAIL, f"{head}: lower the learning rate, check inputs for NaN/Inf and the loss "
+                                 "for log(0)", evidence={"step": int(bad[0]) + 1}, headline=head)]
+    tail = max(1, len(losses) // 10)
+    start = run.initial_loss if math.isfinite(run.initial_loss) else float(np.mean(losses[:tail]))
+    end = float(np.mean(losses[-tail:]))
+    metrics.update(probe_initial_loss=round(start, 4), probe_final_loss=round(end, 4))
+    if end > t.min_fall_ratio * start:
+        head = f"the probe's loss did not fall: {start:.4g} at the start, {end:.4g} after {run.steps} steps"
+        return metrics, [Finding(Status.WARN, f"{head} (frozen or detached parameters, a zero or tiny learning "
+                                 "rate, or a loss that does not reach the outputs)",
+                                 evidence={"initial": start, "final": end}, headline=head)]
+    return metrics, []
+
+
+# -- text ---------------------------------------------------------------------------------------
+def _summary(findings, metrics) -> str:
+    if findings:
+        return headline(findings)
+    text = f"{metrics['loss']} on {metrics['output_kind']}"
+    if metrics.get("initial_loss") is not None:
+        text += f"; initial loss {metrics['initial_loss']:.3f} (expected {metrics['expected_initial_loss']:.3f})"
+    if "probe_final_loss" in metrics:
+        text += f", falls to {metrics['probe_final_loss']:.3f} in the probe"
+    return text
+
+
+def _remedy(findings) -> str:
+    if not findings:
+        return ""
+    return ("Have the model return logits and train with CrossEntropyLoss (or LogSoftmax + NLLLoss); give the last "
+            "layer one unit per class; use BCEWithLogitsLoss only for binary or multi-label targets; for regression "
+            "use no bounded output activation unless the target lies in its range.")
 
 
 def _initial_loss(loss_fn, out, y):
-    """(loss of the fresh model's outputs, or None with a failing finding when it cannot be computed)."""
+    """(the loss of the fresh model's outputs, or None with the error that computing it raised)."""
     try:
-        value = float(loss_fn(out, y))
+        return float(loss_fn(out, y)), None
     except Exception as exc:
-        return None, Finding(Status.FAIL, f"the loss cannot be computed on the model's outputs: "
-                             f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
-    if not math.isfinite(value):
-        return value, Finding(Status.FAIL, f"the initial loss is {value}: the loss or the inputs produce NaN/Inf")
-    return value, None
+        return None, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def _initial_loss_problem(m: LossSanityMeasurement) -> Finding | None:
+    if m.initial_loss_error:
+        head = "the loss cannot be computed on the model's outputs"
+        return Finding(Status.FAIL, f"{head}: {m.initial_loss_error}", headline=head)
+    if not math.isfinite(m.initial_loss):
+        return Finding(Status.FAIL, f"the initial loss is {m.initial_loss}: the loss or the inputs produce NaN/Inf")
+    return None
