@@ -405,3 +405,71 @@ def test_loss_sanity_accuracy_metric_on_imbalanced_data_edge(big, status):
 def test_loss_sanity_regression_with_a_bounded_head_fails():
     v = _loss(loss="mse", units=1, head="sigmoid", task="regression", y=[0.5, 2.0, 3.0], classes=1, initial=4.0)
     assert v.status is Status.FAIL and len(v.findings[0].samples) == 2
+
+
+# -- DNC1 input-fidelity -------------------------------------------------------------------------
+def _fidelity(std=None, lo=None, hi=None, nonfinite=None, sizes=None, modes=None, resolution=None, unreadable=()):
+    from dnncheck.checks.input_fidelity import InputFidelity, InputFidelityMeasurement, ResolutionTest
+
+    n = 20
+    std = np.full(n, 50.0) if std is None else np.asarray(std, float)
+    stats = {"train": {"std": std, "min": np.zeros(n) if lo is None else np.asarray(lo, float),
+                       "max": np.full(n, 255.0) if hi is None else np.asarray(hi, float),
+                       "nonfinite": np.zeros(n, int) if nonfinite is None else np.asarray(nonfinite)}}
+    ids = np.array([f"img{i}" for i in range(n)])
+    m = InputFidelityMeasurement(True, n, tuple(unreadable), (), {"train": ids}, stats, 3,
+                                 tuple((i, "RGB") for i in ids) if modes is None else tuple(zip(ids, modes)),
+                                 np.tile([375.0, 500.0], (n, 1)) if sizes is None else np.asarray(sizes, float), ids,
+                                 resolution or ResolutionTest(None, (64, 64)), {"ids": []})
+    return InputFidelity.judge(m, InputFidelity.Thresholds())
+
+
+def test_input_fidelity_clean_passes():
+    v = _fidelity()
+    assert v.status is Status.PASS and v.summary == "20 samples decode with finite, informative values"
+
+
+def test_input_fidelity_unreadable_and_non_finite_fail():
+    assert _fidelity(unreadable=[("a.jpg", "truncated")]).status is Status.FAIL
+    v = _fidelity(nonfinite=[1] + [0] * 19)
+    assert v.status is Status.FAIL and v.findings[0].samples == ("img0",)
+
+
+def test_input_fidelity_flat_and_low_information_edges():
+    t = _low_information_ratio()
+    flat = _fidelity(std=[0.0] + [50.0] * 19, hi=[0.0] + [255.0] * 19)
+    assert flat.status is Status.WARN and "single flat value" in flat.summary
+    assert _fidelity(std=[50.0 * t] + [50.0] * 19).status is Status.PASS  # at the floor: not below it
+    low = _fidelity(std=[50.0 * t * 0.99] + [50.0] * 19)
+    assert low.status is Status.WARN and low.findings[0].samples == ("img0",)
+
+
+def _low_information_ratio():
+    from dnncheck.checks.input_fidelity import InputFidelity
+
+    return InputFidelity.Thresholds().low_information_ratio
+
+
+def test_input_fidelity_size_outlier_edges():
+    sizes = np.tile([100.0, 100.0], (20, 1))
+    sizes[0] = [100.0, 249.0]  # aspect 2.49 < 2.5: fine
+    assert _fidelity(sizes=sizes).status is Status.PASS
+    sizes[0] = [100.0, 251.0]
+    assert _fidelity(sizes=sizes).findings[0].samples == ("img0",)
+    sizes[0] = [25.0, 25.0]  # shorter side 0.25 of the median: not below
+    assert _fidelity(sizes=sizes).status is Status.PASS
+    sizes[0] = [24.0, 24.0]
+    assert _fidelity(sizes=sizes).status is Status.WARN
+
+
+def test_input_fidelity_mixed_modes_warn():
+    v = _fidelity(modes=["L"] + ["RGB"] * 19)
+    assert v.status is Status.WARN and v.summary.startswith("mixed image modes") and "pipeline" not in v.summary
+
+
+@pytest.mark.parametrize("model_score, status", [(0.851, Status.PASS), (0.849, Status.WARN), (float("nan"), Status.PASS)])
+def test_input_fidelity_resize_drop_edge(model_score, status):
+    from dnncheck.checks.input_fidelity import ResolutionTest
+
+    v = _fidelity(resolution=ResolutionTest((128, 96), (32, 32), 0.9, model_score, 1000, 2))
+    assert v.status is status  # resize_drop_warn 0.05: a drop above it warns

@@ -3,9 +3,11 @@ consistent, and the class signal survives resizing to what the model sees."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, verdict
+from dnncheck.checks.base import Check, Finding, Status, Verdict, headline, verdict
 from dnncheck.data.sampling import subsample_index
 
 MAX_LISTED = 50
@@ -62,134 +64,186 @@ class InputFidelity(Check):
         "resize_drop_warn": (0.05, "warn when resizing to image_size costs more balanced accuracy than this"),
     }
 
-    def run(self, ctx):
+    # -- measuring ------------------------------------------------------------------------------
+    def measure(self, ctx) -> "InputFidelityMeasurement":
         ds = ctx.dataset
-        findings = self._unreadable(ds)
-        metrics = {"samples": sum(len(s) for s in ds.splits.values()), "unreadable": len(ds.unreadable),
-                   "ignored_files": len(ds.ignored_files)}
-        stats = {name: _sample_stats(part) for name, part in ds.splits.items()}
-        findings += self._values(ds, stats, metrics)
+        m = InputFidelityMeasurement(
+            ds.is_image, sum(len(s) for s in ds.splits.values()), tuple(ds.unreadable), tuple(ds.ignored_files),
+            {name: np.array(part.ids) for name, part in ds.splits.items()},
+            {name: _sample_stats(part) for name, part in ds.splits.items()})
+        if not ds.is_image:
+            return m
+        parts = [p for p in ds.splits.values() if p.native_sizes is not None]
+        return replace(m, channels=ds.channels,
+                       modes=tuple((i, mode) for part in ds.splits.values() if part.modes
+                                   for i, mode in zip(part.ids, part.modes)),
+                       native_sizes=np.concatenate([p.native_sizes for p in parts]).astype(float),
+                       native_ids=np.concatenate([np.array(p.ids) for p in parts]),
+                       resolution=_resolution_test(ctx), montage=_montage(ctx))
+
+    # -- judging --------------------------------------------------------------------------------
+    @classmethod
+    def judge(cls, m: "InputFidelityMeasurement", t) -> Verdict:
+        findings = _unreadable_findings(m)
+        metrics = {"samples": m.samples, "unreadable": len(m.unreadable), "ignored_files": len(m.ignored_files)}
+        findings += _value_findings(m, t, metrics)
         figures = {}
-        if ds.is_image:
-            findings += self._modes(ds, metrics)
-            findings += self._sizes(ds, metrics)
-            res_metrics, res_findings = self._resolution(ctx)
+        if m.is_image:
+            findings += _mode_findings(m, metrics)
+            findings += _size_findings(m, t, metrics)
+            res_metrics, res_findings = _resolution_findings(m.resolution, t)
             metrics.update(res_metrics)
             findings += res_findings
-            figures["montage"] = _montage(ctx)
-        status = verdict(findings)
-        return self.result(status, _summary(metrics, findings), metrics, findings, self._remedy(findings), figures)
+            figures["montage"] = m.montage
+        return Verdict(verdict(findings), _summary(metrics, findings), tuple(findings), metrics, _remedy(findings),
+                       figures)
 
-    def _unreadable(self, ds):
-        findings = []
-        if ds.unreadable:
-            ids = [i for i, _ in ds.unreadable]
-            findings.append(Finding(Status.FAIL, f"{len(ids)} file(s) cannot be decoded and were left out of the audit",
-                                    samples=tuple(ids), evidence={"reasons": dict(ds.unreadable)}))
-        if ds.ignored_files:
-            findings.append(Finding(Status.WARN, f"{len(ds.ignored_files)} file(s) in the class folders are not images "
-                                    "by their extension and were skipped", samples=tuple(ds.ignored_files[:MAX_LISTED])))
+
+@dataclass(frozen=True)
+class ResolutionTest:
+    """5-NN balanced accuracy on the same training sample at a higher resolution and at the model's."""
+    reference: tuple[int, int] | None  # None: the stored images are no larger than the model's input
+    model_size: tuple[int, int]
+    reference_score: float = float("nan")
+    model_score: float = float("nan")
+    samples: int = 0
+    classes: int = 2
+
+
+@dataclass(frozen=True)
+class InputFidelityMeasurement:
+    is_image: bool
+    samples: int
+    unreadable: tuple  # (sample id, reason) of files that did not decode
+    ignored_files: tuple  # files skipped for their extension
+    ids: dict  # split -> sample ids
+    stats: dict  # split -> per-sample min, max, std, nonfinite (every sample)
+    channels: int = 0
+    modes: tuple = ()  # (sample id, Pillow mode)
+    native_sizes: np.ndarray | None = None  # (H, W) per image, as stored
+    native_ids: np.ndarray | None = None
+    resolution: ResolutionTest | None = None
+    montage: dict | None = None
+
+
+def _resolution_test(ctx) -> ResolutionTest:
+    ds = ctx.dataset
+    train = ds.splits["train"]
+    model_size = tuple(ds.image_size)
+    stored = np.median(train.records["decoded"][:200], axis=0)
+    cap = [min(MAX_REFERENCE_SIDE, max(2 * s, 32)) for s in model_size]
+    reference = (int(min(stored[0], cap[0])), int(min(stored[1], cap[1])))
+    if reference[0] <= model_size[0] and reference[1] <= model_size[1]:
+        return ResolutionTest(None, model_size)
+    index = subsample_index(train.y, RESOLUTION_SAMPLES, ctx.seed, True)
+    x, y = train.take(index).x, train.y[index]
+    return ResolutionTest(reference, model_size, _knn_score(x, y, reference, ctx.seed),
+                          _knn_score(x, y, model_size, ctx.seed), int(len(index)), ds.num_classes)
+
+
+def _unreadable_findings(m: InputFidelityMeasurement):
+    findings = []
+    if m.unreadable:
+        ids = [i for i, _ in m.unreadable]
+        findings.append(Finding(Status.FAIL, f"{len(ids)} file(s) cannot be decoded and were left out of the audit",
+                                samples=tuple(ids), evidence={"reasons": dict(m.unreadable)}))
+    if m.ignored_files:
+        findings.append(Finding(Status.WARN, f"{len(m.ignored_files)} file(s) in the class folders are not images "
+                                "by their extension and were skipped", samples=tuple(m.ignored_files[:MAX_LISTED])))
+    return findings
+
+
+def _value_findings(m: InputFidelityMeasurement, t, metrics):
+    findings = []
+    stats, ids = m.stats, m.ids
+    nonfinite = [i for name, s in stats.items() for i in ids[name][s["nonfinite"] > 0]]
+    metrics["nonfinite_samples"] = len(nonfinite)
+    if nonfinite:
+        findings.append(Finding(Status.FAIL, f"{len(nonfinite)} sample(s) contain NaN or Inf values",
+                                samples=tuple(nonfinite)))
+    if not m.is_image:
         return findings
+    constant = [(i, float(lo)) for name, s in stats.items()
+                for i, lo in zip(ids[name][s["max"] == s["min"]], s["min"][s["max"] == s["min"]])]
+    metrics["constant_images"] = len(constant)
+    if constant:
+        values = sorted({v for _, v in constant})
+        findings.append(Finding(Status.WARN, f"{len(constant)} image(s) are a single flat value "
+                                f"({', '.join(f'{v:g}' for v in values[:5])}): blank or broken exports",
+                                samples=tuple(i for i, _ in constant), evidence={"values": dict(constant)}))
+    all_std = np.concatenate([s["std"] for s in stats.values()])
+    floor = t.low_information_ratio * float(np.median(all_std[np.isfinite(all_std)]))
+    low = [i for name, s in stats.items() for i in ids[name][(s["std"] < floor) & (s["max"] > s["min"])]]
+    metrics["near_constant_images"] = len(low)
+    if low:
+        findings.append(Finding(Status.WARN, f"{len(low)} image(s) are nearly constant (std below {floor:.3g}, "
+                                f"{t.low_information_ratio:g} x the median): little information", samples=tuple(low)))
+    return findings
 
-    def _values(self, ds, stats, metrics):
-        findings = []
-        ids = {name: np.array(part.ids) for name, part in ds.splits.items()}
-        nonfinite = [i for name, s in stats.items() for i in ids[name][s["nonfinite"] > 0]]
-        metrics["nonfinite_samples"] = len(nonfinite)
-        if nonfinite:
-            findings.append(Finding(Status.FAIL, f"{len(nonfinite)} sample(s) contain NaN or Inf values",
-                                    samples=tuple(nonfinite)))
-        if not ds.is_image:
-            return findings
-        constant = [(i, float(lo)) for name, s in stats.items()
-                    for i, lo in zip(ids[name][s["max"] == s["min"]], s["min"][s["max"] == s["min"]])]
-        metrics["constant_images"] = len(constant)
-        if constant:
-            values = sorted({v for _, v in constant})
-            findings.append(Finding(Status.WARN, f"{len(constant)} image(s) are a single flat value "
-                                    f"({', '.join(f'{v:g}' for v in values[:5])}): blank or broken exports",
-                                    samples=tuple(i for i, _ in constant), evidence={"values": dict(constant)}))
-        all_std = np.concatenate([s["std"] for s in stats.values()])
-        floor = self.t["low_information_ratio"] * float(np.median(all_std[np.isfinite(all_std)]))
-        low = [i for name, s in stats.items() for i in ids[name][(s["std"] < floor) & (s["max"] > s["min"])]]
-        metrics["near_constant_images"] = len(low)
-        if low:
-            findings.append(Finding(Status.WARN, f"{len(low)} image(s) are nearly constant (std below {floor:.3g}, "
-                                    f"{self.t['low_information_ratio']:g} x the median): little information",
-                                    samples=tuple(low)))
-        return findings
 
-    def _modes(self, ds, metrics):
-        modes = [(i, m) for part in ds.splits.values() if part.modes for i, m in zip(part.ids, part.modes)]
-        counts: dict[str, int] = {}
-        for _, m in modes:
-            counts[m] = counts.get(m, 0) + 1
-        metrics["modes"] = counts
-        if len(counts) < 2:
-            return []
-        major = max(counts, key=counts.get)
-        minority = [i for i, m in modes if m != major]
-        return [Finding(Status.WARN, f"mixed image modes {counts}: converted to {ds.channels} channel(s) as "
-                        "torchvision's loader would; make sure your pipeline does the same",
-                        samples=tuple(minority[:MAX_LISTED]), evidence={"modes": counts})]
+def _mode_findings(m: InputFidelityMeasurement, metrics):
+    counts: dict[str, int] = {}
+    for _, mode in m.modes:
+        counts[mode] = counts.get(mode, 0) + 1
+    metrics["modes"] = counts
+    if len(counts) < 2:
+        return []
+    major = max(counts, key=counts.get)
+    minority = [i for i, mode in m.modes if mode != major]
+    head = f"mixed image modes {counts}: converted to {m.channels} channel(s) as torchvision's loader would"
+    return [Finding(Status.WARN, f"{head}; make sure your pipeline does the same",
+                    samples=tuple(minority[:MAX_LISTED]), evidence={"modes": counts}, headline=head)]
 
-    def _sizes(self, ds, metrics):
-        parts = [p for p in ds.splits.values() if p.native_sizes is not None]
-        sizes = np.concatenate([p.native_sizes for p in parts]).astype(float)
-        ids = np.concatenate([np.array(p.ids) for p in parts])
-        aspect = sizes[:, 1] / sizes[:, 0]
-        short = sizes.min(axis=1)
-        med_aspect, med_short = float(np.median(aspect)), float(np.median(short))
-        metrics.update(native_sizes=len({(int(h), int(w)) for h, w in sizes}),
-                       median_native_size=[int(np.median(sizes[:, 0])), int(np.median(sizes[:, 1]))],
-                       min_native_side=int(short.min()), max_native_side=int(sizes.max()),
-                       median_aspect_ratio=round(med_aspect, 3))
-        odd_aspect = np.abs(np.log(aspect / med_aspect)) > np.log(self.t["aspect_outlier_factor"])
-        tiny = short < self.t["tiny_side_ratio"] * med_short
-        outliers = ids[odd_aspect | tiny]
-        if not len(outliers):
-            return []
-        detail = {str(i): [int(v) for v in s] for i, s in zip(ids[odd_aspect | tiny], sizes[odd_aspect | tiny])}
-        return [Finding(Status.WARN, f"{len(outliers)} image(s) have an unusual size or aspect ratio (median "
-                        f"{metrics['median_native_size'][0]}x{metrics['median_native_size'][1]}, aspect "
-                        f"{med_aspect:.2f}): resizing will distort them", samples=tuple(outliers),
-                        evidence={"native_sizes": dict(list(detail.items())[:MAX_LISTED])})]
 
-    def _resolution(self, ctx):
-        ds = ctx.dataset
-        train = ds.splits["train"]
-        model_size = tuple(ds.image_size)
-        stored = np.median(train.records["decoded"][:200], axis=0)
-        cap = [min(MAX_REFERENCE_SIDE, max(2 * s, 32)) for s in model_size]
-        reference = (int(min(stored[0], cap[0])), int(min(stored[1], cap[1])))
-        if reference[0] <= model_size[0] and reference[1] <= model_size[1]:
-            return {"resize_reference": None}, []
-        index = subsample_index(train.y, RESOLUTION_SAMPLES, ctx.seed, True)
-        x = train.take(index).x
-        y = train.y[index]
-        ref_score = _knn_score(x, y, reference, ctx.seed)
-        model_score = _knn_score(x, y, model_size, ctx.seed)
-        chance = 1.0 / ds.num_classes
-        drop = ref_score - model_score
-        lost = drop / (ref_score - chance) if ref_score > chance else 0.0
-        metrics = {"resize_reference": list(reference), "resize_model": list(model_size),
-                   "knn_balanced_accuracy_reference": round(ref_score, 4),
-                   "knn_balanced_accuracy_model_size": round(model_score, 4),
-                   "resize_accuracy_drop": round(drop, 4), "resize_samples": int(len(index))}
-        if drop <= self.t["resize_drop_warn"]:
-            return metrics, []
-        return metrics, [Finding(Status.WARN, f"resizing to {model_size[0]}x{model_size[1]} loses class signal: a "
-                                 f"nearest-neighbour probe scores {model_score:.2f} balanced accuracy against "
-                                 f"{ref_score:.2f} at {reference[0]}x{reference[1]} ({lost:.0%} of what it learns "
-                                 "above chance); raise image_size or crop instead of shrinking",
-                                 evidence={"reference_size": list(reference), "model_size": list(model_size)})]
+def _size_findings(m: InputFidelityMeasurement, t, metrics):
+    sizes, ids = m.native_sizes, m.native_ids
+    aspect = sizes[:, 1] / sizes[:, 0]
+    short = sizes.min(axis=1)
+    med_aspect, med_short = float(np.median(aspect)), float(np.median(short))
+    metrics.update(native_sizes=len({(int(h), int(w)) for h, w in sizes}),
+                   median_native_size=[int(np.median(sizes[:, 0])), int(np.median(sizes[:, 1]))],
+                   min_native_side=int(short.min()), max_native_side=int(sizes.max()),
+                   median_aspect_ratio=round(med_aspect, 3))
+    odd_aspect = np.abs(np.log(aspect / med_aspect)) > np.log(t.aspect_outlier_factor)
+    tiny = short < t.tiny_side_ratio * med_short
+    outliers = ids[odd_aspect | tiny]
+    if not len(outliers):
+        return []
+    detail = {str(i): [int(v) for v in s] for i, s in zip(ids[odd_aspect | tiny], sizes[odd_aspect | tiny])}
+    return [Finding(Status.WARN, f"{len(outliers)} image(s) have an unusual size or aspect ratio (median "
+                    f"{metrics['median_native_size'][0]}x{metrics['median_native_size'][1]}, aspect "
+                    f"{med_aspect:.2f}): resizing will distort them", samples=tuple(outliers),
+                    evidence={"native_sizes": dict(list(detail.items())[:MAX_LISTED])})]
 
-    @staticmethod
-    def _remedy(findings) -> str:
-        if not findings:
-            return ""
-        return ("Remove or re-export unreadable and blank files; convert images to one mode; check outliers by "
-                "eye; if resizing loses the signal, raise [data] image_size or crop the region of interest.")
+
+def _resolution_findings(r: ResolutionTest | None, t):
+    if r is None or r.reference is None:
+        return {"resize_reference": None}, []
+    reference, model_size = r.reference, r.model_size
+    chance = 1.0 / r.classes
+    drop = r.reference_score - r.model_score
+    lost = drop / (r.reference_score - chance) if r.reference_score > chance else 0.0
+    metrics = {"resize_reference": list(reference), "resize_model": list(model_size),
+               "knn_balanced_accuracy_reference": round(r.reference_score, 4),
+               "knn_balanced_accuracy_model_size": round(r.model_score, 4),
+               "resize_accuracy_drop": round(drop, 4), "resize_samples": r.samples}
+    if not drop > t.resize_drop_warn:  # NaN (too few samples per class to cross-validate) says nothing
+        return metrics, []
+    head = f"resizing to {model_size[0]}x{model_size[1]} loses class signal"
+    return metrics, [Finding(Status.WARN, f"{head}: a nearest-neighbour probe scores {r.model_score:.2f} balanced "
+                             f"accuracy against {r.reference_score:.2f} at {reference[0]}x{reference[1]} ({lost:.0%} of "
+                             "what it learns above chance); raise image_size or crop instead of shrinking",
+                             evidence={"reference_size": list(reference), "model_size": list(model_size)},
+                             headline=head + f": a nearest-neighbour probe scores {r.model_score:.2f} balanced accuracy "
+                                             f"against {r.reference_score:.2f} at {reference[0]}x{reference[1]} "
+                                             f"({lost:.0%} of what it learns above chance)")]
+
+
+def _remedy(findings) -> str:
+    if not findings:
+        return ""
+    return ("Remove or re-export unreadable and blank files; convert images to one mode; check outliers by "
+            "eye; if resizing loses the signal, raise [data] image_size or crop the region of interest.")
 
 
 def _sample_stats(part) -> dict[str, np.ndarray]:
@@ -266,6 +320,5 @@ def _summary(metrics, findings) -> str:
             text += (f"; resizing keeps the class signal (kNN {metrics['knn_balanced_accuracy_model_size']:.2f} vs "
                      f"{metrics['knn_balanced_accuracy_reference']:.2f} at higher resolution)")
         return text
-    worst = max(findings, key=lambda f: f.severity.rank)
     others = len(findings) - 1
-    return worst.message.split("; ")[0] + (f" (+{others} more finding{'s' if others > 1 else ''})" if others else "")
+    return headline(findings) + (f" (+{others} more finding{'s' if others > 1 else ''})" if others else "")
