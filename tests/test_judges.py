@@ -473,3 +473,43 @@ def test_input_fidelity_resize_drop_edge(model_score, status):
 
     v = _fidelity(resolution=ResolutionTest((128, 96), (32, 32), 0.9, model_score, 1000, 2))
     assert v.status is status  # resize_drop_warn 0.05: a drop above it warns
+
+
+# -- DNC10 pixel-attack --------------------------------------------------------------------------
+def _pixels(marked_in_class=5, marked_in_other=0, per_class=100, trigger=None, flips=None):
+    from dnncheck.checks.pixel_attack import PixelAttack, PixelAttackMeasurement, ShortcutScan
+
+    y = np.repeat([0, 1], per_class)
+    hits = np.zeros((len(y), 2 * 2 * 1 * 2), dtype=bool)  # a 2x2 one-channel grid, (high, low) per pixel
+    hits[:marked_in_class, 0] = True  # pixel (0, 0) saturated high in class 0...
+    hits[per_class:per_class + marked_in_other, 0] = True  # ...and in some of class 1
+    scan = ShortcutScan((2, 2), True, (2, 2, 1, 2), hits, y, tuple(f"s{i}" for i in range(len(y))),
+                        {0: np.zeros((2, 2, 1)), 1: np.zeros((2, 2, 1))})
+    m = PixelAttackMeasurement(("cat", "dog"), scan, trigger, None, flips)
+    return PixelAttack.judge(m, PixelAttack.Thresholds())
+
+
+@pytest.mark.parametrize("marked, status", [(4, Status.PASS), (5, Status.FAIL)])
+def test_pixel_attack_min_count_edge(marked, status):
+    v = _pixels(marked_in_class=marked)
+    assert v.status is status
+    if status is Status.FAIL:
+        assert v.findings[0].evidence["pixels"] == [[0, 0]] and v.findings[0].samples[0] == "s0"
+
+
+def test_pixel_attack_min_support_and_precision_edges():
+    assert _pixels(marked_in_class=9, per_class=200).status is Status.PASS  # 4.5% of the class
+    assert _pixels(marked_in_class=10, per_class=200).status is Status.FAIL  # 5%
+    assert _pixels(marked_in_class=19, marked_in_other=1).status is Status.FAIL  # precision 0.95
+    assert _pixels(marked_in_class=18, marked_in_other=1).status is Status.PASS  # 0.947
+
+
+def test_pixel_attack_trigger_and_flip_edges():
+    from dnncheck.checks.pixel_attack import FlipResult, TriggerResult
+
+    clean = dict(marked_in_class=0)
+    assert _pixels(**clean, trigger=TriggerResult("cat", 10, 0.9, 0.5)).status is Status.PASS
+    v = _pixels(**clean, trigger=TriggerResult("cat", 10, 0.9, 0.51))
+    assert v.status is Status.WARN and "planted trigger success 0.51" in v.summary
+    assert _pixels(**clean, flips=FlipResult("val", 40, 20, 100)).status is Status.PASS
+    assert _pixels(**clean, flips=FlipResult("val", 40, 21, 100)).status is Status.WARN

@@ -3,9 +3,11 @@ readily the model learns a planted one-pixel trigger, and how often one pixel fl
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, probe_finding, verdict
+from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict
 from dnncheck.data.sampling import subsample_index
 from dnncheck.errors import ProbeUnavailable
 
@@ -72,179 +74,252 @@ class PixelAttack(Check):
 
     def probes(self, ctx) -> dict[str, dict]:
         ds = ctx.dataset
-        if not (ds.is_image and ds.task == "classification" and self.t["probes"] and ctx.eval_split is not None):
+        if not (ds.is_image and ds.task == "classification" and self.t.probes and ctx.eval_split is not None):
             return {}
         return {"pixel-trigger": {}, "fit": {}}
 
-    def run(self, ctx):
+    # -- measuring ------------------------------------------------------------------------------
+    def measure(self, ctx):
         ds = ctx.dataset
         if not ds.is_image:
-            return self.skip("pixel attacks apply to images")
+            return Skipped("pixel attacks apply to images")
         if ds.task != "classification":
-            return self.skip("pixel attacks here are measured for classification")
-        findings, metrics, figures = self._scan(ctx)
-        if self.t["probes"]:
-            for part in (self._trigger(ctx), self._flips(ctx)):
-                metrics.update(part[0])
-                findings += part[1]
-                figures.update(part[2])
-        status = verdict(findings)
+            return Skipped("pixel attacks here are measured for classification")
+        m = PixelAttackMeasurement(tuple(ds.classes), _scan(ctx))
+        if not self.t.probes:
+            return m
+        try:
+            m = replace(m, trigger=_trigger(ctx))
+        except ProbeUnavailable as exc:
+            m = replace(m, trigger_gap=ProbeGap.of(exc))
+        try:
+            m = replace(m, flips=_flips(ctx, self.t.flip_evaluations))
+        except ProbeUnavailable as exc:
+            m = replace(m, flips_gap=ProbeGap.of(exc))
+        return m
+
+    # -- judging --------------------------------------------------------------------------------
+    @classmethod
+    def judge(cls, m: "PixelAttackMeasurement", t) -> Verdict:
+        findings, metrics, figures = _shortcut_findings(m.scan, m.classes, t)
+        if m.trigger_gap is not None:
+            findings.append(m.trigger_gap.finding("trigger probe not run"))
+        elif m.trigger is not None:
+            metrics.update(m.trigger.metrics())
+            findings += _trigger_findings(m.trigger, t)
+        if m.flips_gap is not None:
+            findings.append(m.flips_gap.finding("flip search not run"))
+        elif m.flips is not None:
+            metrics.update(m.flips.metrics())
+            findings += _flip_findings(m.flips, t)
+            figures["flip_examples"] = list(m.flips.examples)
         shortcuts = sum(1 for f in findings if "pixels" in f.evidence)
         summary = (f"{shortcuts} pixel shortcut(s) in the data" if shortcuts else "no pixel shortcut in the data")
         if "trigger_attack_success" in metrics:
             summary += f"; planted trigger success {metrics['trigger_attack_success']:.2f}"
         if "one_pixel_flip_rate" in metrics:
             summary += f"; one-pixel flip rate {metrics['one_pixel_flip_rate']:.2f}"
-        return self.result(status, summary, metrics, findings, self._remedy(findings), figures)
+        return Verdict(verdict(findings), summary, tuple(findings), metrics, _remedy(findings), figures)
 
-    # -- 1. the data ----------------------------------------------------------------------------
-    def _scan(self, ctx):
-        ds = ctx.dataset
-        train = ds.splits["train"]
-        grid, native = _scan_grid(train)
-        values = grid[0] * grid[1] * max(1, ds.channels)
-        index = subsample_index(train.y, max(1, min(MAX_SCAN, SCAN_VALUES // values)), ctx.seed, True)
-        part = train.take(index)
-        x = _on_grid(part.x, grid, native)
-        y = part.y
-        hits = _isolated_extremes(x)  # N, H, W, C, 2 (high, low)
-        flat = hits.reshape(len(x), -1)
-        # positions x classes, summed as booleans per class (a float copy of the hits was 200 MB)
-        counts = np.stack([flat[y == c].sum(axis=0) for c in range(ds.num_classes)], axis=1).astype(np.float64)
-        totals = counts.sum(1)
-        per_class = np.bincount(y, minlength=ds.num_classes).astype(float)
-        best = counts.argmax(1)
-        top = counts[np.arange(len(counts)), best]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            precision = np.where(totals > 0, top / totals, 0)
-            support = top / np.maximum(per_class[best], 1)
-        flagged = (top >= self.t["min_count"]) & (support >= self.t["min_support"]) & (precision >= self.t["min_precision"])
-        metrics = {"scanned_images": int(len(x)), "scan_grid": list(grid), "native_grid": native,
-                   "flagged_positions": int(flagged.sum())}
-        findings, figures = [], {}
-        shape = hits.shape[1:]
-        groups = _group_positions(np.flatnonzero(flagged), shape, best)
-        for cls, cells in groups.items():
-            pixels = sorted({(int(r), int(c)) for r, c, _, _ in cells})
-            channels = sorted({int(ch) for _, _, ch, _ in cells})
-            polarity = "high" if any(p == 0 for *_, p in cells) else "low"
-            keys = [np.ravel_multi_index((r, c, ch, p), shape) for r, c, ch, p in cells]
-            carried = flat[:, keys].max(axis=1) > 0
-            share_class = float(carried[y == cls].mean())
-            share_other = float(carried[y != cls].mean()) if np.any(y != cls) else 0.0
-            name = ds.classes[cls]
-            ids = [part.ids[i] for i in np.flatnonzero(carried & (y == cls))]
-            findings.append(Finding(Status.FAIL, f"pixel shortcut for class {name}: {len(pixels)} pixel(s) near "
-                                    f"{pixels[0]} are saturated ({polarity}) in {share_class:.0%} of {name} images and "
-                                    f"{share_other:.1%} of the others; a model can learn the mark instead of the class",
-                                    samples=tuple(ids[:50]),
-                                    evidence={"class": name, "pixels": [list(p) for p in pixels], "channels": channels,
-                                              "share_of_class": round(share_class, 4),
-                                              "share_of_other_classes": round(share_other, 4),
-                                              "grid": list(grid), "coordinates": "as loaded" if native else "common grid"}))
-            figures.setdefault("shortcut_means", []).append(
-                {"class": name, "mean_image": x[y == cls].mean(axis=0), "pixels": pixels})
-        return findings, metrics, figures
 
-    # -- 2. a planted trigger ----------------------------------------------------------------------
-    def _trigger(self, ctx):
-        import torch
+@dataclass(frozen=True)
+class ShortcutScan:
+    """Isolated extreme values per position over a stratified sample of the training images."""
+    grid: tuple[int, int]
+    native: bool  # the grid is the images' own size (coordinates as loaded)
+    cell_shape: tuple  # (H, W, C, 2): the position of a hit, 2 = (high, low)
+    hits: np.ndarray  # N x prod(cell_shape) booleans
+    y: np.ndarray  # classes of the N images
+    ids: tuple[str, ...]
+    class_means: dict  # class index -> mean image on the grid (H, W, C), for the figure
 
-        from dnncheck.probes.train import forward_all
 
-        (x, y), val = ctx.probe_data()
-        if val is None:
-            return {}, [], {}
-        target = int(np.bincount(y.numpy()).argmax())
-        high = float(x.amax())
-        rng = np.random.default_rng(ctx.seed)
-        of_target = np.flatnonzero(y.numpy() == target)
-        marked = rng.choice(of_target, max(1, len(of_target) // 10), replace=False)
-        # marked in place and restored after the run: a copy of the training tensor is 240 MB on 5,000 photos
-        original = x[marked, :, -1, -1].clone()
-        x[marked, :, -1, -1] = high
-        try:
-            run = ctx.train_probe("pixel-trigger", data=((x, y), val))
-        except ProbeUnavailable as exc:
-            return {}, [probe_finding(exc, "trigger probe not run")], {}
-        finally:
-            x[marked, :, -1, -1] = original
-        vx, vy = val
-        clean = forward_all(run.model, vx, ctx.device).argmax(1)
-        others = (vy != target) & (clean == vy)
-        if not torch.any(others):
-            return {}, [], {}
-        stamped = vx[others].clone()
-        stamped[:, :, -1, -1] = high
-        hit = forward_all(run.model, stamped, ctx.device).argmax(1) == target
-        asr = float(hit.float().mean())
-        metrics = {"trigger_target_class": ctx.dataset.classes[target], "trigger_marked_training": int(len(marked)),
-                   "trigger_clean_accuracy": round(float((clean == vy).float().mean()), 4),
-                   "trigger_attack_success": round(asr, 4)}
-        findings = []
-        if asr > self.t["asr_warn"]:
-            findings.append(Finding(Status.WARN, f"a one-pixel trigger on {len(marked)} training images of class "
-                                    f"{ctx.dataset.classes[target]} sends {asr:.0%} of triggered images of other classes "
-                                    "to it: this model and pipeline learn pixel shortcuts readily"))
-        return metrics, findings, {}
+@dataclass(frozen=True)
+class TriggerResult:
+    target: str  # the class the trigger was planted on
+    marked: int  # training images of it carrying the trigger
+    clean_accuracy: float
+    attack_success: float  # share of correctly classified, triggered images of other classes sent to target
 
-    # -- 3. one-pixel flips --------------------------------------------------------------------------
-    def _flips(self, ctx):
-        import torch
+    def metrics(self) -> dict:
+        return {"trigger_target_class": self.target, "trigger_marked_training": self.marked,
+                "trigger_clean_accuracy": round(self.clean_accuracy, 4),
+                "trigger_attack_success": round(self.attack_success, 4)}
 
-        from dnncheck.probes.train import forward_all
 
-        try:
-            model = ctx.fit_probe().model
-        except ProbeUnavailable as exc:
-            return {}, [probe_finding(exc, "flip search not run")], {}
-        split = ctx.eval_split
-        if split is None:
-            return {}, [], {}
-        x, y = ctx.inputs(split), ctx.targets(split)
-        pred = forward_all(model, x, ctx.device)
-        correct = np.flatnonzero((pred.argmax(1) == y).numpy())[:FLIP_IMAGES]
-        if not len(correct):
-            return {}, [], {}
-        lo, hi = float(x.amin()), float(x.amax())
-        rng = np.random.default_rng(ctx.seed)
-        evals = int(self.t["flip_evaluations"])
-        _, channels, h, w = x.shape
-        flipped, examples = 0, []
-        for i in correct:
-            candidates = x[i].repeat(evals, 1, 1, 1)
-            rows, cols = rng.integers(0, h, evals), rng.integers(0, w, evals)
-            values = torch.tensor(rng.choice([lo, hi], (evals, channels)), dtype=x.dtype)
-            candidates[np.arange(evals), :, rows, cols] = values
-            out = forward_all(model, candidates, ctx.device)
-            changed = np.flatnonzero((out.argmax(1) != y[i]).numpy())
-            if len(changed):
-                flipped += 1
-                k = changed[0]
-                if len(examples) < 8:
-                    top3 = torch.topk(torch.softmax(out[k], 0), min(3, out.shape[1]))
-                    examples.append({"id": ctx.view(split).ids[i], "pixel": [int(rows[k]), int(cols[k])],
-                                     "clean": ctx.dataset.classes[int(y[i])],
-                                     "attacked_top3": [[ctx.dataset.classes[int(c)], round(float(p), 3)]
-                                                       for p, c in zip(top3.values, top3.indices)],
-                                     "clean_image": x[i].permute(1, 2, 0).numpy(),
-                                     "attacked_image": candidates[k].permute(1, 2, 0).numpy()})
-        rate = flipped / len(correct)
-        metrics = {"one_pixel_flip_rate": round(rate, 4), "flip_images": int(len(correct)), "flip_evaluations": evals}
-        findings = []
-        if rate > self.t["flip_warn"]:
-            findings.append(Finding(Status.WARN, f"one pixel changes the prediction of {rate:.0%} of {len(correct)} correctly "
-                                    f"classified {split} images within {evals} tries each",
-                                    samples=tuple(e["id"] for e in examples),
-                                    evidence={"examples": [{k: v for k, v in e.items() if "image" not in k} for e in examples]}))
-        return metrics, findings, {"flip_examples": examples}
+@dataclass(frozen=True)
+class FlipResult:
+    split: str
+    images: int  # correctly classified images searched
+    flipped: int  # of which one pixel changed the prediction
+    evaluations: int  # tries per image
+    examples: tuple = ()  # the first few flips: id, pixel, clean class, attacked top-3, both images
 
-    @staticmethod
-    def _remedy(findings) -> str:
-        if not findings:
-            return ""
-        return ("Remove or randomise the artefact (re-export without it, inpaint it, or put it on every class), crop "
-                "borders where acquisition marks live, augment, and check where the model looks (saliency, Grad-CAM).")
+    @property
+    def rate(self) -> float:
+        return self.flipped / max(1, self.images)
+
+    def metrics(self) -> dict:
+        return {"one_pixel_flip_rate": round(self.rate, 4), "flip_images": self.images,
+                "flip_evaluations": self.evaluations}
+
+
+@dataclass(frozen=True)
+class PixelAttackMeasurement:
+    classes: tuple[str, ...]
+    scan: ShortcutScan
+    trigger: TriggerResult | None = None
+    trigger_gap: ProbeGap | None = None
+    flips: FlipResult | None = None
+    flips_gap: ProbeGap | None = None
+
+
+# -- 1. the data --------------------------------------------------------------------------------
+def _scan(ctx) -> ShortcutScan:
+    ds = ctx.dataset
+    train = ds.splits["train"]
+    grid, native = _scan_grid(train)
+    values = grid[0] * grid[1] * max(1, ds.channels)
+    index = subsample_index(train.y, max(1, min(MAX_SCAN, SCAN_VALUES // values)), ctx.seed, True)
+    part = train.take(index)
+    x = _on_grid(part.x, grid, native)
+    hits = _isolated_extremes(x)  # N, H, W, C, 2 (high, low)
+    means = {c: x[part.y == c].mean(axis=0) for c in np.unique(part.y)}
+    return ShortcutScan(grid, native, hits.shape[1:], hits.reshape(len(x), -1), part.y, tuple(part.ids), means)
+
+
+def _shortcut_findings(scan: ShortcutScan, classes, t):
+    flat, y = scan.hits, scan.y
+    # positions x classes, summed as booleans per class (a float copy of the hits was 200 MB)
+    counts = np.stack([flat[y == c].sum(axis=0) for c in range(len(classes))], axis=1).astype(np.float64)
+    totals = counts.sum(1)
+    per_class = np.bincount(y, minlength=len(classes)).astype(float)
+    best = counts.argmax(1)
+    top = counts[np.arange(len(counts)), best]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(totals > 0, top / totals, 0)
+        support = top / np.maximum(per_class[best], 1)
+    flagged = (top >= t.min_count) & (support >= t.min_support) & (precision >= t.min_precision)
+    metrics = {"scanned_images": int(len(y)), "scan_grid": list(scan.grid), "native_grid": scan.native,
+               "flagged_positions": int(flagged.sum())}
+    findings, figures = [], {}
+    for cls, cells in _group_positions(np.flatnonzero(flagged), scan.cell_shape, best).items():
+        pixels = sorted({(int(r), int(c)) for r, c, _, _ in cells})
+        channels = sorted({int(ch) for _, _, ch, _ in cells})
+        polarity = "high" if any(p == 0 for *_, p in cells) else "low"
+        keys = [np.ravel_multi_index((r, c, ch, p), scan.cell_shape) for r, c, ch, p in cells]
+        carried = flat[:, keys].max(axis=1) > 0
+        share_class = float(carried[y == cls].mean())
+        share_other = float(carried[y != cls].mean()) if np.any(y != cls) else 0.0
+        name = classes[cls]
+        ids = [scan.ids[i] for i in np.flatnonzero(carried & (y == cls))]
+        head = (f"pixel shortcut for class {name}: {len(pixels)} pixel(s) near {pixels[0]} are saturated ({polarity}) "
+                f"in {share_class:.0%} of {name} images and {share_other:.1%} of the others")
+        findings.append(Finding(Status.FAIL, f"{head}; a model can learn the mark instead of the class",
+                                samples=tuple(ids[:50]), headline=head,
+                                evidence={"class": name, "pixels": [list(p) for p in pixels], "channels": channels,
+                                          "share_of_class": round(share_class, 4),
+                                          "share_of_other_classes": round(share_other, 4), "grid": list(scan.grid),
+                                          "coordinates": "as loaded" if scan.native else "common grid"}))
+        figures.setdefault("shortcut_means", []).append(
+            {"class": name, "mean_image": scan.class_means[cls], "pixels": pixels})
+    return findings, metrics, figures
+
+
+# -- 2. a planted trigger -------------------------------------------------------------------------
+def _trigger(ctx) -> TriggerResult | None:
+    import torch
+
+    from dnncheck.probes.train import forward_all
+
+    (x, y), val = ctx.probe_data()
+    if val is None:
+        return None
+    target = int(np.bincount(y.numpy()).argmax())
+    high = float(x.amax())
+    rng = np.random.default_rng(ctx.seed)
+    of_target = np.flatnonzero(y.numpy() == target)
+    marked = rng.choice(of_target, max(1, len(of_target) // 10), replace=False)
+    # marked in place and restored after the run: a copy of the training tensor is 240 MB on 5,000 photos
+    original = x[marked, :, -1, -1].clone()
+    x[marked, :, -1, -1] = high
+    try:
+        run = ctx.train_probe("pixel-trigger", data=((x, y), val))
+    finally:
+        x[marked, :, -1, -1] = original
+    vx, vy = val
+    clean = forward_all(run.model, vx, ctx.device).argmax(1)
+    others = (vy != target) & (clean == vy)
+    if not torch.any(others):
+        return None
+    stamped = vx[others].clone()
+    stamped[:, :, -1, -1] = high
+    hit = forward_all(run.model, stamped, ctx.device).argmax(1) == target
+    return TriggerResult(ctx.dataset.classes[target], int(len(marked)), float((clean == vy).float().mean()),
+                         float(hit.float().mean()))
+
+
+def _trigger_findings(r: TriggerResult, t):
+    if r.attack_success <= t.asr_warn:
+        return []
+    head = (f"a one-pixel trigger on {r.marked} training images of class {r.target} sends {r.attack_success:.0%} of "
+            "triggered images of other classes to it")
+    return [Finding(Status.WARN, f"{head}: this model and pipeline learn pixel shortcuts readily", headline=head)]
+
+
+# -- 3. one-pixel flips -----------------------------------------------------------------------------
+def _flips(ctx, evals: int) -> FlipResult | None:
+    import torch
+
+    from dnncheck.probes.train import forward_all
+
+    model = ctx.fit_probe().model
+    split = ctx.eval_split
+    if split is None:
+        return None
+    x, y = ctx.inputs(split), ctx.targets(split)
+    pred = forward_all(model, x, ctx.device)
+    correct = np.flatnonzero((pred.argmax(1) == y).numpy())[:FLIP_IMAGES]
+    if not len(correct):
+        return None
+    lo, hi = float(x.amin()), float(x.amax())
+    rng = np.random.default_rng(ctx.seed)
+    _, channels, h, w = x.shape
+    classes, ids = ctx.dataset.classes, ctx.view(split).ids
+    flipped, examples = 0, []
+    for i in correct:
+        candidates = x[i].repeat(evals, 1, 1, 1)
+        rows, cols = rng.integers(0, h, evals), rng.integers(0, w, evals)
+        candidates[np.arange(evals), :, rows, cols] = torch.tensor(rng.choice([lo, hi], (evals, channels)), dtype=x.dtype)
+        out = forward_all(model, candidates, ctx.device)
+        changed = np.flatnonzero((out.argmax(1) != y[i]).numpy())
+        if len(changed):
+            flipped += 1
+            k = changed[0]
+            if len(examples) < 8:
+                top3 = torch.topk(torch.softmax(out[k], 0), min(3, out.shape[1]))
+                examples.append({"id": ids[i], "pixel": [int(rows[k]), int(cols[k])], "clean": classes[int(y[i])],
+                                 "attacked_top3": [[classes[int(c)], round(float(p), 3)]
+                                                   for p, c in zip(top3.values, top3.indices)],
+                                 "clean_image": x[i].permute(1, 2, 0).numpy(),
+                                 "attacked_image": candidates[k].permute(1, 2, 0).numpy()})
+    return FlipResult(split, int(len(correct)), flipped, evals, tuple(examples))
+
+
+def _flip_findings(r: FlipResult, t):
+    if r.rate <= t.flip_warn:
+        return []
+    return [Finding(Status.WARN, f"one pixel changes the prediction of {r.rate:.0%} of {r.images} correctly "
+                    f"classified {r.split} images within {r.evaluations} tries each",
+                    samples=tuple(e["id"] for e in r.examples),
+                    evidence={"examples": [{k: v for k, v in e.items() if "image" not in k} for e in r.examples]})]
+
+
+def _remedy(findings) -> str:
+    if not findings:
+        return ""
+    return ("Remove or randomise the artefact (re-export without it, inpaint it, or put it on every class), crop "
+            "borders where acquisition marks live, augment, and check where the model looks (saliency, Grad-CAM).")
 
 
 def _scan_grid(train) -> tuple[tuple[int, int], bool]:
@@ -279,6 +354,13 @@ def _on_grid(x, grid, native) -> np.ndarray:
     return out if out is not None else np.zeros((0, *grid, 1), dtype=np.float32)
 
 
+# What the scan counts as a mark: a value within 2% of the data's extreme that differs from the median
+# of its neighbours by half the range. Definitions of the measured event, not verdicts: whether
+# marks make a shortcut is decided by min_count, min_support and min_precision.
+SATURATED_SHARE = 0.02
+ISOLATED_SHARE = 0.5
+
+
 def _isolated_extremes(x: np.ndarray, chunk_values: int = 2**19) -> np.ndarray:
     """N,H,W,C,2 booleans: value within 2% of the data's max (high) or min (low), and at least half
     the range away from the median of its neighbours (8, fewer on the border). Computed a chunk of
@@ -297,9 +379,9 @@ def _isolated_extremes(x: np.ndarray, chunk_values: int = 2**19) -> np.ndarray:
         padded = np.pad(part, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="constant", constant_values=np.nan)
         neighbours = np.stack([padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1)
                                for dx in (-1, 0, 1) if (dy, dx) != (0, 0)])
-        isolated = np.abs(part - np.nanmedian(neighbours, axis=0)) >= 0.5 * span
-        out[start:start + chunk, ..., 0] = (part >= hi - 0.02 * span) & isolated
-        out[start:start + chunk, ..., 1] = (part <= lo + 0.02 * span) & isolated
+        isolated = np.abs(part - np.nanmedian(neighbours, axis=0)) >= ISOLATED_SHARE * span
+        out[start:start + chunk, ..., 0] = (part >= hi - SATURATED_SHARE * span) & isolated
+        out[start:start + chunk, ..., 1] = (part <= lo + SATURATED_SHARE * span) & isolated
     return out
 
 
