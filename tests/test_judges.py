@@ -513,3 +513,34 @@ def test_pixel_attack_trigger_and_flip_edges():
     assert v.status is Status.WARN and "planted trigger success 0.51" in v.summary
     assert _pixels(**clean, flips=FlipResult("val", 40, 20, 100)).status is Status.PASS
     assert _pixels(**clean, flips=FlipResult("val", 40, 21, 100)).status is Status.WARN
+
+
+# -- DNC5 separability ---------------------------------------------------------------------------
+def _separability(model_accuracy, knn, silhouette=0.3, chance=0.1):
+    from dnncheck.checks.separability import Separability, SeparabilityMeasurement
+
+    m = SeparabilityMeasurement("val", "the probe", 500, model_accuracy, chance, silhouette, knn, {}, 64)
+    return Separability.judge(m, Separability.Thresholds())
+
+
+@pytest.mark.parametrize("knn, status", [(0.5, Status.PASS), (0.49, Status.FAIL)])
+def test_separability_structure_ratio_edge(knn, status):
+    v = _separability(0.9, knn)  # gain 0.8 over chance 0.1: feature 5-NN must recover half of it
+    assert v.status is status
+    if status is Status.FAIL:
+        assert "no class structure" in v.summary and "representation" not in v.summary
+
+
+@pytest.mark.parametrize("accuracy, status", [(0.19, Status.PASS), (0.21, Status.FAIL)])
+def test_separability_min_gain_edge(accuracy, status):
+    assert _separability(accuracy, 0.1).status is status  # below 0.1 over chance the test does not apply
+
+
+@pytest.mark.parametrize("silhouette, status", [(0.0, Status.PASS), (-0.01, Status.WARN), (None, Status.PASS)])
+def test_separability_silhouette_edge(silhouette, status):
+    assert _separability(0.9, 0.85, silhouette).status is status
+
+
+def test_separability_unmeasurable_structure_gives_no_verdict():
+    v = _separability(0.9, None, None)
+    assert v.status is Status.PASS and "not measured" in v.findings[0].message and v.remedy == ""

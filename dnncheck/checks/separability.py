@@ -4,10 +4,11 @@ projections, silhouettes and k-NN accuracies show?"""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, verdict
+from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict
 from dnncheck.data.sampling import subsample_index
 from dnncheck.errors import ProbeUnavailable
 
@@ -63,74 +64,105 @@ class Separability(Check):
         needs_fit = ctx.dataset.task == "classification" and ctx.eval_split is not None and not ctx.has_weights
         return {"fit": {}} if needs_fit else {}
 
-    def run(self, ctx):
+    # -- measuring ------------------------------------------------------------------------------
+    def measure(self, ctx):
         ds = ctx.dataset
         if ds.task != "classification":
-            return self.skip("separability applies to classification")
+            return Skipped("separability applies to classification")
         split = ctx.eval_split
         if split is None:
-            return self.skip("no validation or test split to project")
+            return Skipped("no validation or test split to project")
         try:
-            model, source = self._model(ctx)
+            model, source = (ctx.user_model(), "your weights") if ctx.has_weights else \
+                (ctx.fit_probe().model, "the probe trained on train")
         except ProbeUnavailable as exc:
-            return self.without_probe(exc, "no trained model to read features from")
+            gap = ProbeGap.of(exc)
+            if not gap.cut_short:
+                return Skipped(f"no trained model to read features from: {exc}")
+            return SeparabilityMeasurement(split, "the probe", 0, 0.0, 0.0, None, None, {}, 0, gap)
         part = ctx.view(split)
-        index = subsample_index(part.y, int(self.t["max_samples"]), ctx.seed, True)
+        index = subsample_index(part.y, self.t.max_samples, ctx.seed, True)
         feats, outputs = _features(model, ctx.inputs(split)[index], ctx.device)
         if feats is None:
-            return self.skip("the model has no hookable linear output layer (e.g. TorchScript): features unavailable")
+            return Skipped("the model has no hookable linear output layer (e.g. TorchScript): features unavailable")
         y = part.y[index]
-        chance = float(np.bincount(y).max() / len(y))
-        model_acc = float(np.mean(outputs.argmax(1) == y))
-        metrics = {"samples": int(len(y)), "split": split, "features_from": source, "feature_dims": int(feats.shape[1]),
-                   "model_accuracy": round(model_acc, 4), "chance_accuracy": round(chance, 4),
-                   "silhouette": _silhouette(feats, y, "cosine"),
-                   "knn_accuracy_features": _knn_accuracy(feats, y, ctx.seed)}
-        figures = {"projections": {}}
-        projections = {"tsne": _tsne}
-        if self.t["umap"]:
-            projections["umap"] = _umap
-        for name, project in projections.items():
+        projections = {}
+        for name, project in (("tsne", _tsne), ("umap", _umap)) if self.t.umap else (("tsne", _tsne),):
             start = time.perf_counter()
             coords = project(feats, ctx.seed)
-            metrics[f"knn_accuracy_2d_{name}"] = _knn_accuracy(coords, y, ctx.seed)
-            metrics[f"silhouette_{name}"] = _silhouette(coords, y, "euclidean")
-            metrics[f"{name}_seconds"] = round(time.perf_counter() - start, 2)
-            figures["projections"][name] = {"coords": coords, "labels": [ds.classes[c] for c in y]}
-        if len(projections) == 1:
+            projections[name] = Projection(coords, [ds.classes[c] for c in y], _knn_accuracy(coords, y, ctx.seed),
+                                           _silhouette(coords, y, "euclidean"), time.perf_counter() - start)
+        return SeparabilityMeasurement(split, source, int(len(y)), float(np.mean(outputs.argmax(1) == y)),
+                                       float(np.bincount(y).max() / len(y)), _silhouette(feats, y, "cosine"),
+                                       _knn_accuracy(feats, y, ctx.seed), projections, int(feats.shape[1]))
+
+    # -- judging --------------------------------------------------------------------------------
+    @classmethod
+    def judge(cls, m: "SeparabilityMeasurement", t) -> Verdict:
+        if m.probe_gap is not None:
+            return Verdict(Status.WARN, m.probe_gap.headline,
+                           (m.probe_gap.finding("no trained model to read features from"),))
+        metrics = {"samples": m.samples, "split": m.split, "features_from": m.source, "feature_dims": m.feature_dims,
+                   "model_accuracy": round(m.model_accuracy, 4), "chance_accuracy": round(m.chance, 4),
+                   "silhouette": m.silhouette, "knn_accuracy_features": m.knn_accuracy}
+        figures = {"projections": {}}
+        for name, proj in m.projections.items():
+            metrics[f"knn_accuracy_2d_{name}"] = proj.knn_accuracy
+            metrics[f"silhouette_{name}"] = proj.silhouette
+            metrics[f"{name}_seconds"] = round(proj.seconds, 2)
+            figures["projections"][name] = {"coords": proj.coords, "labels": proj.labels}
+        if list(m.projections) == ["tsne"]:
             metrics["knn_accuracy_2d"] = metrics["knn_accuracy_2d_tsne"]
-        findings = self._findings(metrics, chance, model_acc)
-        return self.result(verdict(findings), _summary(metrics), metrics, findings, self._remedy(findings), figures)
+        findings = _findings(m, t)
+        return Verdict(verdict(findings), _summary(m), tuple(findings), metrics, _remedy(findings), figures)
 
-    @staticmethod
-    def _model(ctx):
-        if ctx.has_weights:
-            return ctx.user_model(), "your weights"
-        return ctx.fit_probe().model, "the probe trained on train"
 
-    def _findings(self, m, chance, model_acc):
-        findings = []
-        gain = model_acc - chance
-        if m["knn_accuracy_features"] is None:  # too few samples per class to measure structure: no verdict
-            return [Finding(Status.PASS, "too few validation samples per class for k-NN and silhouette; class "
-                            "structure not measured")]
-        knn_gain = m["knn_accuracy_features"] - chance
-        if gain >= self.t["min_gain"] and knn_gain < self.t["structure_ratio"] * gain:
-            findings.append(Finding(Status.FAIL, f"accuracy above chance ({model_acc:.2f} vs {chance:.2f}) but no class "
-                                    f"structure in the features: 5-NN on them reaches {m['knn_accuracy_features']:.2f} "
-                                    f"(silhouette {_fmt(m['silhouette'])}); the model is not learning a representation",
-                                    evidence={"model_accuracy": model_acc, "chance": chance}))
-        elif m["silhouette"] is not None and m["silhouette"] < self.t["min_silhouette"]:
-            findings.append(Finding(Status.WARN, f"classes overlap in feature space (cosine silhouette {m['silhouette']:.2f}) "
-                                    f"although 5-NN reaches {m['knn_accuracy_features']:.2f}"))
-        return findings
+@dataclass(frozen=True)
+class Projection:
+    coords: np.ndarray  # N x 2
+    labels: list
+    knn_accuracy: float | None  # cross-validated 5-NN accuracy in 2-D (None: too few samples per class)
+    silhouette: float | None
+    seconds: float
 
-    @staticmethod
-    def _remedy(findings) -> str:
-        if not findings:
-            return ""
-        return ("Train longer or with a better-suited architecture; look for shortcuts (pixel-attack) and label noise; "
-                "check normalisation and the learning rate; with small data start from a pretrained backbone.")
+
+@dataclass(frozen=True)
+class SeparabilityMeasurement:
+    split: str
+    source: str  # whose features: your weights or the probe
+    samples: int
+    model_accuracy: float
+    chance: float  # the majority class's share of the sample
+    silhouette: float | None  # cosine, in the penultimate features
+    knn_accuracy: float | None  # cross-validated 5-NN accuracy in the features
+    projections: dict  # name -> Projection
+    feature_dims: int = 0
+    probe_gap: ProbeGap | None = None
+
+
+def _findings(m: SeparabilityMeasurement, t):
+    findings = []
+    gain = m.model_accuracy - m.chance
+    if m.knn_accuracy is None:  # too few samples per class to measure structure: no verdict
+        return [Finding(Status.PASS, "too few validation samples per class for k-NN and silhouette; class "
+                        "structure not measured")]
+    knn_gain = m.knn_accuracy - m.chance
+    if gain >= t.min_gain and knn_gain < t.structure_ratio * gain:
+        head = (f"accuracy above chance ({m.model_accuracy:.2f} vs {m.chance:.2f}) but no class structure in the "
+                f"features: 5-NN on them reaches {m.knn_accuracy:.2f} (silhouette {_fmt(m.silhouette)})")
+        findings.append(Finding(Status.FAIL, f"{head}; the model is not learning a representation", headline=head,
+                                evidence={"model_accuracy": m.model_accuracy, "chance": m.chance}))
+    elif m.silhouette is not None and m.silhouette < t.min_silhouette:
+        findings.append(Finding(Status.WARN, f"classes overlap in feature space (cosine silhouette {m.silhouette:.2f}) "
+                                f"although 5-NN reaches {m.knn_accuracy:.2f}"))
+    return findings
+
+
+def _remedy(findings) -> str:
+    if not any(f.severity is not Status.PASS for f in findings):
+        return ""
+    return ("Train longer or with a better-suited architecture; look for shortcuts (pixel-attack) and label noise; "
+            "check normalisation and the learning rate; with small data start from a pretrained backbone.")
 
 
 def _features(model, x, device):
@@ -190,10 +222,9 @@ def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def _summary(m) -> str:
-    text = (f"model accuracy {m['model_accuracy']:.2f} (chance {m['chance_accuracy']:.2f}); feature 5-NN "
-            f"{_fmt(m['knn_accuracy_features'])}, silhouette {_fmt(m['silhouette'])}")
-    twod = [f"{k.split('_')[-1]} {_fmt(m[k])}" for k in ("knn_accuracy_2d_tsne", "knn_accuracy_2d_umap") if k in m]
-    if twod:
-        text += "; 2-D 5-NN " + ", ".join(twod)
-    return text + f" on {m['samples']} {m['split']} samples"
+def _summary(m: SeparabilityMeasurement) -> str:
+    text = (f"model accuracy {m.model_accuracy:.2f} (chance {m.chance:.2f}); feature 5-NN "
+            f"{_fmt(m.knn_accuracy)}, silhouette {_fmt(m.silhouette)}")
+    if m.projections:
+        text += "; 2-D 5-NN " + ", ".join(f"{name} {_fmt(p.knn_accuracy)}" for name, p in m.projections.items())
+    return text + f" on {m.samples} {m.split} samples"
