@@ -544,3 +544,43 @@ def test_separability_silhouette_edge(silhouette, status):
 def test_separability_unmeasurable_structure_gives_no_verdict():
     v = _separability(0.9, None, None)
     assert v.status is Status.PASS and "not measured" in v.findings[0].message and v.remedy == ""
+
+
+# -- DNC6 split-leakage --------------------------------------------------------------------------
+def _leakage(pairs=(), groups=None, counts=None, made=(), smallest=2000):
+    from dnncheck.checks.split_leakage import SplitLeakage, SplitLeakageMeasurement
+
+    counts = counts or {"train": np.array([500, 500]), "val": np.array([100, 100])}
+    m = SplitLeakageMeasurement(("cat", "dog"), tuple(made), (), smallest, tuple(pairs), groups or {}, counts,
+                                {n: int(c.sum()) for n, c in counts.items()}, [])
+    return SplitLeakage.judge(m, SplitLeakage.Thresholds())
+
+
+def _pair(kind, label_b=0):
+    return {"a": "train/cat/1.png", "b": "val/cat/1.png", "kind": kind, "similarity": 1.0, "label_a": 0,
+            "label_b": label_b, "split_a": "train", "split_b": "val"}
+
+
+def test_split_leakage_clean_passes_and_copies_fail():
+    assert _leakage().status is Status.PASS
+    v = _leakage([_pair("near")])
+    assert v.status is Status.FAIL and v.summary == "1 near copies across splits (1 train-val)"
+    v = _leakage([_pair("exact", label_b=1)])
+    assert v.metrics["conflicting_label_pairs"] == 1 and "carry different labels" in v.summary
+
+
+def test_split_leakage_groups_in_two_splits_fail():
+    v = _leakage(groups={"patient7": {"train": ["a"], "val": ["b"]}})
+    assert v.status is Status.FAIL and v.metrics["leaked_groups"] == 1
+
+
+def test_split_leakage_made_splits_warn_and_suggest_kfold_below_1000():
+    assert "k-fold" in _leakage(made=("val",), smallest=999).findings[0].message
+    assert "k-fold" not in _leakage(made=("val",), smallest=1000).findings[0].message
+
+
+@pytest.mark.parametrize("val, status", [((100, 100), Status.PASS), ((130, 70), Status.WARN), ((106, 94), Status.PASS)])
+def test_split_leakage_label_shift_needs_both_p_value_and_share_difference(val, status):
+    # 130/70 against 500/500: p << 0.001 and a 15% share difference; 106/94: a 3% difference
+    v = _leakage(counts={"train": np.array([5000, 5000]), "val": np.array(val)})
+    assert v.status is status

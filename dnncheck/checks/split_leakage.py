@@ -3,9 +3,11 @@ splits, no group (patient, subject, camera) in two splits - and share a label di
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, verdict
+from dnncheck.checks.base import Check, Finding, Status, Verdict, verdict
 
 MAX_LISTED = 50
 FIGURE_PAIRS = 12
@@ -61,119 +63,161 @@ class SplitLeakage(Check):
         "shift_min_share_diff": (0.05, "label shift: ... and a class share differing by more than this"),
     }
 
-    def run(self, ctx):
+    # -- measuring ------------------------------------------------------------------------------
+    def measure(self, ctx) -> "SplitLeakageMeasurement":
         ds = ctx.dataset
-        findings = self._splits_present(ds)
-        threshold = self.t["near_threshold"] if ds.is_image else self.t["table_near_threshold"]
-        pairs = ctx.artifact(("cross_split_pairs", threshold, self.t["candidate_cosine"], self.t["max_shift"]),
-                             lambda: _pairs(ctx, threshold, self.t["candidate_cosine"], self.t["max_shift"]))
-        group_pairs, group_findings = self._groups(ds)
-        findings += self._duplicate_findings(ds, pairs)
+        threshold = self.t.near_threshold if ds.is_image else self.t.table_near_threshold
+        pairs = ctx.artifact(("cross_split_pairs", threshold, self.t.candidate_cosine, self.t.max_shift),
+                             lambda: _pairs(ctx, threshold, self.t.candidate_cosine, self.t.max_shift))
+        pairs = [{**p, "split_a": _split_of(ds, p["a"]), "split_b": _split_of(ds, p["b"])} for p in pairs]
+        train = ds.splits["train"]
+        smallest = int(np.bincount(train.y).min()) if ds.task == "classification" else len(train)
+        names = [n for n in ("train", "val", "test") if ds.split(n) is not None]
+        label_counts = {n: np.bincount(ds.splits[n].y, minlength=ds.num_classes) for n in names} \
+            if ds.task == "classification" else {}
+        return SplitLeakageMeasurement(
+            tuple(ds.classes), tuple(s for s in ("val", "test") if s in ds.made_splits),
+            tuple(s for s in ("val", "test") if ds.split(s) is None), smallest, tuple(pairs), _group_members(ds),
+            label_counts, {n: len(part) for n, part in ds.splits.items()},
+            _pair_images(ds, pairs[:FIGURE_PAIRS]) if pairs else [])
+
+    # -- judging --------------------------------------------------------------------------------
+    @classmethod
+    def judge(cls, m: "SplitLeakageMeasurement", t) -> Verdict:
+        findings = _splits_present(m)
+        group_pairs, group_findings = _group_findings(m.leaked_groups)
+        findings += _duplicate_findings(m)
         findings += group_findings
-        shift_metrics, shift_findings = self._label_shift(ds)
+        shift_metrics, shift_findings = _label_shift(m, t)
         findings += shift_findings
+        pairs = m.pairs
         metrics = {"exact_duplicate_pairs": sum(p["kind"] == "exact" for p in pairs),
                    "near_duplicate_pairs": sum(p["kind"] == "near" for p in pairs),
                    "leaked_groups": len({p["group"] for p in group_pairs}),
                    "conflicting_label_pairs": sum(p["label_a"] != p["label_b"] for p in pairs),
-                   "splits": {n: len(s) for n, s in ds.splits.items()}, **shift_metrics}
-        status = verdict(findings)
-        figures = {"duplicate_pairs": _pair_images(ds, pairs[:FIGURE_PAIRS])} if pairs else {}
-        return self.result(status, _summary(metrics, findings), metrics, findings, self._remedy(findings), figures)
+                   "splits": dict(m.split_sizes), **shift_metrics}
+        figures = {"duplicate_pairs": m.pair_figure} if pairs else {}
+        return Verdict(verdict(findings), _summary(findings), tuple(findings), metrics, _remedy(findings), figures)
 
-    def _splits_present(self, ds):
-        made = [s for s in ("val", "test") if s in ds.made_splits]
-        missing = [s for s in ("val", "test") if ds.split(s) is None]
-        if not made and not missing:
-            return []
-        smallest = int(np.bincount(ds.splits["train"].y).min()) if ds.task == "classification" else len(ds.splits["train"])
-        kfold = " With this little data, prefer k-fold cross-validation." if smallest < 1000 else ""
-        what = ", ".join(f"{s} (carved from train by dnncheck for this audit)" for s in made) or ", ".join(missing)
-        return [Finding(Status.WARN, f"no separate {what}: keep a validation split to tune on and a test split you "
-                        f"evaluate once.{kfold}", evidence={"made_splits": made, "missing": missing})]
 
-    def _duplicate_findings(self, ds, pairs):
-        findings = []
-        for kind, label in (("exact", "exact copies"), ("near", "near copies")):
-            chosen = [p for p in pairs if p["kind"] == kind]
-            if not chosen:
-                continue
-            by_split = {}
-            for p in chosen:
-                key = f"{_split_of(ds, p['a'])}-{_split_of(ds, p['b'])}"
-                by_split[key] = by_split.get(key, 0) + 1
-            samples = tuple(dict.fromkeys(s for p in chosen for s in (p["b"], p["a"])))
-            findings.append(Finding(Status.FAIL, f"{len(chosen)} {label} across splits "
-                                    f"({', '.join(f'{n} {k}' for k, n in by_split.items())}): evaluation samples the "
-                                    "model has effectively seen in training", samples=samples,
-                                    evidence={"pairs": [{k: p[k] for k in ("a", "b", "kind", "similarity")} for p in chosen],
-                                              "by_splits": by_split}))
-        conflicting = [p for p in pairs if p["label_a"] != p["label_b"]]
-        if conflicting:
-            findings.append(Finding(Status.FAIL, f"{len(conflicting)} duplicate pair(s) carry different labels: at least "
-                                    "one label of each pair is wrong",
-                                    samples=tuple(s for p in conflicting for s in (p["a"], p["b"])),
-                                    evidence={"pairs": [{"a": p["a"], "b": p["b"], "label_a": ds.classes[p["label_a"]]
-                                                         if ds.classes else p["label_a"],
-                                                         "label_b": ds.classes[p["label_b"]] if ds.classes else p["label_b"]}
-                                                        for p in conflicting[:MAX_LISTED]]}))
-        return findings
+@dataclass(frozen=True)
+class SplitLeakageMeasurement:
+    classes: tuple[str, ...]
+    made_splits: tuple[str, ...]  # val/test carved from train by dnncheck for this audit
+    missing_splits: tuple[str, ...]
+    smallest_train_class: int  # (regression: the training split's size)
+    pairs: tuple[dict, ...]  # cross-split duplicates: a, b, kind, similarity, label_a, label_b, split_a, split_b
+    leaked_groups: dict  # group -> split -> sample ids, for groups found in more than one split
+    label_counts: dict  # split -> samples per class (classification)
+    split_sizes: dict
+    pair_figure: list  # the first pairs with their images
 
-    def _groups(self, ds):
-        present = {n: s for n, s in ds.splits.items() if s.groups is not None and len(s)}
-        if len(present) < 2:
-            return [], []
-        where: dict[str, dict[str, list[str]]] = {}
-        for name, part in present.items():
-            for sample_id, group in zip(part.ids, part.groups):
-                where.setdefault(str(group), {}).setdefault(name, []).append(sample_id)
-        leaked = {g: splits for g, splits in where.items() if len(splits) > 1}
-        if not leaked:
-            return [], []
-        pairs = []
-        for group, splits in leaked.items():
-            names = list(splits)
-            for k, first in enumerate(names):
-                for second in names[k + 1:]:
-                    pairs.append({"a": splits[first][0], "b": splits[second][0], "kind": "group", "similarity": 1.0,
-                                  "group": group})
-        samples = tuple(s for splits in leaked.values() for ids in splits.values() for s in ids)
-        named = ", ".join(f"{g} ({'/'.join(s)})" for g, s in list(leaked.items())[:10])
-        return pairs, [Finding(Status.FAIL, f"{len(leaked)} group(s) appear in more than one split: {named}",
-                               samples=samples, evidence={"pairs": pairs,
-                                                          "groups": {g: {n: len(v) for n, v in s.items()}
-                                                                     for g, s in list(leaked.items())[:MAX_LISTED]}})]
 
-    def _label_shift(self, ds):
-        if ds.task != "classification":
-            return {}, []
-        from scipy.stats import chi2_contingency
+# Below this many training samples in the smallest class a single held-out split is noisy: the same
+# ~1000-instance guidance the imbalance check documents (Ponti et al. 2021, II-B).
+KFOLD_BELOW = 1000
 
-        names = [n for n in ("train", "val", "test") if ds.split(n) is not None]
-        counts = np.array([np.bincount(ds.splits[n].y, minlength=ds.num_classes) for n in names])
-        counts = counts[:, counts.sum(0) > 0]
-        if len(names) < 2 or counts.shape[1] < 2:
-            return {}, []
-        p_value = float(chi2_contingency(counts).pvalue)
-        shares = counts / counts.sum(1, keepdims=True)
-        diff = float(np.abs(shares - shares[0]).max())
-        metrics = {"label_shift_p_value": round(p_value, 6), "label_share_max_diff": round(diff, 4)}
-        if p_value < self.t["shift_p_value"] and diff > self.t["shift_min_share_diff"]:
-            present = [c for c, total in zip(ds.classes, np.array([np.bincount(ds.splits[n].y, minlength=ds.num_classes)
-                                                                   for n in names]).sum(0)) if total > 0]
-            table = {n: {c: round(float(v), 3) for c, v in zip(present, row)} for n, row in zip(names, shares)}
-            return metrics, [Finding(Status.WARN, f"label distributions differ between splits (chi-square p = {p_value:.2g}, "
-                                     f"a class share differs by {diff:.0%}); stratify the split by class",
-                                     evidence={"shares": table})]
-        return metrics, []
 
-    @staticmethod
-    def _remedy(findings) -> str:
-        if not findings:
-            return ""
-        return ("Deduplicate before splitting; split by group (GroupShuffleSplit / StratifiedGroupKFold) so an "
-                "individual stays in one split; stratify by class; keep a test set you evaluate once, and use k-fold "
-                "cross-validation when data is small.")
+def _splits_present(m: SplitLeakageMeasurement):
+    made, missing = list(m.made_splits), list(m.missing_splits)
+    if not made and not missing:
+        return []
+    kfold = " With this little data, prefer k-fold cross-validation." if m.smallest_train_class < KFOLD_BELOW else ""
+    what = ", ".join(f"{s} (carved from train by dnncheck for this audit)" for s in made) or ", ".join(missing)
+    head = f"no separate {what}"
+    return [Finding(Status.WARN, f"{head}: keep a validation split to tune on and a test split you evaluate once.{kfold}",
+                    evidence={"made_splits": made, "missing": missing}, headline=head)]
+
+
+def _duplicate_findings(m: SplitLeakageMeasurement):
+    findings, pairs = [], m.pairs
+    for kind, label in (("exact", "exact copies"), ("near", "near copies")):
+        chosen = [p for p in pairs if p["kind"] == kind]
+        if not chosen:
+            continue
+        by_split = {}
+        for p in chosen:
+            key = f"{p['split_a']}-{p['split_b']}"
+            by_split[key] = by_split.get(key, 0) + 1
+        samples = tuple(dict.fromkeys(s for p in chosen for s in (p["b"], p["a"])))
+        head = f"{len(chosen)} {label} across splits ({', '.join(f'{n} {k}' for k, n in by_split.items())})"
+        findings.append(Finding(Status.FAIL, f"{head}: evaluation samples the model has effectively seen in training",
+                                samples=samples, headline=head,
+                                evidence={"pairs": [{k: p[k] for k in ("a", "b", "kind", "similarity")} for p in chosen],
+                                          "by_splits": by_split}))
+    conflicting = [p for p in pairs if p["label_a"] != p["label_b"]]
+    if conflicting:
+        def name(label):
+            return m.classes[label] if m.classes else label
+
+        head = f"{len(conflicting)} duplicate pair(s) carry different labels"
+        findings.append(Finding(Status.FAIL, f"{head}: at least one label of each pair is wrong", headline=head,
+                                samples=tuple(s for p in conflicting for s in (p["a"], p["b"])),
+                                evidence={"pairs": [{"a": p["a"], "b": p["b"], "label_a": name(p["label_a"]),
+                                                     "label_b": name(p["label_b"])} for p in conflicting[:MAX_LISTED]]}))
+    return findings
+
+
+def _group_members(ds) -> dict:
+    """group -> split -> sample ids, for the groups that appear in more than one split."""
+    present = {n: s for n, s in ds.splits.items() if s.groups is not None and len(s)}
+    if len(present) < 2:
+        return {}
+    where: dict[str, dict[str, list[str]]] = {}
+    for name, part in present.items():
+        for sample_id, group in zip(part.ids, part.groups):
+            where.setdefault(str(group), {}).setdefault(name, []).append(sample_id)
+    return {g: splits for g, splits in where.items() if len(splits) > 1}
+
+
+def _group_findings(leaked: dict):
+    if not leaked:
+        return [], []
+    pairs = []
+    for group, splits in leaked.items():
+        names = list(splits)
+        for k, first in enumerate(names):
+            for second in names[k + 1:]:
+                pairs.append({"a": splits[first][0], "b": splits[second][0], "kind": "group", "similarity": 1.0,
+                              "group": group})
+    samples = tuple(s for splits in leaked.values() for ids in splits.values() for s in ids)
+    named = ", ".join(f"{g} ({'/'.join(s)})" for g, s in list(leaked.items())[:10])
+    head = f"{len(leaked)} group(s) appear in more than one split"
+    return pairs, [Finding(Status.FAIL, f"{head}: {named}", samples=samples, headline=head,
+                           evidence={"pairs": pairs, "groups": {g: {n: len(v) for n, v in s.items()}
+                                                                for g, s in list(leaked.items())[:MAX_LISTED]}})]
+
+
+def _label_shift(m: SplitLeakageMeasurement, t):
+    from scipy.stats import chi2_contingency
+
+    names = list(m.label_counts)
+    if len(names) < 2:
+        return {}, []
+    every = np.array([m.label_counts[n] for n in names])
+    present = every.sum(0) > 0
+    counts = every[:, present]
+    if counts.shape[1] < 2:
+        return {}, []
+    p_value = float(chi2_contingency(counts).pvalue)
+    shares = counts / counts.sum(1, keepdims=True)
+    diff = float(np.abs(shares - shares[0]).max())
+    metrics = {"label_shift_p_value": round(p_value, 6), "label_share_max_diff": round(diff, 4)}
+    if p_value < t.shift_p_value and diff > t.shift_min_share_diff:
+        classes = [c for c, keep in zip(m.classes, present) if keep]
+        table = {n: {c: round(float(v), 3) for c, v in zip(classes, row)} for n, row in zip(names, shares)}
+        head = f"label distributions differ between splits (chi-square p = {p_value:.2g}, a class share differs by {diff:.0%})"
+        return metrics, [Finding(Status.WARN, f"{head}; stratify the split by class", evidence={"shares": table},
+                                 headline=head)]
+    return metrics, []
+
+
+def _remedy(findings) -> str:
+    if not findings:
+        return ""
+    return ("Deduplicate before splitting; split by group (GroupShuffleSplit / StratifiedGroupKFold) so an "
+            "individual stays in one split; stratify by class; keep a test set you evaluate once, and use k-fold "
+            "cross-validation when data is small.")
 
 
 def _pairs(ctx, threshold, candidate_cosine, max_shift):
@@ -198,10 +242,10 @@ def _pair_images(ds, pairs) -> list[dict]:
     return out
 
 
-def _summary(metrics, findings) -> str:
+def _summary(findings) -> str:
     if not findings:
         return "splits are disjoint: no exact, near or group overlap; label distributions agree"
     fails = [f for f in findings if f.severity is Status.FAIL]
     if fails:
-        return "; ".join(f.message.split(":")[0] for f in fails[:2])
-    return findings[0].message.split(":")[0]
+        return "; ".join(f.short for f in fails[:2])
+    return findings[0].short
