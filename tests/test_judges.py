@@ -584,3 +584,34 @@ def test_split_leakage_label_shift_needs_both_p_value_and_share_difference(val, 
     # 130/70 against 500/500: p << 0.001 and a 15% share difference; 106/94: a 3% difference
     v = _leakage(counts={"train": np.array([5000, 5000]), "val": np.array(val)})
     assert v.status is status
+
+
+# -- DNC7 external-validation --------------------------------------------------------------------
+def _external(internal_acc=0.9, external_acc=0.85, shift_auc=0.6, comparison=True):
+    from dnncheck.checks.external_validation import Comparison, ExternalValidation, ExternalValidationMeasurement
+
+    def scores(acc):
+        return {"accuracy": acc, "accuracy_ci": [acc - 0.02, acc + 0.02], "balanced_accuracy": acc,
+                "recall": {0: acc, 1: acc}}
+
+    c = Comparison("the probe", "val", 200, 200, scores(internal_acc), scores(external_acc), shift_auc) if comparison else None
+    return ExternalValidation.judge(ExternalValidationMeasurement(("cat", "dog"), None, c),
+                                    ExternalValidation.Thresholds())
+
+
+@pytest.mark.parametrize("external, status", [(0.801, Status.PASS), (0.799, Status.FAIL)])
+def test_external_validation_max_drop_edge(external, status):
+    v = _external(0.9, external)
+    assert v.status is status
+    if status is Status.FAIL:
+        assert v.findings[0].short.startswith("accuracy drops from 0.90") and "hardest" not in v.findings[0].short
+
+
+@pytest.mark.parametrize("auc, status", [(0.8, Status.PASS), (0.81, Status.WARN), (None, Status.PASS)])
+def test_external_validation_shift_auc_edge(auc, status):
+    assert _external(shift_auc=auc).status is status
+
+
+def test_external_validation_without_an_external_set_warns():
+    v = _external(comparison=False)
+    assert v.status is Status.WARN and v.summary == "no external validation set"

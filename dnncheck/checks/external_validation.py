@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, verdict
+from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict
 from dnncheck.errors import ProbeUnavailable
 
 BOOTSTRAP = 1000
@@ -62,91 +64,131 @@ class ExternalValidation(Check):
         needs_fit = ctx.dataset.task == "classification" and has_external and not ctx.has_weights
         return {"fit": {}} if needs_fit else {}
 
-    def run(self, ctx):
+    # -- measuring ------------------------------------------------------------------------------
+    def measure(self, ctx):
         ds = ctx.dataset
         if ds.task != "classification":
-            return self.skip("external validation metrics here are for classification")
-        metrics, findings = self._repeated_splits(ctx)
+            return Skipped("external validation metrics here are for classification")
+        m = ExternalValidationMeasurement(tuple(ds.classes), _repeated_splits(ctx))
         if ctx.external is None or not len(ctx.external):
-            findings.append(Finding(Status.WARN, "no external validation set: the model is only validated on a split of "
-                                    "its own data; add [data] external (or x_external/y_external) from another source, "
-                                    "and follow PROBAST and CLAIM for studies meant to inform decisions"))
-            return self.result(verdict(findings), findings[-1].message.split(":")[0], metrics, findings,
-                               self._remedy(), {})
+            return m
         internal_split = ctx.view(ds.split("test", "val").name)
         try:
             model, source = (ctx.user_model(), "your weights") if ctx.has_weights else (ctx.fit_probe().model, "the probe")
         except ProbeUnavailable as exc:
-            return self.without_probe(exc, "no trained model to validate")
+            gap = ProbeGap.of(exc)
+            if not gap.cut_short:
+                return Skipped(f"no trained model to validate: {exc}")
+            return replace(m, probe_gap=gap)
         from dnncheck.probes.train import forward_all
 
         internal_pred = forward_all(model, ctx.inputs(internal_split.name), ctx.device).argmax(1).numpy()
         external_pred = forward_all(model, ctx.external_inputs(), ctx.device).argmax(1).numpy()
-        internal = _scores(internal_split.y, internal_pred, ds.num_classes, ctx.seed)
-        external = _scores(ctx.external_targets(), external_pred, ds.num_classes, ctx.seed)
-        metrics.update({"model": source, "internal_split": internal_split.name,
-                        "internal_samples": int(len(internal_split)), "external_samples": int(len(external_pred)),
+        return replace(m, comparison=Comparison(
+            source, internal_split.name, int(len(internal_split)), int(len(external_pred)),
+            _scores(internal_split.y, internal_pred, ds.num_classes, ctx.seed),
+            _scores(ctx.external_targets(), external_pred, ds.num_classes, ctx.seed),
+            _shift_auc(ctx.inputs(internal_split.name), ctx.external_inputs(), ctx.seed)))
+
+    # -- judging --------------------------------------------------------------------------------
+    @classmethod
+    def judge(cls, m: "ExternalValidationMeasurement", t) -> Verdict:
+        metrics = dict(m.repeated or {})
+        if m.probe_gap is not None:
+            return Verdict(Status.WARN, m.probe_gap.headline, (m.probe_gap.finding("no trained model to validate"),),
+                           metrics)
+        c = m.comparison
+        if c is None:
+            head = "no external validation set"
+            finding = Finding(Status.WARN, f"{head}: the model is only validated on a split of its own data; add [data] "
+                              "external (or x_external/y_external) from another source, and follow PROBAST and CLAIM "
+                              "for studies meant to inform decisions", headline=head)
+            return Verdict(Status.WARN, head, (finding,), metrics, _remedy())
+        internal, external = c.internal, c.external
+        metrics.update({"model": c.source, "internal_split": c.internal_split,
+                        "internal_samples": c.internal_samples, "external_samples": c.external_samples,
                         "internal_accuracy": internal["accuracy"], "internal_accuracy_ci": internal["accuracy_ci"],
                         "external_accuracy": external["accuracy"], "external_accuracy_ci": external["accuracy_ci"],
                         "internal_balanced_accuracy": internal["balanced_accuracy"],
-                        "external_balanced_accuracy": external["balanced_accuracy"],
-                        "shift_auc": _shift_auc(ctx.inputs(internal_split.name), ctx.external_inputs(), ctx.seed)})
+                        "external_balanced_accuracy": external["balanced_accuracy"], "shift_auc": c.shift_auc})
         drop = internal["accuracy"] - external["accuracy"]
         metrics["accuracy_drop"] = round(drop, 4)
-        recall_drop = {ds.classes[c]: round(internal["recall"][c] - external["recall"][c], 4)
-                       for c in range(ds.num_classes) if c in internal["recall"] and c in external["recall"]}
-        metrics["per_class_recall_internal"] = {ds.classes[c]: v for c, v in internal["recall"].items()}
-        metrics["per_class_recall_external"] = {ds.classes[c]: v for c, v in external["recall"].items()}
-        findings += self._findings(metrics, drop, recall_drop)
+        recall_drop = {m.classes[k]: round(internal["recall"][k] - external["recall"][k], 4)
+                       for k in range(len(m.classes)) if k in internal["recall"] and k in external["recall"]}
+        metrics["per_class_recall_internal"] = {m.classes[k]: v for k, v in internal["recall"].items()}
+        metrics["per_class_recall_external"] = {m.classes[k]: v for k, v in external["recall"].items()}
+        findings = _findings(metrics, drop, recall_drop, t)
         figures = {"internal_vs_external": {"internal": internal, "external": external}}
-        return self.result(verdict(findings), _summary(metrics), metrics, findings, self._remedy(), figures)
+        return Verdict(verdict(findings), _summary(metrics), tuple(findings), metrics, _remedy(), figures)
 
-    def _findings(self, m, drop, recall_drop):
-        findings = []
-        if drop > self.t["max_drop"]:
-            worst = sorted(recall_drop.items(), key=lambda kv: -kv[1])[:5]
-            findings.append(Finding(Status.FAIL, f"accuracy drops from {m['internal_accuracy']:.2f} "
-                                    f"{_ci(m['internal_accuracy_ci'])} internally to {m['external_accuracy']:.2f} "
-                                    f"{_ci(m['external_accuracy_ci'])} on the external set; hardest hit: "
-                                    + ", ".join(f"{c} (recall -{d:.2f})" for c, d in worst if d > 0),
-                                    evidence={"recall_drop": recall_drop}))
-        if m["shift_auc"] is not None and m["shift_auc"] > self.t["max_shift_auc"]:
-            findings.append(Finding(Status.WARN, f"the external inputs are easy to tell from internal ones (domain "
-                                    f"classifier AUC {m['shift_auc']:.2f}): a distribution shift"))
-        return findings
 
-    def _repeated_splits(self, ctx):
-        """Mean and std of a linear probe's accuracy over repeated stratified splits (small data)."""
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import StratifiedShuffleSplit
+@dataclass(frozen=True)
+class Comparison:
+    """The same trained model's scores on the internal evaluation split and on the external set."""
+    source: str  # your weights, or the probe
+    internal_split: str
+    internal_samples: int
+    external_samples: int
+    internal: dict  # accuracy, accuracy_ci (bootstrap 95%), balanced_accuracy, recall per class index
+    external: dict
+    shift_auc: float | None  # a domain classifier telling internal from external inputs
 
-        from dnncheck.probes.crossfit import pca_features
 
-        ds = ctx.dataset
-        names = [n for n in ("train", "val", "test") if ds.split(n) is not None]
-        y = np.concatenate([ctx.view(n).y for n in names])
-        counts = np.bincount(y)[np.bincount(y) > 0]
-        held_out = int(np.ceil(0.3 * len(y)))
-        # a stratified 70/30 split needs two samples per class and a place for every class on each side
-        if sum(len(ds.splits[n]) for n in names) > MAX_REPEAT_SAMPLES or counts.min() < 2 or len(counts) > min(held_out, len(y) - held_out):
-            return {}, []
-        flat = np.concatenate([ctx.inputs(n).reshape(len(ctx.view(n)), -1).numpy() for n in names])
-        feats = pca_features(flat, ctx.seed)
-        scores = []
-        splitter = StratifiedShuffleSplit(REPEATS, test_size=0.3, random_state=ctx.seed)
-        for fit, held in splitter.split(feats, y):
-            model = LogisticRegression(max_iter=300).fit(feats[fit], y[fit])
-            scores.append(model.score(feats[held], y[held]))
-        return {"repeated_split_accuracy_mean": round(float(np.mean(scores)), 4),
-                "repeated_split_accuracy_std": round(float(np.std(scores)), 4),
-                "repeated_split_model": f"logistic regression on a 50-d PCA of the inputs, {REPEATS} stratified "
-                                        "70/30 splits"}, []
+@dataclass(frozen=True)
+class ExternalValidationMeasurement:
+    classes: tuple[str, ...]
+    repeated: dict | None  # repeated stratified splits of the labelled data (small data only)
+    comparison: Comparison | None = None  # None: no external set
+    probe_gap: ProbeGap | None = None
 
-    @staticmethod
-    def _remedy() -> str:
-        return ("Validate on an external set from another source and report both figures with intervals; if accuracy "
-                "drops, train on more diverse data, harmonise acquisition, augment for the shift or recalibrate per "
-                "site. For clinical or other high-stakes studies follow PROBAST and CLAIM.")
+
+def _findings(m, drop, recall_drop, t):
+    findings = []
+    if drop > t.max_drop:
+        worst = sorted(recall_drop.items(), key=lambda kv: -kv[1])[:5]
+        head = (f"accuracy drops from {m['internal_accuracy']:.2f} {_ci(m['internal_accuracy_ci'])} internally to "
+                f"{m['external_accuracy']:.2f} {_ci(m['external_accuracy_ci'])} on the external set")
+        findings.append(Finding(Status.FAIL, f"{head}; hardest hit: "
+                                + ", ".join(f"{c} (recall -{d:.2f})" for c, d in worst if d > 0),
+                                evidence={"recall_drop": recall_drop}, headline=head))
+    if m["shift_auc"] is not None and m["shift_auc"] > t.max_shift_auc:
+        findings.append(Finding(Status.WARN, f"the external inputs are easy to tell from internal ones (domain "
+                                f"classifier AUC {m['shift_auc']:.2f}): a distribution shift"))
+    return findings
+
+
+def _repeated_splits(ctx) -> dict | None:
+    """Mean and std of a linear probe's accuracy over repeated stratified splits (small data)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    from dnncheck.probes.crossfit import pca_features
+
+    ds = ctx.dataset
+    names = [n for n in ("train", "val", "test") if ds.split(n) is not None]
+    y = np.concatenate([ctx.view(n).y for n in names])
+    counts = np.bincount(y)[np.bincount(y) > 0]
+    held_out = int(np.ceil(0.3 * len(y)))
+    # a stratified 70/30 split needs two samples per class and a place for every class on each side
+    if sum(len(ds.splits[n]) for n in names) > MAX_REPEAT_SAMPLES or counts.min() < 2 or len(counts) > min(held_out, len(y) - held_out):
+        return None
+    flat = np.concatenate([ctx.inputs(n).reshape(len(ctx.view(n)), -1).numpy() for n in names])
+    feats = pca_features(flat, ctx.seed)
+    scores = []
+    splitter = StratifiedShuffleSplit(REPEATS, test_size=0.3, random_state=ctx.seed)
+    for fit, held in splitter.split(feats, y):
+        model = LogisticRegression(max_iter=300).fit(feats[fit], y[fit])
+        scores.append(model.score(feats[held], y[held]))
+    return {"repeated_split_accuracy_mean": round(float(np.mean(scores)), 4),
+            "repeated_split_accuracy_std": round(float(np.std(scores)), 4),
+            "repeated_split_model": f"logistic regression on a 50-d PCA of the inputs, {REPEATS} stratified "
+                                    "70/30 splits"}
+
+
+def _remedy() -> str:
+    return ("Validate on an external set from another source and report both figures with intervals; if accuracy "
+            "drops, train on more diverse data, harmonise acquisition, augment for the shift or recalibrate per "
+            "site. For clinical or other high-stakes studies follow PROBAST and CLAIM.")
 
 
 def _scores(y, pred, classes, seed) -> dict:
