@@ -615,3 +615,39 @@ def test_external_validation_shift_auc_edge(auc, status):
 def test_external_validation_without_an_external_set_warns():
     v = _external(comparison=False)
     assert v.status is Status.WARN and v.summary == "no external validation set"
+
+
+# -- DNC3 label-noise ----------------------------------------------------------------------------
+def _noise(rate, confidence=0.95, conflicts=(), gap=None):
+    from dnncheck.checks.label_noise import ConfidentLearning, LabelNoise, LabelNoiseMeasurement
+
+    y = np.repeat([0, 1], 50)
+    probs = np.where(np.eye(2)[y] > 0, confidence, 1 - confidence)  # confident and right on every sample
+    suspects = np.array([0, 1])
+    confident = ConfidentLearning(probs, suspects, np.full(100, 0.9), rate) if gap is None else None
+    m = LabelNoiseMeasurement(("cat", "dog"), tuple(f"s{i}" for i in range(100)), y, 4, tuple(conflicts),
+                              confident=confident, estimators=("probe", "svm"), probe_gap=gap)
+    return LabelNoise.judge(m, LabelNoise.Thresholds())
+
+
+@pytest.mark.parametrize("rate, status", [(0.02, Status.PASS), (0.0201, Status.WARN), (0.05, Status.WARN),
+                                          (0.0501, Status.FAIL)])
+def test_label_noise_rate_edges(rate, status):
+    v = _noise(rate)
+    assert v.status is status and v.metrics["estimator_skill"] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("confidence, status", [(0.81, Status.FAIL), (0.79, Status.WARN)])
+def test_label_noise_weak_estimators_warn_at_most(confidence, status):
+    # skill = min((mean top prob - 1/2) / (1/2), accuracy gain) = 2 x confidence - 1: 0.62 and 0.58 around 0.6
+    v = _noise(0.2, confidence)
+    assert v.status is status
+    assert v.summary.startswith("weak evidence") is (status is Status.WARN)
+
+
+def test_label_noise_identical_samples_with_two_labels_fail_even_when_cut_short():
+    conflicts = [("a.png", "b.png", "cat", "dog")]
+    assert _noise(0.0, conflicts=conflicts).status is Status.FAIL
+    v = _noise(0.0, conflicts=conflicts, gap=CUT_SHORT)
+    assert v.status is Status.FAIL and v.summary.startswith("inconclusive, the fit probe")
+    assert _noise(0.0, gap=CUT_SHORT).status is Status.WARN

@@ -3,11 +3,11 @@ whose given label is likely wrong, ranks them and suggests the label."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, Status, probe_finding, verdict
+from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict
 from dnncheck.errors import ProbeCutShort, ProbeUnavailable
 
 FIGURE_SUSPECTS = 16
@@ -83,60 +83,62 @@ class LabelNoise(Check):
             return {}
         return {"label-noise": {"folds": self._folds(ctx)}}
 
-    def run(self, ctx):
-        from cleanlab.count import num_label_issues
-        from cleanlab.filter import find_label_issues
-        from cleanlab.rank import get_label_quality_scores
-
+    # -- measuring ------------------------------------------------------------------------------
+    def measure(self, ctx):
         ds = ctx.dataset
         if ds.task != "classification":
-            return self.skip("label noise applies to classification; the target is continuous")
+            return Skipped("label noise applies to classification; the target is continuous")
         train = ctx.view("train")  # every training sample, or max_train_samples of them (stratified)
-        y = train.y
-        counts = np.bincount(y, minlength=ds.num_classes)
         folds = self._folds(ctx)
         if folds < 2:
-            return self.skip("a class has a single training sample: cross-fitting needs two per class")
+            return Skipped("a class has a single training sample: cross-fitting needs two per class")
+        conflicts = tuple(_conflicting_duplicates(ds))
+        base = LabelNoiseMeasurement(tuple(ds.classes), tuple(train.ids), train.y, folds, conflicts,
+                                     ctx.sampled_note("train"))
         try:
-            probs, used, notes = self._probabilities(ctx, y, folds)
+            probs, used, notes = self._probabilities(ctx, train.y, folds)
         except ProbeCutShort as exc:  # partial evidence: say so, never a verdict from it
-            findings = [probe_finding(exc, "label noise not estimated"), *self._conflicting_duplicates(ds)]
-            metrics = {"train_samples": int(len(y)), "folds": folds}
-            return self.result(verdict(findings), findings[0].message.split("; ")[0], metrics, findings,
-                               self._remedy(findings[1:]))
-        present = counts > 0
-        mask = find_label_issues(y, probs, filter_by="prune_by_class")
-        quality = get_label_quality_scores(y, probs)
-        suspects = np.flatnonzero(mask)
-        suspects = suspects[np.argsort(quality[suspects], kind="stable")]
-        rate = num_label_issues(y, probs) / len(y)
-        suggested = probs.argmax(axis=1)
-        metrics = {"estimated_noise_rate": round(float(rate), 4), "flagged": int(len(suspects)),
+            return replace(base, probe_gap=ProbeGap.of(exc))
+        confident = _confident_learning(train.y, probs)
+        return replace(base, confident=confident, estimators=tuple(used), notes=tuple(notes),
+                       figure=_suspect_figure(ds, train, confident))
+
+    # -- judging --------------------------------------------------------------------------------
+    @classmethod
+    def judge(cls, m: "LabelNoiseMeasurement", t) -> Verdict:
+        conflict_findings = _conflict_findings(m.conflicts)
+        if m.probe_gap is not None:
+            findings = [m.probe_gap.finding("label noise not estimated"), *conflict_findings]
+            return Verdict(verdict(findings), m.probe_gap.headline, tuple(findings),
+                           {"train_samples": int(len(m.y)), "folds": m.folds}, _remedy(findings[1:]))
+        c, y = m.confident, m.y
+        present = np.bincount(y, minlength=len(m.classes)) > 0
+        suspects = c.suspects
+        metrics = {"estimated_noise_rate": round(float(c.rate), 4), "flagged": int(len(suspects)),
                    "flagged_fraction": round(len(suspects) / len(y), 4), "train_samples": int(len(y)),
-                   "folds": folds, "estimators": used,
-                   "out_of_sample_accuracy": round(float(np.mean(suggested == y)), 4),
-                   "mean_max_probability": round(float(probs.max(axis=1).mean()), 4),
+                   "folds": m.folds, "estimators": list(m.estimators),
+                   "out_of_sample_accuracy": round(float(np.mean(c.suggested == y)), 4),
+                   "mean_max_probability": round(float(c.probs.max(axis=1).mean()), 4),
                    "classes_present": int(present.sum())}
-        if ctx.sampled_note("train"):
-            metrics["train_samples_sampled"] = ctx.sampled_note("train")
-        skill = _estimator_skill(probs, y, suggested, int(present.sum()))
+        if m.sampled_note:
+            metrics["train_samples_sampled"] = m.sampled_note
+        skill = _estimator_skill(c.probs, y, c.suggested, int(present.sum()))
         metrics["estimator_skill"] = round(skill, 4)
-        findings = [Finding(Status.WARN, note) for note in notes]
-        suspect_findings = self._suspect_findings(ds, train, suspects, suggested, quality, rate)
-        weak = skill < self.t["min_estimator_skill"] and any(f.severity.rank >= Status.WARN.rank for f in suspect_findings)
+        findings = [Finding(Status.WARN, note) for note in m.notes]
+        suspect_findings = _suspect_findings(m, t)
+        weak = skill < t.min_estimator_skill and any(f.severity.rank >= Status.WARN.rank for f in suspect_findings)
         if weak:
             suspect_findings = [replace(f, severity=Status.WARN) for f in suspect_findings]
-            suspect_findings.append(Finding(Status.WARN, _weak_evidence(metrics, skill, self.t["min_estimator_skill"]),
+            suspect_findings.append(Finding(Status.WARN, _weak_evidence(metrics, skill, t.min_estimator_skill),
                                             evidence={"estimator_skill": round(skill, 4),
                                                       "mean_max_probability": metrics["mean_max_probability"]}))
         findings += suspect_findings
-        findings += self._conflicting_duplicates(ds)
-        status = verdict(findings)
-        figures = {"suspects": _suspect_figure(ds, train, suspects[:FIGURE_SUSPECTS], suggested)}
+        findings += conflict_findings
         summary = _summary(metrics)
         if weak:
             summary = f"weak evidence (estimator skill {skill:.2f}), not a verdict: {summary}"
-        return self.result(status, summary, metrics, findings, self._remedy(findings), figures)
+        return Verdict(verdict(findings), summary, tuple(findings), metrics, _remedy(findings),
+                       {"suspects": list(m.figure)})
 
     def _probabilities(self, ctx, y, folds):
         from dnncheck.probes.crossfit import (classical_probabilities, pca_features, probe_probabilities,
@@ -169,49 +171,98 @@ class LabelNoise(Check):
         probs = np.mean(list(estimates.values()), axis=0)
         return probs, sorted(estimates), notes
 
-    def _suspect_findings(self, ds, train, suspects, suggested, quality, rate):
-        if not len(suspects):
-            return []
-        severity = Status.PASS
-        if rate > self.t["max_noise_rate"]:
-            severity = Status.FAIL
-        elif rate > self.t["warn_noise_rate"]:
-            severity = Status.WARN
-        ids = tuple(train.ids[i] for i in suspects)
-        given = [ds.classes[train.y[i]] for i in suspects]
-        proposed = [ds.classes[suggested[i]] for i in suspects]
-        pairs = {}
-        for g, p in zip(given, proposed):
-            pairs[f"{g}->{p}"] = pairs.get(f"{g}->{p}", 0) + 1
-        top = sorted(pairs.items(), key=lambda kv: -kv[1])[:5]
-        return [Finding(severity, f"{len(suspects)} training samples look mislabelled (estimated noise rate {rate:.1%}); "
-                        f"most common given->suggested: {', '.join(f'{k} ({v})' for k, v in top)}",
-                        samples=ids, evidence={"given": given, "suggested": proposed,
-                                               "label_quality": [round(float(quality[i]), 4) for i in suspects]})]
+@dataclass(frozen=True)
+class ConfidentLearning:
+    """cleanlab's reading of out-of-sample probabilities (Northcutt et al., JAIR 2021)."""
+    probs: np.ndarray  # N x C, averaged over the estimators
+    suspects: np.ndarray  # indices flagged by prune_by_class, worst label quality first
+    quality: np.ndarray  # label quality score per sample (self-confidence)
+    rate: float  # estimated share of wrong labels (num_label_issues / N)
 
-    def _conflicting_duplicates(self, ds):
-        """Identical samples (same decoded content) with different labels, in any split."""
-        seen: dict[bytes, tuple[str, int]] = {}
-        conflicts = []
-        for part in ds.splits.values():
-            for sample_id, label, digest in zip(part.ids, part.y, part.digests()):
-                first = seen.setdefault(digest, (sample_id, int(label)))
-                if first[1] != int(label):
-                    conflicts.append((first[0], sample_id, ds.classes[first[1]], ds.classes[int(label)]))
-        if not conflicts:
-            return []
-        return [Finding(Status.FAIL, f"{len(conflicts)} identical sample pair(s) carry different labels",
-                        samples=tuple(s for c in conflicts for s in c[:2]),
-                        evidence={"pairs": [{"a": a, "b": b, "label_a": la, "label_b": lb}
-                                            for a, b, la, lb in conflicts[:100]]})]
+    @property
+    def suggested(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
 
-    @staticmethod
-    def _remedy(findings) -> str:
-        if not findings:
-            return ""
-        return ("Review the top suspects, relabel or drop the wrong ones and retrain; check the test labels too. "
-                "Where relabelling is impossible, lower-capacity models and noise-robust losses memorise wrong "
-                "labels less.")
+
+@dataclass(frozen=True)
+class LabelNoiseMeasurement:
+    classes: tuple[str, ...]
+    ids: tuple[str, ...]  # the training samples examined
+    y: np.ndarray  # their given labels
+    folds: int
+    conflicts: tuple  # identical samples with different labels: (id a, id b, label a, label b)
+    sampled_note: str | None = None  # "N of M" when train was subsampled
+    confident: ConfidentLearning | None = None
+    estimators: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # why an estimator was left out
+    figure: tuple = ()  # the top suspects with their images
+    probe_gap: ProbeGap | None = None
+
+
+def _confident_learning(y, probs) -> ConfidentLearning:
+    from cleanlab.count import num_label_issues
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    mask = find_label_issues(y, probs, filter_by="prune_by_class")
+    quality = get_label_quality_scores(y, probs)
+    suspects = np.flatnonzero(mask)
+    suspects = suspects[np.argsort(quality[suspects], kind="stable")]
+    return ConfidentLearning(probs, suspects, quality, num_label_issues(y, probs) / len(y))
+
+
+def _suspect_findings(m: LabelNoiseMeasurement, t):
+    c = m.confident
+    suspects, rate = c.suspects, c.rate
+    if not len(suspects):
+        return []
+    severity = Status.PASS
+    if rate > t.max_noise_rate:
+        severity = Status.FAIL
+    elif rate > t.warn_noise_rate:
+        severity = Status.WARN
+    suggested = c.suggested
+    ids = tuple(m.ids[i] for i in suspects)
+    given = [m.classes[m.y[i]] for i in suspects]
+    proposed = [m.classes[suggested[i]] for i in suspects]
+    pairs = {}
+    for g, p in zip(given, proposed):
+        pairs[f"{g}->{p}"] = pairs.get(f"{g}->{p}", 0) + 1
+    top = sorted(pairs.items(), key=lambda kv: -kv[1])[:5]
+    head = f"{len(suspects)} training samples look mislabelled (estimated noise rate {rate:.1%})"
+    return [Finding(severity, f"{head}; most common given->suggested: {', '.join(f'{k} ({v})' for k, v in top)}",
+                    samples=ids, headline=head,
+                    evidence={"given": given, "suggested": proposed,
+                              "label_quality": [round(float(c.quality[i]), 4) for i in suspects]})]
+
+
+def _conflicting_duplicates(ds) -> list:
+    """Identical samples (same decoded content) with different labels, in any split."""
+    seen: dict[bytes, tuple[str, int]] = {}
+    conflicts = []
+    for part in ds.splits.values():
+        for sample_id, label, digest in zip(part.ids, part.y, part.digests()):
+            first = seen.setdefault(digest, (sample_id, int(label)))
+            if first[1] != int(label):
+                conflicts.append((first[0], sample_id, ds.classes[first[1]], ds.classes[int(label)]))
+    return conflicts
+
+
+def _conflict_findings(conflicts):
+    if not conflicts:
+        return []
+    return [Finding(Status.FAIL, f"{len(conflicts)} identical sample pair(s) carry different labels",
+                    samples=tuple(s for c in conflicts for s in c[:2]),
+                    evidence={"pairs": [{"a": a, "b": b, "label_a": la, "label_b": lb}
+                                        for a, b, la, lb in conflicts[:100]]})]
+
+
+def _remedy(findings) -> str:
+    if not findings:
+        return ""
+    return ("Review the top suspects, relabel or drop the wrong ones and retrain; check the test labels too. "
+            "Where relabelling is impossible, lower-capacity models and noise-robust losses memorise wrong "
+            "labels less.")
 
 
 def _estimator_skill(probs: np.ndarray, y: np.ndarray, suggested: np.ndarray, classes: int) -> float:
@@ -231,14 +282,15 @@ def _weak_evidence(metrics, skill, threshold) -> str:
             "or too weak a model for this task; review the suspects as candidates, or rerun with a pretrained model")
 
 
-def _suspect_figure(ds, train, picks, suggested) -> list[dict]:
+def _suspect_figure(ds, train, c: ConfidentLearning) -> tuple:
+    """The FIGURE_SUSPECTS top suspects with their images (decoded here: the judge reads no files)."""
     items = []
-    for i in picks:
-        item = {"id": train.ids[i], "given": ds.classes[train.y[i]], "suggested": ds.classes[suggested[i]]}
+    for i in c.suspects[:FIGURE_SUSPECTS]:
+        item = {"id": train.ids[i], "given": ds.classes[train.y[i]], "suggested": ds.classes[c.suggested[i]]}
         if ds.is_image:
             item["image"] = train.x[i]
         items.append(item)
-    return items
+    return tuple(items)
 
 
 def _summary(metrics) -> str:
