@@ -1,29 +1,67 @@
-"""Context: the artefacts checks share, each computed once on first use and cached.
+"""Context: what checks measure on, each artefact computed once on first use and cached (one
+style: `_memo`, and `@memoized` properties built on it).
+
+Checks reach it only through public accessors:
+- settings: seed, max_train_samples, user_lr, metric, normalize_setting, has_weights, device;
+- data: dataset, view(split), sampled_note(split), eval_split, external;
+- tensors: inputs / raw_inputs / targets (per split, of the view), inputs_of / raw_inputs_of (a few
+  samples without loading a view), external_inputs / external_targets, normalizer, probe_data;
+- the model and loss: fresh_model, user_model, output_info, loss_name, loss_fn;
+- probes: fit_probe (the shared run), train_probe, lr_range_test, one_batch_fit, planned; the plan,
+  the budget guard and the outcomes live in probes/runner.py (ProbeRunner), which gets tensors and
+  callables, never the Context;
+- artifact(key, compute): a result two checks share (duplicate pairs).
 
 `prepare()` does what can refuse to start an audit (decode the data, build the model, load the
-weights) so that its UserErrors surface as exit 2 before any check runs. Everything else is lazy:
-a check that never asks for the probe run never pays for it.
+weights, the external set, import a custom loss, check a given normalisation against the data) so
+that its UserErrors surface as exit 2 before any check runs. Everything else is lazy: a check that
+never asks for the probe run never pays for it.
 """
 
 from __future__ import annotations
 
+import functools
 import platform
-from functools import cached_property
 
 import numpy as np
 
 from dnncheck.data.sampling import subsample_index
-from dnncheck.errors import ProbeCutShort, ProbeUnavailable, UserError
+from dnncheck.errors import ProbeUnavailable, UserError
 from dnncheck.progress import NullProgress
 
 MAX_PROBE_VAL = 2000  # validation/test samples whose pixels are loaded and evaluated each probe epoch
+
+
+def memoized(method):
+    """A property computed once per audit and kept with everything else the Context caches (_memo)."""
+    @functools.wraps(method)
+    def get(self):
+        return self._memo(method.__name__, lambda: method(self))
+    return property(get)
 
 
 class Context:
     def __init__(self, cfg, progress=None):
         self.cfg = cfg
         self.progress = progress or NullProgress()
-        self._probe_error: str | None = None
+        self._memos: dict = {}
+
+    # -- one caching style: everything computed once per audit goes through _memo ---------------
+    def _memo(self, key, compute, remember=()):
+        """compute() once per audit under `key`; exceptions of the `remember` types are cached and
+        raised again on every later ask (a probe that cannot train fails the same way each time)."""
+        if key not in self._memos:
+            try:
+                self._memos[key] = (compute(), None)
+            except remember as exc:
+                self._memos[key] = (None, exc)
+        value, error = self._memos[key]
+        if error is not None:
+            raise error
+        return value
+
+    def _has(self, key) -> bool:
+        return key in self._memos
 
     # -- the settings checks read (checks never reach into cfg) -----------------------------------
     @property
@@ -81,7 +119,7 @@ class Context:
                                       f"{MAX_PROBE_VAL}); counts, "
                                       "statistics, duplicates and leakage cover every sample")
 
-    @cached_property
+    @memoized
     def external(self):
         """The external validation set as a SplitData, or None."""
         from dnncheck.data import load_external
@@ -100,14 +138,14 @@ class Context:
         index = subsample_index(external.y, self.cfg.max_train_samples, self.cfg.seed, self.dataset.task == "classification")
         return external.y[index]
 
-    @cached_property
+    @memoized
     def dataset(self):
         from dnncheck.data import load_dataset
 
         self.progress.stage("loading data")
         return load_dataset(self.cfg, self.progress)
 
-    @cached_property
+    @memoized
     def device(self) -> str:
         import torch
 
@@ -128,7 +166,7 @@ class Context:
 
         return resolve_spec(self.cfg.model, self.dataset.modality)
 
-    @cached_property
+    @memoized
     def model_inputs(self):
         from dnncheck.models.build import ModelInputs
 
@@ -166,28 +204,30 @@ class Context:
 
         from dnncheck.models.build import single_output
 
-        if "_wraps_outputs" not in self.__dict__:
-            self._wraps_outputs = False
+        def returns_a_container() -> bool:
             was_training = model.training
             try:
                 with torch.no_grad():
                     out = model.eval()(self._probe_batch())
             except Exception:  # a forward that fails is diagnosed by the checks
-                out = None
-            model.train(was_training)
-            if out is not None and not isinstance(out, torch.Tensor):
-                self._wraps_outputs = True
-                size = f" of {len(out)}" if hasattr(out, "__len__") else ""
-                self.dataset.notes.append(f"the model returns a {type(out).__name__}{size}; dnncheck audits its "
-                                          "logits (a 'logits' entry, else the first tensor): if your loss uses "
-                                          "another element, wrap the model to return it")
-        return single_output(model) if self._wraps_outputs else model
+                return False
+            finally:
+                model.train(was_training)
+            if isinstance(out, torch.Tensor):
+                return False
+            size = f" of {len(out)}" if hasattr(out, "__len__") else ""
+            self.dataset.notes.append(f"the model returns a {type(out).__name__}{size}; dnncheck audits its "
+                                      "logits (a 'logits' entry, else the first tensor): if your loss uses "
+                                      "another element, wrap the model to return it")
+            return True
+
+        return single_output(model) if self._memo("wraps outputs", returns_a_container) else model
 
     def _probe_batch(self):
         """Two training inputs to see what the model's forward returns (its type, not its values):
         normalised when the normaliser is already fitted, else in [0, 1] (integer images) or as
         stored, so that building the model never fits the normaliser on a whole view."""
-        if "normalizer" in self.__dict__:
+        if self._has("normalizer"):
             return self.inputs_of("train", range(2))
         from dnncheck.probes.inputs import integer_scale
 
@@ -202,10 +242,6 @@ class Context:
         return parameter_count(model)
 
     # -- the samples whose pixels are loaded ----------------------------------------------------
-    @cached_property
-    def _views(self) -> dict:
-        return {}
-
     def sample_index(self, split: str) -> np.ndarray:
         """Indices into `split` of the samples whose pixels checks load: the whole split up to
         max_train_samples for train (the probes' sample), MAX_PROBE_VAL for the others (what a probe
@@ -218,11 +254,11 @@ class Context:
     def view(self, split: str):
         """The split restricted to sample_index(split): the split itself when that is all of it.
         Its ids and labels line up with inputs(split) and targets(split)."""
-        if split not in self._views:
-            part = self.dataset.splits[split]
-            index = self.sample_index(split)
-            self._views[split] = part if len(index) == len(part) else part.take(index)
-        return self._views[split]
+        def restricted():
+            part, index = self.dataset.splits[split], self.sample_index(split)
+            return part if len(index) == len(part) else part.take(index)
+
+        return self._memo(("view", split), restricted)
 
     def sampled_note(self, split: str) -> str | None:
         """'N of M' when checks see a subsample of `split`, for reports; None when they see all of it."""
@@ -230,15 +266,9 @@ class Context:
         return None if seen == total else f"{seen} of {total}"
 
     # -- tensors ------------------------------------------------------------------------------
-    @cached_property
-    def _raw_cache(self) -> dict:
-        return {}
-
     def raw_inputs(self, split: str):
         """Resized float tensor in the data's own value scale (before normalisation), for view(split)."""
-        if split not in self._raw_cache:
-            self._raw_cache[split] = self._raw_tensor(self.view(split).x)
-        return self._raw_cache[split]
+        return self._memo(("raw", split), lambda: self._raw_tensor(self.view(split).x))
 
     def _raw_tensor(self, x):
         from dnncheck.probes.inputs import raw_tensor
@@ -248,7 +278,7 @@ class Context:
             return x.resized(tuple(ds.image_size), self.progress)
         return raw_tensor(x, ds.image_size if ds.is_image else None)
 
-    @cached_property
+    @memoized
     def normalizer(self):
         from dnncheck.probes.inputs import fit_normalizer, integer_scale
 
@@ -256,29 +286,23 @@ class Context:
         scale = integer_scale(ds.splits["train"].x) if ds.is_image else None
         return fit_normalizer(self.cfg.normalize, self.raw_inputs("train"), scale, ds.is_image)
 
-    @cached_property
-    def _input_cache(self) -> dict:
-        return {}
-
     def inputs(self, split: str):
         """The tensor that enters the model for a split (resized and normalised as configured)."""
-        if split not in self._input_cache:
-            self._input_cache[split] = self.normalizer(self.raw_inputs(split))
-        return self._input_cache[split]
+        return self._memo(("inputs", split), lambda: self.normalizer(self.raw_inputs(split)))
 
     def inputs_of(self, split: str, index):
         """inputs(split)[index], loading only those samples when the whole view is not loaded yet."""
         index = np.asarray(index, dtype=np.int64)
-        if split in self._input_cache:
-            return self._input_cache[split][index]
+        if self._has(("inputs", split)):
+            return self.inputs(split)[index]
         return self.normalizer(self._raw_tensor(self.view(split).take(index).x))
 
     def raw_inputs_of(self, split: str, index):
         """raw_inputs(split)[index] (resized, not normalised), loading only those samples when needed:
         figures use it, so drawing a few images never fits the normaliser or loads a whole view."""
         index = np.asarray(index, dtype=np.int64)
-        if split in self._raw_cache:
-            return self._raw_cache[split][index]
+        if self._has(("raw", split)):
+            return self.raw_inputs(split)[index]
         return self._raw_tensor(self.view(split).take(index).x)
 
     def targets(self, split: str):
@@ -295,7 +319,7 @@ class Context:
         return None if part is None else part.name
 
     # -- the model's outputs and loss --------------------------------------------------------
-    @cached_property
+    @memoized
     def output_info(self):
         """How a fresh model's outputs look on a batch of training inputs."""
         import torch
@@ -312,7 +336,7 @@ class Context:
 
         return resolve_loss_name(self.cfg.loss, self.dataset.task)
 
-    @cached_property
+    @memoized
     def custom_loss(self):
         """The user's loss for a `pkg.module:fn` spec (imported by prepare), else None."""
         from dnncheck.probes.losses import BUILTIN_LOSSES, load_custom_loss
@@ -320,30 +344,30 @@ class Context:
         name = self.loss_name
         return None if name in BUILTIN_LOSSES else load_custom_loss(name, (self.cfg.base_dir,))
 
-    @cached_property
+    @memoized
     def loss_fn(self):
         from dnncheck.probes.losses import make_loss
 
         unit_range = self.output_info.kind in ("probabilities", "sigmoid")
         return make_loss(self.loss_name, self.dataset.task, unit_range, self.custom_loss)
 
-    # -- the probe plan and its guard -------------------------------------------------------
-    @cached_property
-    def plan_facts(self):
-        """The sizes and settings the probe plan is computed from (nothing machine-dependent)."""
+    # -- the probe plan and its guard (probes/runner.py) -------------------------------------
+    @memoized
+    def probe_runner(self):
+        """Plans the probes from the data's sizes and settings (nothing machine-dependent) and runs
+        each under the budget guard."""
         from dnncheck.probes.plan import PlanFacts
+        from dnncheck.probes.runner import ProbeRunner
 
         c = self.cfg
-        return PlanFacts(train_samples=len(self.probe_train_index),
-                         val_samples=0 if self.probe_val_index is None else len(self.probe_val_index),
-                         full_train=len(self.dataset.splits["train"]), batch_size=c.batch_size,
-                         epochs=c.epochs, max_train_samples=c.max_train_samples)
+        facts = PlanFacts(train_samples=len(self.probe_train_index),
+                          val_samples=0 if self.probe_val_index is None else len(self.probe_val_index),
+                          full_train=len(self.dataset.splits["train"]), batch_size=c.batch_size,
+                          epochs=c.epochs, max_train_samples=c.max_train_samples)
+        return ProbeRunner(facts, c.budget_seconds)
 
     def plan_probes(self, checks) -> None:
         """Decide every probe's work for the selected checks, then time a few steps for the estimate."""
-        from dnncheck.probes.budget import Budget
-        from dnncheck.probes.plan import build_plan
-
         requests: dict[str, tuple[dict, list[str]]] = {}
         for check in checks:
             try:
@@ -354,89 +378,36 @@ class Context:
                 continue
             for name, params in wanted.items():
                 requests.setdefault(name, (params, []))[1].append(check.id)
-        self.plan = build_plan(self.plan_facts, requests)
-        self.budget = Budget(self.cfg.budget_seconds, planned=("calibration", *self.plan.probes))
-        if self.plan.probes:
-            self._calibrate()
+        self.probe_runner.plan_probes(requests, self._calibration)
 
-    @cached_property
-    def plan(self):
-        from dnncheck.probes.plan import build_plan
-
-        return build_plan(self.plan_facts, {})
-
-    @cached_property
-    def budget(self):
-        from dnncheck.probes.budget import Budget
-
-        return Budget(self.cfg.budget_seconds, planned=tuple(self.plan.probes))
-
-    def planned(self, name: str, **params):
-        """The plan's entry for probe `name`; a probe no selected check announced (a check run on
-        its own) is planned now with `params`, the same way."""
-        from dnncheck.probes.plan import PLANNERS
-
-        if name not in self.plan.probes:
-            self.plan.probes[name] = PLANNERS[name](self.plan_facts, **params)
-        return self.plan.probes[name]
-
-    def _calibrate(self) -> None:
-        from dnncheck.probes.plan import CALIBRATION_STEPS, Calibration
+    def _calibration(self):
+        """A few timed steps on the probe data (loaded here, before the timer starts)."""
+        from dnncheck.probes.plan import CALIBRATION_STEPS
         from dnncheck.probes.train import calibrate
 
         (x, y), val = self.probe_data()
-        try:
-            with self.budget.timer("calibration"):
-                step, per_sample = calibrate(self.fresh_model(), self.loss_fn, x, y, self.probe_settings(),
-                                             CALIBRATION_STEPS, None if val is None else val[0])
-        except UserError:
-            raise
-        except Exception:  # a model that cannot train says so in the checks that need it
-            return
-        self.plan.calibration = Calibration(step, per_sample)
+        return lambda: calibrate(self.fresh_model(), self.loss_fn, x, y, self.probe_settings(), CALIBRATION_STEPS,
+                                 None if val is None else val[0])
+
+    def planned(self, name: str, **params):
+        """The plan's entry for probe `name` (planned now with `params` if no check announced it)."""
+        return self.probe_runner.planned(name, **params)
 
     def plan_record(self) -> dict:
-        """`model.probe_plan` for the JSON: the planned work per probe, and what was done of it."""
-        plan = self.plan
-        probes = []
-        for name, spec in plan.probes.items():
-            entry = spec.to_dict()
-            estimate = plan.estimate(name)
-            entry["estimated_seconds"] = None if estimate is None else round(estimate, 2)
-            outcome = self._outcomes.get(name, {"steps_done": 0, "cut_short": False})
-            entry.update(ran=name in self._outcomes, steps_done=outcome["steps_done"], cut_short=outcome["cut_short"],
-                         spent_seconds=round(self.budget.spent.get(name, 0.0), 2))
-            probes.append(entry)
-        total = plan.estimated_total()
-        return {"probes": probes, "budget_seconds": self.cfg.budget_seconds,
-                "estimated_seconds": None if total is None else round(total, 2),
-                "calibration_seconds": round(self.budget.spent.get("calibration", 0.0), 2)}
+        """`model.probe_plan` for the JSON."""
+        return self.probe_runner.record()
 
-    @cached_property
-    def _outcomes(self) -> dict:
-        return {}
-
-    def _ran(self, name: str, steps: int, cut_short: bool) -> None:
-        outcome = self._outcomes.setdefault(name, {"steps_done": 0, "cut_short": False})
-        outcome["steps_done"] += steps
-        outcome["cut_short"] = outcome["cut_short"] or cut_short
-
-    def _cut_short(self, name: str) -> ProbeCutShort:
-        """The exception for a probe the guard stopped, with a budget that would let it finish."""
-        done = self._outcomes.get(name, {}).get("steps_done", 0)
-        planned = self.plan[name].steps
-        spent = self.budget.spent.get(name, 0.0)
-        needed = spent * planned / max(1, done)
-        allotted = self.budget.guards[name].seconds
-        return ProbeCutShort(name, done, planned, spent, self.budget.suggest(needed, allotted))
+    @property
+    def probe_seconds(self) -> dict[str, float]:
+        return self.probe_runner.spent
 
     # -- probes -----------------------------------------------------------------------------
-    @cached_property
+    @memoized
     def probe_train_index(self) -> np.ndarray:
         """The probes train on all of view("train") (at most max_train_samples, stratified)."""
         return np.arange(len(self.view("train")))
 
-    @cached_property
+    @memoized
     def probe_val_index(self) -> np.ndarray | None:
         """Positions in view(eval split) of the at most MAX_PROBE_VAL samples evaluated each epoch."""
         split = self.eval_split
@@ -449,7 +420,7 @@ class Context:
         from dnncheck.probes.train import ProbeSettings
 
         c = self.cfg
-        values = dict(optimizer=c.optimizer, lr=c.lr, batch_size=c.batch_size, max_epochs=fit_epochs(self.plan_facts),
+        values = dict(optimizer=c.optimizer, lr=c.lr, batch_size=c.batch_size, max_epochs=fit_epochs(self.probe_runner.facts),
                       seed=c.seed, device=self.device, weight_decay=c.weight_decay, momentum=c.momentum)
         values.update(overrides)
         return ProbeSettings(**values)
@@ -473,22 +444,6 @@ class Context:
             val = (features(self.eval_split, vi), self.targets(self.eval_split)[vi])
         return train, val
 
-    def _guarded(self, name: str, work):
-        """Run `work(guard)` as probe `name`: timed against the budget, errors of the user's model
-        or loss turned into ProbeUnavailable, a tripped guard into ProbeCutShort."""
-        guard = self.budget.guard(name)
-        try:
-            with self.budget.timer(name):
-                run = work(guard)
-        except UserError:
-            raise
-        except (Exception, SystemExit) as exc:  # the user's model or loss cannot train on this data
-            raise ProbeUnavailable(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
-        self._ran(name, run.steps, run.stopped_by == "budget")
-        if run.stopped_by == "budget":
-            raise self._cut_short(name)
-        return run
-
     def train_probe(self, name: str, normalizer=None, model=None, data=None, **overrides):
         """A fresh probe run of the user's model and settings, doing the work the plan fixes for
         `name` (its epochs). `data` = (train, val) tensor pairs replaces the default probe data.
@@ -502,23 +457,16 @@ class Context:
         settings = self.probe_settings(max_epochs=spec.epochs, record_epochs=spec.evaluate_epochs, **overrides)
         train, val = data if data is not None else self.probe_data(normalizer)
         net = model if model is not None else self.fresh_model()
-        return self._guarded(name, lambda guard: train_probe(name, net, self.loss_fn, train, val, self.dataset.task,
-                                                             settings, guard, self.progress))
+        return self.probe_runner.guarded(name, lambda guard: train_probe(name, net, self.loss_fn, train, val,
+                                                                         self.dataset.task, settings, guard,
+                                                                         self.progress))
 
     def fit_probe(self):
         """The model trained briefly on train with the user's settings: one run shared by all checks.
 
         Raises ProbeUnavailable (or ProbeCutShort) with the reason, every time it is asked.
         """
-        if self._probe_error is not None:
-            raise self._probe_error
-        if "_fit_run" not in self.__dict__:
-            try:
-                self._fit_run = self.train_probe("fit")
-            except ProbeUnavailable as exc:
-                self._probe_error = exc
-                raise
-        return self._fit_run
+        return self._memo("fit run", lambda: self.train_probe("fit"), remember=ProbeUnavailable)
 
     def lr_range_test(self, lrs):
         """The learning-rate range test over `lrs` on a fresh model and the probe's training data."""
@@ -527,8 +475,8 @@ class Context:
         self.planned("learning-rate", steps=len(lrs))
         (x, y), _ = self.probe_data()
         model = self.fresh_model()
-        return self._guarded("learning-rate", lambda guard: range_test(model, self.loss_fn, x, y, self.probe_settings(),
-                                                                       lrs, guard))
+        return self.probe_runner.guarded("learning-rate", lambda guard: range_test(
+            model, self.loss_fn, x, y, self.probe_settings(), lrs, guard))
 
     def one_batch_fit(self, batch: int, max_steps: int, target_ratio: float):
         """A fresh model trained on the first `batch` training samples (the one-batch test)."""
@@ -537,16 +485,12 @@ class Context:
         spec = self.planned("overfit-batch", batch=batch, max_steps=max_steps)
         x, y = self.inputs_of("train", range(spec.batch_size)), self.targets("train")[: spec.batch_size]
         model = self.fresh_model()
-        return self._guarded("overfit-batch", lambda guard: fit_one_batch(model, self.loss_fn, x, y,
-                                                                          self.probe_settings(), max_steps,
-                                                                          target_ratio, guard))
+        return self.probe_runner.guarded("overfit-batch", lambda guard: fit_one_batch(
+            model, self.loss_fn, x, y, self.probe_settings(), max_steps, target_ratio, guard))
 
     def artifact(self, key, compute):
         """A shared result computed once per audit under `key` (e.g. duplicate pairs)."""
-        store = self.__dict__.setdefault("_artifacts", {})
-        if key not in store:
-            store[key] = compute()
-        return store[key]
+        return self._memo(("artifact", key), compute)
 
     def environment(self) -> dict:
         import torch

@@ -113,7 +113,7 @@ def run_audit(ctx, checks, command: str = "", started: float | None = None, base
     data["normalization"] = _safe(lambda: ctx.normalizer.describe())
     model = dict(ctx.model_info)
     model["probe_plan"] = ctx.plan_record()
-    model["probe_seconds"] = {name: round(s, 2) for name, s in ctx.budget.spent.items()}
+    model["probe_seconds"] = {name: round(s, 2) for name, s in ctx.probe_seconds.items()}
     model["budget_seconds"] = ctx.cfg.budget_seconds
     comparison = compare_to_baseline(results, baseline) if baseline is not None else {}
     gating = {cid for cid, c in comparison.items() if c["change"] in ("worse", "new")} if baseline is not None else None

@@ -138,14 +138,6 @@ class Check:
     def skip(self, reason: str) -> CheckResult:
         return self.result(Status.SKIP, reason)
 
-    def without_probe(self, exc: Exception, what: str) -> CheckResult:
-        """The result when the probe everything here reads is missing: inconclusive (warn) when the
-        budget guard cut it short, else a skip that says why."""
-        gap = ProbeGap.of(exc)
-        if gap.cut_short:
-            return self.result(Status.WARN, gap.headline, findings=[gap.finding(what)])
-        return self.skip(f"{what}: {exc}")
-
     @classmethod
     def doc(cls) -> str:
         return inspect.cleandoc(cls.__doc__ or "")
@@ -164,15 +156,9 @@ def headline(findings) -> str:
     return max(findings, key=lambda f: f.severity.rank).short
 
 
-def probe_finding(exc: Exception, what: str, severity: Status = Status.WARN) -> Finding:
-    """A finding for a probe that did not give its evidence (see ProbeGap.finding)."""
-    return ProbeGap.of(exc).finding(what, severity)
-
-
 def verdict(findings, default: Status = Status.PASS) -> Status:
     """The check's status: the worst severity among its findings."""
     return Status.worst([default, *(f.severity for f in findings)])
 
 
-__all__ = ["Check", "CheckResult", "Finding", "ProbeGap", "Skipped", "Status", "Verdict", "headline", "probe_finding",
-           "verdict"]
+__all__ = ["Check", "CheckResult", "Finding", "ProbeGap", "Skipped", "Status", "Verdict", "headline", "verdict"]

@@ -1,0 +1,93 @@
+"""The probe runner: the plan every probe follows, the budget guard around it, and what was done.
+
+It receives sizes, tensors and callables (a fresh model, the loss, the settings), never the
+Context: the Context asks it to plan once, before anything trains, and to run each probe under
+its guard. A probe the guard stops raises ProbeCutShort (its checks report inconclusive); one the
+user's model or loss cannot train raises ProbeUnavailable with the reason.
+"""
+
+from __future__ import annotations
+
+from dnncheck.errors import ProbeCutShort, ProbeUnavailable, UserError
+from dnncheck.probes.budget import Budget
+from dnncheck.probes.plan import PLANNERS, Calibration, PlanFacts, build_plan
+
+
+class ProbeRunner:
+    def __init__(self, facts: PlanFacts, budget_seconds: float):
+        self.facts = facts
+        self.budget_seconds = budget_seconds
+        self.plan = build_plan(facts, {})
+        self.budget = Budget(budget_seconds, planned=())
+        self._outcomes: dict[str, dict] = {}
+
+    def plan_probes(self, requests: dict[str, tuple[dict, list[str]]], calibration=None) -> None:
+        """Fix every requested probe's work (probe name -> (planner parameters, check ids)); then, if
+        anything trains, `calibration()` prepares (untimed: loading tensors is not probe work) a
+        function whose run, timed, gives (seconds per step, per sample) for the estimate."""
+        self.plan = build_plan(self.facts, requests)
+        self.budget = Budget(self.budget_seconds, planned=("calibration", *self.plan.probes))
+        if self.plan.probes and calibration is not None:
+            calibrate = calibration()
+            try:
+                with self.budget.timer("calibration"):
+                    step, per_sample = calibrate()
+            except UserError:
+                raise
+            except Exception:  # a model that cannot train says so in the checks that need it
+                return
+            self.plan.calibration = Calibration(step, per_sample)
+
+    def planned(self, name: str, **params):
+        """The plan's entry for probe `name`; a probe no selected check announced (a check run on
+        its own) is planned now with `params`, the same way."""
+        if name not in self.plan.probes:
+            self.plan.probes[name] = PLANNERS[name](self.facts, **params)
+        return self.plan.probes[name]
+
+    def guarded(self, name: str, work):
+        """Run `work(guard)` as probe `name`: timed against the budget, errors of the user's model
+        or loss turned into ProbeUnavailable, a tripped guard into ProbeCutShort."""
+        guard = self.budget.guard(name)
+        try:
+            with self.budget.timer(name):
+                run = work(guard)
+        except UserError:
+            raise
+        except (Exception, SystemExit) as exc:  # the user's model or loss cannot train on this data
+            raise ProbeUnavailable(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
+        outcome = self._outcomes.setdefault(name, {"steps_done": 0, "cut_short": False})
+        outcome["steps_done"] += run.steps
+        outcome["cut_short"] = outcome["cut_short"] or run.stopped_by == "budget"
+        if run.stopped_by == "budget":
+            raise self._cut_short(name)
+        return run
+
+    def _cut_short(self, name: str) -> ProbeCutShort:
+        """The exception for a probe the guard stopped, with a budget that would let it finish."""
+        done = self._outcomes.get(name, {}).get("steps_done", 0)
+        planned = self.plan[name].steps
+        spent = self.budget.spent.get(name, 0.0)
+        needed = spent * planned / max(1, done)
+        return ProbeCutShort(name, done, planned, spent, self.budget.suggest(needed, self.budget.guards[name].seconds))
+
+    @property
+    def spent(self) -> dict[str, float]:
+        return self.budget.spent
+
+    def record(self) -> dict:
+        """`model.probe_plan` for the JSON: the planned work per probe, and what was done of it."""
+        plan = self.plan
+        probes = []
+        for name, spec in plan.probes.items():
+            entry = spec.to_dict()
+            estimate = plan.estimate(name)
+            entry["estimated_seconds"] = None if estimate is None else round(estimate, 2)
+            outcome = self._outcomes.get(name, {"steps_done": 0, "cut_short": False})
+            entry.update(ran=name in self._outcomes, steps_done=outcome["steps_done"], cut_short=outcome["cut_short"],
+                         spent_seconds=round(self.budget.spent.get(name, 0.0), 2))
+            probes.append(entry)
+        total = plan.estimated_total()
+        return {"probes": probes, "budget_seconds": self.budget_seconds,
+                "estimated_seconds": None if total is None else round(total, 2),
+                "calibration_seconds": round(self.budget.spent.get("calibration", 0.0), 2)}
