@@ -1,7 +1,7 @@
 """Matplotlib figures (Agg backend) for the HTML report, returned as PNG data URIs.
 
-Each function draws one kind of figure from the plain data a check put in `CheckResult.figures`;
-`figures_for` maps a check's figure data to a list of (title, data URI)."""
+One function draws each kind of figure record (figures.py) a check put in `CheckResult.figures`;
+`figures_for` maps a check's records to a list of (title, data URI)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import base64
 import io
 
 import numpy as np
+
+from dnncheck.figures import Bars, ImageGrid, Lines, MarkedImage, Points
 
 MAX_LINES = 10
 DPI = 80
@@ -116,77 +118,44 @@ def grouped_bars(categories, groups: dict, ylabel: str) -> str:
 
 
 def figures_for(figures: dict) -> list[tuple[str, str]]:
-    """(title, PNG data URI) for every figure a check produced that has a drawing here."""
+    """(title, PNG data URI) for every figure record a check produced."""
     out = []
-    for key, data in figures.items():
+    for name, record in figures.items():
         try:
-            out += _draw(key, data)
+            out.append((record.title, DRAW[type(record)](record)))
         except Exception as exc:  # a figure that cannot be drawn must not sink the report
-            out.append((f"{key}: not drawn ({type(exc).__name__}: {exc})", ""))
+            out.append((f"{getattr(record, 'title', name)}: not drawn ({type(exc).__name__}: {exc})", ""))
     return out
 
 
-def _draw(key: str, data) -> list[tuple[str, str]]:
-    if key == "montage" and len(data["images"]):
-        return [(f"What the model sees - {data['note']}", image_grid(list(data["images"]),
-                 [f"{lab}" for lab in data["labels"]], cols=8))]
-    if key == "suspects" and data and "image" in data[0]:
-        return [("Top label-noise suspects (given -> suggested)",
-                 image_grid([d["image"] for d in data], [f"{d['given']}->{d['suggested']}" for d in data]))]
-    if key == "duplicate_pairs" and data and "image_a" in data[0]:
-        images, captions = [], []
-        for d in data:
-            images += [d["image_a"], d["image_b"]]
-            captions += [d["a"], f"{d['b']} ({d['kind']} {d['similarity']:.3f})"]
-        return [("Duplicate pairs across splits, side by side", image_grid(images, captions, cols=6))]
-    if key == "projections":
-        return [(f"{name.upper()} of penultimate features", scatter(np.asarray(p["coords"]), p["labels"], name.upper()))
-                for name, p in data.items()]
-    if key == "loss_curves":
-        return [("Training loss per step: inputs as fed vs normalised the other way", line_plot(data, "step", "loss", logy=True))]
-    if key == "class_counts":
-        groups = {k: v for k, v in data.items() if k != "classes"}
-        return [("Class counts per split", grouped_bars(data["classes"], groups, "samples"))]
-    if key == "per_class_recall":
-        return [("Per-class recall of the probe", grouped_bars(list(data), {"recall": list(data.values())}, "recall"))]
-    if key == "curves":
-        series = {k: v for k, v in data.items() if k != "step_loss" and any(x is not None for x in v)}
-        return [("Probe curves per epoch", line_plot(series, "epoch", "value"))] if series else []
-    if key == "history":
-        return [("Training history", line_plot(data, "epoch", "value"))]
-    if key == "range_test":
-        return [("Learning-rate range test", line_plot({"loss (smoothed)": data["smoothed"], "loss": data["loss"]},
-                                                       "learning rate", "loss", logx=True, x=data["lr"]))]
-    if key == "grad_norms":
-        weights = {k: v for k, v in data.items() if not k.endswith("bias")}
-        return [("Gradient norm per layer during the probe", line_plot(weights, "record", "norm", logy=True))] if weights else []
-    if key == "internal_vs_external":
-        classes = sorted(set(data["internal"]["recall"]) | set(data["external"]["recall"]))
-        return [("Per-class recall: internal test vs external", grouped_bars(
-            classes, {"internal": [data["internal"]["recall"].get(c, 0) for c in classes],
-                      "external": [data["external"]["recall"].get(c, 0) for c in classes]}, "recall"))]
-    if key == "shortcut_means":
-        out = []
-        for item in data:
-            plt = _plt()
-            fig, ax = plt.subplots(figsize=(3, 3))
-            mean = np.asarray(item["mean_image"])
-            ax.imshow(mean[..., 0] if mean.shape[-1] == 1 else np.clip(mean / max(mean.max(), 1e-8), 0, 1),
-                      cmap="gray" if mean.shape[-1] == 1 else None)
-            rows, cols = zip(*item["pixels"])
-            ax.scatter(cols, rows, s=60, facecolors="none", edgecolors="red", linewidths=1.5)
-            ax.set_title(f"class {item['class']}: mean image, shortcut pixels circled", fontsize=8)
-            ax.axis("off")
-            out.append((f"Pixel shortcut for class {item['class']}", _to_uri(fig)))
-        return out
-    if key == "flip_examples" and data:
-        images, captions = [], []
-        for e in data:
-            images += [e["clean_image"], e["attacked_image"]]
-            top = ", ".join(f"{c} {p:.2f}" for c, p in e["attacked_top3"])
-            captions += [f"{e['id']} ({e['clean']})", f"pixel {e['pixel']}: {top}"]
-        return [("One-pixel flips: clean vs attacked, top-3 after the attack", image_grid(images, captions, cols=4))]
-    if key == "target_histogram":
-        return [("Training target histogram", grouped_bars([f"{e:.3g}" for e in data["edges"][:-1]],
-                                                          {"train": data["counts"]}, "samples"))]
-    return []
+def draw_image_grid(f: ImageGrid) -> str:
+    return image_grid(list(f.images), f.captions, cols=f.cols)
+
+
+def draw_lines(f: Lines) -> str:
+    return line_plot(f.series, f.xlabel, f.ylabel, logx=f.logx, logy=f.logy, x=f.x)
+
+
+def draw_points(f: Points) -> str:
+    return scatter(np.asarray(f.coords), f.labels, f.title)
+
+
+def draw_bars(f: Bars) -> str:
+    return grouped_bars(f.categories, f.groups, f.ylabel)
+
+
+def draw_marked_image(f: MarkedImage) -> str:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(3, 3))
+    image = np.asarray(f.image)
+    ax.imshow(image[..., 0] if image.shape[-1] == 1 else np.clip(image / max(image.max(), 1e-8), 0, 1),
+              cmap="gray" if image.shape[-1] == 1 else None)
+    rows, cols = zip(*f.pixels)
+    ax.scatter(cols, rows, s=60, facecolors="none", edgecolors="red", linewidths=1.5)
+    ax.set_title(f.caption, fontsize=8)
+    ax.axis("off")
+    return _to_uri(fig)
+
+
+DRAW = {ImageGrid: draw_image_grid, Lines: draw_lines, Points: draw_points, Bars: draw_bars,
+        MarkedImage: draw_marked_image}

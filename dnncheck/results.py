@@ -68,7 +68,7 @@ class CheckResult:
     findings: tuple[Finding, ...] = ()
     remedy: str = ""
     duration_s: float = 0.0
-    # Figures are data for the HTML report (not part of the JSON contract): name -> plain data.
+    # Figures for the HTML report (not part of the JSON contract): name -> a record of dnncheck/figures.py.
     figures: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def with_duration(self, seconds: float) -> "CheckResult":

@@ -31,7 +31,7 @@ def test_clean_folder_passes(image_folder):
     assert result.status is Status.PASS, messages(result)
     assert result.metrics["unreadable"] == 0 and result.metrics["constant_images"] == 0
     montage = result.figures["montage"]
-    assert len(montage["ids"]) == 8 and montage["images"].dtype == np.uint8
+    assert len(montage.ids) == 8 and montage.images.dtype == np.uint8 and montage.title.startswith("What the model")
 
 
 def test_broken_files_are_named_and_the_audit_goes_on(image_folder, tmp_path):

@@ -51,7 +51,7 @@ def test_planted_flips_are_found_ranked_with_suggestions(tmp_path):
     assert quality == sorted(quality)  # most likely mislabelled first
     assert 0.06 < result.metrics["estimated_noise_rate"] < 0.14
     assert set(result.metrics["estimators"]) == {"probe", "deep_knn", "svm"}
-    assert result.figures["suspects"][0]["image"].shape == (8, 8, 1)
+    assert result.figures["suspects"].images[0].shape == (8, 8, 1)
 
 
 def test_clean_digits_are_not_cried_wolf_on(tmp_path):

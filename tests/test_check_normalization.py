@@ -15,7 +15,7 @@ def test_auto_normalised_digits_pass_and_the_probe_compares_runs():
     assert result.status is Status.PASS, messages(result)
     assert abs(result.metrics["per_channel"]["channel 0"]["mean"]) < 1e-3
     assert result.metrics["probe_alternative"].startswith("raw")
-    assert result.metrics["probe_steps_as_fed"] and set(result.figures["loss_curves"]) == \
+    assert result.metrics["probe_steps_as_fed"] and set(result.figures["loss_curves"].series) == \
         {"as fed (zscore)", "raw (not normalised)"}
 
 

@@ -33,7 +33,7 @@ def test_trained_probe_on_digits_passes_with_both_projections():
     m = result.metrics
     assert m["knn_accuracy_features"] > 0.9 and m["silhouette"] > 0.1
     assert m["knn_accuracy_2d_tsne"] > 0.85 and m["knn_accuracy_2d_umap"] > 0.85
-    assert result.figures["projections"]["umap"]["coords"].shape == (m["samples"], 2)
+    assert result.figures["projection_umap"].coords.shape == (m["samples"], 2)
 
 
 def test_accuracy_above_chance_without_class_structure_fails(user_module):

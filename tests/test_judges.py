@@ -420,7 +420,7 @@ def _fidelity(std=None, lo=None, hi=None, nonfinite=None, sizes=None, modes=None
     m = InputFidelityMeasurement(True, n, tuple(unreadable), (), {"train": ids}, stats, 3,
                                  tuple((i, "RGB") for i in ids) if modes is None else tuple(zip(ids, modes)),
                                  np.tile([375.0, 500.0], (n, 1)) if sizes is None else np.asarray(sizes, float), ids,
-                                 resolution or ResolutionTest(None, (64, 64)), {"ids": []})
+                                 resolution or ResolutionTest(None, (64, 64)), None)
     return InputFidelity.judge(m, InputFidelity.Thresholds())
 
 

@@ -124,3 +124,21 @@ def test_github_annotations_escape_newlines_and_colons():
 
     assert _escape_data("a\nb%") == "a%0Ab%25"
     assert _escape_property("DNC1: a,b") == "DNC1%3A a%2Cb"
+
+
+def test_every_figure_record_kind_is_drawn_by_its_function():
+    """Figures are typed records (dnncheck/figures.py), each kind drawn by one function of plots.py."""
+    import numpy as np
+
+    from dnncheck.figures import Bars, ImageGrid, Lines, MarkedImage, Points
+    from dnncheck.plots import DRAW, figures_for
+
+    records = {"grid": ImageGrid("grid", [np.zeros((4, 4, 1), np.uint8)] * 2, ["a", "b"]),
+               "lines": Lines("lines", {"loss": [1.0, None, 0.5]}, "epoch", "loss", logy=True),
+               "points": Points("points", np.random.default_rng(0).normal(size=(10, 2)), ["x", "y"] * 5),
+               "bars": Bars("bars", ["cat", "dog"], {"train": [3, 4]}, "samples"),
+               "marked": MarkedImage("marked", np.ones((5, 5, 3)), [[1, 2]], "circled")}
+    assert set(DRAW) == {type(r) for r in records.values()}
+    drawn = figures_for(records)
+    assert [title for title, _ in drawn] == list(records)
+    assert all(uri.startswith("data:image/png;base64,") and len(uri) > 200 for _, uri in drawn)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from dnncheck.figures import Bars
 from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict
 from dnncheck.errors import ProbeUnavailable
 
@@ -118,7 +119,11 @@ class ExternalValidation(Check):
         metrics["per_class_recall_internal"] = {m.classes[k]: v for k, v in internal["recall"].items()}
         metrics["per_class_recall_external"] = {m.classes[k]: v for k, v in external["recall"].items()}
         findings = _findings(metrics, drop, recall_drop, t)
-        figures = {"internal_vs_external": {"internal": internal, "external": external}}
+        indices = sorted(set(internal["recall"]) | set(external["recall"]))
+        figures = {"internal_vs_external": Bars(
+            "Per-class recall: internal test vs external", [m.classes[k] for k in indices],
+            {"internal": [internal["recall"].get(k, 0) for k in indices],
+             "external": [external["recall"].get(k, 0) for k in indices]}, "recall")}
         return Verdict(verdict(findings), _summary(metrics), tuple(findings), metrics, _remedy(), figures)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dnncheck.figures import Lines
 from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, headline, verdict
 from dnncheck.errors import ProbeUnavailable
 
@@ -97,7 +98,9 @@ class GradientHealth(Check):
                                             _init_findings(m.init_ratios, t)):
             metrics.update(part_metrics)
             findings += part_findings
-        figures = {"grad_norms": dict(m.grad_norms), "grad_steps": list(m.grad_steps)}
+        weights = {k: v for k, v in m.grad_norms.items() if not k.endswith("bias")}
+        figures = {"grad_norms": Lines("Gradient norm per layer during the probe", weights, "record", "norm",
+                                       logy=True)} if weights else {}
         summary = headline(findings) if findings else (
             f"gradients flow (first/last layer ratio {metrics.get('first_to_last_grad_ratio')}), no dead or saturated "
             f"layers, initial scales within range")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dnncheck.figures import Bars
 from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, verdict
 from dnncheck.errors import ProbeUnavailable
 
@@ -107,9 +108,12 @@ class Imbalance(Check):
         failing = [f for f in findings if f.severity is Status.FAIL]
         if failing:  # the reason first: a failing summary that reads like a healthy one misleads
             summary = f"{headline(failing)}; {summary}"
-        figures = {"class_counts": {"classes": list(m.classes), **{s: c.tolist() for s, c in m.counts.items()}}}
+        figures = {"class_counts": Bars("Class counts per split", list(m.classes),
+                                        {s: c.tolist() for s, c in m.counts.items()}, "samples")}
         if "per_class_recall" in probe_metrics:
-            figures["per_class_recall"] = probe_metrics["per_class_recall"]
+            recall = probe_metrics["per_class_recall"]
+            figures["per_class_recall"] = Bars("Per-class recall of the probe", list(recall),
+                                               {"recall": list(recall.values())}, "recall")
         return Verdict(verdict(findings), summary, tuple(findings), metrics, _remedy(ratio, int(present.min()), t),
                        figures)
 
@@ -274,7 +278,8 @@ def _judge_regression(m: ImbalanceMeasurement, t) -> Verdict:
     if interior_empty:
         findings.append(Finding(Status.WARN, f"{interior_empty} of {HISTOGRAM_BINS} histogram bins inside train's target "
                                 "range are empty: parts of the range have no training examples"))
-    figures = {"target_histogram": {"counts": hist.tolist(), "edges": edges.tolist()}}
+    figures = {"target_histogram": Bars("Training target histogram", [f"{e:.3g}" for e in edges[:-1]],
+                                        {"train": hist.tolist()}, "samples")}
     summary = f"regression target in [{lo:.4g}, {hi:.4g}] over {len(train)} training samples"
     return Verdict(verdict(findings), summary, tuple(findings), metrics,
                    "Collect samples for the uncovered target ranges; stratify splits on target quantiles.", figures)

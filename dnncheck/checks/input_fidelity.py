@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from dnncheck.figures import ImageGrid
 from dnncheck.checks.base import Check, Finding, Status, Verdict, headline, verdict
 from dnncheck.data.sampling import subsample_index
 
@@ -94,7 +95,8 @@ class InputFidelity(Check):
             res_metrics, res_findings = _resolution_findings(m.resolution, t)
             metrics.update(res_metrics)
             findings += res_findings
-            figures["montage"] = m.montage
+            if m.montage is not None and len(m.montage.images):
+                figures["montage"] = m.montage
         return Verdict(verdict(findings), _summary(metrics, findings), tuple(findings), metrics, _remedy(findings),
                        figures)
 
@@ -123,7 +125,7 @@ class InputFidelityMeasurement:
     native_sizes: np.ndarray | None = None  # (H, W) per image, as stored
     native_ids: np.ndarray | None = None
     resolution: ResolutionTest | None = None
-    montage: dict | None = None
+    montage: ImageGrid | None = None
 
 
 def _resolution_test(ctx) -> ResolutionTest:
@@ -286,7 +288,7 @@ def _unit_distances(feats: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(squared, 0.0))
 
 
-def _montage(ctx) -> dict:
+def _montage(ctx) -> ImageGrid:
     """A few training samples per class at the model's input size, before normalisation: integer
     images as they are (0..255 for uint8), float images rescaled per image for display. (Normalised
     values rescaled per image distorted colours, and needed the normaliser fitted on the whole view.)"""
@@ -308,9 +310,9 @@ def _montage(ctx) -> dict:
         hi = images.reshape(len(images), -1).max(1)[:, None, None, None] if len(images) else 1
         display = np.clip((images - lo) / np.maximum(hi - lo, 1e-8) * 255, 0, 255).astype(np.uint8)
         how = "float values rescaled per image to 0..255"
-    return {"ids": [train.ids[i] for i in picks], "labels": [ds.classes[train.y[i]] for i in picks],
-            "images": display, "note": f"at the model's input size ({ds.image_size[0]}x{ds.image_size[1]}), "
-            f"before normalisation; {how}"}
+    note = f"at the model's input size ({ds.image_size[0]}x{ds.image_size[1]}), before normalisation; {how}"
+    return ImageGrid(f"What the model sees - {note}", display, [ds.classes[train.y[i]] for i in picks], cols=8,
+                     ids=[train.ids[i] for i in picks])
 
 
 def _summary(metrics, findings) -> str:

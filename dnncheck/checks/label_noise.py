@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from dnncheck.figures import ImageGrid
 from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict
 from dnncheck.errors import ProbeCutShort, ProbeUnavailable
 
@@ -138,7 +139,7 @@ class LabelNoise(Check):
         if weak:
             summary = f"weak evidence (estimator skill {skill:.2f}), not a verdict: {summary}"
         return Verdict(verdict(findings), summary, tuple(findings), metrics, _remedy(findings),
-                       {"suspects": list(m.figure)})
+                       {"suspects": m.figure} if m.figure is not None else {})
 
     def _probabilities(self, ctx, y, folds):
         from dnncheck.probes.crossfit import (classical_probabilities, pca_features, probe_probabilities,
@@ -195,7 +196,7 @@ class LabelNoiseMeasurement:
     confident: ConfidentLearning | None = None
     estimators: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # why an estimator was left out
-    figure: tuple = ()  # the top suspects with their images
+    figure: ImageGrid | None = None  # the top suspects with their images
     probe_gap: ProbeGap | None = None
 
 
@@ -282,15 +283,14 @@ def _weak_evidence(metrics, skill, threshold) -> str:
             "or too weak a model for this task; review the suspects as candidates, or rerun with a pretrained model")
 
 
-def _suspect_figure(ds, train, c: ConfidentLearning) -> tuple:
+def _suspect_figure(ds, train, c: ConfidentLearning) -> ImageGrid | None:
     """The FIGURE_SUSPECTS top suspects with their images (decoded here: the judge reads no files)."""
-    items = []
-    for i in c.suspects[:FIGURE_SUSPECTS]:
-        item = {"id": train.ids[i], "given": ds.classes[train.y[i]], "suggested": ds.classes[c.suggested[i]]}
-        if ds.is_image:
-            item["image"] = train.x[i]
-        items.append(item)
-    return tuple(items)
+    picks = c.suspects[:FIGURE_SUSPECTS]
+    if not ds.is_image or not len(picks):
+        return None
+    return ImageGrid("Top label-noise suspects (given -> suggested)", [train.x[i] for i in picks],
+                     [f"{ds.classes[train.y[i]]}->{ds.classes[c.suggested[i]]}" for i in picks],
+                     ids=[train.ids[i] for i in picks])
 
 
 def _summary(metrics) -> str:

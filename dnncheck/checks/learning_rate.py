@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dnncheck.figures import Lines
 from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict
 from dnncheck.errors import ProbeUnavailable
 
@@ -77,7 +78,9 @@ class LearningRate(Check):
             return Verdict(Status.WARN, m.probe_gap.headline,
                            (m.probe_gap.finding("the range test could not train this model"),))
         metrics, findings = _range_findings(m, t)
-        figures = {"range_test": {"lr": list(m.lrs), "loss": list(m.losses), "smoothed": list(m.smoothed)}}
+        figures = {"range_test": Lines("Learning-rate range test", {"loss (smoothed)": list(m.smoothed),
+                                                                     "loss": list(m.losses)},
+                                       "learning rate", "loss", x=list(m.lrs), logx=True)}
         lr = m.user_lr
         summary = findings[0].short if findings else (
             f"lr {lr:g} lies in the suggested range [{metrics['suggested_lr_min']:.2g}, {metrics['suggested_lr_max']:.2g}]")

@@ -123,8 +123,7 @@ class LossSanity(Check):
         curve_metrics, curve_findings = _curve_findings(m, t)
         metrics.update(curve_metrics)
         findings += curve_findings
-        return Verdict(verdict(findings), _summary(findings, metrics), tuple(findings), metrics, _remedy(findings),
-                       {"output_sample": info.to_dict()})
+        return Verdict(verdict(findings), _summary(findings, metrics), tuple(findings), metrics, _remedy(findings))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dnncheck.figures import Lines
 from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, verdict
 from dnncheck.errors import ProbeUnavailable
 MAX_LISTED = 20
@@ -220,7 +221,9 @@ def _probe_findings(c: ProbeCurves, t):
                "probe_steps_alternative": alt_steps, "probe_alternative": label_alt,
                "probe_steps_compared": len(c.alternative), "probe_final_loss_as_fed": _round(_tail(c.fed)),
                "probe_final_loss_alternative": _round(_tail(c.alternative))}
-    figures = {"loss_curves": {"as fed (" + c.fed_mode + ")": list(c.fed), label_alt: list(c.alternative)}}
+    figures = {"loss_curves": Lines("Training loss per step: inputs as fed vs normalised the other way",
+                                    {"as fed (" + c.fed_mode + ")": list(c.fed), label_alt: list(c.alternative)},
+                                    "step", "loss", logy=True)}
     out = []
     if c.alternative_mode == "zscore":
         slower = _ratio(fed_steps, alt_steps)

@@ -8,10 +8,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from dnncheck.figures import Lines
 from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, verdict
 from dnncheck.errors import ProbeUnavailable
 
-MAX_LISTED_LAYERS = 20
 
 
 class Overfit(Check):
@@ -123,21 +123,26 @@ class Overfit(Check):
         param_metrics, param_findings = _parameter_findings(m, t)
         metrics.update(param_metrics)
         findings += param_findings
-        figures = {"layers": list(m.layers[:MAX_LISTED_LAYERS * 5])}
+        figures = {}
         if m.fit_gap is not None:
             findings.append(m.fit_gap.finding("gap and memorisation not measured"))
         elif m.fit_epochs is not None:
             gap_metrics, gap_findings = _gap_findings(m.fit_epochs, t)
             metrics.update(gap_metrics)
             findings += gap_findings
-            figures["curves"] = m.fit_curves
+            series = {k: v for k, v in m.fit_curves.items() if k != "step_loss" and any(x is not None for x in v)}
+            if series:
+                figures["curves"] = Lines("Probe curves per epoch", series, "epoch", "value")
             if m.shuffled_gap is not None:
                 findings.append(m.shuffled_gap.finding("shuffled-label probe not run"))
             elif m.shuffled_train_acc is not None:
                 mem_metrics, mem_findings = _memorisation_findings(m.shuffled_train_acc, m.fit_epochs, t)
                 metrics.update(mem_metrics)
                 findings += mem_findings
-                figures["shuffled_train_acc"] = list(m.shuffled_train_acc)
+                figures["shuffled_train_acc"] = Lines(
+                    "Training accuracy on true vs randomly shuffled labels",
+                    {"true labels": [e.get("train_acc") for e in m.fit_epochs],
+                     "shuffled labels": list(m.shuffled_train_acc)}, "epoch", "training accuracy")
         return Verdict(verdict(findings), _summary(metrics, findings), tuple(findings), metrics, _remedy(findings),
                        figures)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from dnncheck.figures import ImageGrid, MarkedImage
 from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict
 from dnncheck.data.sampling import subsample_index
 from dnncheck.errors import ProbeUnavailable
@@ -112,7 +113,8 @@ class PixelAttack(Check):
         elif m.flips is not None:
             metrics.update(m.flips.metrics())
             findings += _flip_findings(m.flips, t)
-            figures["flip_examples"] = list(m.flips.examples)
+            if m.flips.examples:
+                figures["flip_examples"] = _flip_figure(m.flips.examples)
         shortcuts = sum(1 for f in findings if "pixels" in f.evidence)
         summary = (f"{shortcuts} pixel shortcut(s) in the data" if shortcuts else "no pixel shortcut in the data")
         if "trigger_attack_success" in metrics:
@@ -221,8 +223,8 @@ def _shortcut_findings(scan: ShortcutScan, classes, t):
                                           "share_of_class": round(share_class, 4),
                                           "share_of_other_classes": round(share_other, 4), "grid": list(scan.grid),
                                           "coordinates": "as loaded" if scan.native else "common grid"}))
-        figures.setdefault("shortcut_means", []).append(
-            {"class": name, "mean_image": scan.class_means[cls], "pixels": pixels})
+        figures[f"shortcut_{name}"] = MarkedImage(f"Pixel shortcut for class {name}", scan.class_means[cls], pixels,
+                                                  f"class {name}: mean image, shortcut pixels circled")
     return findings, metrics, figures
 
 
@@ -304,6 +306,16 @@ def _flips(ctx, evals: int) -> FlipResult | None:
                                  "clean_image": x[i].permute(1, 2, 0).numpy(),
                                  "attacked_image": candidates[k].permute(1, 2, 0).numpy()})
     return FlipResult(split, int(len(correct)), flipped, evals, tuple(examples))
+
+
+def _flip_figure(examples) -> ImageGrid:
+    images, captions = [], []
+    for e in examples:
+        images += [e["clean_image"], e["attacked_image"]]
+        top = ", ".join(f"{c} {p:.2f}" for c, p in e["attacked_top3"])
+        captions += [f"{e['id']} ({e['clean']})", f"pixel {e['pixel']}: {top}"]
+    return ImageGrid("One-pixel flips: clean vs attacked, top-3 after the attack", images, captions, cols=4,
+                     ids=[e["id"] for e in examples])
 
 
 def _flip_findings(r: FlipResult, t):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dnncheck.figures import Points
 from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict
 from dnncheck.data.sampling import subsample_index
 from dnncheck.errors import ProbeUnavailable
@@ -105,12 +106,12 @@ class Separability(Check):
         metrics = {"samples": m.samples, "split": m.split, "features_from": m.source, "feature_dims": m.feature_dims,
                    "model_accuracy": round(m.model_accuracy, 4), "chance_accuracy": round(m.chance, 4),
                    "silhouette": m.silhouette, "knn_accuracy_features": m.knn_accuracy}
-        figures = {"projections": {}}
+        figures = {}
         for name, proj in m.projections.items():
             metrics[f"knn_accuracy_2d_{name}"] = proj.knn_accuracy
             metrics[f"silhouette_{name}"] = proj.silhouette
             metrics[f"{name}_seconds"] = round(proj.seconds, 2)
-            figures["projections"][name] = {"coords": proj.coords, "labels": proj.labels}
+            figures[f"projection_{name}"] = Points(f"{name.upper()} of penultimate features", proj.coords, proj.labels)
         if list(m.projections) == ["tsne"]:
             metrics["knn_accuracy_2d"] = metrics["knn_accuracy_2d_tsne"]
         findings = _findings(m, t)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dnncheck.figures import ImageGrid
 from dnncheck.checks.base import Check, Finding, Status, Verdict, verdict
 
 MAX_LISTED = 50
@@ -79,7 +80,7 @@ class SplitLeakage(Check):
             tuple(ds.classes), tuple(s for s in ("val", "test") if s in ds.made_splits),
             tuple(s for s in ("val", "test") if ds.split(s) is None), smallest, tuple(pairs), _group_members(ds),
             label_counts, {n: len(part) for n, part in ds.splits.items()},
-            _pair_images(ds, pairs[:FIGURE_PAIRS]) if pairs else [])
+            _pair_images(ds, pairs[:FIGURE_PAIRS]) if pairs and ds.is_image else None)
 
     # -- judging --------------------------------------------------------------------------------
     @classmethod
@@ -96,7 +97,7 @@ class SplitLeakage(Check):
                    "leaked_groups": len({p["group"] for p in group_pairs}),
                    "conflicting_label_pairs": sum(p["label_a"] != p["label_b"] for p in pairs),
                    "splits": dict(m.split_sizes), **shift_metrics}
-        figures = {"duplicate_pairs": m.pair_figure} if pairs else {}
+        figures = {"duplicate_pairs": m.pair_figure} if m.pair_figure is not None else {}
         return Verdict(verdict(findings), _summary(findings), tuple(findings), metrics, _remedy(findings), figures)
 
 
@@ -110,7 +111,7 @@ class SplitLeakageMeasurement:
     leaked_groups: dict  # group -> split -> sample ids, for groups found in more than one split
     label_counts: dict  # split -> samples per class (classification)
     split_sizes: dict
-    pair_figure: list  # the first pairs with their images
+    pair_figure: ImageGrid | None  # the first pairs side by side (images only)
 
 
 # Below this many training samples in the smallest class a single held-out split is noisy: the same
@@ -231,15 +232,14 @@ def _split_of(ds, sample_id: str) -> str:
     return where[0] if where else "?"
 
 
-def _pair_images(ds, pairs) -> list[dict]:
+def _pair_images(ds, pairs) -> ImageGrid:
     """The first pairs with both images, side by side in the HTML report."""
-    out = []
+    images, captions = [], []
     for p in pairs:
-        item = {k: p[k] for k in ("a", "b", "kind", "similarity")}
-        if ds.is_image:
-            item["image_a"], item["image_b"] = ds.sample(p["a"]), ds.sample(p["b"])
-        out.append(item)
-    return out
+        images += [ds.sample(p["a"]), ds.sample(p["b"])]
+        captions += [p["a"], f"{p['b']} ({p['kind']} {p['similarity']:.3f})"]
+    return ImageGrid("Duplicate pairs across splits, side by side", images, captions, cols=6,
+                     ids=[s for p in pairs for s in (p["a"], p["b"])])
 
 
 def _summary(findings) -> str:

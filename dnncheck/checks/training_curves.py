@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dnncheck.figures import Lines
 from dnncheck.checks.base import Check, ProbeGap, Skipped, Status, Verdict, headline, verdict
 from dnncheck.errors import ProbeUnavailable
 
@@ -99,7 +100,8 @@ class TrainingCurves(Check):
         remedy = "" if status is Status.PASS else (
             "Stop at the best epoch (early stopping) or regularise; lower the learning rate for divergence or "
             "oscillation; for flat or chance-level curves check the loss, labels, normalisation and trainable parameters.")
-        return Verdict(status, summary, tuple(findings), metrics, remedy, {"history": m.history})
+        return Verdict(status, summary, tuple(findings), metrics, remedy,
+                       {"history": Lines("Training history", m.history, "epoch", "value")} if m.history else {})
 
 
 @dataclass(frozen=True)
