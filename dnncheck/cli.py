@@ -177,15 +177,13 @@ def curves(
     """Diagnose a training history you already have (overfitting onset, divergence, plateaus, ...)."""
     _check_format(output_format)
     started = time.perf_counter()
-    from dnncheck import __version__
     from dnncheck.checks.training_curves import TrainingCurves, TrainingCurvesMeasurement
     from dnncheck.config import FAIL_ON
     from dnncheck.curves import read_history
     from dnncheck.outputs import check_outputs
 
     check_outputs({"--json": json_path, "--html": html_path, "--junit": junit_path}, {"history": history})
-    from dnncheck.results import AuditResult
-    from dnncheck.runner import audit_status, exit_code
+    from dnncheck.runner import audit_result
 
     if fail_on not in FAIL_ON:
         raise UserError(f"--fail-on {fail_on!r}: expected one of {', '.join(FAIL_ON)}")
@@ -194,11 +192,8 @@ def curves(
     check = TrainingCurves()
     measured = TrainingCurvesMeasurement(read_history(history), classes, str(history))
     result = check.conclude(check.judge(measured, check.t)).with_duration(time.perf_counter() - started)
-    results = (result,)
-    audit = AuditResult(results, audit_status(results), exit_code(results, fail_on),
-                        round(time.perf_counter() - started, 3), {"name": "dnncheck", "version": __version__},
-                        {"python": sys.version.split()[0]}, {"source": str(history)}, {},
-                        "dnncheck " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    audit = audit_result((result,), fail_on, started, {"python": sys.version.split()[0]}, {"source": str(history)}, {},
+                         "dnncheck " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
     _write_and_show(audit, json_path, quiet, html_path, junit_path, output_format)
     raise typer.Exit(audit.exit_code)
 

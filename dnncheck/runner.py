@@ -65,9 +65,11 @@ def load_baseline(path) -> dict[str, str]:
     path = Path(path)
     require_regular_file(path, "--baseline file", "pass a previous `dnncheck audit --json` result")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return {c["id"]: Status(c["status"]).value for c in data["checks"]}
-    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        previous = AuditResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        if not previous.checks:
+            raise KeyError("checks")
+        return {c.id: c.status.value for c in previous.checks}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise UserError(f"--baseline {path}: not a dnncheck --json result (needs checks with id and status)") from None
 
 
@@ -94,8 +96,6 @@ def run_audit(ctx, checks, command: str = "", started: float | None = None, base
     """
     import datetime
 
-    from dnncheck import __version__
-
     start = started if started is not None else time.perf_counter()
     started_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     ctx.plan_probes(checks)  # every probe's work is fixed here, before anything trains
@@ -107,7 +107,6 @@ def run_audit(ctx, checks, command: str = "", started: float | None = None, base
         results.append(run_check(check, ctx))
         bar.advance()
     bar.close()
-    status = audit_status(results)
     data = ctx.dataset.summary()
     data["notes"] = list(ctx.dataset.notes)
     data["normalization"] = _safe(lambda: ctx.normalizer.describe())
@@ -117,10 +116,21 @@ def run_audit(ctx, checks, command: str = "", started: float | None = None, base
     model["budget_seconds"] = ctx.cfg.budget_seconds
     comparison = compare_to_baseline(results, baseline) if baseline is not None else {}
     gating = {cid for cid, c in comparison.items() if c["change"] in ("worse", "new")} if baseline is not None else None
-    return AuditResult(tuple(results), status, exit_code(results, ctx.cfg.fail_on, gating),
-                       round(time.perf_counter() - start, 3), {"name": "dnncheck", "version": __version__},
-                       ctx.environment(), data, model, command, started_at, comparison,
-                       sample_thumbnails(ctx.dataset, results))
+    return audit_result(results, ctx.cfg.fail_on, start, ctx.environment(), data, model, command, started_at,
+                        comparison, gating, sample_thumbnails(ctx.dataset, results))
+
+
+def audit_result(results, fail_on: str, started: float, environment: dict, data: dict, model: dict, command: str,
+                 started_at: str = "", baseline: dict | None = None, gating: set | None = None,
+                 thumbnails: dict | None = None) -> AuditResult:
+    """The one place an AuditResult is made (audit and curves): status and exit code from the checks,
+    the duration from `started` (perf_counter)."""
+    from dnncheck import __version__
+
+    results = tuple(results)
+    return AuditResult(results, audit_status(results), exit_code(results, fail_on, gating),
+                       round(time.perf_counter() - started, 3), {"name": "dnncheck", "version": __version__},
+                       environment, data, model, command, started_at, baseline or {}, thumbnails or {})
 
 
 THUMBNAILS_PER_FINDING = 8
@@ -148,4 +158,4 @@ def _safe(fn):
         return None
 
 
-__all__ = ["select_checks", "run_check", "run_audit", "exit_code"]
+__all__ = ["select_checks", "run_check", "run_audit", "audit_result", "exit_code"]
