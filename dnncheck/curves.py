@@ -83,7 +83,15 @@ def _canonical(raw: dict, path: Path) -> dict:
     return out
 
 
-def diagnose(history: dict, num_classes: int | None, t: dict) -> tuple[dict, list[Finding]]:
+# How much history a reading needs, not how strict it is (the thresholds are): a trend needs a start,
+# a middle and an end; a reversal rate over fewer than four changes is noise; "the end of the run"
+# for accuracy is its last fifth.
+MIN_TREND_EPOCHS = 3
+MIN_OSCILLATION_EPOCHS = 5
+LAST_SHARE = 5
+
+
+def diagnose(history: dict, num_classes: int | None, t) -> tuple[dict, list[Finding]]:
     """Metrics and findings for a per-epoch history. Epochs are reported 1-based."""
     loss = _array(history.get("loss"))
     val = _array(history.get("val_loss"))
@@ -99,7 +107,7 @@ def diagnose(history: dict, num_classes: int | None, t: dict) -> tuple[dict, lis
         findings += _divergence(loss, metrics, t)
         findings += _oscillation(loss, metrics, t)
         findings += _loss_scale(loss, num_classes, metrics, t)
-    if val is not None and len(val) >= 3:
+    if val is not None and len(val) >= MIN_TREND_EPOCHS:
         findings += _overfitting(loss, val, metrics, t)
         findings += _plateau(val, metrics, t)
     findings += _no_learning(history, num_classes, metrics, t)
@@ -113,7 +121,7 @@ def _array(values):
 def _divergence(loss, metrics, t):
     best = int(np.argmin(loss))
     metrics["train_loss_first"], metrics["train_loss_last"] = round(float(loss[0]), 5), round(float(loss[-1]), 5)
-    if len(loss) >= 3 and loss[-1] > t["divergence_factor"] * loss[0] and loss[-1] > loss[best] * t["divergence_factor"]:
+    if len(loss) >= MIN_TREND_EPOCHS and loss[-1] > t["divergence_factor"] * loss[0] and loss[-1] > loss[best] * t["divergence_factor"]:
         head = f"training loss grows from {loss[0]:.4g} to {loss[-1]:.4g}: the run diverges"
         return [Finding(Status.FAIL, f"{head}; lower the learning rate", headline=head)]
     return []
@@ -152,7 +160,7 @@ def _plateau(val, metrics, t):
 
 
 def _oscillation(loss, metrics, t):
-    if len(loss) < 5:
+    if len(loss) < MIN_OSCILLATION_EPOCHS:
         return []
     steps = np.diff(loss)
     flips = float(np.mean(np.sign(steps[1:]) != np.sign(steps[:-1])))
@@ -187,7 +195,7 @@ def _no_learning(history, num_classes, metrics, t):
     acc = history.get("val_acc") or history.get("acc")
     if not acc or not num_classes:
         return []
-    final = float(np.nanmax(np.asarray(acc, dtype=float)[-max(1, len(acc) // 5):]))
+    final = float(np.nanmax(np.asarray(acc, dtype=float)[-max(1, len(acc) // LAST_SHARE):]))
     chance = 1.0 / num_classes
     metrics["final_accuracy"] = round(final, 4)
     if final < chance + t["chance_margin"]:
