@@ -69,6 +69,18 @@ class ProbeGap:
         return self.message
 
 
+def probe_missing(exc: Exception, what: str, inconclusive_measurement):
+    """The measurement when the probe a check reads is missing: Skipped("what: reason"), or, when
+    the budget guard cut it short, `inconclusive_measurement(gap)`, which carries the gap to judge."""
+    gap = ProbeGap.of(exc)
+    return inconclusive_measurement(gap) if gap.cut_short else Skipped(f"{what}: {exc}")
+
+
+def inconclusive(gap: ProbeGap, what: str, metrics: dict | None = None) -> Verdict:
+    """The verdict on a measurement whose probe was cut short: warn, never pass or fail."""
+    return Verdict(Status.WARN, gap.headline, (gap.finding(what),), dict(metrics or {}))
+
+
 def _thresholds_record(check_cls):
     """A frozen dataclass with one typed field per documented threshold (defaults included)."""
     fields = [(name, type(default), field(default=default)) for name, (default, _) in check_cls.thresholds.items()]
@@ -161,4 +173,5 @@ def verdict(findings, default: Status = Status.PASS) -> Status:
     return Status.worst([default, *(f.severity for f in findings)])
 
 
-__all__ = ["Check", "CheckResult", "Finding", "ProbeGap", "Skipped", "Status", "Verdict", "headline", "verdict"]
+__all__ = ["Check", "CheckResult", "Finding", "ProbeGap", "Skipped", "Status", "Verdict", "headline", "inconclusive",
+           "probe_missing", "verdict"]

@@ -7,10 +7,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dnncheck.figures import Bars
-from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict
+from dnncheck.checks.base import (Check, Finding, ProbeGap, Skipped, Status,
+                                  Verdict, inconclusive, probe_missing, verdict)
 from dnncheck.errors import ProbeUnavailable
 
 BOOTSTRAP = 1000
+NO_PROBE = "no trained model to validate"
 SHIFT_SAMPLES = 2000  # per side, for the domain classifier
 REPEATS = 5
 MAX_REPEAT_SAMPLES = 5000  # repeated splits only when the labelled data is at most this
@@ -77,10 +79,7 @@ class ExternalValidation(Check):
         try:
             model, source = (ctx.user_model(), "your weights") if ctx.has_weights else (ctx.fit_probe().model, "the probe")
         except ProbeUnavailable as exc:
-            gap = ProbeGap.of(exc)
-            if not gap.cut_short:
-                return Skipped(f"no trained model to validate: {exc}")
-            return replace(m, probe_gap=gap)
+            return probe_missing(exc, NO_PROBE, lambda gap: replace(m, probe_gap=gap))
         from dnncheck.probes.train import forward_all
 
         internal_pred = forward_all(model, ctx.inputs(internal_split.name), ctx.device).argmax(1).numpy()
@@ -96,8 +95,7 @@ class ExternalValidation(Check):
     def judge(cls, m: "ExternalValidationMeasurement", t) -> Verdict:
         metrics = dict(m.repeated or {})
         if m.probe_gap is not None:
-            return Verdict(Status.WARN, m.probe_gap.headline, (m.probe_gap.finding("no trained model to validate"),),
-                           metrics)
+            return inconclusive(m.probe_gap, NO_PROBE, metrics)
         c = m.comparison
         if c is None:
             head = "no external validation set"

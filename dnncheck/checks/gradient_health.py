@@ -9,11 +9,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.figures import Lines
-from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, headline, verdict
+from dnncheck.checks.base import (Check, Finding, ProbeGap, Status, Verdict,
+                                  headline, inconclusive, probe_missing, verdict)
 from dnncheck.errors import ProbeUnavailable
 
 ACTIVATION_SAMPLES = 512
 ACTIVATION_CHUNK = 64  # samples per forward pass when the activations are tallied
+
+
+NO_PROBE = "no probe run to read gradients from"
 
 
 class GradientHealth(Check):
@@ -78,10 +82,7 @@ class GradientHealth(Check):
         try:
             run = ctx.fit_probe()
         except ProbeUnavailable as exc:
-            gap = ProbeGap.of(exc)
-            if not gap.cut_short:
-                return Skipped(f"no probe run to read gradients from: {exc}")
-            return GradientHealthMeasurement({}, [], {}, {}, {}, {}, gap)
+            return probe_missing(exc, NO_PROBE, lambda gap: GradientHealthMeasurement({}, [], {}, {}, {}, {}, gap))
         fresh = ctx.fresh_model()
         dead, saturated = _unit_fractions(run.model, ctx.inputs("train")[:ACTIVATION_SAMPLES], ctx.device)
         return GradientHealthMeasurement(dict(run.grad_norms), list(run.grad_steps), _update_ratios(fresh, run),
@@ -91,7 +92,7 @@ class GradientHealth(Check):
     @classmethod
     def judge(cls, m: "GradientHealthMeasurement", t) -> Verdict:
         if m.probe_gap is not None:
-            return Verdict(Status.WARN, m.probe_gap.headline, (m.probe_gap.finding("no probe run to read gradients from"),))
+            return inconclusive(m.probe_gap, NO_PROBE)
         findings, metrics = [], {}
         for part_metrics, part_findings in (_gradient_findings(m.grad_norms, t), _update_findings(m.update_ratios, t),
                                             _unit_findings(m.dead_fraction, m.saturated_fraction, t),

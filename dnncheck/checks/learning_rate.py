@@ -7,8 +7,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.figures import Lines
-from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict
+from dnncheck.checks.base import (Check, Finding, ProbeGap, Skipped, Status,
+                                  Verdict, inconclusive, probe_missing, verdict)
 from dnncheck.errors import ProbeUnavailable
+
+
+NO_PROBE = "the range test could not train this model"
 
 
 class LearningRate(Check):
@@ -65,18 +69,14 @@ class LearningRate(Check):
         try:
             test = ctx.lr_range_test(lrs)
         except ProbeUnavailable as exc:
-            gap = ProbeGap.of(exc)
-            if not gap.cut_short:
-                return Skipped(f"the range test could not train this model: {exc}")
-            return LearningRateMeasurement(ctx.user_lr, (), (), (), "budget", gap)
+            return probe_missing(exc, NO_PROBE, lambda gap: LearningRateMeasurement(ctx.user_lr, (), (), (), "budget", gap))
         return LearningRateMeasurement(ctx.user_lr, tuple(test.lrs), tuple(test.losses), tuple(test.smoothed),
                                        test.stopped_by)
 
     @classmethod
     def judge(cls, m: "LearningRateMeasurement", t) -> Verdict:
         if m.probe_gap is not None:
-            return Verdict(Status.WARN, m.probe_gap.headline,
-                           (m.probe_gap.finding("the range test could not train this model"),))
+            return inconclusive(m.probe_gap, NO_PROBE)
         metrics, findings = _range_findings(m, t)
         figures = {"range_test": Lines("Learning-rate range test", {"loss (smoothed)": list(m.smoothed),
                                                                      "loss": list(m.losses)},

@@ -9,11 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.figures import Points
-from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict
+from dnncheck.checks.base import (Check, Finding, ProbeGap, Skipped, Status,
+                                  Verdict, inconclusive, probe_missing, verdict)
 from dnncheck.data.sampling import subsample_index
 from dnncheck.errors import ProbeUnavailable
 
 KNN_K = 5
+NO_PROBE = "no trained model to read features from"
 
 
 class Separability(Check):
@@ -77,10 +79,8 @@ class Separability(Check):
             model, source = (ctx.user_model(), "your weights") if ctx.has_weights else \
                 (ctx.fit_probe().model, "the probe trained on train")
         except ProbeUnavailable as exc:
-            gap = ProbeGap.of(exc)
-            if not gap.cut_short:
-                return Skipped(f"no trained model to read features from: {exc}")
-            return SeparabilityMeasurement(split, "the probe", 0, 0.0, 0.0, None, None, {}, 0, gap)
+            return probe_missing(exc, NO_PROBE, lambda gap: SeparabilityMeasurement(
+                split, "the probe", 0, 0.0, 0.0, None, None, {}, 0, gap))
         part = ctx.view(split)
         index = subsample_index(part.y, self.t.max_samples, ctx.seed, True)
         feats, outputs = _features(model, ctx.inputs(split)[index], ctx.device)
@@ -101,8 +101,7 @@ class Separability(Check):
     @classmethod
     def judge(cls, m: "SeparabilityMeasurement", t) -> Verdict:
         if m.probe_gap is not None:
-            return Verdict(Status.WARN, m.probe_gap.headline,
-                           (m.probe_gap.finding("no trained model to read features from"),))
+            return inconclusive(m.probe_gap, NO_PROBE)
         metrics = {"samples": m.samples, "split": m.split, "features_from": m.source, "feature_dims": m.feature_dims,
                    "model_accuracy": round(m.model_accuracy, 4), "chance_accuracy": round(m.chance, 4),
                    "silhouette": m.silhouette, "knn_accuracy_features": m.knn_accuracy}

@@ -6,8 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dnncheck.figures import Lines
-from dnncheck.checks.base import Check, ProbeGap, Skipped, Status, Verdict, headline, verdict
+from dnncheck.checks.base import Check, ProbeGap, Status, Verdict, headline, inconclusive, probe_missing, verdict
 from dnncheck.errors import ProbeUnavailable
+
+
+NO_PROBE = "no probe run to read curves from"
 
 
 class TrainingCurves(Check):
@@ -66,10 +69,7 @@ class TrainingCurves(Check):
         try:
             run = ctx.fit_probe()
         except ProbeUnavailable as exc:
-            gap = ProbeGap.of(exc)
-            if not gap.cut_short:
-                return Skipped(f"no probe run to read curves from: {exc}")
-            return TrainingCurvesMeasurement({}, None, "the probe", gap)
+            return probe_missing(exc, NO_PROBE, lambda gap: TrainingCurvesMeasurement({}, None, "the probe", gap))
         c = run.curves()
         history = {"loss": c["train_loss"]}
         if any(v is not None for v in c["val_loss"]):
@@ -87,7 +87,7 @@ class TrainingCurves(Check):
         from dnncheck.curves import diagnose
 
         if m.probe_gap is not None:
-            return Verdict(Status.WARN, m.probe_gap.headline, (m.probe_gap.finding("no probe run to read curves from"),))
+            return inconclusive(m.probe_gap, NO_PROBE)
         metrics, findings = diagnose(m.history, m.num_classes, t)
         metrics["history_from"] = m.origin
         status = verdict(findings)
