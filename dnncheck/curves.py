@@ -92,7 +92,8 @@ LAST_SHARE = 5
 
 
 def diagnose(history: dict, num_classes: int | None, t) -> tuple[dict, list[Finding]]:
-    """Metrics and findings for a per-epoch history. Epochs are reported 1-based."""
+    """Metrics and findings for a per-epoch history (`t`: TrainingCurves.Thresholds). Epochs are
+    reported 1-based."""
     loss = _array(history.get("loss"))
     val = _array(history.get("val_loss"))
     metrics: dict = {"epochs": int(len(loss if loss is not None else val))}
@@ -121,7 +122,8 @@ def _array(values):
 def _divergence(loss, metrics, t):
     best = int(np.argmin(loss))
     metrics["train_loss_first"], metrics["train_loss_last"] = round(float(loss[0]), 5), round(float(loss[-1]), 5)
-    if len(loss) >= MIN_TREND_EPOCHS and loss[-1] > t["divergence_factor"] * loss[0] and loss[-1] > loss[best] * t["divergence_factor"]:
+    factor = t.divergence_factor
+    if len(loss) >= MIN_TREND_EPOCHS and loss[-1] > factor * loss[0] and loss[-1] > loss[best] * factor:
         head = f"training loss grows from {loss[0]:.4g} to {loss[-1]:.4g}: the run diverges"
         return [Finding(Status.FAIL, f"{head}; lower the learning rate", headline=head)]
     return []
@@ -137,7 +139,7 @@ def _overfitting(loss, val, metrics, t):
     still_falling = loss is None or loss[-1] < loss[best]
     if best == len(val) - 1 or not still_falling:
         return []
-    severity = Status.FAIL if rise >= t["overfit_rise_fail"] else Status.WARN if rise >= t["overfit_rise_warn"] else None
+    severity = Status.FAIL if rise >= t.overfit_rise_fail else Status.WARN if rise >= t.overfit_rise_warn else None
     if severity is None:
         return []
     head = (f"overfitting from epoch {best + 1}: validation loss is lowest there ({val[best]:.4g}) and has risen "
@@ -152,7 +154,7 @@ def _plateau(val, metrics, t):
     change = float((tail.max() - tail.min()) / max(abs(tail.mean()), 1e-12))
     overall = float((val.max() - val.min()) / max(abs(val.mean()), 1e-12))
     metrics["val_loss_change_last_third"] = round(change, 5)
-    if overall < t["plateau_change"]:
+    if overall < t.plateau_change:
         head = (f"validation loss is flat over the whole run (range {overall:.2%} of its mean): the model is not "
                 "learning what validation measures")
         return [Finding(Status.WARN, f"{head}; check the learning rate and inputs", headline=head)]
@@ -166,7 +168,7 @@ def _oscillation(loss, metrics, t):
     flips = float(np.mean(np.sign(steps[1:]) != np.sign(steps[:-1])))
     amplitude = float(np.median(np.abs(steps)) / max(abs(float(np.median(loss))), 1e-12))
     metrics.update(oscillation_sign_flips=round(flips, 3), oscillation_amplitude=round(amplitude, 4))
-    if flips >= t["oscillation_flips"] and amplitude >= t["oscillation_amplitude"]:
+    if flips >= t.oscillation_flips and amplitude >= t.oscillation_amplitude:
         return [Finding(Status.WARN, f"training loss oscillates ({flips:.0%} of epochs reverse direction, typical swing "
                         f"{amplitude:.0%}): the learning rate is probably too high")]
     return []
@@ -185,7 +187,7 @@ def _loss_scale(loss, num_classes, metrics, t):
     ce, bce = expected_initial_loss(num_classes), bce_over_softmax_initial_loss(num_classes)
     metrics.update(expected_initial_loss=round(ce, 4), bce_over_softmax_initial_loss=round(bce, 4))
     first = float(loss[0])
-    if abs(first - bce) < t["loss_scale_tolerance"] * bce and abs(first - ce) > CE_DISTINCT_SHARE * ce:
+    if abs(first - bce) < t.loss_scale_tolerance * bce and abs(first - ce) > CE_DISTINCT_SHARE * ce:
         return [Finding(Status.WARN, f"the first loss {first:.3f} matches binary cross-entropy over a {num_classes}-way "
                         f"softmax ({bce:.3f}), not cross-entropy's ln {num_classes} = {ce:.2f}: check the loss function")]
     return []
@@ -198,7 +200,7 @@ def _no_learning(history, num_classes, metrics, t):
     final = float(np.nanmax(np.asarray(acc, dtype=float)[-max(1, len(acc) // LAST_SHARE):]))
     chance = 1.0 / num_classes
     metrics["final_accuracy"] = round(final, 4)
-    if final < chance + t["chance_margin"]:
+    if final < chance + t.chance_margin:
         return [Finding(Status.FAIL, f"accuracy stays near chance ({final:.2f} vs {chance:.2f} for {num_classes} classes): "
                         "nothing is being learned")]
     return []

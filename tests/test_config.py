@@ -116,7 +116,7 @@ def test_check_threshold_errors(tmp_path, text, message):
 def test_thresholds_reach_the_check(tmp_path):
     path = write_config(tmp_path, "[data]\nsource = 'sklearn:digits'\n[checks.imbalance]\nratio_warn = 2\n")
     checks = {c.slug: c for c in select_checks(build_config(str(path), {}))}
-    assert checks["imbalance"].t["ratio_warn"] == 2.0
+    assert checks["imbalance"].t.ratio_warn == 2.0
 
 
 def test_checks_may_be_ignored_by_id_or_slug(tmp_path):
@@ -148,4 +148,4 @@ def test_every_example_key_of_the_starter_config_is_valid(tmp_path):
     cfg = build_config(str(write_config(tmp_path, uncommented)), {})
     assert cfg.image_size == (64, 64) and cfg.epochs == 10 and cfg.metric == "balanced_accuracy"
     checks = {c.slug: c for c in select_checks(cfg)}
-    assert checks["imbalance"].t["ratio_warn"] == 3.0
+    assert checks["imbalance"].t.ratio_warn == 3.0

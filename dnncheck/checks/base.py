@@ -84,8 +84,7 @@ def inconclusive(gap: ProbeGap, what: str, metrics: dict | None = None) -> Verdi
 def _thresholds_record(check_cls):
     """A frozen dataclass with one typed field per documented threshold (defaults included)."""
     fields = [(name, type(default), field(default=default)) for name, (default, _) in check_cls.thresholds.items()]
-    return make_dataclass(f"{check_cls.__name__}Thresholds", fields, frozen=True,
-                          namespace={"__getitem__": lambda self, name: getattr(self, name)})
+    return make_dataclass(f"{check_cls.__name__}Thresholds", fields, frozen=True)
 
 
 class Check:

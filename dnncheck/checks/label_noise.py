@@ -74,10 +74,10 @@ class LabelNoise(Check):
 
     def _folds(self, ctx) -> int:
         counts = np.bincount(ctx.view("train").y, minlength=ctx.dataset.num_classes)
-        return int(min(self.t["folds"], counts[counts > 0].min()))
+        return int(min(self.t.folds, counts[counts > 0].min()))
 
     def _uses_probe(self, ctx) -> bool:
-        return bool(self.t["probe"]) and ctx.output_info.units == ctx.dataset.num_classes
+        return bool(self.t.probe) and ctx.output_info.units == ctx.dataset.num_classes
 
     def probes(self, ctx) -> dict[str, dict]:
         if ctx.dataset.task != "classification" or self._folds(ctx) < 2 or not self._uses_probe(ctx):
@@ -148,7 +148,7 @@ class LabelNoise(Check):
         fold = stratified_folds(y, folds, ctx.seed)
         flat = ctx.inputs("train").reshape(len(y), -1).numpy()
         notes, estimates = [], {}
-        if self.t["probe"]:
+        if self.t.probe:
             if not self._uses_probe(ctx):
                 notes.append(f"the model's {ctx.output_info.units} outputs do not match {ctx.dataset.num_classes} classes: "
                              "estimated without it (see loss-sanity)")

@@ -68,7 +68,7 @@ class Normalization(Check):
     }
 
     def probes(self, ctx) -> dict[str, dict]:
-        return {"fit": {}, "normalization": {}} if self.t["probe"] else {}
+        return {"fit": {}, "normalization": {}} if self.t.probe else {}
 
     # -- measuring ------------------------------------------------------------------------------
     def measure(self, ctx) -> "NormalizationMeasurement":
