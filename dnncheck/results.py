@@ -14,6 +14,7 @@ SCHEMA_VERSION = 1
 
 class Status(str, enum.Enum):
     PASS = "pass"
+    INFO = "info"  # a finding's severity only: advice true of the data, never raising a check's status
     SKIP = "skip"
     WARN = "warn"
     FAIL = "fail"
@@ -30,7 +31,7 @@ class Status(str, enum.Enum):
         return max(statuses, key=lambda s: s.rank) if statuses else cls.PASS
 
 
-_RANK = {Status.PASS: 0, Status.SKIP: 1, Status.WARN: 2, Status.FAIL: 3, Status.ERROR: 4}
+_RANK = {Status.PASS: 0, Status.INFO: 0, Status.SKIP: 1, Status.WARN: 2, Status.FAIL: 3, Status.ERROR: 4}
 
 
 @dataclass(frozen=True)

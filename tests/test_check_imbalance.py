@@ -40,10 +40,13 @@ def test_balanced_ample_data_passes(tmp_path):
     assert result.metrics["probe_balanced_accuracy"] > result.metrics["majority_baseline_accuracy"]
 
 
-def test_digits_is_called_small_data():
+def test_digits_is_called_small_data_as_info_since_the_probe_already_learns_it():
     result = run_one(Imbalance(), source="sklearn:digits", model="mlp")
-    assert result.status is Status.WARN and "small data" in messages(result)
+    assert result.status is Status.PASS and "small data" in messages(result)
+    assert result.findings[0].severity is Status.INFO and result.metrics["probe_balanced_accuracy"] >= 0.9
     assert result.metrics["imbalance_ratio"] < 1.2
+    strict = run_one(Imbalance(small_data_info_accuracy=1.0), source="sklearn:digits", model="mlp")
+    assert strict.status is Status.WARN and strict.summary.startswith("1")  # the reason leads the summary
 
 
 def test_probe_no_better_than_majority_fails(tmp_path):

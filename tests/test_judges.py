@@ -204,14 +204,34 @@ def test_imbalance_ratio_edges(big, status):
         assert v.summary.startswith("imbalance ratio 20.0: the smallest classes are c1 (5000)")
 
 
+def _weak_probe(classes=2, correct=8):
+    """A probe that recognises `correct` of 10 validation samples per class."""
+    y_true = np.repeat(np.arange(classes), 10)
+    y_pred = y_true.copy()
+    for c in range(classes):
+        y_pred[c * 10 + correct:(c + 1) * 10] = (c + 1) % classes
+    return y_true, y_pred
+
+
 @pytest.mark.parametrize("smallest, words", [(999, "small data"), (1000, "moderate data"), (4999, "moderate data"),
                                              (5000, None)])
 def test_imbalance_data_volume_edges(smallest, words):
-    v = _imbalance([smallest, smallest])
+    y_true, y_pred = _weak_probe(correct=8)  # balanced accuracy 0.8: the advice is a warning
+    v = _imbalance([smallest, smallest], y_true=y_true, y_pred=y_pred)
     if words is None:
         assert v.status is Status.PASS
     else:
         assert v.status is Status.WARN and words in v.findings[0].message
+        # the summary states the warning's reason first (base.with_reason)
+        assert v.summary.startswith(f"{smallest} training instances in the smallest class")
+
+
+@pytest.mark.parametrize("correct, severity", [(8, Status.WARN), (9, Status.INFO)])
+def test_imbalance_small_data_is_info_once_the_probe_does_well(correct, severity):
+    y_true, y_pred = _weak_probe(correct=correct)  # balanced accuracy 0.8 or 0.9 (small_data_info_accuracy)
+    v = _imbalance([500, 500], y_true=y_true, y_pred=y_pred)
+    assert v.findings[0].severity is severity and "small data" in v.findings[0].message
+    assert v.status is (Status.PASS if severity is Status.INFO else Status.WARN)
 
 
 @pytest.mark.parametrize("correct_minority, status", [(2, Status.FAIL), (3, Status.WARN)])
@@ -528,7 +548,7 @@ def test_separability_structure_ratio_edge(knn, status):
     v = _separability(0.9, knn)  # gain 0.8 over chance 0.1: feature 5-NN must recover half of it
     assert v.status is status
     if status is Status.FAIL:
-        assert "no class structure" in v.findings[0].short and "representation" not in v.findings[0].short
+        assert v.summary.startswith("accuracy above chance") and "representation" not in v.summary
 
 
 @pytest.mark.parametrize("accuracy, status", [(0.19, Status.PASS), (0.21, Status.FAIL)])
@@ -574,8 +594,9 @@ def test_split_leakage_groups_in_two_splits_fail():
     assert v.status is Status.FAIL and v.metrics["leaked_groups"] == 1
 
 
-def test_split_leakage_made_splits_warn_and_suggest_kfold_below_1000():
-    assert "k-fold" in _leakage(made=("val",), smallest=999).findings[0].message
+def test_split_leakage_made_splits_are_info_and_suggest_kfold_below_1000():
+    v = _leakage(made=("val",), smallest=999)
+    assert v.status is Status.PASS and v.findings[0].severity is Status.INFO and "k-fold" in v.findings[0].message
     assert "k-fold" not in _leakage(made=("val",), smallest=1000).findings[0].message
 
 
@@ -612,9 +633,10 @@ def test_external_validation_shift_auc_edge(auc, status):
     assert _external(shift_auc=auc).status is status
 
 
-def test_external_validation_without_an_external_set_warns():
+def test_external_validation_without_an_external_set_is_info_not_a_warning():
     v = _external(comparison=False)
-    assert v.status is Status.WARN and v.summary == "no external validation set"
+    assert v.status is Status.PASS and v.summary == "no external validation set"
+    assert v.findings[0].severity is Status.INFO and "PROBAST" in v.findings[0].message
 
 
 # -- DNC3 label-noise ----------------------------------------------------------------------------

@@ -162,15 +162,24 @@ def _same_kind(value, default) -> bool:
     return isinstance(value, type(default))
 
 
+def with_reason(summary: str, findings) -> str:
+    """For judges whose summary is figures (which alone read like a pass, e.g. "imbalance ratio
+    1.0"): a warn or fail puts the headline of its worst finding first."""
+    status = verdict(findings)
+    if status not in (Status.WARN, Status.FAIL):
+        return summary
+    return f"{headline([f for f in findings if f.severity is status])}; {summary}"
+
+
 def headline(findings) -> str:
     """The worst finding's headline (its first clause, as its judge wrote it): a one-line summary."""
     return max(findings, key=lambda f: f.severity.rank).short
 
 
 def verdict(findings, default: Status = Status.PASS) -> Status:
-    """The check's status: the worst severity among its findings."""
-    return Status.worst([default, *(f.severity for f in findings)])
+    """The check's status: the worst severity among its findings (info never raises it)."""
+    return Status.worst([default, *(f.severity for f in findings if f.severity is not Status.INFO)])
 
 
 __all__ = ["Check", "CheckResult", "Finding", "ProbeGap", "Skipped", "Status", "Verdict", "headline", "inconclusive",
-           "probe_missing", "verdict"]
+           "probe_missing", "verdict", "with_reason"]

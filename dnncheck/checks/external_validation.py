@@ -99,10 +99,10 @@ class ExternalValidation(Check):
         c = m.comparison
         if c is None:
             head = "no external validation set"
-            finding = Finding(Status.WARN, f"{head}: the model is only validated on a split of its own data; add [data] "
+            finding = Finding(Status.INFO, f"{head}: the model is only validated on a split of its own data; add [data] "
                               "external (or x_external/y_external) from another source, and follow PROBAST and CLAIM "
                               "for studies meant to inform decisions", headline=head)
-            return Verdict(Status.WARN, head, (finding,), metrics, _remedy())
+            return Verdict(Status.PASS, head, (finding,), metrics, _remedy())
         internal, external = c.internal, c.external
         metrics.update({"model": c.source, "internal_split": c.internal_split,
                         "internal_samples": c.internal_samples, "external_samples": c.external_samples,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.figures import Bars
-from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, verdict
+from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, verdict, with_reason
 from dnncheck.errors import ProbeUnavailable
 
 MAX_LISTED = 20
@@ -57,6 +57,7 @@ class Imbalance(Check):
         "ratio_fail": (20.0, "imbalance ratio at which to fail"),
         "small_data_per_class": (1000, "fewer training instances per class than this is small data"),
         "augment_per_class": (5000, "below this (and above small data) augmentation/transfer learning helps"),
+        "small_data_info_accuracy": (0.9, "probe balanced accuracy at which the small-data advice is info, not a warning"),
         "baseline_margin": (0.02, "the probe must beat the majority baseline's accuracy by this on imbalanced data"),
         "low_recall_factor": (0.5, "a class whose recall is below this times the median recall is named"),
         "out_of_range_share": (0.05, "regression: share of val/test targets outside train's range that warns"),
@@ -98,16 +99,14 @@ class Imbalance(Check):
         metrics = {"imbalance_ratio": round(ratio, 3), "min_class_count": int(present.min()),
                    "max_class_count": int(present.max()), "classes": len(m.classes),
                    "empty_classes": int(np.sum(total == 0))}
-        findings = _ratio_findings(m.classes, train, ratio, t)
-        findings += _volume_findings(m.classes, train, t)
-        findings += _coverage_findings(m.classes, m.counts)
         probe_metrics, probe_findings = _probe_findings(m, train, ratio, t)
+        findings = _ratio_findings(m.classes, train, ratio, t)
+        findings += _volume_findings(m.classes, train, t, probe_metrics.get("probe_balanced_accuracy"))
+        findings += _coverage_findings(m.classes, m.counts)
         metrics.update(probe_metrics)
         findings += probe_findings
-        summary = _summary(len(m.classes), train, ratio, probe_metrics)
-        failing = [f for f in findings if f.severity is Status.FAIL]
-        if failing:  # the reason first: a failing summary that reads like a healthy one misleads
-            summary = f"{headline(failing)}; {summary}"
+        # the reason first: a warn or fail whose summary reads like a healthy one misleads
+        summary = with_reason(_summary(len(m.classes), train, ratio, probe_metrics), findings)
         figures = {"class_counts": Bars("Class counts per split", list(m.classes),
                                         {s: c.tolist() for s, c in m.counts.items()}, "samples")}
         if "per_class_recall" in probe_metrics:
@@ -151,7 +150,7 @@ def _ratio_findings(classes, train, ratio, t):
                     evidence={"train_counts": dict(zip(classes, train.tolist()))}, headline=head)]
 
 
-def _volume_findings(classes, train, t):
+def _volume_findings(classes, train, t, probe_balanced_accuracy=None):
     smallest = int(train[train > 0].min())
     if smallest >= t.augment_per_class:
         return []
@@ -162,7 +161,11 @@ def _volume_findings(classes, train, t):
         advice = "moderate data: augmentation and/or transfer learning will help"
     below = [classes[i] for i in np.flatnonzero((train > 0) & (train < t.small_data_per_class))]
     head = f"{smallest} training instances in the smallest class (median {int(np.median(train))})"
-    return [Finding(Status.WARN, f"{head}: {advice}", headline=f"{head}: {advice.split(':')[0]}",
+    # the rule of thumb is advice, not a defect, once a brief probe already does well on held-out data
+    learned = probe_balanced_accuracy is not None and probe_balanced_accuracy >= t.small_data_info_accuracy
+    if learned:
+        advice += f" (the probe already reaches {probe_balanced_accuracy:.2f} balanced accuracy)"
+    return [Finding(Status.INFO if learned else Status.WARN, f"{head}: {advice}", headline=f"{head}: {advice.split(':')[0]}",
                     evidence={"classes_below_small_data": below[:MAX_LISTED],
                               "small_data_per_class": t.small_data_per_class})]
 

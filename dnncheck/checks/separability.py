@@ -10,7 +10,7 @@ import numpy as np
 
 from dnncheck.figures import Points
 from dnncheck.checks.base import (Check, Finding, ProbeGap, Skipped, Status,
-                                  Verdict, inconclusive, probe_missing, verdict)
+                                  Verdict, inconclusive, probe_missing, verdict, with_reason)
 from dnncheck.data.sampling import subsample_index
 from dnncheck.errors import ProbeUnavailable
 
@@ -114,7 +114,8 @@ class Separability(Check):
         if list(m.projections) == ["tsne"]:
             metrics["knn_accuracy_2d"] = metrics["knn_accuracy_2d_tsne"]
         findings = _findings(m, t)
-        return Verdict(verdict(findings), _summary(m), tuple(findings), metrics, _remedy(findings), figures)
+        return Verdict(verdict(findings), with_reason(_summary(m), findings), tuple(findings), metrics, _remedy(findings),
+                       figures)
 
 
 @dataclass(frozen=True)

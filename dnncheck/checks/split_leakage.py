@@ -126,7 +126,8 @@ def _splits_present(m: SplitLeakageMeasurement):
     kfold = " With this little data, prefer k-fold cross-validation." if m.smallest_train_class < KFOLD_BELOW else ""
     what = ", ".join(f"{s} (carved from train by dnncheck for this audit)" for s in made) or ", ".join(missing)
     head = f"no separate {what}"
-    return [Finding(Status.WARN, f"{head}: keep a validation split to tune on and a test split you evaluate once.{kfold}",
+    # advice true of every dataset without its own splits, not a defect found in it: info
+    return [Finding(Status.INFO, f"{head}: keep a validation split to tune on and a test split you evaluate once.{kfold}",
                     evidence={"made_splits": made, "missing": missing}, headline=head)]
 
 

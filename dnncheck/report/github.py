@@ -1,4 +1,5 @@
-"""--format github: GitHub Actions workflow annotations for failed, errored and warned checks."""
+"""--format github: GitHub Actions workflow annotations for failed, errored and warned checks, and a
+notice for advice (info findings) on checks that pass."""
 
 from __future__ import annotations
 
@@ -22,11 +23,15 @@ def annotations(result) -> list[str]:
     lines = []
     for c in result.checks:
         level = LEVEL.get(c.status)
-        if level is None:
+        advice = [f.message for f in c.findings if f.severity is Status.INFO]
+        if level is None and not advice:
             continue
         change = result.baseline.get(c.id, {}).get("change") if result.baseline else None
         title = f"{c.id} {c.slug}" + (f" ({change})" if change else "")
-        body = c.summary + (f" Fix: {c.remedy}" if c.remedy else "")
+        if level is None:  # a pass with advice true of the data: a notice, never a warning
+            level, body = "notice", " ".join(advice)
+        else:
+            body = c.summary + (f" Fix: {c.remedy}" if c.remedy else "")
         lines.append(f"::{level} title={_escape_property(title)}::{_escape_data(body)}")
     lines.append(f"dnncheck: {result.status.value} (exit code {result.exit_code})")
     return lines

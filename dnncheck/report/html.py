@@ -29,7 +29,7 @@ def render_html(result) -> str:
                                      "more": max(0, len(f.samples) - MAX_SAMPLES_SHOWN),
                                      "evidence": {k: v for k, v in f.evidence.items() if k != "traceback"},
                                      "traceback": f.evidence.get("traceback")} for f in c.findings]})
-    counts = {s.value: sum(c.status is s for c in result.checks) for s in Status}
+    counts = {s.value: sum(c.status is s for c in result.checks) for s in Status if s is not Status.INFO}
     return env.get_template(TEMPLATE).render(r=result, checks=checks, thumbs=thumbs, counts=counts)
 
 

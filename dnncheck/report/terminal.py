@@ -13,7 +13,7 @@ from rich.text import Text
 
 from dnncheck.results import Status
 
-STYLE = {Status.PASS: "bold green", Status.SKIP: "dim", Status.WARN: "bold yellow",
+STYLE = {Status.PASS: "bold green", Status.INFO: "bold cyan", Status.SKIP: "dim", Status.WARN: "bold yellow",
          Status.FAIL: "bold red", Status.ERROR: "bold magenta"}
 MAX_SAMPLES_SHOWN = 8
 MAX_EVIDENCE_CHARS = 300
