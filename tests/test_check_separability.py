@@ -51,3 +51,14 @@ def test_regression_is_skipped(tmp_path):
     rng = np.random.default_rng(0)
     (tmp_path / "r.csv").write_text("a,target\n" + "\n".join(f"{rng.normal()},{rng.normal()}" for _ in range(50)))
     assert run_one(Separability(), source=str(tmp_path / "r.csv")).status is Status.SKIP
+
+
+def test_one_unit_penultimate_layer_is_measured_without_projections(user_module):
+    """A width-1 bottleneck before the output layer once crashed t-SNE (2 components from 1 feature)."""
+    name = user_module("import torch.nn as nn\n"
+                       "def build(num_classes, in_channels, image_size):\n"
+                       "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 1), nn.ReLU(), nn.Linear(1, num_classes))\n")
+    result = run_one(Separability(), source="sklearn:digits", model=f"{name}:build", epochs=2)
+    assert result.status is not Status.ERROR, messages(result)
+    assert result.metrics["feature_dims"] == 1 and "projections_skipped" in result.metrics
+    assert not result.figures

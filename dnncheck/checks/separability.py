@@ -88,7 +88,10 @@ class Separability(Check):
             return Skipped("the model has no hookable linear output layer (e.g. TorchScript): features unavailable")
         y = part.y[index]
         projections = {}
-        for name, project in (("tsne", _tsne), ("umap", _umap)) if self.t.umap else (("tsne", _tsne),):
+        methods = (("tsne", _tsne), ("umap", _umap)) if self.t.umap else (("tsne", _tsne),)
+        if feats.shape[1] < 2:  # a one-unit penultimate layer: nothing to project into two dimensions
+            methods = ()
+        for name, project in methods:
             start = time.perf_counter()
             coords = project(feats, ctx.seed)
             projections[name] = Projection(coords, [ds.classes[c] for c in y], _knn_accuracy(coords, y, ctx.seed),
@@ -113,6 +116,8 @@ class Separability(Check):
             figures[f"projection_{name}"] = Points(f"{name.upper()} of penultimate features", proj.coords, proj.labels)
         if list(m.projections) == ["tsne"]:
             metrics["knn_accuracy_2d"] = metrics["knn_accuracy_2d_tsne"]
+        if m.feature_dims == 1:
+            metrics["projections_skipped"] = "the penultimate layer has one unit: no 2-D projection"
         findings = _findings(m, t)
         return Verdict(verdict(findings), with_reason(_summary(m), findings), tuple(findings), metrics, _remedy(findings),
                        figures)
