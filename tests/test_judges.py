@@ -366,6 +366,12 @@ def test_gradient_health_init_scale_edges(ratio, status):
     assert _gradients(init={"fc1": ("He", ratio)}).status is status
 
 
+def test_gradient_health_fully_dead_layer_fails():
+    v = _gradients(dead={"relu1": 1.0, "relu2": 0.6})
+    assert v.status is Status.FAIL and v.summary.startswith("every unit of relu1 is dead")
+    assert any(f.severity is Status.WARN and "relu2 60%" in f.message for f in v.findings)
+
+
 def test_gradient_health_cut_short_is_inconclusive():
     from dnncheck.checks.gradient_health import GradientHealth, GradientHealthMeasurement
 

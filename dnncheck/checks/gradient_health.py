@@ -226,7 +226,13 @@ def _unit_findings(dead, saturated, t):
     metrics = {"dead_relu_fraction": {k: round(v, 4) for k, v in dead.items()},
                "saturated_fraction": {k: round(v, 4) for k, v in saturated.items()}}
     findings = []
-    bad_dead = {k: v for k, v in dead.items() if v > t.dead_fraction}
+    # a layer none of whose units ever fires passes nothing on: the network below it cannot learn
+    fully_dead = [k for k, v in dead.items() if v >= 1.0]
+    if fully_dead:
+        head = f"every unit of {', '.join(fully_dead)} is dead: nothing passes through, the layers before it get no gradient"
+        findings.append(Finding(Status.FAIL, f"{head}; lower the learning rate, check the initialisation (a large "
+                                "negative bias) or use LeakyReLU", headline=head, evidence={"layers": fully_dead}))
+    bad_dead = {k: v for k, v in dead.items() if v > t.dead_fraction and v < 1.0}
     if bad_dead:
         head = "dead ReLUs: " + ", ".join(f"{k} {v:.0%}" for k, v in bad_dead.items()) + " of units never fire"
         findings.append(Finding(Status.WARN, f"{head}; lower the learning rate or use LeakyReLU", headline=head))
