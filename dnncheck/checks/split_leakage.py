@@ -244,9 +244,12 @@ def _pair_images(ds, pairs) -> ImageGrid:
 
 
 def _summary(findings) -> str:
-    if not findings:
-        return "splits are disjoint: no exact, near or group overlap; label distributions agree"
     fails = [f for f in findings if f.severity is Status.FAIL]
     if fails:
         return "; ".join(f.short for f in fails[:2])
-    return findings[0].short
+    warnings = [f for f in findings if f.severity is Status.WARN]
+    if warnings:
+        return warnings[0].short
+    clean = "splits are disjoint: no exact, near or group overlap; label distributions agree"
+    advice = [f.short for f in findings if f.severity is Status.INFO]
+    return f"{clean} ({advice[0]})" if advice else clean
