@@ -171,6 +171,16 @@ def test_learning_rate_unreadable_curve_warns():
     assert v.status is Status.WARN and v.summary == "the range test diverged at once"
 
 
+@pytest.mark.parametrize("lowest, status", [(0.89, Status.PASS), (0.91, Status.WARN)])
+def test_learning_rate_defers_to_the_model_when_no_rate_helps(lowest, status):
+    curve = np.r_[np.linspace(1.0, lowest, 30), np.linspace(lowest, 1.5, 21)]  # bottoms at 1e-2, then climbs
+    v = _range_test(1e-3, smoothed=curve)
+    assert v.status is status
+    if status is Status.WARN:
+        assert v.summary.startswith("no learning rate from 1e-05 to 1 makes this model learn")
+        assert "suggested_lr_max" not in v.metrics  # no range is suggested from a curve that never falls
+
+
 def test_learning_rate_cut_short_is_inconclusive_not_evidence():
     from dnncheck.checks.learning_rate import LearningRate, LearningRateMeasurement
 

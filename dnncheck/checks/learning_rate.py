@@ -56,6 +56,7 @@ class LearningRate(Check):
         "lr_end": (10.0, "last learning rate of the test"),
         "fail_factor": (10.0, "fail when lr exceeds the range's top by this factor"),
         "low_factor": (100.0, "warn when lr is below the range's bottom by this factor"),
+        "min_range_fall": (0.9, "the lowest smoothed loss must fall below this share of the first, else no lr helps"),
     }
 
     def probes(self, ctx) -> dict[str, dict]:
@@ -114,6 +115,13 @@ def _range_findings(m: LearningRateMeasurement, t):
                                  "learning rate tried", headline="the range test diverged at once")]
     lrs, s = tried[finite], smooth[finite]
     at_min = int(np.argmin(s))
+    metrics["range_test_lowest_to_first"] = round(float(s[at_min] / s[0]), 4) if s[0] > 0 else None
+    if s[0] > 0 and s[at_min] > t.min_range_fall * s[0]:
+        # no learning rate helps: the model (or its wiring) is the suspect, not the learning rate
+        head = (f"no learning rate from {lrs[0]:.2g} to {lrs[-1]:.2g} makes this model learn (the smoothed loss never "
+                f"falls below {s[at_min] / s[0]:.0%} of its start)")
+        return metrics, [Finding(Status.WARN, f"{head}; the learning rate is not the problem: see overfit (one-batch "
+                                 "test) and gradient-health", headline=head)]
     slope = np.gradient(s[: at_min + 1], np.log(lrs[: at_min + 1])) if at_min >= 2 else np.array([0.0])
     steep = lrs[int(np.argmin(slope))] if at_min >= 2 else lrs[0]
     low, high = float(steep) / STEEPEST_DECADES, float(lrs[at_min])
