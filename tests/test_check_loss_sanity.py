@@ -28,6 +28,14 @@ def frozen(num_classes, in_channels, image_size):
         p.requires_grad_(False)
     return model
 
+def relu_head(num_classes, in_channels, image_size):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size[0] * image_size[1], 64), nn.ReLU(),
+                         nn.Linear(64, num_classes), nn.ReLU())
+
+def log_softmax_over_batch(num_classes, in_channels, image_size):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size[0] * image_size[1], num_classes),
+                         nn.LogSoftmax(dim=0))
+
 def sigmoid_regressor(num_features):
     return nn.Sequential(nn.Linear(num_features, 16), nn.ReLU(), nn.Linear(16, 1), nn.Sigmoid())
 """
@@ -51,6 +59,17 @@ def test_softmax_head_with_cross_entropy_fails(heads):
     assert result.status is Status.FAIL
     assert "softmax inside the model" in messages(result)
     assert result.metrics["output_kind"] == "probabilities"
+
+
+def test_final_relu_is_named_as_such_not_as_sigmoid_outputs(heads):
+    result = run_one(LossSanity(), source="sklearn:digits", model=f"{heads}:relu_head")
+    assert result.status is Status.FAIL and result.summary.startswith("the model ends in a ReLU")
+    assert "sigmoid" not in messages(result)
+
+
+def test_log_softmax_over_the_batch_dimension_fails(heads):
+    result = run_one(LossSanity(), source="sklearn:digits", model=f"{heads}:log_softmax_over_batch", loss="nll")
+    assert result.status is Status.FAIL and "normalises over dimension 0, the batch" in result.summary
 
 
 def test_fewer_outputs_than_classes_fails_and_names_samples(heads):

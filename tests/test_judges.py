@@ -422,6 +422,15 @@ def test_loss_sanity_wiring_failures():
     assert _loss(initial=float("nan")).status is Status.FAIL
 
 
+def test_loss_sanity_names_a_final_relu_and_a_softmax_over_the_batch():
+    v = _loss(head="relu", kind="sigmoid")  # small non-negative outputs once read as "sigmoid outputs"
+    assert v.status is Status.FAIL and v.summary == "the model ends in a ReLU: its outputs cannot be negative"
+    assert not any("sigmoid" in f.message for f in v.findings)
+    v = _loss(loss="nll", head="log_softmax_over_batch", kind="logits")
+    assert v.summary == "the model's final log-softmax normalises over dimension 0, the batch"
+    assert not any("NLLLoss expects" in f.message for f in v.findings)
+
+
 @pytest.mark.parametrize("final, status", [(2.07, Status.PASS), (2.08, Status.WARN)])
 def test_loss_sanity_min_fall_ratio_edge(final, status):
     assert _loss(curve=(2.3,) * 10 + (final,) * 10).status is status  # the tail must fall below 0.9 x 2.3

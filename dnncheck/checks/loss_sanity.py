@@ -170,6 +170,19 @@ def _classification_findings(m: LossSanityMeasurement):
         findings.append(Finding(Status.WARN, f"the model has {info.units} output units for {c} classes; "
                                 f"units {c}..{info.units - 1} are never a target",
                                 evidence={"output_units": info.units, "classes": c}))
+    if head in ("softmax_over_batch", "log_softmax_over_batch"):
+        kind = head.replace("_over_batch", "").replace("_", "-")
+        head_text = f"the model's final {kind} normalises over dimension 0, the batch"
+        findings.append(Finding(Status.FAIL, f"{head_text}: each class's scores are shared between the samples of a "
+                                "batch and predictions change with the batch; use dim=1 (or drop it and train on "
+                                "logits with cross_entropy)", evidence={"final_activation": head}, headline=head_text))
+        return findings
+    if head == "relu":
+        head_text = "the model ends in a ReLU: its outputs cannot be negative"
+        findings.append(Finding(Status.FAIL, f"{head_text}, so the loss cannot push wrong classes below zero and an "
+                                "output unit that goes dead never recovers; remove the final activation and train on "
+                                "logits", evidence={"final_activation": head}, headline=head_text))
+        return findings
     probabilities = info.kind == "probabilities" or head == "softmax"
     sigmoid = head == "sigmoid" or (info.kind == "sigmoid" and info.units > 1)
     log_probs = info.kind == "log_probabilities" or head == "log_softmax"

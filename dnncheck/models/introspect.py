@@ -27,12 +27,19 @@ def output_layer(model: nn.Module) -> nn.Module | None:
 
 
 def final_activation(model: nn.Module) -> str | None:
-    """'softmax' / 'log_softmax' / 'sigmoid' / 'tanh' when the last leaf module is one."""
-    names = {nn.Softmax: "softmax", nn.LogSoftmax: "log_softmax", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh"}
+    """'softmax' / 'log_softmax' / 'sigmoid' / 'tanh' / 'relu' when the last leaf module is one;
+    a softmax or log-softmax over dimension 0 (the batch) is 'softmax_over_batch' /
+    'log_softmax_over_batch'."""
+    names = {nn.Softmax: "softmax", nn.LogSoftmax: "log_softmax", nn.Sigmoid: "sigmoid", nn.Tanh: "tanh",
+             nn.ReLU: "relu", nn.ReLU6: "relu"}
     leaves = [m for m in model.modules() if not list(m.children())]
     if not leaves:
         return None
-    return next((name for cls, name in names.items() if isinstance(leaves[-1], cls)), None)
+    last = leaves[-1]
+    name = next((name for cls, name in names.items() if isinstance(last, cls)), None)
+    if name in ("softmax", "log_softmax") and getattr(last, "dim", None) == 0:
+        name += "_over_batch"
+    return name
 
 
 @contextmanager
