@@ -122,3 +122,18 @@ def test_plain_regression_passes_and_accuracy_metric_fails(tmp_path):
     assert clean.status is Status.PASS, messages(clean)
     wrong_metric = run_one(LossSanity(), source=str(path), model="mlp", metric="accuracy")
     assert wrong_metric.status is Status.FAIL and "on a continuous target" in messages(wrong_metric)
+
+
+def test_raw_diabetes_target_is_named_and_a_standardised_one_passes(tmp_path):
+    """scikit-learn's diabetes (bundled): its target runs 25..346; raw, MSE starts near 2.9e4."""
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    for name, target in (("raw", y), ("scaled", (y - y.mean()) / y.std())):
+        lines = [",".join([f"f{i}" for i in range(x.shape[1])] + ["target"])]
+        lines += [",".join(f"{v:.6g}" for v in (*row, t)) for row, t in zip(x, target)]
+        (tmp_path / f"{name}.csv").write_text("\n".join(lines))
+    raw = run_one(LossSanity(), source=str(tmp_path / "raw.csv"), model="mlp")
+    assert raw.status is Status.WARN and raw.summary.startswith("the regression target is not scaled")
+    scaled = run_one(LossSanity(), source=str(tmp_path / "scaled.csv"), model="mlp", epochs=10)
+    assert scaled.status is Status.PASS, messages(scaled)

@@ -447,6 +447,15 @@ def test_loss_sanity_accuracy_metric_on_imbalanced_data_edge(big, status):
     assert _loss(metric="accuracy", y=y, classes=2, units=2, initial=0.69).status is status
 
 
+@pytest.mark.parametrize("scale, status", [(9.0, Status.PASS), (11.0, Status.WARN)])
+def test_loss_sanity_names_an_unscaled_regression_target(scale, status):
+    y = np.full(10, scale)  # root mean square = scale; target_rms_warn 10
+    v = _loss(loss="mse", units=1, task="regression", y=y, classes=1, initial=scale ** 2)
+    assert v.status is status
+    if status is Status.WARN:
+        assert v.summary.startswith("the regression target is not scaled (root mean square 11")
+
+
 def test_loss_sanity_regression_with_a_bounded_head_fails():
     v = _loss(loss="mse", units=1, head="sigmoid", task="regression", y=[0.5, 2.0, 3.0], classes=1, initial=4.0)
     assert v.status is Status.FAIL and len(v.findings[0].samples) == 2

@@ -62,6 +62,7 @@ class LossSanity(Check):
         "initial_loss_tolerance": (0.5, "warn when |initial - ln C| exceeds this fraction of ln C (cross-entropy/NLL)"),
         "min_fall_ratio": (0.9, "warn when the probe's final loss is above this fraction of its initial loss"),
         "imbalance_ratio_for_metric": (3.0, "warn about plain accuracy as the metric at this imbalance ratio"),
+        "target_rms_warn": (10.0, "regression: warn when the targets' root mean square exceeds this (unscaled target)"),
     }
 
     def probes(self, ctx) -> dict[str, dict]:
@@ -107,7 +108,7 @@ class LossSanity(Check):
         elif m.task == "classification":
             findings += _classification_findings(m)
         else:
-            findings += _regression_findings(m)
+            findings += _regression_findings(m, t)
         if m.task == "classification":
             metrics["expected_initial_loss"] = round(expected_initial_loss(len(m.classes)), 4)
         else:
@@ -230,9 +231,18 @@ def _initial_loss_findings(initial, expected, t):
 BOUNDED_HEADS = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0), "softmax": (0.0, 1.0)}  # output ranges
 
 
-def _regression_findings(m: LossSanityMeasurement):
+def _regression_findings(m: LossSanityMeasurement, t):
     info, loss, head, y = m.outputs, m.loss, m.head, m.train_y
     findings = []
+    rms = float(np.sqrt(np.mean(y.astype(float) ** 2)))
+    if loss == "mse" and rms > t.target_rms_warn:
+        # a fresh regressor outputs about 0: MSE starts near mean(y^2) and its gradients scale with it
+        head_text = f"the regression target is not scaled (root mean square {rms:.4g}, mean {y.mean():.4g}, std {y.std():.4g})"
+        findings.append(Finding(Status.WARN, f"{head_text}: MSE starts near {rms ** 2:.3g} and its gradients dwarf a "
+                                "sensible learning rate; standardise the target on train (subtract its mean, divide by "
+                                "its std) and invert the scaling for reporting",
+                                evidence={"target_rms": rms, "target_mean": float(y.mean()), "target_std": float(y.std())},
+                                headline=head_text))
     if info.units != 1:
         findings.append(Finding(Status.FAIL, f"the model has {info.units} output units for a scalar regression target",
                                 evidence={"output_units": info.units}))
