@@ -110,3 +110,21 @@ def test_duplicate_table_rows_across_splits(tmp_path):
     (tmp_path / "t.csv").write_text("\n".join(rows))
     result = run_one(SplitLeakage(), source=str(tmp_path / "t.csv"))
     assert result.metrics["exact_duplicate_pairs"] == 3
+
+
+def test_a_table_column_that_is_the_target_plus_noise_fails_and_clean_diabetes_passes(tmp_path):
+    """Classic target leakage: a column computed from the label. scikit-learn's diabetes (bundled)."""
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    rng = np.random.default_rng(0)
+    for name, extra in (("clean", None), ("leaky", y + rng.normal(0, 1.0, len(y)))):
+        columns = [x[:, i] for i in range(x.shape[1])] + ([extra] if extra is not None else []) + [y]
+        header = [f"f{i}" for i in range(x.shape[1])] + (["target_copy"] if extra is not None else []) + ["target"]
+        rows = [",".join(header)] + [",".join(f"{v:.6g}" for v in row) for row in zip(*columns)]
+        (tmp_path / f"{name}.csv").write_text("\n".join(rows))
+    leaky = run_one(SplitLeakage(), source=str(tmp_path / "leaky.csv"))
+    assert leaky.status is Status.FAIL and "target_copy" in leaky.summary
+    clean = run_one(SplitLeakage(), source=str(tmp_path / "clean.csv"))
+    assert not any(f.severity is Status.FAIL for f in clean.findings), messages(clean)
+    assert clean.metrics["best_single_feature_score"] < 0.5  # diabetes' best single feature explains ~1/3

@@ -707,3 +707,16 @@ def test_label_noise_identical_samples_with_two_labels_fail_even_when_cut_short(
     v = _noise(0.0, conflicts=conflicts, gap=CUT_SHORT)
     assert v.status is Status.FAIL and v.summary.startswith("inconclusive, the fit probe")
     assert _noise(0.0, gap=CUT_SHORT).status is Status.WARN
+
+
+@pytest.mark.parametrize("score, status", [(0.989, Status.PASS), (0.99, Status.FAIL)])
+def test_split_leakage_single_feature_leak_edge(score, status):
+    from dnncheck.checks.split_leakage import SplitLeakage, SplitLeakageMeasurement
+
+    counts = {"train": np.array([500, 500]), "val": np.array([100, 100])}
+    m = SplitLeakageMeasurement(("cat", "dog"), (), (), 500, (), {}, counts, {"train": 1000, "val": 200}, None,
+                                {"age": 0.7, "label_copy": score})
+    v = SplitLeakage.judge(m, SplitLeakage.Thresholds())
+    assert v.status is status and v.metrics["best_single_feature"] == "label_copy"
+    if status is Status.FAIL:
+        assert v.summary.startswith("1 feature(s) alone predict the target almost perfectly: label_copy (0.990)")

@@ -3,7 +3,7 @@ splits, no group (patient, subject, camera) in two splits - and share a label di
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -62,6 +62,7 @@ class SplitLeakage(Check):
         "table_near_threshold": (0.9999, "tables: cosine of z-scored rows for a near duplicate"),
         "shift_p_value": (0.001, "label shift: chi-square p-value below which to warn"),
         "shift_min_share_diff": (0.05, "label shift: ... and a class share differing by more than this"),
+        "feature_leak_score": (0.99, "tables: a feature alone predicting the label this well (balanced accuracy, or R^2) leaks it"),
     }
 
     # -- measuring ------------------------------------------------------------------------------
@@ -80,7 +81,8 @@ class SplitLeakage(Check):
             tuple(ds.classes), tuple(s for s in ("val", "test") if s in ds.made_splits),
             tuple(s for s in ("val", "test") if ds.split(s) is None), smallest, tuple(pairs), _group_members(ds),
             label_counts, {n: len(part) for n, part in ds.splits.items()},
-            _pair_images(ds, pairs[:FIGURE_PAIRS]) if pairs and ds.is_image else None)
+            _pair_images(ds, pairs[:FIGURE_PAIRS]) if pairs and ds.is_image else None,
+            {} if ds.is_image else _single_feature_scores(ds, ctx.seed))
 
     # -- judging --------------------------------------------------------------------------------
     @classmethod
@@ -89,6 +91,12 @@ class SplitLeakage(Check):
         group_pairs, group_findings = _group_findings(m.leaked_groups)
         findings += _duplicate_findings(m)
         findings += group_findings
+        findings += _feature_leak_findings(m.feature_scores, t)
+        if m.feature_scores:
+            best = max(m.feature_scores, key=m.feature_scores.get)
+            metrics_extra = {"best_single_feature": best, "best_single_feature_score": m.feature_scores[best]}
+        else:
+            metrics_extra = {}
         shift_metrics, shift_findings = _label_shift(m, t)
         findings += shift_findings
         pairs = m.pairs
@@ -96,7 +104,7 @@ class SplitLeakage(Check):
                    "near_duplicate_pairs": sum(p["kind"] == "near" for p in pairs),
                    "leaked_groups": len({p["group"] for p in group_pairs}),
                    "conflicting_label_pairs": sum(p["label_a"] != p["label_b"] for p in pairs),
-                   "splits": dict(m.split_sizes), **shift_metrics}
+                   "splits": dict(m.split_sizes), **shift_metrics, **metrics_extra}
         figures = {"duplicate_pairs": m.pair_figure} if m.pair_figure is not None else {}
         return Verdict(verdict(findings), _summary(findings), tuple(findings), metrics, _remedy(findings), figures)
 
@@ -112,11 +120,59 @@ class SplitLeakageMeasurement:
     label_counts: dict  # split -> samples per class (classification)
     split_sizes: dict
     pair_figure: ImageGrid | None  # the first pairs side by side (images only)
+    feature_scores: dict = field(default_factory=dict)  # tables: feature -> how well it alone predicts the label
 
 
 # Below this many training samples in the smallest class a single held-out split is noisy: the same
 # ~1000-instance guidance the imbalance check documents (Ponti et al. 2021, II-B).
 KFOLD_BELOW = 1000
+
+
+LEAK_ROWS = 5000  # training rows used for the single-feature test (stratified sample above this)
+LEAK_FEATURES = 500  # features tested, in column order
+
+
+def _single_feature_scores(ds, seed: int) -> dict:
+    """How well each table feature alone predicts the label: 3-fold cross-validated balanced accuracy
+    (classification) or R^2 (regression) of a depth-8 decision tree on that one column (256 leaves:
+    a column equal to the target up to noise reaches R^2 ~0.999; a depth-4 tree's 16 steps cap it near 0.99)."""
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    from dnncheck.data.sampling import subsample_index
+
+    train = ds.splits["train"]
+    classification = ds.task == "classification"
+    index = subsample_index(train.y, LEAK_ROWS, seed, classification)
+    x, y = np.asarray(train.x, dtype=np.float64)[index], train.y[index]
+    if classification:
+        counts = np.bincount(y)
+        folds = int(min(3, counts[counts > 0].min()))
+        if folds < 2:
+            return {}
+        cv, model, scoring = StratifiedKFold(folds, shuffle=True, random_state=seed), DecisionTreeClassifier, "balanced_accuracy"
+    else:
+        if len(y) < 6:
+            return {}
+        cv, model, scoring = KFold(3, shuffle=True, random_state=seed), DecisionTreeRegressor, "r2"
+    scores = {}
+    for k, name in enumerate(ds.feature_names[:LEAK_FEATURES]):
+        column = np.nan_to_num(x[:, k:k + 1])
+        if np.ptp(column) == 0:
+            continue
+        tree = model(max_depth=8, random_state=seed)
+        scores[name] = round(float(cross_val_score(tree, column, y, cv=cv, scoring=scoring).mean()), 4)
+    return scores
+
+
+def _feature_leak_findings(scores: dict, t):
+    leaks = {name: s for name, s in scores.items() if s >= t.feature_leak_score}
+    if not leaks:
+        return []
+    named = ", ".join(f"{n} ({s:.3f})" for n, s in sorted(leaks.items(), key=lambda kv: -kv[1])[:10])
+    head = f"{len(leaks)} feature(s) alone predict the target almost perfectly: {named}"
+    return [Finding(Status.FAIL, f"{head}; a column that is (derived from) the label leaks it into training: drop it, "
+                    "or check how it was computed", evidence={"feature_scores": leaks}, headline=head)]
 
 
 def _splits_present(m: SplitLeakageMeasurement):
