@@ -128,3 +128,19 @@ def test_a_table_column_that_is_the_target_plus_noise_fails_and_clean_diabetes_p
     clean = run_one(SplitLeakage(), source=str(tmp_path / "clean.csv"))
     assert not any(f.severity is Status.FAIL for f in clean.findings), messages(clean)
     assert clean.metrics["best_single_feature_score"] < 0.5  # diabetes' best single feature explains ~1/3
+
+
+def test_validation_from_another_pipeline_is_named_as_covariate_shift(tmp_path):
+    """Validation images inverted (another export pipeline): a shift between splits, said as such."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images * 255 / 16).astype(np.uint8)
+    path = tmp_path / "shifted.npz"
+    np.savez(path, x_train=x[:1200], y_train=d.target[:1200], x_val=255 - x[1200:], y_val=d.target[1200:])
+    result = run_one(SplitLeakage(), source=str(path))
+    assert result.status is Status.WARN and result.summary.startswith("covariate shift: a classifier tells train")
+    assert result.metrics["split_shift_auc"]["val"] > 0.95
+    same = tmp_path / "same.npz"
+    np.savez(same, x_train=x[:1200], y_train=d.target[:1200], x_val=x[1200:], y_val=d.target[1200:])
+    assert run_one(SplitLeakage(), source=str(same)).metrics["split_shift_auc"]["val"] < 0.7

@@ -720,3 +720,14 @@ def test_split_leakage_single_feature_leak_edge(score, status):
     assert v.status is status and v.metrics["best_single_feature"] == "label_copy"
     if status is Status.FAIL:
         assert v.summary.startswith("1 feature(s) alone predict the target almost perfectly: label_copy (0.990)")
+
+
+@pytest.mark.parametrize("auc, status", [(0.8, Status.PASS), (0.81, Status.WARN)])
+def test_split_leakage_covariate_shift_edge(auc, status):
+    from dnncheck.checks.split_leakage import SplitLeakage, SplitLeakageMeasurement
+
+    counts = {"train": np.array([500, 500]), "val": np.array([100, 100])}
+    m = SplitLeakageMeasurement(("cat", "dog"), (), (), 500, (), {}, counts, {"train": 1000, "val": 200}, None,
+                                shift_auc={"val": auc, "test": 0.5})
+    v = SplitLeakage.judge(m, SplitLeakage.Thresholds())
+    assert v.status is status and v.metrics["split_shift_auc"]["val"] == auc

@@ -62,6 +62,7 @@ class SplitLeakage(Check):
         "table_near_threshold": (0.9999, "tables: cosine of z-scored rows for a near duplicate"),
         "shift_p_value": (0.001, "label shift: chi-square p-value below which to warn"),
         "shift_min_share_diff": (0.05, "label shift: ... and a class share differing by more than this"),
+        "split_shift_auc": (0.8, "warn when a domain classifier tells train inputs from val/test inputs with this AUC"),
         "feature_leak_score": (0.99, "tables: a feature alone predicting the label this well (balanced accuracy, or R^2) leaks it"),
     }
 
@@ -82,7 +83,7 @@ class SplitLeakage(Check):
             tuple(s for s in ("val", "test") if ds.split(s) is None), smallest, tuple(pairs), _group_members(ds),
             label_counts, {n: len(part) for n, part in ds.splits.items()},
             _pair_images(ds, pairs[:FIGURE_PAIRS]) if pairs and ds.is_image else None,
-            {} if ds.is_image else _single_feature_scores(ds, ctx.seed))
+            {} if ds.is_image else _single_feature_scores(ds, ctx.seed), _split_shift(ds, ctx.seed))
 
     # -- judging --------------------------------------------------------------------------------
     @classmethod
@@ -92,6 +93,7 @@ class SplitLeakage(Check):
         findings += _duplicate_findings(m)
         findings += group_findings
         findings += _feature_leak_findings(m.feature_scores, t)
+        findings += _split_shift_findings(m.shift_auc, t)
         if m.feature_scores:
             best = max(m.feature_scores, key=m.feature_scores.get)
             metrics_extra = {"best_single_feature": best, "best_single_feature_score": m.feature_scores[best]}
@@ -104,7 +106,8 @@ class SplitLeakage(Check):
                    "near_duplicate_pairs": sum(p["kind"] == "near" for p in pairs),
                    "leaked_groups": len({p["group"] for p in group_pairs}),
                    "conflicting_label_pairs": sum(p["label_a"] != p["label_b"] for p in pairs),
-                   "splits": dict(m.split_sizes), **shift_metrics, **metrics_extra}
+                   "splits": dict(m.split_sizes), **shift_metrics, **metrics_extra,
+                   **({"split_shift_auc": dict(m.shift_auc)} if m.shift_auc else {})}
         figures = {"duplicate_pairs": m.pair_figure} if m.pair_figure is not None else {}
         return Verdict(verdict(findings), _summary(findings), tuple(findings), metrics, _remedy(findings), figures)
 
@@ -121,6 +124,7 @@ class SplitLeakageMeasurement:
     split_sizes: dict
     pair_figure: ImageGrid | None  # the first pairs side by side (images only)
     feature_scores: dict = field(default_factory=dict)  # tables: feature -> how well it alone predicts the label
+    shift_auc: dict = field(default_factory=dict)  # split -> AUC of a classifier telling its inputs from train's
 
 
 # Below this many training samples in the smallest class a single held-out split is noisy: the same
@@ -173,6 +177,58 @@ def _feature_leak_findings(scores: dict, t):
     head = f"{len(leaks)} feature(s) alone predict the target almost perfectly: {named}"
     return [Finding(Status.FAIL, f"{head}; a column that is (derived from) the label leaks it into training: drop it, "
                     "or check how it was computed", evidence={"feature_scores": leaks}, headline=head)]
+
+
+SHIFT_SAMPLES = 2000  # per side, for the domain classifier
+
+
+def _shift_features(part) -> np.ndarray:
+    """Per-sample inputs for the domain classifier: for images, from the records (every image, nothing
+    decoded): the 16x16 grey layout descriptor and each channel's mean and std; for tables, the row."""
+    if part.records is None:
+        return np.nan_to_num(np.asarray(part.x, dtype=np.float64).reshape(len(part), -1))
+    r = part.records
+    count = np.maximum(r["ch_finite"], 1).astype(np.float64)
+    mean = r["ch_sum"] / count
+    std = np.sqrt(np.maximum(r["ch_sumsq"] / count - mean ** 2, 0.0))
+    return np.nan_to_num(np.hstack([r["descriptors"][:, 0].astype(np.float64), mean, std]))
+
+
+def _split_shift(ds, seed: int) -> dict:
+    """split -> 5-fold ROC AUC of a logistic regression telling that split's inputs from train's (about
+    0.5 when the splits come from one distribution; near 1 when val/test went through another pipeline)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from dnncheck.data.sampling import subsample_index
+
+    train = ds.splits["train"]
+    out = {}
+    for name in ("val", "test"):
+        part = ds.split(name)
+        n = min(len(train), 0 if part is None else len(part), SHIFT_SAMPLES)
+        if n < 10:
+            continue
+        a = _shift_features(train.take(subsample_index(train.y, n, seed, False)))
+        b = _shift_features(part.take(subsample_index(part.y, n, seed, False)))
+        side = np.r_[np.zeros(len(a)), np.ones(len(b))]
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300, C=0.1))
+        cv = StratifiedKFold(5, shuffle=True, random_state=seed)
+        out[name] = round(float(cross_val_score(model, np.vstack([a, b]), side, cv=cv, scoring="roc_auc").mean()), 4)
+    return out
+
+
+def _split_shift_findings(shift_auc: dict, t):
+    shifted = {name: auc for name, auc in shift_auc.items() if auc > t.split_shift_auc}
+    if not shifted:
+        return []
+    named = ", ".join(f"{name} (AUC {auc:.2f})" for name, auc in shifted.items())
+    head = f"covariate shift: a classifier tells train inputs from {named}"
+    return [Finding(Status.WARN, f"{head}; the splits do not come from one distribution (another pipeline, source "
+                    "or time): held-out figures then measure the shift as well as the model, and a train/val gap "
+                    "may be the shift rather than overfitting", evidence={"shift_auc": shifted}, headline=head)]
 
 
 def _splits_present(m: SplitLeakageMeasurement):
