@@ -36,6 +36,19 @@ def log_softmax_over_batch(num_classes, in_channels, image_size):
     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size[0] * image_size[1], num_classes),
                          nn.LogSoftmax(dim=0))
 
+class BatchCentred(nn.Module):
+    # subtracts the batch mean of its hidden layer: a sample's prediction depends on its batch-mates
+    def __init__(self, num_classes, width):
+        super().__init__()
+        self.hidden, self.out = nn.Linear(width, 32), nn.Linear(32, num_classes)
+
+    def forward(self, x):
+        h = self.hidden(x.flatten(1))
+        return self.out(torch.relu(h - h.mean(0, keepdim=True)))
+
+def batch_centred(num_classes, in_channels, image_size):
+    return BatchCentred(num_classes, in_channels * image_size[0] * image_size[1])
+
 def sigmoid_regressor(num_features):
     return nn.Sequential(nn.Linear(num_features, 16), nn.ReLU(), nn.Linear(16, 1), nn.Sigmoid())
 """
@@ -70,6 +83,14 @@ def test_final_relu_is_named_as_such_not_as_sigmoid_outputs(heads):
 def test_log_softmax_over_the_batch_dimension_fails(heads):
     result = run_one(LossSanity(), source="sklearn:digits", model=f"{heads}:log_softmax_over_batch", loss="nll")
     assert result.status is Status.FAIL and "normalises over dimension 0, the batch" in result.summary
+
+
+def test_a_forward_that_mixes_the_batch_fails(heads):
+    result = run_one(LossSanity(), source="sklearn:digits", model=f"{heads}:batch_centred")
+    assert result.status is Status.FAIL and result.summary.startswith("a sample's outputs change when the other")
+    assert result.metrics["batch_mixing"] > 0.01
+    plain = run_one(LossSanity(), source="sklearn:digits", model="mlp")
+    assert plain.metrics["batch_mixing"] < 1e-4
 
 
 def test_fewer_outputs_than_classes_fails_and_names_samples(heads):

@@ -391,7 +391,7 @@ def test_gradient_health_cut_short_is_inconclusive():
 
 # -- DNC4 loss-sanity ----------------------------------------------------------------------------
 def _loss(loss="cross_entropy", units=10, kind="logits", head=None, initial=2.30, error=None, metric=None,
-          y=None, curve=(2.3, 1.0, 0.5), task="classification", classes=10):
+          y=None, curve=(2.3, 1.0, 0.5), task="classification", classes=10, mixing=0.0):
     from dnncheck.checks.loss_sanity import LossSanity, LossSanityMeasurement, ProbeLossCurve
     from dnncheck.models.introspect import OutputInfo
 
@@ -399,7 +399,7 @@ def _loss(loss="cross_entropy", units=10, kind="logits", head=None, initial=2.30
     info = OutputInfo(units=units, kind=kind, min=-1.0, max=1.0, finite=True)
     m = LossSanityMeasurement(task, loss, tuple(str(i) for i in range(classes)), info, head, True, y,
                               tuple(f"s{i}" for i in range(len(y))), initial, error, metric,
-                              ProbeLossCurve(tuple(curve), len(curve), 1, 0.1, curve[0]))
+                              ProbeLossCurve(tuple(curve), len(curve), 1, 0.1, curve[0]), None, mixing)
     return LossSanity.judge(m, LossSanity.Thresholds())
 
 
@@ -420,6 +420,11 @@ def test_loss_sanity_wiring_failures():
     v = _loss(error="RuntimeError: shape mismatch")
     assert v.status is Status.FAIL and v.summary == "the loss cannot be computed on the model's outputs"
     assert _loss(initial=float("nan")).status is Status.FAIL
+
+
+@pytest.mark.parametrize("mixing, status", [(1e-6, Status.PASS), (1e-3, Status.PASS), (2e-3, Status.FAIL)])
+def test_loss_sanity_batch_mixing_tolerance(mixing, status):
+    assert _loss(mixing=mixing).status is status
 
 
 def test_loss_sanity_names_a_final_relu_and_a_softmax_over_the_batch():

@@ -81,6 +81,7 @@ class LossSanity(Check):
         with torch.no_grad():
             out = model.train()(x)  # train mode: BatchNorm uses batch statistics, as in the first step
         initial, loss_error = _initial_loss(ctx.loss_fn, out, y)
+        mixing = _batch_mixing(model, x)
         train = ds.splits["train"]
         curve, gap = None, None
         try:
@@ -90,7 +91,7 @@ class LossSanity(Check):
             gap = ProbeGap.of(exc)
         return LossSanityMeasurement(ds.task, ctx.loss_name, tuple(ds.classes), describe_outputs(out),
                                      final_activation(model), any(True for _ in model.parameters()), train.y,
-                                     tuple(train.ids), initial, loss_error, ctx.metric, curve, gap)
+                                     tuple(train.ids), initial, loss_error, ctx.metric, curve, gap, mixing)
 
     # -- judging --------------------------------------------------------------------------------
     @classmethod
@@ -120,6 +121,7 @@ class LossSanity(Check):
             findings.append(problem)
         elif m.task == "classification" and m.loss in ("cross_entropy", "nll"):
             findings += _initial_loss_findings(m.initial_loss, metrics["expected_initial_loss"], t)
+        findings += _batch_mixing_findings(m, metrics)
         findings += _metric_findings(m, t)
         curve_metrics, curve_findings = _curve_findings(m, t)
         metrics.update(curve_metrics)
@@ -151,6 +153,7 @@ class LossSanityMeasurement:
     metric: str | None  # train.metric as configured
     curve: ProbeLossCurve | None = None
     probe_gap: ProbeGap | None = None
+    batch_mixing: float | None = None  # relative change of sample 0's outputs when the rest of its batch changes
 
 
 # -- classification -----------------------------------------------------------------------------
@@ -323,6 +326,46 @@ def _remedy(findings) -> str:
     return ("Have the model return logits and train with CrossEntropyLoss (or LogSoftmax + NLLLoss); give the last "
             "layer one unit per class; use BCEWithLogitsLoss only for binary or multi-label targets; for regression "
             "use no bounded output activation unless the target lies in its range.")
+
+
+# Float round-off between batch sizes stays far below this; a reshape or softmax that mixes the batch
+# changes a sample's outputs by orders of magnitude more. A tolerance, not a verdict knob.
+BATCH_MIXING_TOL = 1e-3
+
+
+def _batch_mixing(model, x) -> float | None:
+    """How much sample 0's outputs change (relative) when the other samples of its batch are replaced,
+    in eval mode (BatchNorm on running statistics, no dropout): 0 for any per-sample model."""
+    import torch
+
+    if len(x) < 4:
+        return None
+    half = len(x) // 2
+    first, second = x[:half], torch.cat([x[:1], x[half:half + half - 1]])
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            a, b = model(first)[0].float(), model(second)[0].float()
+    except Exception:  # a model this cannot run is diagnosed by the other findings
+        return None
+    finally:
+        model.train(was)
+    if a.shape != b.shape:
+        return float("inf")
+    return float((a - b).abs().max() / (a.abs().max() + 1e-6))
+
+
+def _batch_mixing_findings(m: LossSanityMeasurement, metrics):
+    if m.batch_mixing is None:
+        return []
+    metrics["batch_mixing"] = round(m.batch_mixing, 6) if np.isfinite(m.batch_mixing) else None
+    if not m.batch_mixing > BATCH_MIXING_TOL:
+        return []
+    head = "a sample's outputs change when the other samples in its batch change (in eval mode)"
+    return [Finding(Status.FAIL, f"{head}: the forward mixes the batch (a view/reshape across dimension 0, a "
+                    "softmax or normalisation over the batch); predictions then depend on batch-mates",
+                    evidence={"relative_change": metrics["batch_mixing"]}, headline=head)]
 
 
 def _initial_loss(loss_fn, out, y):
