@@ -285,10 +285,10 @@ def test_imbalance_regression_target_outside_train_range_edge():
 
 # -- DNC8 overfit ------------------------------------------------------------------------------
 def _overfit(params=1000, train_samples=100, dense=(), batch_stop="target reached", reached=True, epochs=None,
-             shuffled=None, **kw):
+             shuffled=None, losses=(2.3, 1.0, 0.1), **kw):
     from dnncheck.checks.overfit import OneBatch, Overfit, OverfitMeasurement
 
-    batch = OneBatch(32, (2.3, 1.0, 0.1), batch_stop, reached) if batch_stop else None
+    batch = OneBatch(32, tuple(losses), batch_stop, reached) if batch_stop else None
     m = OverfitMeasurement(params, params, train_samples, ({"layer": "fc", "type": "Linear", "parameters": params},),
                            tuple(dense), batch, classification=epochs is not None, fit_epochs=epochs,
                            fit_curves={} if epochs is not None else None, shuffled_train_acc=shuffled, **kw)
@@ -306,10 +306,18 @@ def test_overfit_dense_layer_edge(shape, status):
 
 
 def test_overfit_one_batch_failures_name_the_cause():
-    v = _overfit(batch_stop="max steps")
-    assert v.status is Status.FAIL and v.summary == "cannot overfit one batch of 32: loss 2.3 -> best 0.1 in 3 steps"
+    v = _overfit(batch_stop="max steps", losses=(2.3, 2.0, 1.2))
+    assert v.status is Status.FAIL and v.summary == "cannot overfit one batch of 32: loss 2.3 -> best 1.2 in 3 steps"
     assert "detached" in _overfit(batch_stop="max steps", reached=False).findings[0].message
     assert "frozen" in _overfit(params=0, batch_stop=None).summary
+
+
+@pytest.mark.parametrize("best, status", [(1.15, Status.WARN), (1.16, Status.FAIL)])
+def test_overfit_slow_one_batch_fit_is_a_warning_at_slow_fit_ratio(best, status):
+    v = _overfit(batch_stop="max steps", losses=(2.3, 1.8, best))  # slow_fit_ratio 0.5 of 2.3 = 1.15
+    assert v.status is status
+    if status is Status.WARN:
+        assert v.summary.startswith("fits one batch of 32 only slowly")
 
 
 @pytest.mark.parametrize("val_acc, status", [(0.851, Status.PASS), (0.849, Status.WARN)])

@@ -57,6 +57,7 @@ class Overfit(Check):
         "batch_size": (32, "samples in the one-batch test"),
         "max_steps": (200, "steps allowed to fit the batch"),
         "target_ratio": (0.05, "the batch loss must fall below this fraction of its initial value"),
+        "slow_fit_ratio": (0.5, "a batch loss that misses target_ratio but falls below this fraction learns, slowly: warn"),
         "params_per_sample_warn": (1000, "warn above this many parameters per training sample"),
         "dense_layer_warn": (1_000_000, "warn about a linear layer with more parameters than this"),
         "memorisation_warn": (0.9, "warn when shuffled labels are fitted this well relative to true ones"),
@@ -119,7 +120,7 @@ class Overfit(Check):
     # -- judging --------------------------------------------------------------------------------
     @classmethod
     def judge(cls, m: "OverfitMeasurement", t) -> Verdict:
-        metrics, findings = _one_batch_findings(m)
+        metrics, findings = _one_batch_findings(m, t)
         param_metrics, param_findings = _parameter_findings(m, t)
         metrics.update(param_metrics)
         findings += param_findings
@@ -182,7 +183,7 @@ class OverfitMeasurement:
         return self.batch is not None and self.batch.stopped_by == "target reached"
 
 
-def _one_batch_findings(m: OverfitMeasurement):
+def _one_batch_findings(m: OverfitMeasurement, t):
     metrics = {"trainable_parameters": m.trainable_parameters}
     if not m.trainable_parameters:
         return metrics, [Finding(Status.FAIL, "cannot overfit one batch: every parameter is frozen "
@@ -199,6 +200,13 @@ def _one_batch_findings(m: OverfitMeasurement):
                    batch_final_loss=round(losses[-1], 5), batch_best_loss=round(best, 5))
     if b.stopped_by == "target reached":
         return metrics, []
+    if b.reached_params and math.isfinite(losses[-1]) and best <= t.slow_fit_ratio * first:
+        # it learns, only not within the steps: slow, not broken (unscaled inputs, a small learning rate)
+        head = (f"fits one batch of {n} only slowly: loss {first:.4g} -> best {best:.4g} in {len(losses)} steps, "
+                f"not below {t.target_ratio:.0%} of its start")
+        return metrics, [Finding(Status.WARN, f"{head}; unscaled inputs (see normalization) or a small learning rate "
+                                 "slow every step of training", headline=head,
+                                 evidence={"losses": losses[:: max(1, len(losses) // 50)]})]
     if not b.reached_params:
         why = "the loss does not reach the parameters (outputs detached, or computed without the model)"
     elif not math.isfinite(losses[-1]):
