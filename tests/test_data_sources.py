@@ -167,6 +167,15 @@ def test_npz_float_nchw_images_become_hwc(npz_file):
     x = np.random.default_rng(0).random((20, 3, 10, 10)).astype(np.float32)
     ds = load(npz_file(x_train=x, y_train=np.arange(20) % 2))
     assert ds.channels == 3 and ds.splits["train"].x.shape[1:] == (10, 10, 3)
+    assert not any("channels last" in note for note in ds.notes)
+
+
+def test_npz_float_channels_last_images_are_read_with_a_note(npz_file):
+    """Float images are documented as N,C,H,W: a channels-last float batch is read, and said so."""
+    x = np.random.default_rng(0).random((20, 10, 10, 3)).astype(np.float32)
+    ds = load(npz_file(x_train=x, y_train=np.arange(20) % 2))
+    assert ds.channels == 3 and ds.splits["train"].x.shape[1:] == (10, 10, 3)
+    assert any("read as N,H,W,C (channels last" in note for note in ds.notes)
 
 
 @pytest.mark.parametrize("arrays, message", [

@@ -102,6 +102,12 @@ def load_npz(path: Path) -> Dataset:
                  channels=0 if table else splits["train"].x.shape[-1],
                  feature_names=[f"x{i}" for i in range(arrays["x_train"].shape[1])] if table else [])
     ds.external = external
+    x_train = arrays["x_train"]
+    if not table and x_train.ndim == 4 and x_train.dtype.kind == "f" and x_train.shape[1] not in (1, 3, 4):
+        # float images are documented as N,C,H,W; these can only be channels-last: say how they were read
+        ds.notes.append(f"x_train is float with shape {tuple(x_train.shape)}: read as N,H,W,C (channels last, "
+                        f"{x_train.shape[-1]} channel(s)) although float images are documented as N,C,H,W; if your "
+                        "model takes N,C,H,W tensors, check your pipeline transposes them the same way")
     return ds
 
 
