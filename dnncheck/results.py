@@ -83,7 +83,7 @@ class CheckResult:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CheckResult":
-        return cls(d["id"], d["slug"], d.get("item"), d.get("title", ""), Status(d["status"]),
+        return cls(d["id"], d.get("slug", ""), d.get("item"), d.get("title", ""), Status(d["status"]),
                    d.get("summary", ""), d.get("metrics", {}),
                    tuple(Finding.from_dict(f) for f in d.get("findings", ())),
                    d.get("remedy", ""), d.get("duration_s", 0.0))

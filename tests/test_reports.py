@@ -107,6 +107,18 @@ def test_bad_baseline_exits_2(tmp_path):
     assert result.exit_code == 2 and "not a dnncheck --json result" in result.stderr
 
 
+def test_baseline_needs_only_check_ids_and_statuses(tmp_path):
+    """A baseline trimmed to its checks (id and status) is read; one without statuses is refused."""
+    from dnncheck.errors import UserError
+    from dnncheck.runner import load_baseline
+
+    (tmp_path / "b.json").write_text('{"checks": [{"id": "DNC1", "status": "warn"}]}')
+    assert load_baseline(tmp_path / "b.json") == {"DNC1": "warn"}
+    (tmp_path / "c.json").write_text('{"status": "pass", "checks": [{"id": "DNC1"}]}')
+    with pytest.raises(UserError, match="not a dnncheck --json result"):
+        load_baseline(tmp_path / "c.json")
+
+
 def test_github_format_prints_workflow_annotations(tmp_path):
     cfg = write_config(tmp_path, "[data]\nsource = 'sklearn:digits'\n[model]\nfactory = 'mlp'\n" + FAST +
                        "\n[checks.imbalance]\nsmall_data_info_accuracy = 1.0\n")
