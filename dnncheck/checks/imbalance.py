@@ -155,17 +155,18 @@ def _volume_findings(classes, train, t, probe_balanced_accuracy=None):
     if smallest >= t.augment_per_class:
         return []
     if smallest < t.small_data_per_class:
-        advice = ("small data: below the ~1000-1500 instances per class deep networks need for coarse "
-                  "categories; use a pretrained network as a feature extractor or fine-tune it (transfer learning)")
+        volume, advice = "small data", ("below the ~1000-1500 instances per class deep networks need for coarse "
+                                        "categories; use a pretrained network as a feature extractor or fine-tune it "
+                                        "(transfer learning)")
     else:
-        advice = "moderate data: augmentation and/or transfer learning will help"
+        volume, advice = "moderate data", "augmentation and/or transfer learning will help"
     below = [classes[i] for i in np.flatnonzero((train > 0) & (train < t.small_data_per_class))]
-    head = f"{smallest} training instances in the smallest class (median {int(np.median(train))})"
+    head = f"{smallest} training instances in the smallest class (median {int(np.median(train))}): {volume}"
     # the rule of thumb is advice, not a defect, once a brief probe already does well on held-out data
     learned = probe_balanced_accuracy is not None and probe_balanced_accuracy >= t.small_data_info_accuracy
     if learned:
         advice += f" (the probe already reaches {probe_balanced_accuracy:.2f} balanced accuracy)"
-    return [Finding(Status.INFO if learned else Status.WARN, f"{head}: {advice}", headline=f"{head}: {advice.split(':')[0]}",
+    return [Finding(Status.INFO if learned else Status.WARN, f"{head}: {advice}", headline=head,
                     evidence={"classes_below_small_data": below[:MAX_LISTED],
                               "small_data_per_class": t.small_data_per_class})]
 
