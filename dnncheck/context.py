@@ -126,17 +126,24 @@ class Context:
 
         return load_external(self.cfg, self.dataset, self.progress)
 
+    @memoized
+    def _external_index(self) -> np.ndarray:
+        """Which external samples are used: at most max_train_samples, stratified."""
+        return subsample_index(self.external.y, self.cfg.max_train_samples, self.cfg.seed,
+                               self.dataset.task == "classification")
+
     def external_inputs(self):
-        """The external set's tensor (at most max_train_samples of it), resized and normalised like train."""
-        external = self.external
-        index = subsample_index(external.y, self.cfg.max_train_samples, self.cfg.seed, self.dataset.task == "classification")
-        return self.normalizer(self._raw_tensor(external.take(index).x if len(index) < len(external) else external.x))
+        """The external set's tensor (at most max_train_samples of it), resized and normalised like train;
+        loaded once per audit."""
+        def load():
+            external, index = self.external, self._external_index
+            return self.normalizer(self._raw_tensor(external.take(index).x if len(index) < len(external) else external.x))
+
+        return self._memo("external inputs", load)
 
     def external_targets(self) -> np.ndarray:
         """The labels lining up with external_inputs()."""
-        external = self.external
-        index = subsample_index(external.y, self.cfg.max_train_samples, self.cfg.seed, self.dataset.task == "classification")
-        return external.y[index]
+        return self.external.y[self._external_index]
 
     @memoized
     def dataset(self):
