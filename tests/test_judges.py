@@ -290,7 +290,7 @@ def _overfit(params=1000, train_samples=100, dense=(), batch_stop="target reache
 
     batch = OneBatch(32, tuple(losses), batch_stop, reached) if batch_stop else None
     m = OverfitMeasurement(params, params, train_samples, ({"layer": "fc", "type": "Linear", "parameters": params},),
-                           tuple(dense), batch, classification=epochs is not None, fit_epochs=epochs,
+                           tuple(dense), batch, fit_epochs=epochs,
                            fit_curves={} if epochs is not None else None, shuffled_train_acc=shuffled, **kw)
     return Overfit.judge(m, Overfit.Thresholds())
 
@@ -343,7 +343,7 @@ def _gradients(grad_norms=None, updates=None, dead=None, saturated=None, init=No
     from dnncheck.checks.gradient_health import GradientHealth, GradientHealthMeasurement
 
     grad_norms = grad_norms if grad_norms is not None else {"fc1.weight": [1.0, 1.0], "fc2.weight": [1.0, 1.0]}
-    m = GradientHealthMeasurement(grad_norms, [1, 2], updates or {"fc1.weight": 1e-3}, dead or {}, saturated or {},
+    m = GradientHealthMeasurement(grad_norms, updates or {"fc1.weight": 1e-3}, dead or {}, saturated or {},
                                   init or {"fc1": ("He", 1.0)})
     return GradientHealth.judge(m, GradientHealth.Thresholds())
 
@@ -393,7 +393,7 @@ def test_gradient_health_fully_dead_layer_fails():
 def test_gradient_health_cut_short_is_inconclusive():
     from dnncheck.checks.gradient_health import GradientHealth, GradientHealthMeasurement
 
-    v = GradientHealth.judge(GradientHealthMeasurement({}, [], {}, {}, {}, {}, CUT_SHORT), GradientHealth.Thresholds())
+    v = GradientHealth.judge(GradientHealthMeasurement({}, {}, {}, {}, {}, CUT_SHORT), GradientHealth.Thresholds())
     assert v.status is Status.WARN and v.findings[0].evidence["inconclusive"]
 
 

@@ -82,10 +82,10 @@ class GradientHealth(Check):
         try:
             run = ctx.fit_probe()
         except ProbeUnavailable as exc:
-            return probe_missing(exc, NO_PROBE, lambda gap: GradientHealthMeasurement({}, [], {}, {}, {}, {}, gap))
+            return probe_missing(exc, NO_PROBE, lambda gap: GradientHealthMeasurement({}, {}, {}, {}, {}, gap))
         fresh = ctx.fresh_model()
         dead, saturated = _unit_fractions(run.model, ctx.inputs("train")[:ACTIVATION_SAMPLES], ctx.device)
-        return GradientHealthMeasurement(dict(run.grad_norms), list(run.grad_steps), _update_ratios(fresh, run),
+        return GradientHealthMeasurement(dict(run.grad_norms), _update_ratios(fresh, run),
                                          dead, saturated, _init_ratios(fresh))
 
     # -- judging --------------------------------------------------------------------------------
@@ -111,7 +111,6 @@ class GradientHealth(Check):
 @dataclass(frozen=True)
 class GradientHealthMeasurement:
     grad_norms: dict  # parameter name -> gradient norms at the recorded steps of the shared probe run
-    grad_steps: list
     update_ratios: dict  # weight name -> ||w_T - w_0|| / ||w_0|| / T
     dead_fraction: dict  # ReLU module -> share of units that never fired on the sample
     saturated_fraction: dict  # sigmoid/tanh module -> share of outputs at the limits

@@ -92,8 +92,8 @@ class Overfit(Check):
         try:
             fit = ctx.fit_probe()
         except ProbeUnavailable as exc:
-            return replace(m, classification=True, fit_gap=ProbeGap.of(exc))
-        m = replace(m, classification=True, fit_epochs=tuple(fit.epochs), fit_curves=fit.curves())
+            return replace(m, fit_gap=ProbeGap.of(exc))
+        m = replace(m, fit_epochs=tuple(fit.epochs), fit_curves=fit.curves())
         if self.t.shuffled and m.fits_one_batch is not False:  # no memorisation test of a model that cannot learn
             m = self._measure_shuffled(ctx, m)
         return m
@@ -165,7 +165,6 @@ class OverfitMeasurement:
     dense: tuple[tuple[str, int, int], ...]  # linear layers: name, in_features, out_features
     batch: OneBatch | None = None
     batch_gap: ProbeGap | None = None
-    classification: bool = False
     fit_epochs: tuple[dict, ...] | None = None  # the shared probe run's per-epoch record
     fit_curves: dict | None = None
     fit_gap: ProbeGap | None = None
