@@ -54,12 +54,28 @@ def exact_pairs(hashes: list[bytes]) -> list[Pair]:
     return pairs
 
 
-def table_descriptors(x: np.ndarray) -> np.ndarray:
+# Below this many features two distinct rows are close by chance (one feature, 400 rows: hundreds of
+# pairs within 1% of each other), so a table with fewer columns is searched for exact copies only.
+MIN_NEAR_FEATURES = 4
+
+
+def table_zscores(x: np.ndarray) -> np.ndarray:
     x = np.nan_to_num(np.asarray(x, dtype=np.float64))
     std = x.std(axis=0)
-    z = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    return (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+
+
+def unit_rows(z: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(z, axis=1, keepdims=True)
     return (z / np.where(norm > 0, norm, 1.0)).astype(np.float32)
+
+
+def row_similarity(z: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """2 a.b / (|a|^2 + |b|^2) of z-scored rows: the cosine when the rows have equal length, lower when
+    one is a scaled version of the other (a cosine alone calls rows x and 2x identical)."""
+    a, b = z[i], z[j]
+    denominator = (a * a).sum(axis=1) + (b * b).sum(axis=1)
+    return np.where(denominator > 0, 2 * (a * b).sum(axis=1) / np.where(denominator > 0, denominator, 1.0), 1.0)
 
 
 def candidate_pairs(desc: np.ndarray, keep: float, neighbours: int = 10, probes: int = 8, seed: int = 0,
@@ -204,7 +220,11 @@ def cross_split_pairs(ds, near_threshold: float, candidate_cosine: float, max_sh
     else:
         samples = np.concatenate([p.x for p in parts])
         exact = [p for p in exact_pairs(content_hashes(samples)) if split_of[p.a] != split_of[p.b]]
-        i, j, sims = candidate_pairs(table_descriptors(samples), near_threshold, seed=seed, allowed=across)
+        i, j = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        if samples.reshape(len(samples), -1).shape[1] >= MIN_NEAR_FEATURES:
+            z = table_zscores(samples.reshape(len(samples), -1))
+            i, j, _ = candidate_pairs(unit_rows(z), near_threshold, seed=seed, allowed=across)
+        sims = row_similarity(z, i, j) if len(i) else np.zeros(0)
     exact_keys = {(p.a, p.b) for p in exact}
     near = [Pair(int(a), int(b), "near", float(s)) for a, b, s in zip(i, j, sims)
             if s >= near_threshold and (int(a), int(b)) not in exact_keys]

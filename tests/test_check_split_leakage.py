@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from dnncheck.checks.split_leakage import SplitLeakage
 from dnncheck.results import Status
@@ -144,3 +145,24 @@ def test_validation_from_another_pipeline_is_named_as_covariate_shift(tmp_path):
     same = tmp_path / "same.npz"
     np.savez(same, x_train=x[:1200], y_train=d.target[:1200], x_val=x[1200:], y_val=d.target[1200:])
     assert run_one(SplitLeakage(), source=str(same)).metrics["split_shift_auc"]["val"] < 0.7
+
+
+@pytest.mark.parametrize("features", [1, 2, 3])
+def test_a_table_with_few_features_reports_no_chance_near_copies(tmp_path, features):
+    """One or two continuous columns: many distinct rows lie within 1% of each other by chance."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, features)).astype(np.float32)
+    path = tmp_path / "few.npz"
+    np.savez(path, x_train=x, y_train=(x.sum(axis=1) > 0).astype(int))
+    result = run_one(SplitLeakage(), source=str(path))
+    assert result.metrics["near_duplicate_pairs"] == 0 and result.status is Status.PASS, messages(result)
+    assert "only exact copies" in messages(result)
+
+
+def test_a_scaled_table_row_is_not_a_near_copy(tmp_path):
+    """A cosine calls rows x and 2x identical; the table similarity must not."""
+    from dnncheck.similarity import row_similarity
+
+    z = np.array([[1.0, 2.0, -1.0, 0.5], [2.0, 4.0, -2.0, 1.0], [1.0, 2.0, -1.0, 0.5001]])
+    scores = row_similarity(z, np.array([0, 0]), np.array([1, 2]))
+    assert scores[0] < 0.9 and scores[1] > 0.9999

@@ -39,7 +39,9 @@ class SplitLeakage(Check):
         each candidate is verified by the best normalised cross-correlation of the two grey images
         (longer side at most 32 px) over shifts of up to `max_shift` pixels; pairs at or above
         `near_threshold` are near duplicates. Calibrated on MNIST: planted copies score >= 0.995,
-        the most similar distinct MNIST digits <= 0.981, two near-identical 8x8 digits 0.989. Tables: cosine of z-scored rows. Label shift:
+        the most similar distinct MNIST digits <= 0.981, two near-identical 8x8 digits 0.989. Tables (4 features or more; fewer
+        and distinct rows lie close by chance): 2a.b/(|a|^2+|b|^2) of z-scored rows, which unlike
+        a cosine also tells a row from a scaled copy of it. Label shift:
         scipy's chi2_contingency over split x class counts; it warns when p < `shift_p_value` and a
         class's share differs by more than `shift_min_share_diff`.
 
@@ -59,7 +61,7 @@ class SplitLeakage(Check):
         "near_threshold": (0.99, "shift-tolerant correlation at or above which two images are near duplicates"),
         "candidate_cosine": (0.9, "descriptor cosine a candidate pair needs before verification"),
         "max_shift": (2, "pixels of misalignment the verification tolerates"),
-        "table_near_threshold": (0.9999, "tables: cosine of z-scored rows for a near duplicate"),
+        "table_near_threshold": (0.9999, "tables: similarity 2a.b/(|a|^2+|b|^2) of z-scored rows for a near duplicate"),
         "shift_p_value": (0.001, "label shift: chi-square p-value below which to warn"),
         "shift_min_share_diff": (0.05, "label shift: ... and a class share differing by more than this"),
         "split_shift_auc": (0.8, "warn when a domain classifier tells train inputs from val/test inputs with this AUC"),
@@ -83,7 +85,8 @@ class SplitLeakage(Check):
             tuple(s for s in ("val", "test") if ds.split(s) is None), smallest, tuple(pairs), _group_members(ds),
             label_counts, {n: len(part) for n, part in ds.splits.items()},
             _pair_images(ds, pairs[:FIGURE_PAIRS]) if pairs and ds.is_image else None,
-            {} if ds.is_image else _single_feature_scores(ds, ctx.seed), _split_shift(ds, ctx.seed))
+            {} if ds.is_image else _single_feature_scores(ds, ctx.seed), _split_shift(ds, ctx.seed),
+            None if ds.is_image else _feature_count(ds))
 
     # -- judging --------------------------------------------------------------------------------
     @classmethod
@@ -94,6 +97,7 @@ class SplitLeakage(Check):
         findings += group_findings
         findings += _feature_leak_findings(m.feature_scores, t)
         findings += _split_shift_findings(m.shift_auc, t)
+        findings += _near_search_findings(m.table_features)
         if m.feature_scores:
             best = max(m.feature_scores, key=m.feature_scores.get)
             metrics_extra = {"best_single_feature": best, "best_single_feature_score": m.feature_scores[best]}
@@ -125,6 +129,22 @@ class SplitLeakageMeasurement:
     pair_figure: ImageGrid | None  # the first pairs side by side (images only)
     feature_scores: dict = field(default_factory=dict)  # tables: feature -> how well it alone predicts the label
     shift_auc: dict = field(default_factory=dict)  # split -> AUC of a classifier telling its inputs from train's
+    table_features: int | None = None  # tables: columns per row (images: None)
+
+
+def _feature_count(ds) -> int:
+    x = ds.splits["train"].x
+    return int(np.prod(x.shape[1:])) if x.ndim > 1 else 1
+
+
+def _near_search_findings(table_features):
+    from dnncheck.similarity import MIN_NEAR_FEATURES
+
+    if table_features is None or table_features >= MIN_NEAR_FEATURES:
+        return []
+    head = f"near-duplicate rows not searched: {table_features} feature(s)"
+    return [Finding(Status.INFO, f"{head}; below {MIN_NEAR_FEATURES} features distinct rows lie close by chance, "
+                    "so only exact copies were searched", evidence={"features": table_features}, headline=head)]
 
 
 # Below this many training samples in the smallest class a single held-out split is noisy: the same
@@ -145,6 +165,8 @@ def _single_feature_scores(ds, seed: int) -> dict:
 
     from dnncheck.data.sampling import subsample_index
 
+    if len(ds.feature_names) < 2:
+        return {}  # the one column is the whole input: predicting the label from it is the task, not a leak
     train = ds.splits["train"]
     classification = ds.task == "classification"
     index = subsample_index(train.y, LEAK_ROWS, seed, classification)
