@@ -81,3 +81,31 @@ def test_hymenoptera_is_small_data():
     assert result.status is Status.WARN
     assert "small data" in messages(result)
     assert result.metrics["min_class_count"] < 130
+
+
+def _mnist_splits(tmp_path, name, relabel_train=None, relabel_val=None):
+    """Real MNIST digits (../shared/data/mnist5k.npz, stored sorted by class): 2,000 shuffled as train,
+    600 more as val."""
+    data = np.load(shared_data("mnist5k.npz"))
+    order = np.random.default_rng(0).permutation(len(data["y"]))
+    x, y = data["x"][order], data["y"][order].astype(np.int64)
+    y_train, y_val = y[:2000], y[2000:2600]
+    path = tmp_path / f"{name}.npz"
+    np.savez(path, x_train=x[:2000], y_train=relabel_train(y_train) if relabel_train else y_train,
+             x_val=x[2000:2600], y_val=relabel_val(y_val) if relabel_val else y_val)
+    return path
+
+
+def test_mnist_label_encodings_planted_and_clean(tmp_path):
+    """Real MNIST with labels 1..10 everywhere (class 0 empty), with validation labels shifted by one
+    against train's (another label map), and as it is: only the planted encodings are named."""
+    one_based = run_one(Imbalance(), source=str(_mnist_splits(tmp_path, "one", lambda y: y + 1, lambda y: y + 1)),
+                        model="mlp")
+    assert one_based.status is Status.FAIL and one_based.summary.startswith("class 0 has no samples in any split")
+    shifted = run_one(Imbalance(), source=str(_mnist_splits(tmp_path, "shift", None, lambda y: (y + 1) % 10)),
+                      model="mlp")
+    assert shifted.status is Status.FAIL and "val labels look encoded differently" in messages(shifted)
+    assert shifted.metrics["renamed_accuracy"] > 0.8 > shifted.metrics["probe_accuracy"] + 0.5
+    clean = run_one(Imbalance(), source=str(_mnist_splits(tmp_path, "clean")), model="mlp")
+    assert "encoded differently" not in messages(clean) and clean.metrics["empty_classes"] == 0
+    assert clean.metrics["renamed_accuracy"] == clean.metrics["probe_accuracy"]

@@ -271,6 +271,28 @@ def test_imbalance_classes_only_in_validation_fail_and_one_based_labels_are_name
     assert v.status is Status.FAIL and v.summary.startswith("class 0 has no samples in any split while 1..2 do")
 
 
+@pytest.mark.parametrize("moved, status", [(5, Status.PASS), (6, Status.FAIL)])
+def test_imbalance_validation_labels_in_another_encoding_fail_at_relabel_gain(moved, status):
+    """Classes 0 and 1 swapped in val for `moved` of their 8 samples each: renaming 0 <-> 1 gains
+    (4 x moved - 16) / 32 accuracy, 0.125 at 5 and exactly relabel_gain 0.25 at 6."""
+    y_true = np.repeat([0, 1, 2, 3], 8)
+    y_pred = y_true.copy()
+    y_pred[:moved] = 1
+    y_pred[8:8 + moved] = 0
+    v = _imbalance([6000] * 4, y_true=y_true, y_pred=y_pred)
+    assert v.status is status, v.summary
+    if status is Status.FAIL:
+        assert v.summary.startswith("val labels look encoded differently") and "c0 -> c1 (75%)" in v.summary
+
+
+def test_imbalance_clean_labels_rename_to_themselves():
+    y_true = np.repeat([0, 1, 2], 10)
+    y_pred = y_true.copy()
+    y_pred[::4] = (y_true[::4] + 1) % 3  # a weak probe's scattered errors
+    v = _imbalance([6000] * 3, y_true=y_true, y_pred=y_pred)
+    assert v.metrics["renamed_accuracy"] == v.metrics["probe_accuracy"] and v.status is Status.PASS
+
+
 def test_imbalance_regression_target_outside_train_range_edge():
     from dnncheck.checks.imbalance import Imbalance, ImbalanceMeasurement
 

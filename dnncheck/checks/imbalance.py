@@ -35,7 +35,11 @@ class Imbalance(Check):
     How it is computed
         Counts from the labels of every split. The probe's predictions on validation (or test)
         give per-class recall, accuracy, balanced accuracy and macro-F1 (scikit-learn); the
-        majority baseline always predicts the largest training class. Fail when the ratio
+        majority baseline always predicts the largest training class. Label encoding: a class with
+        no sample in any split (label 0 empty while 1..C are used: 1-based labels), and the best
+        one-to-one renaming of the evaluation split's classes (Hungarian assignment on the probe's
+        confusion matrix): when it lifts accuracy by `relabel_gain` that split's labels use another
+        encoding than train's (shifted, folders in another order). Fail when the ratio
         reaches `ratio_fail`, when the probe does no better than the majority baseline on
         imbalanced data, or when a class appears in evaluation but not in train; warn at
         `ratio_warn`, below `small_data_per_class`, or when a split lacks a class.
@@ -60,6 +64,7 @@ class Imbalance(Check):
         "small_data_info_accuracy": (0.9, "probe balanced accuracy at which the small-data advice is info, not a warning"),
         "baseline_margin": (0.02, "the probe must beat the majority baseline's accuracy by this on imbalanced data"),
         "low_recall_factor": (0.5, "a class whose recall is below this times the median recall is named"),
+        "relabel_gain": (0.25, "fail when the best one-to-one renaming of the evaluation split's classes raises the probe's accuracy by this"),
         "out_of_range_share": (0.05, "regression: share of val/test targets outside train's range that warns"),
     }
 
@@ -233,6 +238,7 @@ def _probe_findings(m: ImbalanceMeasurement, train, ratio, t):
         findings.append(Finding(Status.FAIL, f"the probe's accuracy {metrics['probe_accuracy']:.3f} is no better than "
                                 f"always predicting {classes[majority]} ({metrics['majority_baseline_accuracy']:.3f})",
                                 evidence={"majority_class": classes[majority]}))
+    findings += _encoding_findings(y_true, y_pred, classes, m.predictions.split, metrics, t)
     measured = np.array(list(metrics["per_class_recall"].values()))
     low = [(name, r) for name, r in metrics["per_class_recall"].items()
            if r < t.low_recall_factor * float(np.median(measured))]
@@ -241,6 +247,36 @@ def _probe_findings(m: ImbalanceMeasurement, train, ratio, t):
                                 ", ".join(f"{n} (recall {r:.2f})" for n, r in low[:MAX_LISTED]),
                                 evidence={"low_recall": dict(low)}))
     return metrics, findings
+
+
+def _encoding_findings(y_true, y_pred, classes, split, metrics, t):
+    """Labels of the evaluation split in another encoding than train's (shifted by one, folders in
+    another order, another label map): the probe then predicts one other class consistently for each
+    true class. The best one-to-one renaming of the classes (Hungarian assignment on the confusion
+    matrix, scipy's linear_sum_assignment) shows it: identity on consistent labels, a permutation that
+    lifts accuracy far above the raw one on re-encoded labels."""
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics import confusion_matrix
+
+    if len(y_true) == 0:
+        return []
+    confusion = confusion_matrix(y_true, y_pred, labels=np.arange(len(classes)))
+    rows, cols = linear_sum_assignment(-confusion)
+    renamed_accuracy = float(confusion[rows, cols].sum() / len(y_true))
+    metrics["renamed_accuracy"] = round(renamed_accuracy, 4)
+    if renamed_accuracy - metrics["probe_accuracy"] < t.relabel_gain:
+        return []
+    moved = [(classes[r], classes[c], confusion[r, c] / max(confusion[r].sum(), 1))
+             for r, c in zip(rows, cols) if r != c and confusion[r, c] > 0]
+    moved.sort(key=lambda m: -m[2])
+    named = ", ".join(f"{a} -> {b} ({share:.0%})" for a, b, share in moved[:8])
+    head = (f"{split} labels look encoded differently from train's: the probe consistently predicts another class "
+            f"({named})")
+    return [Finding(Status.FAIL, f"{head}; renaming {len(moved)} class(es) lifts its accuracy from "
+                    f"{metrics['probe_accuracy']:.2f} to {renamed_accuracy:.2f}. Make every split's labels with one "
+                    "label map (same class order, same 0- or 1-based numbering)",
+                    evidence={"split": split, "mapping": {a: b for a, b, _ in moved},
+                              "renamed_accuracy": round(renamed_accuracy, 4)}, headline=head)]
 
 
 def _remedy(ratio, smallest, t):
