@@ -80,11 +80,54 @@ def test_rgb_mark_is_found(tmp_path):
     assert found["class"] == "1" and {tuple(p) for p in found["pixels"]} >= {(0, 0), (0, 1)}
 
 
-def test_clean_mnist_has_no_pixel_shortcut(tmp_path):
+def _property_shortcuts(result):
+    return [f.evidence for f in result.findings if "property" in f.evidence]
+
+
+def test_clean_mnist_has_no_pixel_or_property_shortcut(tmp_path):
     data = np.load(shared_data("mnist5k.npz"))
     path = tmp_path / "m.npz"
     np.savez(path, x_train=data["x"], y_train=data["y"])
-    assert not _shortcuts(run_one(PixelAttack(probes=False), source=str(path)))
+    result = run_one(PixelAttack(probes=False), source=str(path))
+    assert not _shortcuts(result) and not _property_shortcuts(result), messages(result)
+    # digit 1 has the least ink (brightness ROC AUC ~0.92): real class signal, below property_auc_warn
+    assert result.status is Status.PASS and 0.1 < result.metrics["property_balanced_accuracy"] < 0.5
+
+
+def test_a_darker_mnist_class_is_an_image_property_shortcut(tmp_path):
+    """Real MNIST with every 3 exported at 80% intensity (another pipeline for one class)."""
+    data = np.load(shared_data("mnist5k.npz"))
+    x, y = data["x"].copy(), data["y"]
+    x[y == 3] = (x[y == 3] * 0.8).astype(np.uint8)
+    path = tmp_path / "dark.npz"
+    np.savez(path, x_train=x, y_train=y)
+    result = run_one(PixelAttack(probes=False), source=str(path))
+    (found,) = _property_shortcuts(result)
+    assert result.status is Status.FAIL and found["class"] == "3" and found["direction"] == "lower"
+    assert found["property"] == "brightest value" and "property_3" in result.figures
+    assert result.summary.startswith("image-property shortcut for class 3")
+
+
+def test_bees_saved_as_png_are_a_format_shortcut_and_the_real_folder_has_none(tmp_path):
+    """The real ant/bee photos, once as they are and once with every bee re-saved as PNG."""
+    from PIL import Image
+
+    root = shared_data("hymenoptera")
+    clean = run_one(PixelAttack(probes=False), source=str(root), image_size=(32, 32))
+    assert not _property_shortcuts(clean) and clean.status is Status.PASS, messages(clean)
+    planted = tmp_path / "hym"
+    for photo in root.rglob("*.jpg"):
+        target = planted / photo.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if photo.parent.name == "bees":
+            with Image.open(photo) as im:
+                im.convert("RGB").save(target.with_suffix(".png"), compress_level=1)
+        else:
+            target.write_bytes(photo.read_bytes())
+    result = run_one(PixelAttack(probes=False), source=str(planted), image_size=(32, 32))
+    found = _property_shortcuts(result)
+    assert result.status is Status.FAIL and found[0]["class"] in ("ants", "bees")
+    assert found[0]["property"] in ("format is .png", "format is .jpg") and found[0]["roc_auc"] == 1.0
 
 
 def test_tables_are_skipped(tmp_path):

@@ -604,6 +604,34 @@ def test_pixel_attack_trigger_and_flip_edges():
     assert _pixels(**clean, flips=FlipResult("val", 40, 21, 100)).status is Status.WARN
 
 
+def _property_scan(class0_values, class1_values):
+    from dnncheck.data.properties import PropertyScan, _class_vs_rest_auc
+
+    values = np.r_[class0_values, class1_values].astype(float)[:, None]
+    y = np.r_[np.zeros(len(class0_values), int), np.ones(len(class1_values), int)]
+    return PropertyScan(("brightness",), values, y, tuple(f"s{i}" for i in range(len(y))),
+                        _class_vs_rest_auc(values[:, 0], y, 2)[None], np.bincount(y), 0.6, 0.5)
+
+
+@pytest.mark.parametrize("overlap, status", [(2, Status.PASS), (1, Status.WARN), (0, Status.FAIL)])
+def test_pixel_attack_image_property_auc_edges(overlap, status):
+    """100 cats at 0..99, 100 dogs at 100..199 with `overlap` dogs moved below every cat: ROC AUC
+    1 - overlap/100, so 0.98 passes, 0.99 warns (property_auc_warn), 1.0 fails (property_auc_fail 0.999)."""
+    from dnncheck.checks.pixel_attack import PixelAttack, PixelAttackMeasurement, ShortcutScan
+
+    dogs = np.arange(100, 200)
+    dogs[:overlap] = -1
+    scan = ShortcutScan((2, 2), True, (2, 2, 1, 2), np.zeros((200, 8), bool), np.repeat([0, 1], 100),
+                        tuple(f"s{i}" for i in range(200)), {0: np.zeros((2, 2, 1)), 1: np.zeros((2, 2, 1))})
+    m = PixelAttackMeasurement(("cat", "dog"), scan, properties=_property_scan(np.arange(100), dogs))
+    v = PixelAttack.judge(m, PixelAttack.Thresholds())
+    assert v.status is status, v.summary
+    if status is not Status.PASS:
+        assert v.summary.startswith("image-property shortcut for class cat: its brightness is lower")
+        assert v.findings[0].samples[0] == "s0"  # the class's most extreme image first
+        assert v.metrics["property_balanced_accuracy"] == 0.6 and "property_cat" in v.figures
+
+
 # -- DNC5 separability ---------------------------------------------------------------------------
 def _separability(model_accuracy, knn, silhouette=0.3, chance=0.1):
     from dnncheck.checks.separability import Separability, SeparabilityMeasurement

@@ -7,8 +7,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from dnncheck.figures import ImageGrid, MarkedImage
-from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict
+from dnncheck.figures import ImageGrid, Lines, MarkedImage
+from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict, with_reason
+from dnncheck.data.properties import PropertyScan, scan_properties
 from dnncheck.data.sampling import subsample_index
 from dnncheck.errors import ProbeUnavailable
 
@@ -46,7 +47,14 @@ class PixelAttack(Check):
         flagged when at least `min_count` images of one class (and `min_support` of it) carry
         it and at least `min_precision` of all images carrying it are of that class; the flagged
         positions of a class form one finding. Images of differing sizes are scanned on
-        a common grid (evidence.grid says which). Trigger: the bottom-right pixel set to the
+        a common grid (evidence.grid says which). Properties: per property and class, the ROC
+        AUC of class-vs-rest from mid-ranks (Mann-Whitney U); max(AUC, 1 - AUC) at
+        `property_auc_warn` warns, at `property_auc_fail` fails (a class with fewer than
+        `min_count` images is not judged). Calibrated on clean data: the strongest class signal
+        among these properties is digit 1's sharpness in 8x8 digits (0.971) and its brightness in
+        MNIST (0.92); MNIST's 3s at 80% intensity reach 1.000. Beside it, the 3-fold balanced
+        accuracy of a depth-6 tree on all properties together, against chance (the same idea as
+        Deepchecks' property-label correlation and cleanlab's spurious-correlation scores). Trigger: the bottom-right pixel set to the
         input's maximum in every channel on 10% of one class's probe inputs; attack success =
         triggered validation images of other classes predicted as that class. Flips: up to
         `flip_evaluations` random (position, extreme value) candidates per image, on up to 40
@@ -67,6 +75,8 @@ class PixelAttack(Check):
         "min_count": (5, "a shortcut needs at least this many images of its class carrying it"),
         "min_support": (0.05, "... and at least this share of the class"),
         "min_precision": (0.95, "... and at least this share of the images carrying it in that class"),
+        "property_auc_warn": (0.99, "warn when one image property alone separates a class from the rest with this ROC AUC"),
+        "property_auc_fail": (0.999, "... and fail at this one (every image of the class beyond nearly every other)"),
         "asr_warn": (0.5, "warn when the planted trigger's attack success rate exceeds this"),
         "flip_warn": (0.5, "warn when one pixel flips more than this share of predictions"),
         "flip_evaluations": (100, "model evaluations per image in the flip search"),
@@ -86,7 +96,7 @@ class PixelAttack(Check):
             return Skipped("pixel attacks apply to images")
         if ds.task != "classification":
             return Skipped("pixel attacks here are measured for classification")
-        m = PixelAttackMeasurement(tuple(ds.classes), _scan(ctx))
+        m = PixelAttackMeasurement(tuple(ds.classes), _scan(ctx), properties=_property_scan(ctx))
         if not self.t.probes:
             return m
         try:
@@ -103,6 +113,11 @@ class PixelAttack(Check):
     @classmethod
     def judge(cls, m: "PixelAttackMeasurement", t) -> Verdict:
         findings, metrics, figures = _shortcut_findings(m.scan, m.classes, t)
+        if m.properties is not None:
+            property_findings, property_metrics, property_figures = _property_findings(m.properties, m.classes, t)
+            findings += property_findings
+            metrics.update(property_metrics)
+            figures.update(property_figures)
         if m.trigger_gap is not None:
             findings.append(m.trigger_gap.finding("trigger probe not run"))
         elif m.trigger is not None:
@@ -117,6 +132,9 @@ class PixelAttack(Check):
                 figures["flip_examples"] = _flip_figure(m.flips.examples)
         shortcuts = sum(1 for f in findings if "pixels" in f.evidence)
         summary = (f"{shortcuts} pixel shortcut(s) in the data" if shortcuts else "no pixel shortcut in the data")
+        summary += _property_summary(findings, metrics)
+        if not shortcuts:  # a warning or failure from the probes or properties: its reason leads
+            summary = with_reason(summary, findings)
         if "trigger_attack_success" in metrics:
             summary += f"; planted trigger success {metrics['trigger_attack_success']:.2f}"
         if "one_pixel_flip_rate" in metrics:
@@ -174,6 +192,7 @@ class PixelAttackMeasurement:
     trigger_gap: ProbeGap | None = None
     flips: FlipResult | None = None
     flips_gap: ProbeGap | None = None
+    properties: PropertyScan | None = None  # brightness, size, format ... against the classes
 
 
 # -- 1. the data --------------------------------------------------------------------------------
@@ -226,6 +245,80 @@ def _shortcut_findings(scan: ShortcutScan, classes, t):
         figures[f"shortcut_{name}"] = MarkedImage(f"Pixel shortcut for class {name}", scan.class_means[cls], pixels,
                                                   f"class {name}: mean image, shortcut pixels circled")
     return findings, metrics, figures
+
+
+# -- 1b. image properties ------------------------------------------------------------------------
+MAX_PROPERTY_FINDINGS = 5
+
+
+def _property_scan(ctx) -> PropertyScan | None:
+    train = ctx.dataset.splits["train"]
+    if train.records is None:
+        return None
+    return scan_properties(train.records, train.ids, train.y, ctx.dataset.num_classes, ctx.seed)
+
+
+def _property_findings(scan: PropertyScan, classes, t):
+    """A class that one global property (brightness, size, format...) tells from the rest almost
+    perfectly: a model can score on that class without looking at its content."""
+    metrics = {"image_properties": list(scan.names)}
+    if scan.balanced_accuracy is not None:
+        metrics["property_balanced_accuracy"] = round(scan.balanced_accuracy, 4)
+        metrics["property_chance"] = round(scan.chance, 4)
+    strength = scan.strength()
+    enough = scan.class_counts >= t.min_count
+    flagged = [(float(strength[p, c]), p, c) for p in range(len(scan.names)) for c in range(len(classes))
+               if enough[c] and strength[p, c] >= t.property_auc_warn]
+    flagged.sort(key=lambda f: (-f[0], f[1], f[2]))  # strongest first; ties in property, then class order
+    findings, figures, seen = [], {}, set()
+    # two classes: "class A lower" is "class B higher", one finding says it
+    most = 1 if int(np.sum(scan.class_counts > 0)) == 2 else MAX_PROPERTY_FINDINGS
+    for score, p, c in flagged:
+        if c in seen or len(findings) >= most:
+            continue  # one finding per class: its strongest property (the others are listed in evidence)
+        seen.add(c)
+        name, prop = classes[c], scan.names[p]
+        findings.append(_property_finding(scan, p, c, score, name, prop, flagged, t))
+        centres, shares = scan.histogram(p, c)
+        figures[f"property_{name}"] = Lines(f"{prop}: class {name} against the other classes",
+                                            {f"class {name}": shares["this class"],
+                                             "other classes": shares["other classes"]}, prop, "share of images",
+                                            x=centres)
+    return findings, metrics, figures
+
+
+def _property_finding(scan, p, c, score, name, prop, flagged, t):
+    v = scan.values[:, p]
+    mine, rest = v[(scan.y == c) & np.isfinite(v)], v[(scan.y != c) & np.isfinite(v)]
+    higher = scan.auc[p, c] > 0.5
+    if prop.startswith(("mode is", "format is")):
+        head = (f"image-property shortcut for class {name}: '{prop}' holds for {mine.mean():.0%} of {name} images "
+                f"and {rest.mean():.1%} of the others")
+    else:
+        head = (f"image-property shortcut for class {name}: its {prop} is {'higher' if higher else 'lower'} than the "
+                f"other classes' (median {np.median(mine):.4g} vs {np.median(rest):.4g}; ROC AUC {score:.3f})")
+    also = sorted({scan.names[q] for s, q, k in flagged if k == c and q != p})
+    order = np.argsort(v[scan.y == c])  # the class's most extreme images first, in the shortcut's direction
+    order = order[::-1] if higher else order
+    ids = [scan.ids[i] for i in np.flatnonzero(scan.y == c)[order][:20]]
+    severity = Status.FAIL if score >= t.property_auc_fail else Status.WARN
+    return Finding(severity, f"{head}; a model can learn the {prop} instead of the class - make the classes alike "
+                   "in it (same capture and export pipeline, or normalise/augment it away) or check that it is not "
+                   "how the class was collected", samples=tuple(ids), headline=head,
+                   evidence={"class": name, "property": prop, "roc_auc": round(score, 4),
+                             "direction": "higher" if higher else "lower",
+                             "class_median": round(float(np.median(mine)), 6) if len(mine) else None,
+                             "other_median": round(float(np.median(rest)), 6) if len(rest) else None,
+                             "also_separating": also})
+
+
+def _property_summary(findings, metrics) -> str:
+    shortcuts = sum(1 for f in findings if "property" in f.evidence)
+    if "property_balanced_accuracy" not in metrics:
+        return ""
+    said = f"{shortcuts} image-property shortcut(s)" if shortcuts else "no image-property shortcut"
+    return (f"; {said} (properties alone: balanced accuracy {metrics['property_balanced_accuracy']:.2f}, "
+            f"chance {metrics['property_chance']:.2f})")
 
 
 # -- 2. a planted trigger -------------------------------------------------------------------------
