@@ -3,12 +3,14 @@ PYTHON ?= python3
 # These pins match the wheels on the project's build machines (taken from local disk there);
 # elsewhere override them, e.g. `make demo TORCH_PINS=` to keep the torch you have.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+# the near-duplicate search's index (faiss) and local features (OpenCV), at the versions tested here
+INDEX_PINS ?= faiss-cpu==1.15.1 opencv-python-headless==4.14.0.94
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
 .PHONY: install demo test bench bench-leakage bench-label-noise bench-throughput bench-pixel-attack bench-scale
 
 install:
-	$(PIP) $(TORCH_PINS) -e ".[dev]"
+	$(PIP) $(TORCH_PINS) $(INDEX_PINS) -e ".[dev]"
 
 demo: install
 	mkdir -p reports

@@ -1,12 +1,17 @@
 """split-leakage quality and scale on real MNIST digits (../shared/data/mnist5k.npz).
 
-Quality: a stratified 70/15/15 split; 200 validation images are replaced by copies of training
-images (40 each: exact, 1-pixel shift, Gaussian noise sigma 8, brightness +20, JPEG quality 75).
+Quality: a stratified 70/15/15 split; 280 validation images are replaced by copies of training
+images (40 each: exact, 1-pixel shift, Gaussian noise sigma 8, brightness +20, JPEG quality 75,
+resampled down to 60-80% of the side and back up, contrast x0.6-0.8 or x1.2-1.5).
 Recall and precision are measured over cross-split pairs; the same split without plants shows how
 many pairs the check reports on clean data.
 Scale: 70,000 28x28 images (mnist5k tiled 14 times, each copy jittered: shifted up to 3 pixels,
 noise sigma 12, brightness -30..30), split 70/15/15; wall time and peak memory of split-leakage and
 input-fidelity, each in its own process.
+Photos: 3,000 siblings of the 398 real ant/bee photos (random crops to 60-100% of the side, mirror
+images, brightness/contrast, rescaling, JPEG; plant.photo_siblings_folder) split 70/15/15 at random:
+leaked evaluation photos named with a training sibling, pair precision; the original folder's pairs.
+Photo scale: 20,000 such siblings, time and peak memory of split-leakage.
 Run: make bench-leakage  (or python benchmarks/bench_leakage.py [--skip-scale])
 """
 
@@ -22,9 +27,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from plant import TRANSFORMS, plant_copies, stratified_split  # noqa: E402
+from plant import RESAMPLE_TRANSFORMS, TRANSFORMS, photo_siblings_folder, plant_copies, stratified_split  # noqa: E402
+
+KINDS = TRANSFORMS + RESAMPLE_TRANSFORMS
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist5k.npz"
+HYMENOPTERA = MNIST.parent / "hymenoptera"
 
 
 def run_check(npz: Path, slug: str) -> dict:
@@ -56,7 +64,7 @@ def quality(tmp: Path) -> None:
     tr, va, te = stratified_split(y)
     clean = tmp / "clean.npz"
     np.savez(clean, x_train=x[tr], y_train=y[tr], x_val=x[va], y_val=y[va], x_test=x[te], y_test=y[te])
-    x_val, planted = plant_copies(x[tr], x[va], per_kind=40)
+    x_val, planted = plant_copies(x[tr], x[va], per_kind=40, kinds=KINDS)
     y_val = y[va].copy()
     for s, t, _ in planted:
         y_val[t] = y[tr][s]  # a copy carries its source's label
@@ -68,16 +76,64 @@ def quality(tmp: Path) -> None:
     hits = [k for k in truth if k in found]
     recall = len(hits) / len(truth)
     precision = len(hits) / len(found) if found else 0.0
-    print(f"planted: {len(truth)} pairs (40 each of {', '.join(TRANSFORMS)})")
+    print(f"planted: {len(truth)} pairs (40 each of {', '.join(KINDS)})")
     print(f"  found {len(found)} cross-split pairs: recall {recall:.3f}, precision {precision:.3f}, "
           f"check {out['check_s']:.2f} s")
-    for kind in TRANSFORMS:
+    for kind in KINDS:
         got = sum(1 for k, v in truth.items() if v == kind and k in found)
         print(f"    {kind:9} {got}/40")
     base = run_check(clean, "split-leakage")
     pairs = [p for f in base["result"]["findings"] for p in f["evidence"].get("pairs", [])]
-    print(f"clean split: {len(pairs)} pair(s) reported {[(p['a'], p['b'], p['similarity']) for p in pairs[:5]]}, "
+    within = [p for f in base["result"]["findings"] for p in f["evidence"].get("within_split_pairs", [])]
+    print(f"clean split: {len(pairs)} cross-split pair(s) reported {[(p['a'], p['b'], p['similarity']) for p in pairs[:5]]}, "
+          f"{len(within)} within splits {[(p['a'], p['b'], p['similarity']) for p in within[:5]]}, "
           f"check {base['check_s']:.2f} s")
+
+
+def _photo_pairs(result: dict) -> tuple[list, list]:
+    findings = result["result"]["findings"]
+    cross = [p for f in findings for p in f["evidence"].get("pairs", []) if "kind" in p]
+    within = [p for f in findings for p in f["evidence"].get("within_split_pairs", [])]
+    return cross, within
+
+
+def photos(tmp: Path, total: int = 3000) -> None:
+    """Sibling photos made from the 398 ant/bee photos (crops to 60-100% of the side, mirror images,
+    brightness/contrast, rescaling, JPEG), split 70/15/15 at random: how many leaked evaluation photos
+    are named with a training sibling, and how many reported pairs are right."""
+    from collections import Counter
+
+    made = photo_siblings_folder(HYMENOPTERA, tmp / "siblings", total)
+    out = run_check(tmp / "siblings", "split-leakage")
+    cross, within = _photo_pairs(out)
+    origin = made.__getitem__
+    in_train = Counter(origin(p) for p in made if p.startswith("train/"))
+    leaked = {p for p in made if not p.startswith("train/") and in_train[origin(p)]}
+    named = {e for p in cross if origin(p["a"]) == origin(p["b"])
+             for t, e in ((p["a"], p["b"]), (p["b"], p["a"])) if t.startswith("train/") and e in leaked}
+    right = sum(origin(p["a"]) == origin(p["b"]) for p in cross)
+    right_within = sum(origin(p["a"]) == origin(p["b"]) for p in within)
+    kinds = Counter(p["kind"] for p in cross)
+    print(f"photos: {total} siblings of {len(set(made.values()))} ant/bee photos, {len(leaked)} evaluation photos "
+          f"with a training sibling")
+    print(f"  named with a training sibling {len(named)}/{len(leaked)} ({len(named) / max(1, len(leaked)):.3f}); "
+          f"cross-split pairs {len(cross)} {dict(kinds)}, precision {right / max(1, len(cross)):.3f}; within-split "
+          f"pairs {len(within)}, precision {right_within / max(1, len(within)):.3f}; check {out['check_s']:.1f} s "
+          f"(loading {out['load_s']:.1f} s)")
+    original = run_check(HYMENOPTERA, "split-leakage")
+    cross, within = _photo_pairs(original)
+    print(f"  the original ant/bee folder: {len(cross)} cross-split and {len(within)} within-split pair(s) "
+          f"{[(p['a'], p['b'], p['kind'], p['similarity']) for p in (cross + within)[:5]]}")
+
+
+def photo_scale(tmp: Path, total: int = 20000) -> None:
+    photo_siblings_folder(HYMENOPTERA, tmp / "scale", total, seed=1)
+    out = run_check(tmp / "scale", "split-leakage")
+    m = out["result"]["metrics"]
+    print(f"photo scale: {total} photos: split-leakage check {out['check_s']:.1f} s, process wall {out['wall_s']:.1f} s "
+          f"(loading {out['load_s']:.1f} s), peak memory {out['peak_mb']:.0f} MB; "
+          f"{m.get('geometric_duplicate_pairs', 0)} geometric + {m.get('near_duplicate_pairs', 0)} near cross-split "
+          f"pairs, {m.get('within_split_duplicate_pairs', 0)} within splits")
 
 
 def scale(tmp: Path) -> None:
@@ -111,8 +167,10 @@ def main() -> None:
         sys.exit(f"{MNIST} is absent: this benchmark needs the shared real data beside the project")
     with tempfile.TemporaryDirectory() as tmp:
         quality(Path(tmp))
+        photos(Path(tmp))
         if not args.skip_scale:
             scale(Path(tmp))
+            photo_scale(Path(tmp))
 
 
 if __name__ == "__main__":

@@ -22,9 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PCA_DIMS = 32
-
-
 @dataclass(frozen=True)
 class Pair:
     a: int  # global index (into the concatenation of all samples)
@@ -78,186 +75,375 @@ def row_similarity(z: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, 2 * (a * b).sum(axis=1) / np.where(denominator > 0, denominator, 1.0), 1.0)
 
 
-def candidate_pairs(desc: np.ndarray, keep: float, neighbours: int = 10, probes: int = 8, seed: int = 0,
-                    allowed=None, queries: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, cosine) with i < j: each sample's best `neighbours` matches with cosine >= keep.
+FLAT_INDEX_MAX = 4096  # below this many indexed vectors an exact (flat) search is as fast as an approximate one
+IVF_PROBES = 8
 
-    desc: N,D index descriptors. queries: S,N,D descriptors to search with (default: desc itself),
-    each variant s of sample q searching on q's behalf. `allowed(i_array, j_array) -> bool mask`
-    filters pairs early (e.g. only across splits).
+
+def neighbour_pairs(index_desc: np.ndarray, variants: np.ndarray, keep: float, neighbours: int = 10,
+                    same: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query, match, cosine) for each query's best `neighbours` matches with cosine >= keep.
+
+    index_desc: N,D unit descriptors to search in. variants: S,Q,D descriptors to search with, each
+    variant s of query q searching on q's behalf (its best cosine counts). same: queries are the
+    indexed samples themselves (a sample is not its own match). faiss does the search: an exact
+    inner-product index for small sets, an inverted file (k-means cells, IVF_PROBES probed) above.
     """
-    n = len(desc)
-    if n < 2:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    queries = desc[None] if queries is None else queries
-    variants = len(queries)
-    flat_q = queries.reshape(variants * n, -1)
-    owner = np.tile(np.arange(n), variants)
-    members, order = _inverted_file(desc, flat_q, probes, seed)
-    found_i, found_j, found_s = [], [], []
-    for cell, idx in enumerate(members):
-        rows = np.flatnonzero((order == cell).any(axis=1))
-        if not len(rows) or not len(idx):
-            continue
-        sims = flat_q[rows] @ desc[idx].T
-        who = owner[rows]
-        sims[who[:, None] == idx[None, :]] = -np.inf  # a sample is not its own duplicate
-        if allowed is not None:
-            sims[~allowed(who[:, None], idx[None, :])] = -np.inf
-        top = min(neighbours, len(idx))
-        part = np.argpartition(-sims, top - 1, axis=1)[:, :top]
-        cand = np.take_along_axis(sims, part, axis=1)
-        ok = cand >= keep
-        found_i.append(np.repeat(who, top).reshape(len(who), top)[ok])
-        found_j.append(idx[part][ok])
-        found_s.append(cand[ok])
-    if not found_i:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    i, j, s = np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_s)
-    if not len(i):
-        return i, j, s
-    # distinct (sample, match) pairs with their best similarity over query variants
-    order_key = np.lexsort((-s, j, i))
-    i, j, s = i[order_key], j[order_key], s[order_key]
-    distinct = np.r_[True, (i[1:] != i[:-1]) | (j[1:] != j[:-1])]
-    i, j, s = i[distinct], j[distinct], s[distinct]
-    # each sample keeps its best `neighbours` matches
-    order_key = np.lexsort((-s, i))
-    i, j, s = i[order_key], j[order_key], s[order_key]
-    starts = np.r_[0, np.flatnonzero(i[1:] != i[:-1]) + 1]
-    rank = np.arange(len(i)) - np.repeat(starts, np.diff(np.r_[starts, len(i)]))
-    i, j, s = i[rank < neighbours], j[rank < neighbours], s[rank < neighbours]
-    # unordered pairs, best similarity first
-    lo, hi = np.minimum(i, j), np.maximum(i, j)
-    order_key = np.lexsort((-s, lo * n + hi))
-    key = (lo * n + hi)[order_key]
-    first = order_key[np.r_[True, key[1:] != key[:-1]]]
-    return lo[first], hi[first], s[first]
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    n, queries = len(index_desc), variants.shape[1]
+    if n == 0 or queries == 0 or (same and n < 2):
+        return empty
+    index = _float_index(np.ascontiguousarray(index_desc, dtype=np.float32))
+    k = min(n, neighbours + int(same))
+    found_q, found_j, found_s = [], [], []
+    for variant in variants:
+        sims, idx = index.search(np.ascontiguousarray(variant, dtype=np.float32), k)
+        q = np.repeat(np.arange(queries), k)
+        j, sim = idx.reshape(-1), sims.reshape(-1)
+        ok = (j >= 0) & (sim >= keep) & ~(same & (j == q))
+        found_q.append(q[ok]), found_j.append(j[ok]), found_s.append(sim[ok])
+    q, j, sim = np.concatenate(found_q), np.concatenate(found_j), np.concatenate(found_s)
+    if not len(q):
+        return empty
+    # distinct (query, match) pairs with their best cosine over the variants
+    order = np.lexsort((-sim, j, q))
+    q, j, sim = q[order], j[order], sim[order]
+    first = np.r_[True, (q[1:] != q[:-1]) | (j[1:] != j[:-1])]
+    q, j, sim = q[first], j[first], sim[first]
+    # each query keeps its best `neighbours` over all its variants (not that many per variant)
+    order = np.lexsort((-sim, q))
+    q, j, sim = q[order], j[order], sim[order]
+    starts = np.r_[0, np.flatnonzero(q[1:] != q[:-1]) + 1]
+    rank = np.arange(len(q)) - np.repeat(starts, np.diff(np.r_[starts, len(q)]))
+    keep_rank = rank < neighbours
+    return q[keep_rank], j[keep_rank], np.minimum(sim[keep_rank], 1.0)
 
 
-def _inverted_file(desc: np.ndarray, queries: np.ndarray, probes: int, seed: int):
-    """k-means cells over a PCA of the descriptors: each sample's cell, each query's `probes` nearest."""
-    from sklearn.cluster import MiniBatchKMeans
-    from sklearn.decomposition import PCA
+def _float_index(desc: np.ndarray):
+    import faiss
 
-    n = len(desc)
-    n_cells = int(np.clip(round(2 * np.sqrt(n)), 1, 1024))
-    dims = min(PCA_DIMS, desc.shape[1], n)
-    fit_rows = desc if n <= 20000 else desc[np.random.default_rng(seed).choice(n, 20000, replace=False)]
-    pca = PCA(n_components=dims, random_state=seed).fit(fit_rows)
-    low = pca.transform(desc).astype(np.float32)
-    if n_cells <= 1:
-        return [np.arange(n)], np.zeros((len(queries), 1), dtype=np.int64)
-    km = MiniBatchKMeans(n_clusters=n_cells, random_state=seed, n_init=1, batch_size=4096,
-                         max_iter=50).fit(low if n <= 20000 else low[np.random.default_rng(seed).choice(n, 20000, replace=False)])
-    centres = km.cluster_centers_.astype(np.float32)
-    # a sample lives in its nearest cell; a query is compared with the members of its `probes`
-    # nearest cells (distances in chunks to bound memory)
-    c2 = (centres ** 2).sum(1)
-
-    def nearest(points, k):
-        out = np.empty((len(points), k), dtype=np.int64)
-        for start in range(0, len(points), 8192):
-            d = c2[None, :] - 2 * points[start:start + 8192] @ centres.T
-            out[start:start + len(d)] = np.argpartition(d, k - 1, axis=1)[:, :k] if k > 1 else d.argmin(1)[:, None]
-        return out
-
-    home = nearest(low, 1)[:, 0]
-    order = nearest(pca.transform(queries).astype(np.float32), min(probes, n_cells))
-    members = [np.flatnonzero(home == c) for c in range(n_cells)]
-    return members, order
+    n, dims = desc.shape
+    if n <= FLAT_INDEX_MAX:
+        index = faiss.IndexFlatIP(dims)
+    else:
+        cells = int(min(4096, 4 * np.sqrt(n), n // 39))  # faiss wants 39 training points a cell
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dims), dims, cells, faiss.METRIC_INNER_PRODUCT)
+        # k-means on a fixed, evenly spaced sample (faiss seeds its own clustering): same cells every run
+        index.train(desc[np.linspace(0, n - 1, min(n, 40 * cells)).astype(np.int64)])
+        index.nprobe = IVF_PROBES
+    index.add(desc)
+    return index
 
 
-def shift_tolerant_similarity(a, b, max_shift: int = 2, batch: int = 4096) -> np.ndarray:
+def shift_tolerant_similarity(a, b, max_shift: int = 2, with_shift: bool = False):
     """Best normalised cross-correlation of each pair (a[k], b[k]) over shifts up to max_shift.
 
-    a, b: N,1,H,W float tensors of the same size. Returns N values in [-1, 1].
+    a, b: N,1,H,W float tensors of the same size. Returns N values in [-1, 1] (and, with_shift, the
+    N x 2 (dy, dx) that gave each).
     """
     import torch
 
-    out = []
-    for start in range(0, len(a), batch):
-        x, y = a[start:start + batch, 0].double(), b[start:start + batch, 0].double()
-        best = torch.full((len(x),), -1.0, dtype=torch.float64)
-        h, w = x.shape[1:]
-        for dy in range(-max_shift, max_shift + 1):
-            for dx in range(-max_shift, max_shift + 1):
-                if h - abs(dy) < 2 or w - abs(dx) < 2:
-                    continue
-                xa = x[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)].reshape(len(x), -1)
-                yb = y[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)].reshape(len(x), -1)
-                xa = xa - xa.mean(1, keepdim=True)
-                yb = yb - yb.mean(1, keepdim=True)
-                num = (xa * yb).sum(1)
-                den = (xa.norm(dim=1) * yb.norm(dim=1)).clamp(min=1e-9)
-                best = torch.maximum(best, num / den)
-        out.append(best.float())
-    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+    # float32: the correlations are compared against thresholds of 1e-3 resolution; float64 was 2x slower
+    x, y = a[:, 0].float(), b[:, 0].float()
+    best = torch.full((len(x),), -1.0)
+    where = torch.zeros((len(x), 2), dtype=torch.int64)
+    h, w = x.shape[1:]
+    for dy in range(-max_shift, max_shift + 1):
+        for dx in range(-max_shift, max_shift + 1):
+            if h - abs(dy) < 2 or w - abs(dx) < 2:
+                continue
+            score = _correlation_at(x, y, dy, dx)
+            better = score > best
+            best = torch.where(better, score, best)
+            where[better] = torch.tensor([dy, dx])
+    best = best.float().numpy()
+    return (best, where.numpy()) if with_shift else best
 
 
-def cross_split_pairs(ds, near_threshold: float, candidate_cosine: float, max_shift: int, seed: int = 0,
-                      progress=None) -> list[dict]:
-    """Every exact and near duplicate pair whose samples sit in different splits.
+def _correlation_at(x, y, dy: int, dx: int):
+    """Normalised cross-correlation of x[k] and y[k] (N,H,W) where they overlap with y moved by (dy, dx)."""
+    h, w = x.shape[1:]
+    xa = x[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)].reshape(len(x), -1)
+    yb = y[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)].reshape(len(x), -1)
+    xa = xa - xa.mean(1, keepdim=True)
+    yb = yb - yb.mean(1, keepdim=True)
+    return (xa * yb).sum(1) / (xa.norm(dim=1) * yb.norm(dim=1)).clamp(min=1e-9)
 
-    Returns contract pairs {a, b, kind, similarity} plus the two labels, earlier split first.
+
+def correlation_at_shifts(a, b, shifts: np.ndarray) -> np.ndarray:
+    """Normalised cross-correlation of each pair at its own shift (N x 2), grouped by shift."""
+    import torch
+
+    x, y = a[:, 0].float(), b[:, 0].float()
+    out = np.empty(len(x), np.float32)
+    for dy, dx in np.unique(shifts, axis=0):
+        rows = torch.from_numpy(np.flatnonzero((shifts[:, 0] == dy) & (shifts[:, 1] == dx)))
+        out[rows.numpy()] = _correlation_at(x[rows], y[rows], int(dy), int(dx)).float().numpy()
+    return out
+
+
+SPLIT_ORDER = ("train", "val", "test")
+# Below this side distinct images collide: two writers' 1s in 8x8 digits correlate at 0.994. Within a
+# split such images are searched for exact copies only (a collision there is no copy that weights
+# the loss); across splits the near search still runs, as before.
+MIN_WITHIN_SIDE = 16
+
+
+def duplicate_pairs(ds, near_threshold: float, candidate_cosine: float, max_shift: int,
+                    geometric_inliers: int = 10, progress=None) -> list[dict]:
+    """Every exact, near and geometric duplicate pair, across splits and within each split.
+
+    Returns contract pairs {a, b, kind, similarity} plus the two labels and splits, earlier split
+    first; cross-split pairs first, then within-split ones, each best first.
     """
-    names = [n for n in ("train", "val", "test") if n in ds.splits and len(ds.splits[n])]
+    names = [n for n in SPLIT_ORDER if n in ds.splits and len(ds.splits[n])]
     parts = [ds.splits[n] for n in names]
     split_of = np.concatenate([np.full(len(p), k) for k, p in enumerate(parts)])
+    starts = np.r_[0, np.cumsum([len(p) for p in parts])]
     ids = [i for p in parts for i in p.ids]
     labels = np.concatenate([p.y for p in parts])
     stage = progress.stage if progress else (lambda _: None)
     stage("split-leakage: hashing")
-    across = (lambda a, b: split_of[a] != split_of[b])
+    extra = {}
     if ds.is_image:  # from the records of the data pass: no pixels needed
         records = np.concatenate([p.records for p in parts])
-        exact = [p for p in exact_pairs([bytes(d) for d in records["digest"]]) if split_of[p.a] != split_of[p.b]]
+        exact = exact_pairs([bytes(d) for d in records["digest"]])
         stage("split-leakage: near-duplicate candidates")
-        queries = records["descriptors"].transpose(1, 0, 2).astype(np.float32)
-        i, j, _ = candidate_pairs(queries[0], candidate_cosine, seed=seed, allowed=across, queries=queries)
+        i, j = _block_candidates(records["descriptors"].transpose(1, 0, 2).astype(np.float32), starts,
+                                 candidate_cosine)
         stage("split-leakage: verifying candidates")
-        sims = verify_pairs(records, i, j, max_shift)
+        if min(int(v) for v in records["grey_size"][0]) < MIN_WITHIN_SIDE:
+            across = split_of[i] != split_of[j]
+            i, j = i[across], j[across]
+        near = _keep(i, j, verify_pairs(records, i, j, max_shift), near_threshold, "near")
+        if np.any(records["kp_count"][:, 0] > 0):
+            stage("split-leakage: matching local features")
+            geometric, extra = geometric_pairs(records, geometric_inliers)
+        else:
+            geometric = []
     else:
-        samples = np.concatenate([p.x for p in parts])
-        exact = [p for p in exact_pairs(content_hashes(samples)) if split_of[p.a] != split_of[p.b]]
-        i, j = np.zeros(0, np.int64), np.zeros(0, np.int64)
-        if samples.reshape(len(samples), -1).shape[1] >= MIN_NEAR_FEATURES:
-            z = table_zscores(samples.reshape(len(samples), -1))
-            i, j, _ = candidate_pairs(unit_rows(z), near_threshold, seed=seed, allowed=across)
-        sims = row_similarity(z, i, j) if len(i) else np.zeros(0)
-    exact_keys = {(p.a, p.b) for p in exact}
-    near = [Pair(int(a), int(b), "near", float(s)) for a, b, s in zip(i, j, sims)
-            if s >= near_threshold and (int(a), int(b)) not in exact_keys]
-    out = []
-    for p in exact + near:
-        a, b = (p.a, p.b) if split_of[p.a] <= split_of[p.b] else (p.b, p.a)
+        samples = np.concatenate([p.x for p in parts]).reshape(int(starts[-1]), -1)
+        exact = exact_pairs(content_hashes(samples))
+        near, geometric = [], []
+        if samples.shape[1] >= MIN_NEAR_FEATURES:
+            z = table_zscores(samples)
+            i, j = _block_candidates(unit_rows(z)[None], starts, near_threshold)
+            near = _keep(i, j, row_similarity(z, i, j) if len(i) else np.zeros(0), near_threshold, "near")
+    out, seen = [], set()
+    for p in exact + near + geometric:  # a pair is reported once, as its strongest kind
+        a, b = (p.a, p.b) if (split_of[p.a], p.a) <= (split_of[p.b], p.b) else (p.b, p.a)
+        if (a, b) in seen:
+            continue
+        seen.add((a, b))
         out.append({"a": ids[a], "b": ids[b], "kind": p.kind, "similarity": round(min(p.similarity, 1.0), 4),
-                    "label_a": int(labels[a]), "label_b": int(labels[b])})
-    out.sort(key=lambda d: (d["kind"] != "exact", -d["similarity"]))
+                    "label_a": int(labels[a]), "label_b": int(labels[b]),
+                    "split_a": names[split_of[a]], "split_b": names[split_of[b]],
+                    **extra.get((min(a, b), max(a, b)), {})})
+    rank = {"exact": 0, "near": 1, "geometric": 2}
+    out.sort(key=lambda d: (d["split_a"] == d["split_b"], rank[d["kind"]], -d["similarity"]))
     return out
 
 
+def _keep(i, j, sims, threshold, kind) -> list[Pair]:
+    return [Pair(int(a), int(b), kind, float(v)) for a, b, v in zip(i, j, sims) if v >= threshold]
+
+
+# Matches kept per sample and search: enough for every copy of a sample in the usual case (one or two),
+# few enough that 70,000 digits with 13 jittered siblings each verify in seconds, not minutes
+# (every variant keeping 10 and 10 both ways: 736,000 candidates; now 228,000); a sample with more
+# copies is still named, with its closest ones.
+NEIGHBOURS_ACROSS = 10
+NEIGHBOURS_WITHIN = 3
+NEIGHBOURS_REVERSE = 1
+
+
+def _block_candidates(variants: np.ndarray, starts: np.ndarray, keep: float) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs (global indices, i < j) between every two splits and within each: each
+    split's index searched by the samples of its own and of every later split."""
+    found_i, found_j = [], []
+    blocks = len(starts) - 1
+    for a in range(blocks):
+        lo, hi = starts[a], starts[a + 1]
+        for b in range(a, blocks):
+            qlo, qhi = starts[b], starts[b + 1]
+            # both ways: a copy moved by a pixel is found by the original's shifted variants, or the reverse
+            # (the reverse search keeps fewer: it only adds what the shifted variants of the other side find)
+            searches = [(lo, hi, qlo, qhi, NEIGHBOURS_WITHIN if a == b else NEIGHBOURS_ACROSS)]
+            searches += [(qlo, qhi, lo, hi, NEIGHBOURS_REVERSE)] if a != b else []
+            for ilo, ihi, slo, shi, k in searches:
+                q, j, _ = neighbour_pairs(variants[0, ilo:ihi], variants[:, slo:shi], keep, k, same=(a == b))
+                gi, gj = q + slo, j + ilo
+                found_i.append(np.minimum(gi, gj)), found_j.append(np.maximum(gi, gj))
+    if not found_i:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    i, j = np.concatenate(found_i), np.concatenate(found_j)
+    key = np.unique(i * int(starts[-1]) + j)
+    return key // int(starts[-1]), key % int(starts[-1])
+
+
+# -- photos: local features and geometric verification ---------------------------------------------
+HAMMING_MAX = 64  # of 256 bits: a descriptor match (ORB matches of one scene lie mostly below 50)
+MATCHES_PER_DESCRIPTOR = 5
+MIN_VOTES = 5  # descriptor matches a pair of images needs before its geometry is checked
+RANSAC_PIXELS = 4.0  # reprojection error at the 256 px detection size
+# Both copies are drawn at 256 px, so a crop to 60% of the side is a scale of 1/0.6 = 1.7 between
+# them; 2.5 leaves room for crops to 40% of the side. Chance fits come at any scale: a clean ant/bee
+# pair fitted at scale 60 (10 points of one photo mapped into a speck of the other), two random
+# textures at 2.7.
+MAX_SIZE_RATIO = 2.5
+
+
+def geometric_pairs(records: np.ndarray, min_inliers: int) -> tuple[list[Pair], dict]:
+    """Pairs of photos whose ORB keypoints (data/keypoints.py) agree on one similarity transform
+    (rotation, scale, translation; mirror images through the mirrored view's keypoints): crops,
+    mirror images, rescaled and re-exposed copies. Candidates: every keypoint's nearest descriptors
+    in a faiss binary index, votes per pair of images; verification: OpenCV's RANSAC fit of a
+    partial affine transform, `min_inliers` keypoints or more agreeing. Similarity: the inliers'
+    share of the smaller keypoint set. Also returns, per pair, its inliers, mirroring and scale."""
+    import cv2
+
+    counts = records["kp_count"].astype(np.int64)
+    n = len(records)
+    owner, point = _points(counts[:, 0])
+    if not len(owner):
+        return [], {}
+    index = _binary_index(records["kp_desc"][owner, 0, point])
+    verified: dict = {}
+    for view in (0, 1):
+        q_owner, q_point = _points(counts[:, view])
+        if not len(q_owner):
+            continue
+        dist, idx = index.search(np.ascontiguousarray(records["kp_desc"][q_owner, view, q_point]),
+                                 MATCHES_PER_DESCRIPTOR)
+        qa = np.repeat(q_owner, MATCHES_PER_DESCRIPTOR)
+        qp = np.repeat(q_point, MATCHES_PER_DESCRIPTOR)
+        hit = idx.reshape(-1)
+        ok = (hit >= 0) & (dist.reshape(-1) <= HAMMING_MAX)
+        qa, qp, hit, hamming = qa[ok], qp[ok], hit[ok], dist.reshape(-1)[ok]
+        db, dp = owner[hit], point[hit]
+        ok = qa != db
+        qa, qp, db, dp, hamming = qa[ok], qp[ok], db[ok], dp[ok], hamming[ok]
+        # each query keypoint votes once per image, with its closest code there (several matches of one
+        # keypoint would inflate both the votes and RANSAC's inliers)
+        order = np.lexsort((hamming, qp, db, qa))
+        qa, qp, db, dp = qa[order], qp[order], db[order], dp[order]
+        first = np.r_[True, (qa[1:] != qa[:-1]) | (db[1:] != db[:-1]) | (qp[1:] != qp[:-1])]
+        qa, qp, db, dp = qa[first], qp[first], db[first], dp[first]
+        bounds = np.flatnonzero(np.r_[True, (qa[1:] != qa[:-1]) | (db[1:] != db[:-1]), True])
+        for s, e in zip(bounds[:-1], bounds[1:]):
+            if e - s < MIN_VOTES:
+                continue
+            a, b = int(qa[s]), int(db[s])
+            src = records["kp_xy"][a, view, qp[s:e]].astype(np.float32)
+            dst = records["kp_xy"][b, 0, dp[s:e]].astype(np.float32)
+            model, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
+                                                        ransacReprojThreshold=RANSAC_PIXELS, maxIters=500,
+                                                        confidence=0.99)
+            if model is None:
+                continue
+            agreeing = int(inliers.sum())
+            scale = max(float(np.sqrt(abs(np.linalg.det(model[:, :2])))), 1e-9)
+            if agreeing < min_inliers or max(scale, 1 / scale) > MAX_SIZE_RATIO:
+                continue  # too few agree, or a degenerate fit that squeezes one image's points together
+            key = (min(a, b), max(a, b))
+            share = agreeing / max(1, min(counts[a, view], counts[b, 0]))
+            if key not in verified or agreeing > verified[key]["inliers"]:
+                verified[key] = {"inliers": agreeing, "mirrored": bool(view),
+                                 "size_ratio": round(max(scale, 1 / scale), 3), "similarity": float(min(1.0, share))}
+    pairs = [Pair(a, b, "geometric", v.pop("similarity")) for (a, b), v in sorted(verified.items())]
+    return pairs, verified
+
+
+def _points(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(image, keypoint) of every stored keypoint, image by image."""
+    owner = np.repeat(np.arange(len(counts)), counts)
+    point = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return owner, point
+
+
+def _binary_index(codes: np.ndarray):
+    """faiss index over 256-bit ORB codes: exact below FLAT_INDEX_MAX x 16 codes, else an inverted file
+    (k-means cells in Hamming space, trained on an evenly spaced sample: the same cells every run)."""
+    import faiss
+
+    codes = np.ascontiguousarray(codes)
+    bits = codes.shape[1] * 8
+    if len(codes) <= FLAT_INDEX_MAX * 16:
+        index = faiss.IndexBinaryFlat(bits)
+    else:
+        cells = int(min(4096, 2 * np.sqrt(len(codes)), len(codes) // 39))
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, cells)
+        index.train(codes[np.linspace(0, len(codes) - 1, min(len(codes), 40 * cells)).astype(np.int64)])
+        index.nprobe = IVF_PROBES
+    index.add(codes)
+    return index
+
+
+# One-sided blurs tried in verification: a copy that was downscaled and upscaled again (or blurred)
+# matches its original once the original gets a similar blur; two distinct images gain little from
+# blurring one of them (measured on MNIST: copies resampled from 14-20 px reach >= 0.986, the most
+# similar distinct digits 0.982; without the blurs the copies scored as low as 0.74).
+VERIFY_BLURS = (0.5, 0.75, 1.0, 1.25, 1.5)
+# ... up to a sigma of the shorter side / 18 (all of them at 28 px; none on 8x8 digits, where blurring
+# one image by half a pixel already makes distinct digits alike: three clean pairs reached 0.99)
+BLUR_SIDE_RATIO = 18
+
+
 def verify_pairs(records: np.ndarray, i: np.ndarray, j: np.ndarray, max_shift: int, batch: int = 4096) -> np.ndarray:
-    """shift_tolerant_similarity of the records' grey copies for pairs (i[k], j[k]), on the first
-    record's grid (a copy of another size is resized to it), a batch of pairs at a time."""
+    """Blur-tolerant, shift-tolerant correlation of the records' grey copies for pairs (i[k], j[k]):
+    the best over shifts of up to max_shift, then, at that shift, over blurring either image with
+    each of VERIFY_BLURS (a resampled copy is aligned with its original: the shift search need not be
+    repeated per blur, which made verification 10x slower), on the first record's grid (a copy of
+    another size is resized to it), a batch of pairs at a time."""
     if not len(i):
         return np.zeros(0, np.float32)
     grid = tuple(int(v) for v in records["grey_size"][0])
-    out = [shift_tolerant_similarity(_greys(records, i[s:s + batch], grid), _greys(records, j[s:s + batch], grid),
-                                     max_shift) for s in range(0, len(i), batch)]
+    blurs = [v for v in VERIFY_BLURS if v <= min(grid) / BLUR_SIDE_RATIO]
+    out = []
+    for s in range(0, len(i), batch):
+        a, b = _greys(records, i[s:s + batch], grid), _greys(records, j[s:s + batch], grid)
+        best, shifts = shift_tolerant_similarity(a, b, max_shift, with_shift=True)
+        for sigma in blurs:
+            best = np.maximum(best, correlation_at_shifts(gaussian_blur(a, sigma), b, shifts))
+            best = np.maximum(best, correlation_at_shifts(a, gaussian_blur(b, sigma), shifts))
+        out.append(best)
     return np.concatenate(out)
 
 
+def gaussian_blur(images, sigma: float):
+    """N,1,H,W tensor blurred by a Gaussian (edges replicated), as two small matrix products: a
+    one-channel conv2d over thousands of 28x28 images was 10x slower."""
+    import torch
+
+    h, w = images.shape[-2:]
+    rows, cols = _blur_matrix(h, sigma, images.dtype), _blur_matrix(w, sigma, images.dtype)
+    return torch.matmul(torch.matmul(rows, images), cols.T)
+
+
+def _blur_matrix(n: int, sigma: float, dtype):
+    """n x n matrix applying a normalised Gaussian along one axis, taps beyond the edge clamped to it."""
+    import torch
+
+    radius = max(1, int(np.ceil(3 * sigma)))
+    offsets = np.arange(-radius, radius + 1)
+    taps = np.exp(-offsets ** 2 / (2 * sigma * sigma))
+    taps /= taps.sum()
+    matrix = np.zeros((n, n))
+    for k in range(n):
+        np.add.at(matrix[k], np.clip(k + offsets, 0, n - 1), taps)
+    return torch.from_numpy(matrix).to(dtype)
+
+
 def _greys(records: np.ndarray, index: np.ndarray, grid: tuple[int, int]):
-    """N,1,h,w float32 grey copies of records[index] on `grid`."""
+    """N,1,h,w float32 grey copies of records[index] on `grid`; copies of one size at a time."""
     import torch
     import torch.nn.functional as F
 
     out = torch.empty((len(index), 1, *grid))
-    for k, r in enumerate(index):
-        h, w = (int(v) for v in records["grey_size"][r])
-        grey = torch.from_numpy(records["grey"][r, :h, :w].astype(np.float32))[None, None]
-        if (h, w) != grid:
+    sizes = records["grey_size"][index]
+    for h, w in np.unique(sizes, axis=0):
+        rows = np.flatnonzero((sizes[:, 0] == h) & (sizes[:, 1] == w))
+        grey = torch.from_numpy(records["grey"][index[rows], :h, :w].astype(np.float32))[:, None]
+        if (int(h), int(w)) != grid:
             grey = F.interpolate(grey, size=grid, mode="bilinear", antialias=True, align_corners=False)
-        out[k] = grey[0]
+        out[torch.from_numpy(rows)] = grey
     return out

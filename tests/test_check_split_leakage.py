@@ -10,6 +10,7 @@ import pytest
 
 from dnncheck.checks.split_leakage import SplitLeakage
 from dnncheck.results import Status
+from conftest import shared_data
 from helpers import messages, run_one
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -166,3 +167,111 @@ def test_a_scaled_table_row_is_not_a_near_copy(tmp_path):
     z = np.array([[1.0, 2.0, -1.0, 0.5], [2.0, 4.0, -2.0, 1.0], [1.0, 2.0, -1.0, 0.5001]])
     scores = row_similarity(z, np.array([0, 0]), np.array([1, 2]))
     assert scores[0] < 0.9 and scores[1] > 0.9999
+
+
+# -- near duplicates as real collections hold them (issue 16) -------------------------------------
+def test_within_split_copies_warn_and_cross_split_ones_still_fail(tmp_path):
+    """Three training digits stored twice in train: a warning (they weight the loss), not a fail."""
+    x, y = _digits()
+    tr, va, te = stratified_split(y)
+    x_train, y_train = np.concatenate([x[tr], x[tr][:3]]), np.concatenate([y[tr], y[tr][:3]])
+    path = tmp_path / "w.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_val=x[va], y_val=y[va], x_test=x[te], y_test=y[te])
+    result = run_one(SplitLeakage(), source=str(path))
+    assert result.status is Status.WARN and result.metrics["within_split_duplicate_pairs"] == 3, messages(result)
+    (finding,) = [f for f in result.findings if "within_split_pairs" in f.evidence]
+    n = len(tr)
+    assert {(p["a"], p["b"]) for p in finding.evidence["within_split_pairs"]} == {
+        (f"train:{k}", f"train:{n + k}") for k in range(3)}
+    assert result.summary.startswith("3 duplicate pair(s) within splits (3 exact)")
+
+
+def _mnist_split(n_train=1500, n_val=400):
+    """Real MNIST train/val/test (all three given, so sample ids are the arrays' own indices)."""
+    data = np.load(shared_data("mnist5k.npz"))
+    order = np.random.default_rng(0).permutation(len(data["y"]))
+    x, y = data["x"][order], data["y"][order]
+    val, test = slice(n_train, n_train + n_val), slice(n_train + n_val, n_train + 2 * n_val)
+    return x[:n_train], y[:n_train], x[val], y[val], x[test], y[test]
+
+
+def test_mnist_copies_resampled_or_with_new_contrast_are_found_and_the_clean_split_has_none(tmp_path):
+    """Real MNIST: 15 validation digits replaced by training digits downscaled to 60-80% and upscaled
+    back (a resampling blur), 15 by contrast-changed ones; the same split without them reports nothing."""
+    from plant import RESAMPLE_TRANSFORMS
+
+    xt, yt, xv, yv, xs, ys = _mnist_split()
+    clean = tmp_path / "clean.npz"
+    np.savez(clean, x_train=xt, y_train=yt, x_val=xv, y_val=yv, x_test=xs, y_test=ys)
+    result = run_one(SplitLeakage(), source=str(clean))
+    assert result.metrics["near_duplicate_pairs"] == 0 and result.metrics["within_split_duplicate_pairs"] == 0
+    xv2, planted = plant_copies(xt, xv, per_kind=15, seed=2, kinds=RESAMPLE_TRANSFORMS)
+    yv2 = yv.copy()
+    for s, t, _ in planted:
+        yv2[t] = yt[s]
+    dirty = tmp_path / "dirty.npz"
+    np.savez(dirty, x_train=xt, y_train=yt, x_val=xv2, y_val=yv2, x_test=xs, y_test=ys)
+    result = run_one(SplitLeakage(), source=str(dirty))
+    pairs = {(p["a"], p["b"]) for f in result.findings for p in f.evidence.get("pairs", []) if "kind" in p}
+    assert {(f"train:{s}", f"val:{t}") for s, t, _ in planted} <= pairs
+    assert len(pairs) <= len(planted) + 1
+
+
+def _texture(rng, side=160):
+    """A random smooth texture photo (corners everywhere, so ORB has keypoints), RGB uint8."""
+    from PIL import Image
+
+    coarse = rng.integers(0, 255, (side // 8, side // 8, 3), dtype=np.uint8)
+    return Image.fromarray(coarse).resize((side, side), Image.BICUBIC)
+
+
+def test_crops_and_mirror_images_of_photos_are_found_and_distinct_photos_are_not(tmp_path):
+    """Twelve texture photos in train; validation holds a 65% crop of four of them, a mirror image of
+    four more (rescaled, brightened) and four unrelated photos: eight geometric pairs, nothing else."""
+    from PIL import ImageEnhance, ImageOps
+
+    rng = np.random.default_rng(0)
+    originals = [_texture(rng) for _ in range(12)]
+    for k, photo in enumerate(originals):
+        (tmp_path / "train" / f"c{k % 2}").mkdir(parents=True, exist_ok=True)
+        photo.save(tmp_path / "train" / f"c{k % 2}" / f"t{k}.png")
+    for k in range(12):
+        if k < 4:
+            made = originals[k].crop((20, 30, 124, 134)).resize((150, 150))
+        elif k < 8:
+            made = ImageEnhance.Brightness(ImageOps.mirror(originals[k]).resize((120, 120))).enhance(1.2)
+        else:
+            made = _texture(rng)
+        (tmp_path / "val" / f"c{k % 2}").mkdir(parents=True, exist_ok=True)
+        made.save(tmp_path / "val" / f"c{k % 2}" / f"v{k}.png")
+    result = run_one(SplitLeakage(), source=str(tmp_path), image_size=(32, 32))
+    # unordered: dnncheck carves a test split out of train, and test is listed after val
+    found = {frozenset((p["a"], p["b"])): p for f in result.findings for p in f.evidence.get("pairs", [])
+             if "kind" in p}
+    expected = [frozenset((f"train/c{k % 2}/t{k}.png", f"val/c{k % 2}/v{k}.png")) for k in range(8)]
+    assert set(found) == set(expected), sorted(map(sorted, found))
+    assert all(found[k]["kind"] == "geometric" for k in expected)
+    assert all(found[expected[k]]["mirrored"] for k in range(4, 8))
+    assert not any(found[expected[k]]["mirrored"] for k in range(4))
+    assert result.status is Status.FAIL and "crops, mirror images or rescaled copies across splits" in result.summary
+
+
+def test_geometric_matching_is_deterministic():
+    from dnncheck.data.records import image_record
+    from dnncheck.similarity import geometric_pairs
+
+    rng = np.random.default_rng(1)
+    photos = [np.asarray(_texture(rng)) for _ in range(6)]
+    photos += [np.ascontiguousarray(p[10:130, 20:140][:, ::-1]) for p in photos[:3]]
+    records = np.concatenate([image_record(p) for p in photos])
+    first, second = geometric_pairs(records, 10), geometric_pairs(records, 10)
+    assert [(p.a, p.b) for p in first[0]] == [(0, 6), (1, 7), (2, 8)]
+    assert first == second
+
+
+def test_the_real_ant_bee_photos_have_no_near_duplicates():
+    """Checked by eye (issue 16): the original folder holds no copies; an earlier degenerate fit (10
+    points squeezed at scale 60 between an ant and a bee photo) is now refused."""
+    result = run_one(SplitLeakage(), source=str(shared_data("hymenoptera")), image_size=(32, 32))
+    assert result.metrics["geometric_duplicate_pairs"] == 0 and result.metrics["within_split_duplicate_pairs"] == 0
+    assert result.status is Status.PASS, messages(result)

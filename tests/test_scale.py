@@ -40,7 +40,7 @@ def own_cache(tmp_path, monkeypatch):
 
 
 def test_a_record_is_a_few_kilobytes():
-    assert RECORD_BYTES < 8192
+    assert RECORD_BYTES < 10240
 
 
 def test_records_equal_whatever_the_chunking():

@@ -61,6 +61,7 @@ class SplitLeakage(Check):
         "near_threshold": (0.99, "shift-tolerant correlation at or above which two images are near duplicates"),
         "candidate_cosine": (0.9, "descriptor cosine a candidate pair needs before verification"),
         "max_shift": (2, "pixels of misalignment the verification tolerates"),
+        "geometric_inliers": (10, "photos: ORB keypoints agreeing on one transform (RANSAC inliers) for a crop/mirror/rescaled copy"),
         "table_near_threshold": (0.9999, "tables: similarity 2a.b/(|a|^2+|b|^2) of z-scored rows for a near duplicate"),
         "shift_p_value": (0.001, "label shift: chi-square p-value below which to warn"),
         "shift_min_share_diff": (0.05, "label shift: ... and a class share differing by more than this"),
@@ -72,9 +73,10 @@ class SplitLeakage(Check):
     def measure(self, ctx) -> "SplitLeakageMeasurement":
         ds = ctx.dataset
         threshold = self.t.near_threshold if ds.is_image else self.t.table_near_threshold
-        pairs = ctx.artifact(("cross_split_pairs", threshold, self.t.candidate_cosine, self.t.max_shift),
-                             lambda: _pairs(ctx, threshold, self.t.candidate_cosine, self.t.max_shift))
-        pairs = [{**p, "split_a": _split_of(ds, p["a"]), "split_b": _split_of(ds, p["b"])} for p in pairs]
+        key = ("duplicate_pairs", threshold, self.t.candidate_cosine, self.t.max_shift, self.t.geometric_inliers)
+        found = ctx.artifact(key, lambda: _pairs(ctx, threshold, self.t))
+        pairs = [p for p in found if p["split_a"] != p["split_b"]]
+        within = tuple(p for p in found if p["split_a"] == p["split_b"])
         train = ds.splits["train"]
         smallest = int(np.bincount(train.y).min()) if ds.task == "classification" else len(train)
         names = [n for n in ("train", "val", "test") if ds.split(n) is not None]
@@ -84,9 +86,9 @@ class SplitLeakage(Check):
             tuple(ds.classes), tuple(s for s in ("val", "test") if s in ds.made_splits),
             tuple(s for s in ("val", "test") if ds.split(s) is None), smallest, tuple(pairs), _group_members(ds),
             label_counts, {n: len(part) for n, part in ds.splits.items()},
-            _pair_images(ds, pairs[:FIGURE_PAIRS]) if pairs and ds.is_image else None,
+            _pair_images(ds, (pairs or list(within))[:FIGURE_PAIRS]) if (pairs or within) and ds.is_image else None,
             {} if ds.is_image else _single_feature_scores(ds, ctx.seed), _split_shift(ds, ctx.seed),
-            None if ds.is_image else _feature_count(ds))
+            None if ds.is_image else _feature_count(ds), within)
 
     # -- judging --------------------------------------------------------------------------------
     @classmethod
@@ -108,6 +110,8 @@ class SplitLeakage(Check):
         pairs = m.pairs
         metrics = {"exact_duplicate_pairs": sum(p["kind"] == "exact" for p in pairs),
                    "near_duplicate_pairs": sum(p["kind"] == "near" for p in pairs),
+                   "geometric_duplicate_pairs": sum(p["kind"] == "geometric" for p in pairs),
+                   "within_split_duplicate_pairs": len(m.within_pairs),
                    "leaked_groups": len({p["group"] for p in group_pairs}),
                    "conflicting_label_pairs": sum(p["label_a"] != p["label_b"] for p in pairs),
                    "splits": dict(m.split_sizes), **shift_metrics, **metrics_extra,
@@ -130,6 +134,7 @@ class SplitLeakageMeasurement:
     feature_scores: dict = field(default_factory=dict)  # tables: feature -> how well it alone predicts the label
     shift_auc: dict = field(default_factory=dict)  # split -> AUC of a classifier telling its inputs from train's
     table_features: int | None = None  # tables: columns per row (images: None)
+    within_pairs: tuple[dict, ...] = ()  # duplicates inside one split, same fields as pairs
 
 
 def _feature_count(ds) -> int:
@@ -265,23 +270,32 @@ def _splits_present(m: SplitLeakageMeasurement):
                     evidence={"made_splits": made, "missing": missing}, headline=head)]
 
 
+PAIR_FIELDS = ("a", "b", "kind", "similarity", "inliers", "mirrored", "size_ratio")
+KIND_LABELS = (("exact", "exact copies"), ("near", "near copies"),
+               ("geometric", "crops, mirror images or rescaled copies"))
+
+
 def _duplicate_findings(m: SplitLeakageMeasurement):
-    findings, pairs = [], m.pairs
-    for kind, label in (("exact", "exact copies"), ("near", "near copies")):
-        chosen = [p for p in pairs if p["kind"] == kind]
+    findings = []
+    for kind, label in KIND_LABELS:
+        chosen = [p for p in m.pairs if p["kind"] == kind]
         if not chosen:
             continue
-        by_split = {}
-        for p in chosen:
-            key = f"{p['split_a']}-{p['split_b']}"
-            by_split[key] = by_split.get(key, 0) + 1
-        samples = tuple(dict.fromkeys(s for p in chosen for s in (p["b"], p["a"])))
+        by_split = _count_by_splits(chosen)
         head = f"{len(chosen)} {label} across splits ({', '.join(f'{n} {k}' for k, n in by_split.items())})"
         findings.append(Finding(Status.FAIL, f"{head}: evaluation samples the model has effectively seen in training",
-                                samples=samples, headline=head,
-                                evidence={"pairs": [{k: p[k] for k in ("a", "b", "kind", "similarity")} for p in chosen],
-                                          "by_splits": by_split}))
-    conflicting = [p for p in pairs if p["label_a"] != p["label_b"]]
+                                samples=_pair_samples(chosen), headline=head,
+                                evidence={"pairs": _contract_pairs(chosen), "by_splits": by_split}))
+    if m.within_pairs:
+        by_split = _count_by_splits(m.within_pairs)
+        kinds = {k: sum(p["kind"] == k for p in m.within_pairs) for k, _ in KIND_LABELS}
+        said = ", ".join(f"{n} {k}" for k, n in kinds.items() if n)
+        head = f"{len(m.within_pairs)} duplicate pair(s) within splits ({said})"
+        findings.append(Finding(Status.WARN, f"{head}: they weight the loss and the statistics towards the copied "
+                                "samples; keep one of each set", samples=_pair_samples(m.within_pairs),
+                                headline=head, evidence={"within_split_pairs": _contract_pairs(m.within_pairs),
+                                                         "by_splits": by_split}))
+    conflicting = [p for p in (*m.pairs, *m.within_pairs) if p["label_a"] != p["label_b"]]
     if conflicting:
         def name(label):
             return m.classes[label] if m.classes else label
@@ -292,6 +306,22 @@ def _duplicate_findings(m: SplitLeakageMeasurement):
                                 evidence={"pairs": [{"a": p["a"], "b": p["b"], "label_a": name(p["label_a"]),
                                                      "label_b": name(p["label_b"])} for p in conflicting[:MAX_LISTED]]}))
     return findings
+
+
+def _count_by_splits(pairs) -> dict:
+    counts: dict = {}
+    for p in pairs:
+        key = f"{p['split_a']}-{p['split_b']}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _pair_samples(pairs) -> tuple:
+    return tuple(dict.fromkeys(s for p in pairs for s in (p["b"], p["a"])))
+
+
+def _contract_pairs(pairs) -> list[dict]:
+    return [{k: p[k] for k in PAIR_FIELDS if k in p} for p in pairs]
 
 
 def _group_members(ds) -> dict:
@@ -356,15 +386,10 @@ def _remedy(findings) -> str:
             "cross-validation when data is small.")
 
 
-def _pairs(ctx, threshold, candidate_cosine, max_shift):
-    from dnncheck.similarity import cross_split_pairs
+def _pairs(ctx, threshold, t):
+    from dnncheck.similarity import duplicate_pairs
 
-    return cross_split_pairs(ctx.dataset, threshold, candidate_cosine, max_shift, ctx.seed, ctx.progress)
-
-
-def _split_of(ds, sample_id: str) -> str:
-    where = ds.locate(sample_id)
-    return where[0] if where else "?"
+    return duplicate_pairs(ctx.dataset, threshold, t.candidate_cosine, t.max_shift, t.geometric_inliers, ctx.progress)
 
 
 def _pair_images(ds, pairs) -> ImageGrid:
@@ -372,8 +397,8 @@ def _pair_images(ds, pairs) -> ImageGrid:
     images, captions = [], []
     for p in pairs:
         images += [ds.sample(p["a"]), ds.sample(p["b"])]
-        captions += [p["a"], f"{p['b']} ({p['kind']} {p['similarity']:.3f})"]
-    return ImageGrid("Duplicate pairs across splits, side by side", images, captions, cols=6,
+        captions += [f"{p['a']} ({p['split_a']})", f"{p['b']} ({p['split_b']}; {p['kind']} {p['similarity']:.3f})"]
+    return ImageGrid("Duplicate pairs, side by side", images, captions, cols=6,
                      ids=[s for p in pairs for s in (p["a"], p["b"])])
 
 

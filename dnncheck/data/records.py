@@ -1,13 +1,14 @@
 """The compact per-sample record: everything data-wide checks need from an image, without its pixels.
 
-One streaming pass decodes each image once and keeps only this record (about 4.7 KB, see
+One streaming pass decodes each image once and keeps only this record (about 9.4 KB, see
 RECORD_BYTES), so an audit's memory does not grow with the number of images beyond the records:
 - decode facts: native size, decoded size, mode, channels;
 - value statistics (input fidelity): min, max, std and the count of non-finite values;
 - per-channel sums, sums of squares, min and max (normalization, over every image of a split);
 - a content digest of the decoded pixels (exact duplicates, conflicting labels);
 - near-duplicate descriptors (split leakage): the 16x16 grey descriptor and four one-pixel shifts of
-  it, and a grey copy of at most 32 pixels a side for verifying candidate pairs.
+  it, and a grey copy of at most 32 pixels a side for verifying candidate pairs; for photos, ORB
+  keypoints of the image and its mirror image (crops, mirror images, rescaled copies).
 
 A record is a pure function of the decoded image: the same for a file read by any worker, by Ray,
 from the cache or from an in-memory array, so that chunked statistics equal whole-array ones.
@@ -17,9 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from dnncheck.data.keypoints import DESCRIPTOR_BYTES, LOCAL_POINTS, local_features
 from dnncheck.data.resize import resize
 
-RECORD_VERSION = 1  # bump when a field or its computation changes: cached records are then re-read
+RECORD_VERSION = 2  # bump when a field or its computation changes: cached records are then re-read
 CHANNELS = 3  # per-channel statistics of a grey image are those of its channel repeated three times
 GREY_SIDE = 32  # the verification copy's longer side (similarity.VERIFY_MAX_SIDE)
 DESCRIPTOR_SIDE = 16
@@ -38,6 +40,10 @@ RECORD_DTYPE = np.dtype([
     ("descriptors", "<f2", (len(SHIFTS), DESCRIPTOR_SIDE * DESCRIPTOR_SIDE)),
     ("grey_size", "<i2", (2,)),
     ("grey", "<f2", (GREY_SIDE, GREY_SIDE)),
+    # photos only (data/keypoints.py): ORB keypoints of the image and of its mirror image
+    ("kp_count", "u1", (2,)),
+    ("kp_xy", "u1", (2, LOCAL_POINTS, 2)),  # x, y in pixels of the (<= 256 px) detection image
+    ("kp_desc", "u1", (2, LOCAL_POINTS, DESCRIPTOR_BYTES)),
 ])
 RECORD_BYTES = RECORD_DTYPE.itemsize
 
@@ -79,6 +85,7 @@ def image_record(image: np.ndarray, native=None, mode: str = "") -> np.ndarray:
     grey = resize(image, grid).mean(axis=-1)
     rec["grey_size"] = grid
     rec["grey"][0, : grid[0], : grid[1]] = grey.astype(np.float16)
+    rec["kp_count"][0], rec["kp_xy"][0], rec["kp_desc"][0] = local_features(image)
     return rec
 
 

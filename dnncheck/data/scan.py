@@ -266,4 +266,4 @@ def load_resized(paths: list[str], max_side: int, channels: int, size: tuple[int
     return torch.from_numpy(out)
 
 
-assert RECORD_DTYPE.itemsize < 8192  # a record stays a few KB (README: bytes per record)
+assert RECORD_DTYPE.itemsize < 10240  # a record stays a few KB (README: bytes per record)
