@@ -284,6 +284,7 @@ def _block_candidates(variants: np.ndarray, starts: np.ndarray, keep: float) -> 
 HAMMING_MAX = 64  # of 256 bits: a descriptor match (ORB matches of one scene lie mostly below 50)
 MATCHES_PER_DESCRIPTOR = 5
 MIN_VOTES = 5  # descriptor matches a pair of images needs before its geometry is checked
+GEOMETRIC_CANDIDATES = 10  # images, per query image and view, whose geometry is checked (most votes first)
 RANSAC_PIXELS = 4.0  # reprojection error at the 256 px detection size
 # Both copies are drawn at 256 px, so a crop to 60% of the side is a scale of 1/0.6 = 1.7 between
 # them; 2.5 leaves room for crops to 40% of the side. Chance fits come at any scale: a clean ant/bee
@@ -328,10 +329,7 @@ def geometric_pairs(records: np.ndarray, min_inliers: int) -> tuple[list[Pair], 
         qa, qp, db, dp = qa[order], qp[order], db[order], dp[order]
         first = np.r_[True, (qa[1:] != qa[:-1]) | (db[1:] != db[:-1]) | (qp[1:] != qp[:-1])]
         qa, qp, db, dp = qa[first], qp[first], db[first], dp[first]
-        bounds = np.flatnonzero(np.r_[True, (qa[1:] != qa[:-1]) | (db[1:] != db[:-1]), True])
-        for s, e in zip(bounds[:-1], bounds[1:]):
-            if e - s < MIN_VOTES:
-                continue
+        for s, e in _best_candidates(qa, db):
             a, b = int(qa[s]), int(db[s])
             src = records["kp_xy"][a, view, qp[s:e]].astype(np.float32)
             dst = records["kp_xy"][b, 0, dp[s:e]].astype(np.float32)
@@ -351,6 +349,24 @@ def geometric_pairs(records: np.ndarray, min_inliers: int) -> tuple[list[Pair], 
                                  "size_ratio": round(max(scale, 1 / scale), 3), "similarity": float(min(1.0, share))}
     pairs = [Pair(a, b, "geometric", v.pop("similarity")) for (a, b), v in sorted(verified.items())]
     return pairs, verified
+
+
+def _best_candidates(qa: np.ndarray, db: np.ndarray):
+    """(start, end) of the runs of one (query image, image) in the sorted votes, for the pairs with
+    MIN_VOTES or more, each query image keeping its GEOMETRIC_CANDIDATES best-voted images: a photo
+    with fifty siblings is named with its closest ones without fitting all fifty."""
+    bounds = np.flatnonzero(np.r_[True, (qa[1:] != qa[:-1]) | (db[1:] != db[:-1]), True])
+    starts, ends = bounds[:-1], bounds[1:]
+    votes = ends - starts
+    keep = votes >= MIN_VOTES
+    starts, ends, votes = starts[keep], ends[keep], votes[keep]
+    owner = qa[starts]
+    order = np.lexsort((starts, -votes, owner))
+    starts, ends, owner = starts[order], ends[order], owner[order]
+    first = np.r_[0, np.flatnonzero(owner[1:] != owner[:-1]) + 1]
+    rank = np.arange(len(owner)) - np.repeat(first, np.diff(np.r_[first, len(owner)]))
+    chosen = rank < GEOMETRIC_CANDIDATES
+    return sorted(zip(starts[chosen].tolist(), ends[chosen].tolist()))
 
 
 def _points(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

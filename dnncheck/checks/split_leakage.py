@@ -270,6 +270,7 @@ def _splits_present(m: SplitLeakageMeasurement):
                     evidence={"made_splits": made, "missing": missing}, headline=head)]
 
 
+MAX_WITHIN_LISTED = 1000  # within-split pairs listed in the evidence (all are counted): a folder of bursts has many
 PAIR_FIELDS = ("a", "b", "kind", "similarity", "inliers", "mirrored", "size_ratio")
 KIND_LABELS = (("exact", "exact copies"), ("near", "near copies"),
                ("geometric", "crops, mirror images or rescaled copies"))
@@ -291,9 +292,11 @@ def _duplicate_findings(m: SplitLeakageMeasurement):
         kinds = {k: sum(p["kind"] == k for p in m.within_pairs) for k, _ in KIND_LABELS}
         said = ", ".join(f"{n} {k}" for k, n in kinds.items() if n)
         head = f"{len(m.within_pairs)} duplicate pair(s) within splits ({said})"
+        listed = m.within_pairs[:MAX_WITHIN_LISTED]
+        more = f" (the first {len(listed)} listed)" if len(listed) < len(m.within_pairs) else ""
         findings.append(Finding(Status.WARN, f"{head}: they weight the loss and the statistics towards the copied "
-                                "samples; keep one of each set", samples=_pair_samples(m.within_pairs),
-                                headline=head, evidence={"within_split_pairs": _contract_pairs(m.within_pairs),
+                                f"samples; keep one of each set{more}", samples=_pair_samples(listed),
+                                headline=head, evidence={"within_split_pairs": _contract_pairs(listed),
                                                          "by_splits": by_split}))
     conflicting = [p for p in (*m.pairs, *m.within_pairs) if p["label_a"] != p["label_b"]]
     if conflicting:
