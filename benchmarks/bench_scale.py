@@ -25,6 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+from plant import crop_and_mirror  # noqa: E402
+
 HYMENOPTERA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hymenoptera"
 SIZE = (500, 375)  # (width, height) of every generated photo, as the real ones mostly are
 
@@ -36,14 +39,9 @@ def sources() -> list[tuple[Path, str]]:
 
 def variant(image, rng: np.random.Generator):
     """A random crop (60-100% of each side), maybe mirrored, brightness x0.7-1.3, at 500x375."""
-    from PIL import Image, ImageEnhance, ImageOps
+    from PIL import Image, ImageEnhance
 
-    w, h = image.size
-    cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
-    left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
-    out = image.crop((left, top, left + cw, top + ch))
-    if rng.random() < 0.5:
-        out = ImageOps.mirror(out)
+    out = crop_and_mirror(image, rng)
     out = ImageEnhance.Brightness(out).enhance(float(rng.uniform(0.7, 1.3)))
     return out.resize(SIZE, Image.Resampling.BILINEAR)
 

@@ -75,17 +75,24 @@ def plant_copies(x_train, x_target, per_kind: int, seed: int = 0, kinds=TRANSFOR
     return x_target, planted
 
 
-def photo_sibling(image, rng: np.random.Generator):
-    """A PIL RGB photo as a real collection holds its siblings: a random crop of 60-100% of each side,
-    mirrored half the time, brightness and contrast changed by up to 25%, rescaled by 0.7-1.2."""
-    from PIL import Image, ImageEnhance, ImageOps
+def crop_and_mirror(image, rng: np.random.Generator):
+    """A random crop of 60-100% of each side of a PIL image, mirrored half the time."""
+    from PIL import ImageOps
 
     w, h = image.size
     cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
     left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
     out = image.crop((left, top, left + cw, top + ch))
-    if rng.random() < 0.5:
-        out = ImageOps.mirror(out)
+    return ImageOps.mirror(out) if rng.random() < 0.5 else out
+
+
+def photo_sibling(image, rng: np.random.Generator):
+    """A PIL RGB photo as a real collection holds its siblings: a random crop of 60-100% of each side,
+    mirrored half the time, brightness and contrast changed by up to 25%, rescaled by 0.7-1.2."""
+    from PIL import Image, ImageEnhance
+
+    out = crop_and_mirror(image, rng)
+    cw, ch = out.size
     out = ImageEnhance.Brightness(out).enhance(rng.uniform(0.75, 1.25))
     out = ImageEnhance.Contrast(out).enhance(rng.uniform(0.75, 1.25))
     scale = rng.uniform(0.7, 1.2)
