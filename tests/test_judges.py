@@ -794,3 +794,26 @@ def test_split_leakage_covariate_shift_edge(auc, status):
                                 shift_auc={"val": auc, "test": 0.5})
     v = SplitLeakage.judge(m, SplitLeakage.Thresholds())
     assert v.status is status and v.metrics["split_shift_auc"]["val"] == auc
+
+
+def test_split_leakage_within_split_pairs_warn_and_are_listed_up_to_a_thousand():
+    from dnncheck.checks.split_leakage import MAX_WITHIN_LISTED, SplitLeakage, SplitLeakageMeasurement
+
+    counts = {"train": np.array([500, 500]), "val": np.array([100, 100])}
+    within = tuple({"a": f"train:{k}", "b": f"train:{k + 2000}", "kind": "geometric", "similarity": 0.5,
+                    "inliers": 20, "mirrored": False, "size_ratio": 1.2, "label_a": 0, "label_b": 0,
+                    "split_a": "train", "split_b": "train"} for k in range(MAX_WITHIN_LISTED + 5))
+    m = SplitLeakageMeasurement(("cat", "dog"), (), (), 500, (), {}, counts, {"train": 1000, "val": 200}, None,
+                                within_pairs=within)
+    v = SplitLeakage.judge(m, SplitLeakage.Thresholds())
+    assert v.status is Status.WARN and v.metrics["within_split_duplicate_pairs"] == MAX_WITHIN_LISTED + 5
+    listed = v.findings[0].evidence["within_split_pairs"]
+    assert len(listed) == MAX_WITHIN_LISTED and set(listed[0]) == {"a", "b", "kind", "similarity", "inliers",
+                                                                   "mirrored", "size_ratio"}
+    assert v.summary.startswith(f"{MAX_WITHIN_LISTED + 5} duplicate pair(s) within splits ({MAX_WITHIN_LISTED + 5} geometric)")
+    # a cross-split geometric pair fails, named as a crop/mirror/rescaled copy
+    cross = {**within[0], "b": "val:1", "split_b": "val"}
+    m = SplitLeakageMeasurement(("cat", "dog"), (), (), 500, (cross,), {}, counts, {"train": 1000, "val": 200}, None)
+    v = SplitLeakage.judge(m, SplitLeakage.Thresholds())
+    assert v.status is Status.FAIL and v.metrics["geometric_duplicate_pairs"] == 1
+    assert v.summary.startswith("1 crops, mirror images or rescaled copies across splits (1 train-val)")
