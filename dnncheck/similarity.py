@@ -208,7 +208,7 @@ def duplicate_pairs(ds, near_threshold: float, candidate_cosine: float, max_shif
         records = np.concatenate([p.records for p in parts])
         exact = exact_pairs([bytes(d) for d in records["digest"]])
         stage("split-leakage: near-duplicate candidates")
-        i, j = _block_candidates(records["descriptors"].transpose(1, 0, 2).astype(np.float32), starts,
+        i, j = block_candidates(records["descriptors"].transpose(1, 0, 2).astype(np.float32), starts,
                                  candidate_cosine)
         stage("split-leakage: verifying candidates")
         if min(int(v) for v in records["grey_size"][0]) < MIN_WITHIN_SIDE:
@@ -226,7 +226,7 @@ def duplicate_pairs(ds, near_threshold: float, candidate_cosine: float, max_shif
         near, geometric = [], []
         if samples.shape[1] >= MIN_NEAR_FEATURES:
             z = table_zscores(samples)
-            i, j = _block_candidates(unit_rows(z)[None], starts, near_threshold)
+            i, j = block_candidates(unit_rows(z)[None], starts, near_threshold)
             near = _keep(i, j, row_similarity(z, i, j) if len(i) else np.zeros(0), near_threshold, "near")
     out, seen = [], set()
     for p in exact + near + geometric:  # a pair is reported once, as its strongest kind
@@ -238,7 +238,7 @@ def duplicate_pairs(ds, near_threshold: float, candidate_cosine: float, max_shif
                     "label_a": int(labels[a]), "label_b": int(labels[b]),
                     "split_a": names[split_of[a]], "split_b": names[split_of[b]],
                     **extra.get((min(a, b), max(a, b)), {})})
-    rank = {"exact": 0, "near": 1, "geometric": 2}
+    rank = {"exact": 0, "near": 1, "geometric": 2, "embedding": 3}
     out.sort(key=lambda d: (d["split_a"] == d["split_b"], rank[d["kind"]], -d["similarity"]))
     return out
 
@@ -256,7 +256,7 @@ NEIGHBOURS_WITHIN = 3
 NEIGHBOURS_REVERSE = 1
 
 
-def _block_candidates(variants: np.ndarray, starts: np.ndarray, keep: float) -> tuple[np.ndarray, np.ndarray]:
+def block_candidates(variants: np.ndarray, starts: np.ndarray, keep: float) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs (global indices, i < j) between every two splits and within each: each
     split's index searched by the samples of its own and of every later split."""
     found_i, found_j = [], []

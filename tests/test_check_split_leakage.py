@@ -275,3 +275,53 @@ def test_the_real_ant_bee_photos_have_no_near_duplicates():
     result = run_one(SplitLeakage(), source=str(shared_data("hymenoptera")), image_size=(32, 32))
     assert result.metrics["geometric_duplicate_pairs"] == 0 and result.metrics["within_split_duplicate_pairs"] == 0
     assert result.status is Status.PASS, messages(result)
+
+
+# -- learned embeddings (optional) ---------------------------------------------------------------
+def _noisy_copies(tmp_path, n=120):
+    """Digits train/val/test where 6 validation digits are noisy copies (sigma 8) of training ones."""
+    x, y = _digits()
+    rng = np.random.default_rng(3)
+    tr, va, te = np.arange(0, n), np.arange(n, n + 40), np.arange(n + 40, n + 80)
+    x_val = x[va].copy()
+    for k in range(6):
+        x_val[k] = np.clip(x[tr][k] + rng.normal(0, 8, x[tr][k].shape), 0, 255).astype(np.uint8)
+    y_val = y[va].copy()
+    y_val[:6] = y[tr][:6]
+    path = tmp_path / "e.npz"
+    np.savez(path, x_train=x[tr], y_train=y[tr], x_val=x_val, y_val=y_val, x_test=x[te], y_test=y[te])
+    return path
+
+
+def test_the_models_own_embedding_finds_copies_the_correlation_search_is_told_to_skip(tmp_path):
+    result = run_one(SplitLeakage(embedding="model", near_threshold=1.0), source=str(_noisy_copies(tmp_path)),
+                     model="mlp")
+    found = {(p["a"], p["b"]): p for f in result.findings for p in f.evidence.get("pairs", []) if "kind" in p}
+    assert {(f"train:{k}", f"val:{k}") for k in range(6)} <= set(found), sorted(found)
+    assert all(found[(f"train:{k}", f"val:{k}")]["kind"] == "embedding" for k in range(6))
+    assert result.metrics["embedding_duplicate_pairs"] >= 6
+
+
+def test_a_torchvision_backbone_needs_its_weights_in_the_torch_cache(tmp_path, monkeypatch):
+    import torch
+    import torchvision
+
+    from dnncheck.errors import UserError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(UserError, match="not in the torch cache .*resnet18-.*never downloads"):
+        SplitLeakage(embedding="torchvision:resnet18")
+    with pytest.raises(UserError, match=r'no such classification model \(did you mean "resnet18"\?\)'):
+        SplitLeakage(embedding="torchvision:resnet1")
+    with pytest.raises(UserError, match='use "model" or "torchvision:<name>"'):
+        SplitLeakage(embedding="clip")
+    # weights in the cache (random ones here: this machine cannot download) are used, offline
+    weights = torchvision.models.ResNet18_Weights.DEFAULT
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / weights.url.rsplit("/", 1)[1]
+    cached.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), cached)
+    result = run_one(SplitLeakage(embedding="torchvision:resnet18", near_threshold=1.0),
+                     source=str(_noisy_copies(tmp_path, n=40)), model="mlp")
+    found = {(p["a"], p["b"]): p["kind"] for f in result.findings for p in f.evidence.get("pairs", []) if "kind" in p}
+    assert {(f"train:{k}", f"val:{k}") for k in range(6)} <= set(found)

@@ -62,6 +62,8 @@ class SplitLeakage(Check):
         "candidate_cosine": (0.9, "descriptor cosine a candidate pair needs before verification"),
         "max_shift": (2, "pixels of misalignment the verification tolerates"),
         "geometric_inliers": (10, "photos: ORB keypoints agreeing on one transform (RANSAC inliers) for a crop/mirror/rescaled copy"),
+        "embedding": ("", "learned embeddings searched as well: \"model\" (your model's penultimate features, with --weights) or \"torchvision:<name>\" (cached pretrained weights); empty: off"),
+        "embedding_cosine": (0.95, "cosine of two learned embeddings at which they are a pair (kind 'embedding')"),
         "table_near_threshold": (0.9999, "tables: similarity 2a.b/(|a|^2+|b|^2) of z-scored rows for a near duplicate"),
         "shift_p_value": (0.001, "label shift: chi-square p-value below which to warn"),
         "shift_min_share_diff": (0.05, "label shift: ... and a class share differing by more than this"),
@@ -69,12 +71,20 @@ class SplitLeakage(Check):
         "feature_leak_score": (0.99, "tables: a feature alone predicting the label this well (balanced accuracy, or R^2) leaks it"),
     }
 
+    def __init__(self, **overrides):
+        super().__init__(**overrides)
+        from dnncheck.embeddings import check_setting
+
+        check_setting(self.t.embedding, self.slug)  # exit 2 before any check runs, not halfway through
+
     # -- measuring ------------------------------------------------------------------------------
     def measure(self, ctx) -> "SplitLeakageMeasurement":
         ds = ctx.dataset
         threshold = self.t.near_threshold if ds.is_image else self.t.table_near_threshold
         key = ("duplicate_pairs", threshold, self.t.candidate_cosine, self.t.max_shift, self.t.geometric_inliers)
         found = ctx.artifact(key, lambda: _pairs(ctx, threshold, self.t))
+        if self.t.embedding:
+            found = found + _embedding_pairs(ctx, self.t, {frozenset((p["a"], p["b"])) for p in found}, self.slug)
         pairs = [p for p in found if p["split_a"] != p["split_b"]]
         within = tuple(p for p in found if p["split_a"] == p["split_b"])
         train = ds.splits["train"]
@@ -111,6 +121,7 @@ class SplitLeakage(Check):
         metrics = {"exact_duplicate_pairs": sum(p["kind"] == "exact" for p in pairs),
                    "near_duplicate_pairs": sum(p["kind"] == "near" for p in pairs),
                    "geometric_duplicate_pairs": sum(p["kind"] == "geometric" for p in pairs),
+                   "embedding_duplicate_pairs": sum(p["kind"] == "embedding" for p in pairs),
                    "within_split_duplicate_pairs": len(m.within_pairs),
                    "leaked_groups": len({p["group"] for p in group_pairs}),
                    "conflicting_label_pairs": sum(p["label_a"] != p["label_b"] for p in pairs),
@@ -273,7 +284,8 @@ def _splits_present(m: SplitLeakageMeasurement):
 MAX_WITHIN_LISTED = 1000  # within-split pairs listed in the evidence (all are counted): a folder of bursts has many
 PAIR_FIELDS = ("a", "b", "kind", "similarity", "inliers", "mirrored", "size_ratio")
 KIND_LABELS = (("exact", "exact copies"), ("near", "near copies"),
-               ("geometric", "crops, mirror images or rescaled copies"))
+               ("geometric", "crops, mirror images or rescaled copies"),
+               ("embedding", "pairs alike in learned embeddings"))
 
 
 def _duplicate_findings(m: SplitLeakageMeasurement):
@@ -393,6 +405,32 @@ def _pairs(ctx, threshold, t):
     from dnncheck.similarity import duplicate_pairs
 
     return duplicate_pairs(ctx.dataset, threshold, t.candidate_cosine, t.max_shift, t.geometric_inliers, ctx.progress)
+
+
+def _embedding_pairs(ctx, t, known: set, slug: str) -> list[dict]:
+    """Pairs whose learned embeddings (embeddings.py) have cosine >= embedding_cosine, not found by the
+    other searches; across splits and within each, like them."""
+    from dnncheck.embeddings import embed_all
+    from dnncheck.similarity import SPLIT_ORDER, block_candidates
+
+    ds = ctx.dataset
+    names = [n for n in SPLIT_ORDER if n in ds.splits and len(ds.splits[n])]
+    parts = [ds.splits[n] for n in names]
+    emb = embed_all(ctx, t.embedding, names, slug)
+    starts = np.r_[0, np.cumsum([len(p) for p in parts])]
+    split_of = np.concatenate([np.full(len(p), k) for k, p in enumerate(parts)])
+    ids = [i for p in parts for i in p.ids]
+    labels = np.concatenate([p.y for p in parts])
+    i, j = block_candidates(emb[None], starts, t.embedding_cosine)
+    out = []
+    for a, b in zip(i.tolist(), j.tolist()):
+        if frozenset((ids[a], ids[b])) in known:
+            continue
+        a, b = (a, b) if (split_of[a], a) <= (split_of[b], b) else (b, a)
+        out.append({"a": ids[a], "b": ids[b], "kind": "embedding", "similarity": round(float(emb[a] @ emb[b]), 4),
+                    "label_a": int(labels[a]), "label_b": int(labels[b]),
+                    "split_a": names[split_of[a]], "split_b": names[split_of[b]]})
+    return sorted(out, key=lambda d: (d["split_a"] == d["split_b"], -d["similarity"]))
 
 
 def _pair_images(ds, pairs) -> ImageGrid:
