@@ -284,6 +284,7 @@ def block_candidates(variants: np.ndarray, starts: np.ndarray, keep: float) -> t
 HAMMING_MAX = 64  # of 256 bits: a descriptor match (ORB matches of one scene lie mostly below 50)
 MATCHES_PER_DESCRIPTOR = 5
 MIN_VOTES = 5  # descriptor matches a pair of images needs before its geometry is checked
+QUERY_IMAGES = 2048  # images whose keypoints are matched at a time
 GEOMETRIC_CANDIDATES = 10  # images, per query image and view, whose geometry is checked (most votes first)
 RANSAC_PIXELS = 4.0  # reprojection error at the 256 px detection size
 # Both copies are drawn at 256 px, so a crop to 60% of the side is a scale of 1/0.6 = 1.7 between
@@ -300,8 +301,6 @@ def geometric_pairs(records: np.ndarray, min_inliers: int) -> tuple[list[Pair], 
     in a faiss binary index, votes per pair of images; verification: OpenCV's RANSAC fit of a
     partial affine transform, `min_inliers` keypoints or more agreeing. Similarity: the inliers'
     share of the smaller keypoint set. Also returns, per pair, its inliers, mirroring and scale."""
-    import cv2
-
     counts = records["kp_count"].astype(np.int64)
     n = len(records)
     owner, point = _points(counts[:, 0])
@@ -310,45 +309,61 @@ def geometric_pairs(records: np.ndarray, min_inliers: int) -> tuple[list[Pair], 
     index = _binary_index(records["kp_desc"][owner, 0, point])
     verified: dict = {}
     for view in (0, 1):
-        q_owner, q_point = _points(counts[:, view])
-        if not len(q_owner):
-            continue
-        dist, idx = index.search(np.ascontiguousarray(records["kp_desc"][q_owner, view, q_point]),
-                                 MATCHES_PER_DESCRIPTOR)
-        qa = np.repeat(q_owner, MATCHES_PER_DESCRIPTOR)
-        qp = np.repeat(q_point, MATCHES_PER_DESCRIPTOR)
-        hit = idx.reshape(-1)
-        ok = (hit >= 0) & (dist.reshape(-1) <= HAMMING_MAX)
-        qa, qp, hit, hamming = qa[ok], qp[ok], hit[ok], dist.reshape(-1)[ok]
-        db, dp = owner[hit], point[hit]
-        ok = qa != db
-        qa, qp, db, dp, hamming = qa[ok], qp[ok], db[ok], dp[ok], hamming[ok]
-        # each query keypoint votes once per image, with its closest code there (several matches of one
-        # keypoint would inflate both the votes and RANSAC's inliers)
-        order = np.lexsort((hamming, qp, db, qa))
-        qa, qp, db, dp = qa[order], qp[order], db[order], dp[order]
-        first = np.r_[True, (qa[1:] != qa[:-1]) | (db[1:] != db[:-1]) | (qp[1:] != qp[:-1])]
-        qa, qp, db, dp = qa[first], qp[first], db[first], dp[first]
-        for s, e in _best_candidates(qa, db):
-            a, b = int(qa[s]), int(db[s])
-            src = records["kp_xy"][a, view, qp[s:e]].astype(np.float32)
-            dst = records["kp_xy"][b, 0, dp[s:e]].astype(np.float32)
-            model, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
-                                                        ransacReprojThreshold=RANSAC_PIXELS, maxIters=500,
-                                                        confidence=0.99)
-            if model is None:
-                continue
-            agreeing = int(inliers.sum())
-            scale = max(float(np.sqrt(abs(np.linalg.det(model[:, :2])))), 1e-9)
-            if agreeing < min_inliers or max(scale, 1 / scale) > MAX_SIZE_RATIO:
-                continue  # too few agree, or a degenerate fit that squeezes one image's points together
-            key = (min(a, b), max(a, b))
-            share = agreeing / max(1, min(counts[a, view], counts[b, 0]))
-            if key not in verified or agreeing > verified[key]["inliers"]:
-                verified[key] = {"inliers": agreeing, "mirrored": bool(view),
-                                 "size_ratio": round(max(scale, 1 / scale), 3), "similarity": float(min(1.0, share))}
+        # query images a chunk at a time: the matches of all 20,000 photos' keypoints at once were
+        # several arrays of 2.5 M x 5 entries (0.6 GB)
+        for first in range(0, n, QUERY_IMAGES):
+            chunk = np.arange(first, min(n, first + QUERY_IMAGES))
+            qa, qp, db, dp = _votes(index, records, counts, owner, point, chunk, view)
+            for s, e in _best_candidates(qa, db):
+                _verify(records, counts, view, int(qa[s]), int(db[s]), qp[s:e], dp[s:e], min_inliers, verified)
     pairs = [Pair(a, b, "geometric", v.pop("similarity")) for (a, b), v in sorted(verified.items())]
     return pairs, verified
+
+
+def _votes(index, records, counts, owner, point, images, view):
+    """(query image, query keypoint, image, keypoint) matches of the `images`' keypoints in `view`,
+    sorted by pair: Hamming <= HAMMING_MAX, other images only, one match per keypoint and image."""
+    q_owner, q_point = _points(counts[:, view], images)
+    if not len(q_owner):
+        return (np.zeros(0, np.int64),) * 4
+    dist, idx = index.search(np.ascontiguousarray(records["kp_desc"][q_owner, view, q_point]), MATCHES_PER_DESCRIPTOR)
+    qa = np.repeat(q_owner, MATCHES_PER_DESCRIPTOR)
+    qp = np.repeat(q_point, MATCHES_PER_DESCRIPTOR)
+    hit, hamming = idx.reshape(-1), dist.reshape(-1)
+    ok = hit >= 0
+    ok[ok] = hamming[ok] <= HAMMING_MAX
+    qa, qp, hit, hamming = qa[ok], qp[ok], hit[ok], hamming[ok]
+    db, dp = owner[hit], point[hit]
+    ok = qa != db
+    qa, qp, db, dp, hamming = qa[ok], qp[ok], db[ok], dp[ok], hamming[ok]
+    # each query keypoint votes once per image, with its closest code there (several matches of one
+    # keypoint would inflate both the votes and RANSAC's inliers)
+    order = np.lexsort((hamming, qp, db, qa))
+    qa, qp, db, dp = qa[order], qp[order], db[order], dp[order]
+    first = np.r_[True, (qa[1:] != qa[:-1]) | (db[1:] != db[:-1]) | (qp[1:] != qp[:-1])]
+    return qa[first], qp[first], db[first], dp[first]
+
+
+def _verify(records, counts, view, a, b, qp, dp, min_inliers, verified) -> None:
+    """RANSAC fit of a similarity transform between image a's keypoints (in `view`) and b's; a pair
+    goes into `verified` (its best fit over both views kept) when enough agree at a sane scale."""
+    import cv2
+
+    src = records["kp_xy"][a, view, qp].astype(np.float32)
+    dst = records["kp_xy"][b, 0, dp].astype(np.float32)
+    model, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PIXELS,
+                                                maxIters=500, confidence=0.99)
+    if model is None:
+        return
+    agreeing = int(inliers.sum())
+    scale = max(float(np.sqrt(abs(np.linalg.det(model[:, :2])))), 1e-9)
+    if agreeing < min_inliers or max(scale, 1 / scale) > MAX_SIZE_RATIO:
+        return  # too few agree, or a degenerate fit that squeezes one image's points together
+    key = (min(a, b), max(a, b))
+    share = agreeing / max(1, min(counts[a, view], counts[b, 0]))
+    if key not in verified or agreeing > verified[key]["inliers"]:
+        verified[key] = {"inliers": agreeing, "mirrored": bool(view), "size_ratio": round(max(scale, 1 / scale), 3),
+                         "similarity": float(min(1.0, share))}
 
 
 def _best_candidates(qa: np.ndarray, db: np.ndarray):
@@ -369,10 +384,12 @@ def _best_candidates(qa: np.ndarray, db: np.ndarray):
     return sorted(zip(starts[chosen].tolist(), ends[chosen].tolist()))
 
 
-def _points(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(image, keypoint) of every stored keypoint, image by image."""
-    owner = np.repeat(np.arange(len(counts)), counts)
-    point = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+def _points(counts: np.ndarray, images: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(image, keypoint) of every stored keypoint of `images` (default: all), image by image."""
+    images = np.arange(len(counts)) if images is None else images
+    per = counts[images]
+    owner = np.repeat(images, per)
+    point = np.arange(len(owner)) - np.repeat(np.cumsum(per) - per, per)
     return owner, point
 
 
