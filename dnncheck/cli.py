@@ -20,7 +20,7 @@ from rich.console import Console
 from dnncheck import __version__
 from dnncheck.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="A pre-flight checklist for training deep neural networks.")
 
 
@@ -250,7 +250,9 @@ def list_checks():
 @user_errors_exit_2
 def explain(key: str = typer.Argument(..., help="a check id (DNC4) or slug (loss-sanity)")):
     """What a check checks, why it matters, how it is computed and how to fix what it finds."""
+    from rich.padding import Padding
     from rich.table import Table
+    from rich.text import Text
 
     from dnncheck.checks import lookup
 
@@ -258,14 +260,32 @@ def explain(key: str = typer.Argument(..., help="a check id (DNC4) or slug (loss
     console = Console()
     item = f", checklist item {check.item}" if check.item else ""
     console.print(f"[bold]{check.id} {check.slug}[/bold]: {check.title}{item}\n", highlight=False)
-    console.print(check.doc(), highlight=False, markup=False)
+    for indent, paragraph in reflowed(check.doc()):
+        console.print(Padding(Text(paragraph), (0, 0, 0, indent), expand=False), highlight=False)
     if check.thresholds:
-        table = Table(title=f"thresholds ([checks.{check.slug}] in the config)", title_justify="left")
+        table = Table(title=Text(f"thresholds ([checks.{check.slug}] in the config)"), title_justify="left")
         for col in ("name", "default", "meaning"):
             table.add_column(col)
         for name, (default, meaning) in check.thresholds.items():
             table.add_row(name, repr(default), meaning)
         console.print(table)
+
+
+def reflowed(doc: str) -> list[tuple[int, str]]:
+    """(indent, text) paragraphs of a docstring whose lines were wrapped for the source: the lines of
+    a paragraph joined, so the terminal wraps them once at its own width. A heading (no indent) is
+    its own paragraph; a blank line or a line starting with "- " starts a new one."""
+    out: list[tuple[int, str]] = []
+    for line in doc.splitlines():
+        text = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if not text:
+            out.append((0, ""))
+        elif out and out[-1][1] and indent and out[-1][0] == indent and not text.startswith("- "):
+            out[-1] = (indent, f"{out[-1][1]} {text}")
+        else:
+            out.append((indent, text))
+    return out
 
 
 @app.command()

@@ -151,6 +151,20 @@ def test_checks_and_explain():
     assert unknown.exit_code == 2 and "unknown check" in unknown.stderr
 
 
+def test_bracketed_text_survives_help_explain_and_init(tmp_path):
+    """Rich reads [words] as markup and ate them: "default:  in ./pyproject.toml", "thresholds ( in
+    the config)", "edit  source"."""
+    helped = runner.invoke(app, ["audit", "--help"], env={"COLUMNS": "200"})
+    assert "default: [tool.dnncheck] in ./pyproject.toml" in helped.output
+    explained = runner.invoke(app, ["explain", "split-leakage"], env={"COLUMNS": "200"})
+    assert "thresholds ([checks.split-leakage] in the config)" in explained.output
+    # reflowed once to the terminal's width: a source-wrapped sentence reads as one line at 200 columns
+    assert "Leakage-free splits: no sample, copy or group crosses from training into evaluation." in explained.output
+    assert "exact duplicates (a hash of the decoded pixels or feature row); near duplicates" in explained.output
+    written = runner.invoke(app, ["init", str(tmp_path / "c.toml")])
+    assert "edit [data] source" in written.output
+
+
 def test_init_writes_once_and_never_overwrites(tmp_path):
     path = tmp_path / "dnncheck.toml"
     assert runner.invoke(app, ["init", str(path)]).exit_code == 0
