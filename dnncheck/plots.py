@@ -55,6 +55,17 @@ def image_uri(image: np.ndarray, max_side: int = 64) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _displayable(im: np.ndarray) -> np.ndarray:
+    """Colour images that are not uint8 (normalised tensors, floats) stretched to [0, 1] per image:
+    matplotlib clips anything else (dark, oversaturated pictures and a "Clipping input data" warning
+    in the user's terminal). Grey images keep their values: a colour map scales them anyway."""
+    if im.ndim != 3 or im.shape[-1] == 1 or im.dtype == np.uint8:
+        return im
+    im = np.nan_to_num(im.astype(np.float64))
+    low, high = float(im.min()), float(im.max())
+    return (im - low) / (high - low) if high > low else np.zeros_like(im)
+
+
 def image_grid(images, captions, cols: int = 8, title: str = "") -> str:
     plt = _plt()
     n = len(images)
@@ -63,7 +74,7 @@ def image_grid(images, captions, cols: int = 8, title: str = "") -> str:
     for k, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if k < n:
-            im = np.asarray(images[k])
+            im = _displayable(np.asarray(images[k]))
             ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap="gray" if im.shape[-1] == 1 else None)
             ax.set_title(str(captions[k])[:28], fontsize=6)
     if title:

@@ -156,3 +156,18 @@ def test_every_figure_record_kind_is_drawn_by_its_function():
     drawn = figures_for(records)
     assert [title for title, _ in drawn] == list(records)
     assert all(uri.startswith("data:image/png;base64,") and len(uri) > 200 for _, uri in drawn)
+
+
+def test_normalised_colour_images_are_drawn_without_clipping_warnings():
+    """A normalised RGB tensor used to be clipped by matplotlib (dark pictures, and a "Clipping input
+    data" warning in the user's terminal)."""
+    import warnings
+
+    import numpy as np
+
+    from dnncheck.plots import image_grid
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        uri = image_grid([np.random.default_rng(0).normal(0, 2, (8, 8, 3)), np.zeros((8, 8, 1))], ["a", "b"])
+    assert uri.startswith("data:image/png;base64,")

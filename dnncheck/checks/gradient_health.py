@@ -103,7 +103,8 @@ class GradientHealth(Check):
         figures = {"grad_norms": Lines("Gradient norm per layer during the probe", weights, "record", "norm",
                                        logy=True)} if weights else {}
         summary = headline(findings) if findings else (
-            f"gradients flow (first/last layer ratio {metrics.get('first_to_last_grad_ratio')}), no dead or saturated "
+            f"gradients flow (first/last layer ratio {_ratio_text(metrics.get('first_to_last_grad_ratio'))}), no dead "
+            f"or saturated "
             f"layers, initial scales within range")
         return Verdict(verdict(findings), summary, tuple(findings), metrics, _remedy(findings), figures)
 
@@ -320,3 +321,8 @@ class _UnitTally:
 
     def saturated_fraction(self) -> float:
         return self.saturated / max(1, self.total)
+
+
+def _ratio_text(ratio) -> str:
+    """Three significant digits for the summary (the metric keeps its full value)."""
+    return "n/a" if ratio is None else f"{ratio:.3g}"
