@@ -24,6 +24,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="A pre-flight checklist for training deep neural networks.")
 
 
+def _say_warning(message: str) -> None:
+    from dnncheck.report.safe import printable
+
+    print(f"dnncheck: warning: {printable(' '.join(message.split()))}", file=sys.stderr)
+
+
 def _say_error(message: str) -> None:
     from dnncheck.report.safe import printable
 
@@ -70,7 +76,7 @@ def audit(
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the results as JSON here"),
     html_path: Optional[Path] = typer.Option(None, "--html", help="write a self-contained HTML report here"),
     junit_path: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML here (one testcase per check)"),
-    output_format: str = typer.Option("rich", "--format", help="rich | github (workflow annotations)"),
+    output_format: str = typer.Option("rich", "--format", help="rich | github (workflow annotations) | markdown"),
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="a previous --json result: only checks that got worse gate"),
     device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N"),
     budget: Optional[float] = typer.Option(None, "--budget", help="seconds for all probe training"),
@@ -111,8 +117,8 @@ def audit(
 
 
 def _check_format(output_format: str) -> None:
-    if output_format not in ("rich", "github"):
-        raise UserError(f"--format {output_format!r}: expected rich or github")
+    if output_format not in ("rich", "github", "markdown"):
+        raise UserError(f"--format {output_format!r}: expected rich, github or markdown")
 
 
 def _run(cfg, quiet: bool, started: float, baseline=None):
@@ -171,7 +177,7 @@ def curves(
     json_path: Optional[Path] = typer.Option(None, "--json", help="write the results as JSON here"),
     html_path: Optional[Path] = typer.Option(None, "--html", help="write a self-contained HTML report here"),
     junit_path: Optional[Path] = typer.Option(None, "--junit", help="write JUnit XML here"),
-    output_format: str = typer.Option("rich", "--format", help="rich | github (workflow annotations)"),
+    output_format: str = typer.Option("rich", "--format", help="rich | github (workflow annotations) | markdown"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no report on the terminal"),
 ):
     """Diagnose a training history you already have (overfitting onset, divergence, plateaus, ...)."""
@@ -217,10 +223,20 @@ def _write_and_show(result, json_path: Optional[Path], quiet: bool, html_path: O
     for path, write in writers:
         if path:
             write(result, path)
+    from dnncheck.report.markdown import write_step_summary
+
+    problem = write_step_summary(result)  # GitHub Actions' job summary, when $GITHUB_STEP_SUMMARY is set
+    if problem:
+        _say_warning(problem)
     if quiet:
         return
     to_stdout = any(path is not None and is_stdout(path) for path in (json_path, html_path, junit_path))
     console = Console(stderr=True) if to_stdout else Console()
+    if output_format == "markdown":
+        from dnncheck.report.markdown import markdown
+
+        console.print(markdown(result), markup=False, highlight=False, soft_wrap=True, end="")
+        return
     if output_format == "github":
         from dnncheck.report.github import annotations
 

@@ -25,6 +25,13 @@ def _private_record_cache(tmp_path_factory):
         os.environ["DNNCHECK_CACHE_DIR"] = old
 
 
+@pytest.fixture(autouse=True)
+def _no_job_summary(monkeypatch):
+    """Audits in the suite do not append to a real GitHub job summary when CI runs on Actions (the
+    step-summary test turns this off for itself)."""
+    monkeypatch.setenv("DNNCHECK_NO_STEP_SUMMARY", "1")
+
+
 def shared_data(name: str) -> Path:
     path = SHARED_DATA / name
     if not path.exists():

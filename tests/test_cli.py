@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -194,3 +195,39 @@ def test_image_folder_audit_calls_small_data(image_folder, tmp_path):
     assert result.exit_code in (0, 1), result.stderr
     checks = {c["slug"]: c for c in json.loads(out.read_text())["checks"]}
     assert "small data" in json.dumps(checks["imbalance"]["findings"])
+
+
+def test_markdown_format_and_the_github_step_summary(tmp_path, monkeypatch):
+    """--format markdown prints the verdict, one table row per check and the top findings; with
+    $GITHUB_STEP_SUMMARY set the same Markdown is appended to that file (unless
+    DNNCHECK_NO_STEP_SUMMARY=1), and a summary that cannot be written is a warning, not a failure."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.npz"
+    x = rng.integers(0, 255, (90, 8, 8), dtype=np.uint8)
+    np.savez(data, x_train=np.concatenate([x, x[:5]]), y_train=np.r_[np.arange(90) % 3, [1, 2, 0, 1, 2]])
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.delenv("DNNCHECK_NO_STEP_SUMMARY", raising=False)
+    out = runner.invoke(app, ["audit", str(data), "--select", "split-leakage,imbalance", "--model", "mlp",
+                              "--format", "markdown"])
+    assert out.exit_code == 1, out.output
+    assert out.output.startswith("## ❌ dnncheck: FAIL (exit code 1)")
+    assert "| DNC6 split-leakage | ❌ fail |" in out.output and "| DNC9 imbalance |" in out.output
+    assert "### Top findings" in out.output and "Samples: `train:" in out.output
+    written = summary.read_text()
+    assert written.startswith("earlier step\n## ❌ dnncheck: FAIL") and written.count("| DNC6 split-leakage |") == 1
+    monkeypatch.setenv("DNNCHECK_NO_STEP_SUMMARY", "1")
+    runner.invoke(app, ["audit", str(data), "--select", "split-leakage", "--quiet"])
+    assert summary.read_text() == written
+    monkeypatch.delenv("DNNCHECK_NO_STEP_SUMMARY")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(tmp_path / "no" / "such" / "dir" / "s.md"))
+    out = runner.invoke(app, ["audit", str(data), "--select", "split-leakage", "--quiet"])
+    assert out.exit_code == 1 and "warning: could not append the job summary" in out.stderr
+
+
+def test_markdown_cells_cannot_break_the_table():
+    from dnncheck.report.markdown import _cell
+
+    assert _cell("a | b\nc <script>") == "a \\| b c &lt;script&gt;"
+    assert len(_cell("x" * 1000)) == 300
