@@ -10,7 +10,6 @@ import functools
 import shlex
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -122,11 +121,9 @@ def _check_format(output_format: str) -> None:
 
 
 def _run(cfg, quiet: bool, started: float, baseline=None):
-    from dnncheck.context import Context
+    from dnncheck.api import execute
     from dnncheck.progress import NullProgress
-    from dnncheck.runner import run_audit, select_checks
 
-    checks = select_checks(cfg)
     err = Console(stderr=True)
     if quiet or not err.is_terminal:
         progress = NullProgress()
@@ -135,37 +132,7 @@ def _run(cfg, quiet: bool, started: float, baseline=None):
 
         progress = RichProgress(err)
     command = "dnncheck " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with progress, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")  # each distinct warning once, into the report, not onto stderr
-        from dnncheck.data.scan import shutdown
-
-        try:
-            ctx = Context(cfg, progress)
-            ctx.prepare()
-            result = run_audit(ctx, checks, command, started, baseline)
-        finally:
-            shutdown()  # the data pass's worker processes
-    return _with_warnings(result, caught)
-
-
-MAX_WARNINGS = 20
-
-
-def _with_warnings(result, caught):
-    """Library warnings raised during the audit, as notes of the report (stderr stays for errors)."""
-    from dataclasses import replace
-
-    seen = []
-    for w in caught:
-        text = f"warning ({w.category.__name__}, {Path(w.filename).name}:{w.lineno}): {' '.join(str(w.message).split())}"
-        if text not in seen:
-            seen.append(text)
-    if not seen:
-        return result
-    notes = list(result.data.get("notes", [])) + seen[:MAX_WARNINGS]
-    if len(seen) > MAX_WARNINGS:
-        notes.append(f"... and {len(seen) - MAX_WARNINGS} more distinct warnings")
-    return replace(result, data={**result.data, "notes": notes})
+    return execute(cfg, progress, command, started, baseline)
 
 
 @app.command()

@@ -106,6 +106,26 @@ class AuditResult:
     # sample id -> HWC image, for thumbnails in the HTML report (not part of the JSON)
     thumbnails: dict[str, Any] = field(default_factory=dict, compare=False)
 
+    def to_json(self) -> str:
+        """The --json document as text."""
+        from dnncheck.report.json import json_text
+
+        return json_text(self)
+
+    def to_html(self, path) -> None:
+        """Write the self-contained HTML report (as --html does: atomically, never over an input)."""
+        from pathlib import Path
+
+        from dnncheck.report.html import write_html
+
+        write_html(self, Path(path))
+
+    def _repr_html_(self) -> str:
+        """Notebooks show the HTML report inline."""
+        from dnncheck.report.html import render_html
+
+        return render_html(self)
+
     def to_dict(self) -> dict:
         out = {"schema_version": SCHEMA_VERSION, "tool": self.tool, "duration_s": self.duration_s,
                "environment": _plain(self.environment), "data": _plain(self.data),

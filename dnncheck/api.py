@@ -1,0 +1,157 @@
+"""The Python API: `dnncheck.audit(...)` returns the AuditResult the CLI renders.
+
+    import dnncheck
+    result = dnncheck.audit("sklearn:digits", select=["loss-sanity"], seed=0)
+    result.status, result.exit_code, result.checks
+    result.to_json(); result.to_html("report.html")   # and, in a notebook, the result displays itself
+
+In-memory data and models are accepted too: `target` may be a dict of split name -> torch Dataset
+(items (x, y), as for `python:` sources) or -> (x, y) numpy arrays, and `model` a torch.nn.Module
+instance (copied for every probe, its current weights the starting point) or a factory callable
+(called like a `pkg.module:factory`). They are reached through this module's namespace under a fresh
+name, so the rest of dnncheck sees them as ordinary `python:` sources and factories.
+Bad input raises dnncheck.UserError with the message the CLI prints.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from dnncheck.errors import UserError
+
+_names = itertools.count(1)
+MAX_WARNINGS = 20
+
+
+def audit(target: Any = None, *, model: Any = None, weights: str | Path | None = None, select=None, ignore=None,
+          budget: float | None = None, seed: int | None = None, device: str | None = None,
+          config: str | Path | None = None, fail_on: str | None = None):
+    """Run the checklist; returns the AuditResult (nothing is printed or written)."""
+    from dnncheck.config import build_config
+    from dnncheck.progress import NullProgress
+
+    if target is not None and config is not None and not isinstance(target, (str, Path)):
+        raise UserError("pass in-memory data as target or a config file as config, not both")
+    overrides = {"--model": ("model", "factory", _model_spec(model)),
+                 "--weights": ("model", "weights", None if weights is None else str(Path(weights).resolve())),
+                 "--fail-on": ("checks", "fail_on", fail_on), "--device": ("probe", "device", device),
+                 "--budget": ("probe", "budget_seconds", budget), "--seed": ("probe", "seed", seed)}
+    cfg = build_config(_target_spec(target, config), overrides)
+    if select is not None:
+        cfg.select = _ids(select, "select")
+    if ignore is not None:
+        cfg.ignore = cfg.ignore + _ids(ignore, "ignore")
+    return execute(cfg, NullProgress(), "dnncheck.audit(...)", time.perf_counter())
+
+
+def execute(cfg, progress, command: str, started: float, baseline=None):
+    """Prepare the context and run the selected checks; library warnings become notes of the result."""
+    from dnncheck.context import Context
+    from dnncheck.data.scan import shutdown
+    from dnncheck.runner import run_audit, select_checks
+
+    checks = select_checks(cfg)
+    with progress, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # each distinct warning once, into the report, not onto stderr
+        try:
+            ctx = Context(cfg, progress)
+            ctx.prepare()
+            result = run_audit(ctx, checks, command, started, baseline)
+        finally:
+            shutdown()  # the data pass's worker processes
+    return _with_warnings(result, caught)
+
+
+def _with_warnings(result, caught):
+    """Library warnings raised during the audit, as notes of the report (stderr stays for errors)."""
+    from dataclasses import replace
+
+    seen = []
+    for w in caught:
+        text = f"warning ({w.category.__name__}, {Path(w.filename).name}:{w.lineno}): {' '.join(str(w.message).split())}"
+        if text not in seen:
+            seen.append(text)
+    if not seen:
+        return result
+    notes = list(result.data.get("notes", [])) + seen[:MAX_WARNINGS]
+    if len(seen) > MAX_WARNINGS:
+        notes.append(f"... and {len(seen) - MAX_WARNINGS} more distinct warnings")
+    return replace(result, data={**result.data, "notes": notes})
+
+
+def _ids(value, what: str) -> list[str]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise UserError(f"{what}: expected a list of check ids or slugs, or a comma-separated string")
+
+
+def _target_spec(target, config) -> str | None:
+    if target is None:
+        return None if config is None else str(config)
+    if isinstance(target, (str, Path)):
+        return str(target)
+    if isinstance(target, dict):
+        return "python:" + _register(_splits_function(target))
+    raise UserError(f"target: expected a path, a source such as sklearn:digits, or a dict of split name to "
+                    f"Dataset or (x, y) arrays; got {type(target).__name__}")
+
+
+def _splits_function(splits: dict):
+    """A `python:` source function for a dict of torch Datasets or (x, y) array pairs."""
+    import numpy as np
+
+    made = {}
+    for name, value in splits.items():
+        if isinstance(value, tuple) and len(value) == 2:
+            x, y = np.asarray(value[0]), np.asarray(value[1])
+            if len(x) != len(y):
+                raise UserError(f"target[{name!r}]: {len(x)} inputs but {len(y)} labels")
+            made[name] = _Pairs(x, y)
+        else:
+            made[name] = value
+    return lambda: made
+
+
+class _Pairs:
+    """A map-style dataset over (x, y) arrays."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def _model_spec(model) -> str | None:
+    if model is None or isinstance(model, str):
+        return model
+    if isinstance(model, Path):
+        return str(model.resolve())
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        import copy
+
+        instance = model
+        return _register(lambda: copy.deepcopy(instance))
+    if callable(model):
+        return _register(model)
+    raise UserError(f"model: expected a spec such as \"smallcnn\", a torch.nn.Module or a factory; "
+                    f"got {type(model).__name__}")
+
+
+def _register(obj) -> str:
+    """Expose obj as dnncheck.api:_object_N, a name the importers of sources and factories resolve."""
+    name = f"_object_{next(_names)}"
+    setattr(sys.modules[__name__], name, obj)
+    return f"{__name__}:{name}"
