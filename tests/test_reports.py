@@ -130,7 +130,7 @@ def test_github_format_prints_workflow_annotations(tmp_path):
     assert not any("DNC4" in line for line in lines)  # passes are not annotated
     assert lines[-1].startswith("dnncheck: warn")
     bad = runner.invoke(app, ["audit", "sklearn:digits", "--format", "xml"])
-    assert bad.exit_code == 2 and "expected rich or github" in bad.stderr
+    assert bad.exit_code == 2 and "expected rich, github or markdown" in bad.stderr
 
 
 def test_github_annotations_escape_newlines_and_colons():
