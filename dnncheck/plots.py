@@ -66,17 +66,35 @@ def _displayable(im: np.ndarray) -> np.ndarray:
     return (im - low) / (high - low) if high > low else np.zeros_like(im)
 
 
+CAPTION_LINE = 20  # characters per caption line (8 pt at 80 dpi: about 110 px of a 150 px cell)
+
+
+def _caption(text: str) -> str:
+    """At most two lines of CAPTION_LINE characters; a long path-like id keeps its end (the file
+    name), with an ellipsis where it was cut (the full id is in the finding's sample list)."""
+    import textwrap
+
+    if len(text) > 2 * CAPTION_LINE:
+        head, sep, tail = text.partition(" (")
+        keep = 2 * CAPTION_LINE - (len(sep + tail) if sep and len(sep + tail) < CAPTION_LINE else 0) - 1
+        head = "…" + head[-max(8, keep):]
+        text = head + (sep + tail if sep and len(sep + tail) < CAPTION_LINE else "")
+    return "\n".join(textwrap.wrap(text, CAPTION_LINE, break_long_words=True)[:2])
+
+
 def image_grid(images, captions, cols: int = 8, title: str = "") -> str:
     plt = _plt()
     n = len(images)
     rows = max(1, int(np.ceil(n / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.5), squeeze=False)
+    # 1.9 x 2.3 inches a cell: a caption of two 8-pt lines fits above each image without touching
+    # its neighbours (1.3 x 1.5 with 6-pt titles overlapped for path-like sample ids)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.3), squeeze=False)
     for k, ax in enumerate(axes.ravel()):
         ax.axis("off")
         if k < n:
             im = _displayable(np.asarray(images[k]))
             ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap="gray" if im.shape[-1] == 1 else None)
-            ax.set_title(str(captions[k])[:28], fontsize=6)
+            ax.set_title(_caption(str(captions[k])), fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     return _to_uri(fig)
