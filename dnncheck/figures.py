@@ -31,6 +31,8 @@ class Lines:
     x: list | None = None
     logx: bool = False
     logy: bool = False
+    marks: dict = field(default_factory=dict)  # label -> x of a vertical line (e.g. the configured lr)
+    band: tuple | None = None  # (label, x_low, x_high): a shaded x range (e.g. the suggested lr range)
 
 
 @dataclass(frozen=True)

@@ -100,20 +100,32 @@ def image_grid(images, captions, cols: int = 8, title: str = "") -> str:
     return _to_uri(fig)
 
 
-def line_plot(series: dict, xlabel: str, ylabel: str, logx: bool = False, logy: bool = False, x=None) -> str:
+def line_plot(series: dict, xlabel: str, ylabel: str, logx: bool = False, logy: bool = False, x=None,
+              marks: dict | None = None, band: tuple | None = None) -> str:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
     for name, values in list(series.items())[:MAX_LINES]:
         ys = np.array([np.nan if v is None else v for v in values], dtype=float)
         xs = np.arange(1, len(ys) + 1) if x is None else np.asarray(x)[: len(ys)]
         ax.plot(xs, ys, label=str(name)[:40], linewidth=1.2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    if band is not None:
+        label, low, high = band
+        ax.axvspan(low, high, color="tab:green", alpha=0.12, label=label)
+    for k, (label, value) in enumerate((marks or {}).items()):
+        ax.axvline(value, color=("tab:red", "tab:purple", "tab:brown")[k % 3], linestyle="--", linewidth=1.2,
+                   label=label)
+    ax.set_xlabel(xlabel, fontsize=10)
+    ax.set_ylabel(ylabel, fontsize=10)
     if logx:
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    if x is None:  # epochs, steps: whole numbers only (a 3-epoch plot had ticks at 1.25, 1.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # beside the plot, not over the data
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(alpha=0.3)
     return _to_uri(fig)
 
@@ -162,7 +174,7 @@ def draw_image_grid(f: ImageGrid) -> str:
 
 
 def draw_lines(f: Lines) -> str:
-    return line_plot(f.series, f.xlabel, f.ylabel, logx=f.logx, logy=f.logy, x=f.x)
+    return line_plot(f.series, f.xlabel, f.ylabel, logx=f.logx, logy=f.logy, x=f.x, marks=f.marks, band=f.band)
 
 
 def draw_points(f: Points) -> str:

@@ -148,6 +148,13 @@ def test_learning_rate_range_is_read_from_the_curve():
     assert v.metrics["suggested_lr_min"] == pytest.approx(v.metrics["lr_steepest"] / 10)
 
 
+def test_learning_rate_chart_marks_the_configured_lr_and_the_suggested_range():
+    v = _range_test(1e-3)
+    chart = v.figures["range_test"]
+    assert chart.marks == {"your lr 0.001": 1e-3}
+    assert chart.band == ("suggested range", v.metrics["suggested_lr_min"], v.metrics["suggested_lr_max"])
+
+
 def test_learning_rate_edges_around_the_range():
     top = _range_test(1e-3).metrics["suggested_lr_max"]
     bottom = _range_test(1e-3).metrics["suggested_lr_min"]

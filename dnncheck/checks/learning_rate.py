@@ -79,10 +79,13 @@ class LearningRate(Check):
         if m.probe_gap is not None:
             return inconclusive(m.probe_gap, NO_PROBE)
         metrics, findings = _range_findings(m, t)
+        lr = m.user_lr
+        band = (("suggested range", metrics["suggested_lr_min"], metrics["suggested_lr_max"])
+                if "suggested_lr_min" in metrics and "suggested_lr_max" in metrics else None)
         figures = {"range_test": Lines("Learning-rate range test", {"loss (smoothed)": list(m.smoothed),
                                                                      "loss": list(m.losses)},
-                                       "learning rate", "loss", x=list(m.lrs), logx=True)}
-        lr = m.user_lr
+                                       "learning rate", "loss", x=list(m.lrs), logx=True,
+                                       marks={f"your lr {lr:g}": lr}, band=band)}
         summary = findings[0].short if findings else (
             f"lr {lr:g} lies in the suggested range [{metrics['suggested_lr_min']:.2g}, {metrics['suggested_lr_max']:.2g}]")
         remedy = "" if not findings else (f"Set [train] lr inside [{metrics.get('suggested_lr_min', 0):.2g}, "
