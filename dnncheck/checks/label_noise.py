@@ -230,7 +230,12 @@ def _suspect_findings(m: LabelNoiseMeasurement, t):
     for g, p in zip(given, proposed):
         pairs[f"{g}->{p}"] = pairs.get(f"{g}->{p}", 0) + 1
     top = sorted(pairs.items(), key=lambda kv: -kv[1])[:5]
-    head = f"{len(suspects)} training samples look mislabelled (estimated noise rate {rate:.1%})"
+    if severity is Status.PASS:  # within the tolerated rate: a list worth a look, not a verdict
+        severity = Status.INFO
+        head = (f"{len(suspects)} training samples may be mislabelled (estimated noise rate {rate:.1%}, within the "
+                f"{t.warn_noise_rate:.0%} tolerated)")
+    else:
+        head = f"{len(suspects)} training samples look mislabelled (estimated noise rate {rate:.1%})"
     return [Finding(severity, f"{head}; most common given->suggested: {', '.join(f'{k} ({v})' for k, v in top)}",
                     samples=ids, headline=head,
                     evidence={"given": given, "suggested": proposed,

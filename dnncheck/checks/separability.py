@@ -18,6 +18,9 @@ KNN_K = 5
 NO_PROBE = "no trained model to read features from"
 
 
+PROJECTION_NAMES = {"tsne": "t-SNE", "umap": "UMAP"}  # as their authors write them
+
+
 class Separability(Check):
     """The penultimate-layer features separate the classes.
 
@@ -113,7 +116,8 @@ class Separability(Check):
             metrics[f"knn_accuracy_2d_{name}"] = proj.knn_accuracy
             metrics[f"silhouette_{name}"] = proj.silhouette
             metrics[f"{name}_seconds"] = round(proj.seconds, 2)
-            figures[f"projection_{name}"] = Points(f"{name.upper()} of penultimate features", proj.coords, proj.labels)
+            figures[f"projection_{name}"] = Points(f"{PROJECTION_NAMES.get(name, name)} of penultimate features",
+                                                   proj.coords, proj.labels)
         if list(m.projections) == ["tsne"]:
             metrics["knn_accuracy_2d"] = metrics["knn_accuracy_2d_tsne"]
         if m.feature_dims == 1:
