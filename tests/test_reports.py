@@ -171,3 +171,21 @@ def test_normalised_colour_images_are_drawn_without_clipping_warnings():
         warnings.simplefilter("error")
         uri = image_grid([np.random.default_rng(0).normal(0, 2, (8, 8, 3)), np.zeros((8, 8, 1))], ["a", "b"])
     assert uri.startswith("data:image/png;base64,")
+
+
+def test_samples_drawn_in_a_figure_are_not_drawn_again_as_thumbnails():
+    """Label-noise's suspects showed twice: as the finding's thumbnails and in its figure."""
+    import numpy as np
+
+    from dnncheck.figures import ImageGrid
+    from dnncheck.report.html import render_html
+    from dnncheck.results import AuditResult, CheckResult, Finding, Status
+
+    image = np.zeros((8, 8, 1), np.uint8)
+    finding = Finding(Status.WARN, "2 suspects", samples=("train:1", "train:2"))
+    check = CheckResult("DNC3", "label-noise", 3, "Label noise", Status.WARN, "2 suspects", findings=(finding,),
+                        figures={"suspects": ImageGrid("Suspects", [image], ["train:1 (given 3)"], ids=["train:1"])})
+    result = AuditResult((check,), Status.WARN, 0, 1.0, {"name": "dnncheck", "version": "0"}, {}, {"source": "x"}, {},
+                         thumbnails={"train:1": image, "train:2": image})
+    html = render_html(result)
+    assert 'alt="train:2"' in html and 'alt="train:1"' not in html and "<code>train:1</code>" in html

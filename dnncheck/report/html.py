@@ -22,7 +22,7 @@ def render_html(result) -> str:
     thumbs = {sid: image_uri(img, 48) for sid, img in result.thumbnails.items()}
     checks = []
     for c in result.checks:
-        checks.append({"c": c, "figures": figures_for(c.figures),
+        checks.append({"c": c, "figures": figures_for(c.figures), "in_figures": _ids_in_figures(c.figures),
                        "change": result.baseline.get(c.id) if result.baseline else None,
                        "metrics": {k: v for k, v in c.metrics.items()},
                        "findings": [{"f": f, "samples": f.samples[:MAX_SAMPLES_SHOWN],
@@ -31,6 +31,14 @@ def render_html(result) -> str:
                                      "traceback": f.evidence.get("traceback")} for f in c.findings]})
     counts = {s.value: sum(c.status is s for c in result.checks) for s in Status if s is not Status.INFO}
     return env.get_template(TEMPLATE).render(r=result, checks=checks, thumbs=thumbs, counts=counts)
+
+
+def _ids_in_figures(figures) -> set:
+    """Samples a check's image grids already show (label-noise's suspects with their suggested labels):
+    their finding lists them as ids rather than drawing each image a second time."""
+    from dnncheck.figures import ImageGrid
+
+    return {sid for fig in (figures or {}).values() if isinstance(fig, ImageGrid) for sid in fig.ids}
 
 
 def write_html(result, path: Path) -> None:
