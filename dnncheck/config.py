@@ -30,6 +30,7 @@ DEFAULT_CONFIG_NAME = "dnncheck.toml"
 @dataclass
 class AuditConfig:
     source: str | None = None
+    how_to_get: str | None = None  # said when the source is missing: where the data comes from
     image_size: tuple[int, int] | None = None  # None: decided from the data (see data.dataset)
     normalize: Any = "auto"
     external: str | None = None
@@ -120,6 +121,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "image_size": (_is_image_size, f"two integers [H, W] between 1 and {MAX_IMAGE_SIDE} (or one for a square)"),
         "normalize": (_is_normalize, f"one of {', '.join(NORMALIZE_MODES)} or {{mean=[..], std=[..]}} with positive stds"),
         "external": (_is_str, "a path to an external validation set"),
+        "how_to_get": (_is_str, "text: how to obtain the data, shown when the source is missing"),
         "decode_max_side": (_int_in(8, 4 * MAX_IMAGE_SIDE), f"an integer between 8 and {4 * MAX_IMAGE_SIDE} (pixels)"),
         "workers": (_int_in(0, 1024), "an integer between 0 (every core) and 1024: processes for the data pass"),
         "cache": (lambda v: isinstance(v, bool), "true or false: keep per-file records in the user's cache folder"),
@@ -272,6 +274,7 @@ source = "sklearn:digits"      # folder | manifest.csv | table.csv | arrays.npz 
 # image_size = [64, 64]        # what the model sees (H, W); default: the native size when all images share one (<= 128), else 64x64
 normalize = "auto"             # auto | none | zscore | minmax | {{mean = [..], std = [..]}}
 # external = "data/external"   # optional external validation set, same formats
+# how_to_get = "..."           # shown when the source is missing: where the data comes from
 # decode_max_side = 256        # images are decoded with their longer side at most this
 # workers = 0                  # processes for the data pass over image files; 0: every core
 # cache = true                 # keep per-file records in $DNNCHECK_CACHE_DIR (default: the user's cache folder)

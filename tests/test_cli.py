@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -231,3 +232,26 @@ def test_markdown_cells_cannot_break_the_table():
 
     assert _cell("a | b\nc <script>") == "a \\| b c &lt;script&gt;"
     assert len(_cell("x" * 1000)) == 300
+
+
+SAMPLE_CONFIGS = Path(__file__).resolve().parents[1] / "sample_configs"
+
+
+def test_the_sample_configs_run_from_the_clone(tmp_path):
+    """digits.toml needs nothing; hymenoptera.toml reads the shared ant/bee folder beside the clone
+    (skipped without it) and, moved elsewhere, says how to get the data (exit 2, one line)."""
+    from conftest import shared_data
+
+    out = tmp_path / "d.json"
+    digits = runner.invoke(app, ["audit", str(SAMPLE_CONFIGS / "digits.toml"), "--select", "input-fidelity",
+                                 "--quiet", "--json", str(out)])
+    assert digits.exit_code == 0, digits.output
+    moved = tmp_path / "h.toml"
+    moved.write_text((SAMPLE_CONFIGS / "hymenoptera.toml").read_text())
+    missing = runner.invoke(app, ["audit", str(moved), "--quiet"])
+    assert missing.exit_code == 2 and "says how to get it: put the ant/bee folder" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    shared_data("hymenoptera")  # skips from here without the shared data
+    hym = runner.invoke(app, ["audit", str(SAMPLE_CONFIGS / "hymenoptera.toml"), "--select", "input-fidelity",
+                              "--quiet", "--json", str(tmp_path / "h.json")])
+    assert hym.exit_code in (0, 1) and json.loads((tmp_path / "h.json").read_text())["data"]["splits"]["train"] > 200

@@ -3,6 +3,9 @@ compact records (their pixels stay on disk), in-memory arrays as they are, with 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from dnncheck.data.dataset import Dataset, SplitData
@@ -36,6 +39,9 @@ def _read_source(source: str, cfg, progress):
         return load_python(source.split(":", 1)[1], (cfg.base_dir,)), True
     path = cfg.resolve(source)
     if not path.exists():
+        path = Path(os.path.normpath(path))  # say /data/x rather than /work/cfg/../../data/x
+        if cfg.how_to_get:
+            raise UserError(f"{path}: no such file or folder; {cfg.origin} says how to get it: {cfg.how_to_get}")
         raise UserError(f"{path}: no such file or folder; give a folder, .csv, .npz, sklearn:digits or python:pkg.mod:fn")
     if path.is_dir():
         from dnncheck.data.folder import load_folder
