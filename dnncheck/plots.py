@@ -13,7 +13,7 @@ import numpy as np
 from dnncheck.figures import Bars, ImageGrid, Lines, MarkedImage, Points
 
 MAX_LINES = 10
-DPI = 80
+DPI = 100  # 8-pt captions are 11 px and a 7-inch chart 700 px wide on the 1280 px report (80: 6-9 px labels)
 
 
 def _plt():
@@ -66,7 +66,7 @@ def _displayable(im: np.ndarray) -> np.ndarray:
     return (im - low) / (high - low) if high > low else np.zeros_like(im)
 
 
-CAPTION_LINE = 20  # characters per caption line (8 pt at 80 dpi: about 110 px of a 150 px cell)
+CAPTION_LINE = 20  # characters per caption line (8 pt: about 140 px of a 190 px cell at 100 dpi)
 
 
 def _caption(text: str) -> str:
@@ -189,8 +189,8 @@ def draw_marked_image(f: MarkedImage) -> str:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(3, 3))
     image = np.asarray(f.image)
-    ax.imshow(image[..., 0] if image.shape[-1] == 1 else np.clip(image / max(image.max(), 1e-8), 0, 1),
-              cmap="gray" if image.shape[-1] == 1 else None)
+    image = _displayable(image)
+    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
     rows, cols = zip(*f.pixels)
     ax.scatter(cols, rows, s=60, facecolors="none", edgecolors="red", linewidths=1.5)
     ax.set_title(f.caption, fontsize=8)
