@@ -168,3 +168,15 @@ def test_budget_reserves_the_shares_of_probes_still_to_come():
     assert b.allot("normalization") == pytest.approx(70)  # what fit left unused goes to the next probe
     b.charge("normalization", 80)
     assert b.remaining == 0 and b.allot("other") == 0
+
+
+@pytest.mark.parametrize("setting", ["auto", "zscore", "minmax", "none", {"mean": [0.5], "std": [0.25]}])
+def test_normalised_inputs_invert_to_the_stored_values(setting):
+    """Report pictures are drawn from inputs put back in the data's own scale (pixel-attack's flips)."""
+    import torch
+
+    from dnncheck.probes.inputs import fit_normalizer
+
+    raw = torch.randint(0, 256, (12, 1, 5, 5)).float()
+    normalizer = fit_normalizer(setting, raw, 255.0, True)
+    assert torch.allclose(normalizer.invert(normalizer(raw)), raw, atol=1e-3)

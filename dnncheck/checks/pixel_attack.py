@@ -396,9 +396,19 @@ def _flips(ctx, evals: int) -> FlipResult | None:
                 examples.append({"id": ids[i], "pixel": [int(rows[k]), int(cols[k])], "clean": classes[int(y[i])],
                                  "attacked_top3": [[classes[int(c)], round(float(p), 3)]
                                                    for p, c in zip(top3.values, top3.indices)],
-                                 "clean_image": x[i].permute(1, 2, 0).numpy(),
-                                 "attacked_image": candidates[k].permute(1, 2, 0).numpy()})
+                                 "clean_image": _as_stored(ctx, x[i]),
+                                 "attacked_image": _as_stored(ctx, candidates[k])})
     return FlipResult(split, int(len(correct)), flipped, evals, tuple(examples))
+
+
+def _as_stored(ctx, image) -> np.ndarray:
+    """An input as the model sees it (C,H,W, normalised), back in the data's own look (H,W,C; uint8
+    for 8-bit images) for the report: normalised values drew dark, clipped pictures."""
+    normalizer = ctx.normalizer
+    out = normalizer.invert(image[None])[0].permute(1, 2, 0).numpy()
+    if normalizer.scale == 255.0:
+        return np.clip(np.round(out), 0, 255).astype(np.uint8)
+    return out
 
 
 def _flip_figure(examples) -> ImageGrid:
