@@ -189,3 +189,20 @@ def test_samples_drawn_in_a_figure_are_not_drawn_again_as_thumbnails():
                          thumbnails={"train:1": image, "train:2": image})
     html = render_html(result)
     assert 'alt="train:2"' in html and 'alt="train:1"' not in html and "<code>train:1</code>" in html
+
+
+def test_image_grids_are_html_cells_with_whole_captions():
+    """Long sample ids overlapped in the drawn grid; as HTML cells they wrap and show on hover."""
+    import numpy as np
+
+    from dnncheck.figures import ImageGrid
+    from dnncheck.report.html import render_html
+    from dnncheck.results import AuditResult, CheckResult, Status
+
+    long_id = "train/ants/1225872729_6f0856588f_01196.jpg (train)"
+    grid = ImageGrid("Duplicate pairs, side by side", [np.zeros((30, 40, 3), np.uint8)], [long_id], cols=6)
+    check = CheckResult("DNC6", "split-leakage", 6, "Leakage-free splits", Status.PASS, "ok", figures={"pairs": grid})
+    html = render_html(AuditResult((check,), Status.PASS, 0, 1.0, {"name": "dnncheck", "version": "0"}, {},
+                                   {"source": "x"}, {}))
+    assert f'<div class="cell" title="{long_id}">' in html and f"<div>{long_id}</div>" in html
+    assert "repeat(6, 136px)" in html
