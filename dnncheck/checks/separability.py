@@ -236,5 +236,5 @@ def _summary(m: SeparabilityMeasurement) -> str:
     text = (f"model accuracy {m.model_accuracy:.2f} (chance {m.chance:.2f}); feature 5-NN "
             f"{_fmt(m.knn_accuracy)}, silhouette {_fmt(m.silhouette)}")
     if m.projections:
-        text += "; 2-D 5-NN " + ", ".join(f"{name} {_fmt(p.knn_accuracy)}" for name, p in m.projections.items())
+        text += "; 2-D 5-NN " + ", ".join(f"{PROJECTION_NAMES.get(name, name)} {_fmt(p.knn_accuracy)}" for name, p in m.projections.items())
     return text + f" on {m.samples} {m.split} samples"
