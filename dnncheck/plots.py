@@ -152,9 +152,10 @@ def grouped_bars(categories, groups: dict, ylabel: str) -> str:
     for k, (name, values) in enumerate(groups.items()):
         ax.bar(xs + k * width, values, width, label=name)
     ax.set_xticks(xs + width * (len(groups) - 1) / 2)
-    ax.set_xticklabels([str(c)[:12] for c in categories], rotation=45 if len(categories) > 8 else 0, fontsize=7)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7)
+    ax.set_xticklabels([str(c)[:12] for c in categories], rotation=45 if len(categories) > 8 else 0, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=10)
+    if len(groups) > 1:  # beside the bars, not over them (one group needs no legend: the title names it)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     return _to_uri(fig)
 
 
