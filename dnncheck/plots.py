@@ -121,7 +121,10 @@ def line_plot(series: dict, xlabel: str, ylabel: str, logx: bool = False, logy: 
     if logx:
         ax.set_xscale("log")
     if logy:
+        from matplotlib.ticker import NullFormatter
+
         ax.set_yscale("log")
+        ax.yaxis.set_minor_formatter(NullFormatter())  # decades only: 6x10^-1, 4x10^-1 ... crowded the axis
     if x is None:  # epochs, steps: whole numbers only (a 3-epoch plot had ticks at 1.25, 1.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     # beside the plot, not over the data
