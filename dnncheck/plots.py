@@ -124,7 +124,9 @@ def line_plot(series: dict, xlabel: str, ylabel: str, logx: bool = False, logy: 
         from matplotlib.ticker import NullFormatter
 
         ax.set_yscale("log")
-        ax.yaxis.set_minor_formatter(NullFormatter())  # decades only: 6x10^-1, 4x10^-1 ... crowded the axis
+        low, high = ax.get_ylim()
+        if high > 10 * low:  # a decade or more: label decades only (6x10^-1, 4x10^-1 ... crowded the axis)
+            ax.yaxis.set_minor_formatter(NullFormatter())
     if x is None:  # epochs, steps: whole numbers only (a 3-epoch plot had ticks at 1.25, 1.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     # beside the plot, not over the data
