@@ -1,18 +1,20 @@
 """Finding exact and near duplicates among samples without comparing every pair.
 
 Exact: a hash of each sample's decoded pixels (or feature row).
-Near, in three steps:
+Near (kind "near"), in three steps:
 1. a descriptor per sample: the image in grey, shrunk to 16x16 with antialiasing, mean-centred and
    L2-normalised (so brightness and contrast changes, light noise and re-encoding barely move it),
    plus four one-pixel shifts of it to search with; for images they come from the data pass's
-   records (data/records.py), so no pixels are held here; table rows are z-scored per feature and
-   L2-normalised;
-2. candidates from an inverted-file index: k-means cells over a 32-d PCA of the descriptors; each
-   sample is compared (cosine) with the members of its `probes` nearest cells only, keeping its best
-   few matches above a loose bar;
+   records (data/records.py), so no pixels are held here; table rows are z-scored per feature;
+2. candidates from faiss (an exact inner-product index for small sets, an inverted file above):
+   each split searched by its own samples and by every later split, keeping each query's best few
+   matches above a loose bar;
 3. verification of each candidate pair at a finer scale: the best normalised cross-correlation of the
-   two grey images over shifts of up to `max_shift` pixels (tables: the cosine of step 1).
+   two grey images over shifts of up to `max_shift` pixels and, at that shift, with either image
+   blurred (tables: 2a.b/(|a|^2+|b|^2) of the z-scored rows).
 Pairs at or above `threshold` in step 3 are near duplicates.
+Photos (kind "geometric"): ORB keypoints from the records matched through a faiss binary index, each
+pair of images with enough matches verified by a RANSAC fit of a similarity transform.
 """
 
 from __future__ import annotations
@@ -22,12 +24,35 @@ from dataclasses import dataclass
 
 import numpy as np
 
+
 @dataclass(frozen=True)
 class Pair:
     a: int  # global index (into the concatenation of all samples)
     b: int
-    kind: str  # "exact" | "near"
+    kind: str  # "exact" | "near" | "geometric" | "embedding"
     similarity: float
+
+
+SPLIT_ORDER = ("train", "val", "test")
+
+
+class SplitLayout:
+    """The splits of a dataset laid end to end, train first: global index -> split, id and label, and
+    the contract dict of a pair (earlier split first), shared by every duplicate search."""
+
+    def __init__(self, ds):
+        self.names = [n for n in SPLIT_ORDER if n in ds.splits and len(ds.splits[n])]
+        self.parts = [ds.splits[n] for n in self.names]
+        self.starts = np.r_[0, np.cumsum([len(p) for p in self.parts])].astype(np.int64)
+        self.split_of = np.concatenate([np.full(len(p), k) for k, p in enumerate(self.parts)])
+        self.ids = [i for p in self.parts for i in p.ids]
+        self.labels = np.concatenate([p.y for p in self.parts])
+
+    def pair(self, p: Pair, **extra) -> dict:
+        a, b = (p.a, p.b) if (self.split_of[p.a], p.a) <= (self.split_of[p.b], p.b) else (p.b, p.a)
+        return {"a": self.ids[a], "b": self.ids[b], "kind": p.kind, "similarity": round(min(p.similarity, 1.0), 4),
+                "label_a": int(self.labels[a]), "label_b": int(self.labels[b]),
+                "split_a": self.names[self.split_of[a]], "split_b": self.names[self.split_of[b]], **extra}
 
 
 def content_hashes(x) -> list[bytes]:
@@ -112,10 +137,16 @@ def neighbour_pairs(index_desc: np.ndarray, variants: np.ndarray, keep: float, n
     # each query keeps its best `neighbours` over all its variants (not that many per variant)
     order = np.lexsort((-sim, q))
     q, j, sim = q[order], j[order], sim[order]
-    starts = np.r_[0, np.flatnonzero(q[1:] != q[:-1]) + 1]
-    rank = np.arange(len(q)) - np.repeat(starts, np.diff(np.r_[starts, len(q)]))
-    keep_rank = rank < neighbours
+    keep_rank = _rank_in_runs(q) < neighbours
     return q[keep_rank], j[keep_rank], np.minimum(sim[keep_rank], 1.0)
+
+
+def _rank_in_runs(keys: np.ndarray) -> np.ndarray:
+    """0, 1, 2 ... within each run of equal values of a sorted array: each element's rank in its group."""
+    if not len(keys):
+        return np.zeros(0, np.int64)
+    starts = np.r_[0, np.flatnonzero(keys[1:] != keys[:-1]) + 1]
+    return np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
 
 
 def _float_index(desc: np.ndarray):
@@ -181,7 +212,6 @@ def correlation_at_shifts(a, b, shifts: np.ndarray) -> np.ndarray:
     return out
 
 
-SPLIT_ORDER = ("train", "val", "test")
 # Below this side distinct images collide: two writers' 1s in 8x8 digits correlate at 0.994. Within a
 # split such images are searched for exact copies only (a collision there is no copy that weights
 # the loss); across splits the near search still runs, as before.
@@ -195,33 +225,28 @@ def duplicate_pairs(ds, near_threshold: float, candidate_cosine: float, max_shif
     Returns contract pairs {a, b, kind, similarity} plus the two labels and splits, earlier split
     first; cross-split pairs first, then within-split ones, each best first.
     """
-    names = [n for n in SPLIT_ORDER if n in ds.splits and len(ds.splits[n])]
-    parts = [ds.splits[n] for n in names]
-    split_of = np.concatenate([np.full(len(p), k) for k, p in enumerate(parts)])
-    starts = np.r_[0, np.cumsum([len(p) for p in parts])]
-    ids = [i for p in parts for i in p.ids]
-    labels = np.concatenate([p.y for p in parts])
+    layout = SplitLayout(ds)
+    starts, split_of = layout.starts, layout.split_of
     stage = progress.stage if progress else (lambda _: None)
     stage("split-leakage: hashing")
     extra = {}
     if ds.is_image:  # from the records of the data pass: no pixels needed
-        records = np.concatenate([p.records for p in parts])
+        records = np.concatenate([p.records for p in layout.parts])
         exact = exact_pairs([bytes(d) for d in records["digest"]])
         stage("split-leakage: near-duplicate candidates")
         i, j = block_candidates(records["descriptors"].transpose(1, 0, 2).astype(np.float32), starts,
-                                 candidate_cosine)
+                                candidate_cosine)
         stage("split-leakage: verifying candidates")
         if min(int(v) for v in records["grey_size"][0]) < MIN_WITHIN_SIDE:
             across = split_of[i] != split_of[j]
             i, j = i[across], j[across]
         near = _keep(i, j, verify_pairs(records, i, j, max_shift), near_threshold, "near")
+        geometric = []
         if np.any(records["kp_count"][:, 0] > 0):
             stage("split-leakage: matching local features")
             geometric, extra = geometric_pairs(records, geometric_inliers)
-        else:
-            geometric = []
     else:
-        samples = np.concatenate([p.x for p in parts]).reshape(int(starts[-1]), -1)
+        samples = np.concatenate([p.x for p in layout.parts]).reshape(int(starts[-1]), -1)
         exact = exact_pairs(content_hashes(samples))
         near, geometric = [], []
         if samples.shape[1] >= MIN_NEAR_FEATURES:
@@ -230,15 +255,11 @@ def duplicate_pairs(ds, near_threshold: float, candidate_cosine: float, max_shif
             near = _keep(i, j, row_similarity(z, i, j) if len(i) else np.zeros(0), near_threshold, "near")
     out, seen = [], set()
     for p in exact + near + geometric:  # a pair is reported once, as its strongest kind
-        a, b = (p.a, p.b) if (split_of[p.a], p.a) <= (split_of[p.b], p.b) else (p.b, p.a)
-        if (a, b) in seen:
-            continue
-        seen.add((a, b))
-        out.append({"a": ids[a], "b": ids[b], "kind": p.kind, "similarity": round(min(p.similarity, 1.0), 4),
-                    "label_a": int(labels[a]), "label_b": int(labels[b]),
-                    "split_a": names[split_of[a]], "split_b": names[split_of[b]],
-                    **extra.get((min(a, b), max(a, b)), {})})
-    rank = {"exact": 0, "near": 1, "geometric": 2, "embedding": 3}
+        key = (min(p.a, p.b), max(p.a, p.b))
+        if key not in seen:
+            seen.add(key)
+            out.append(layout.pair(p, **extra.get(key, {})))
+    rank = {"exact": 0, "near": 1, "geometric": 2}
     out.sort(key=lambda d: (d["split_a"] == d["split_b"], rank[d["kind"]], -d["similarity"]))
     return out
 
@@ -378,9 +399,7 @@ def _best_candidates(qa: np.ndarray, db: np.ndarray):
     owner = qa[starts]
     order = np.lexsort((starts, -votes, owner))
     starts, ends, owner = starts[order], ends[order], owner[order]
-    first = np.r_[0, np.flatnonzero(owner[1:] != owner[:-1]) + 1]
-    rank = np.arange(len(owner)) - np.repeat(first, np.diff(np.r_[first, len(owner)]))
-    chosen = rank < GEOMETRIC_CANDIDATES
+    chosen = _rank_in_runs(owner) < GEOMETRIC_CANDIDATES
     return sorted(zip(starts[chosen].tolist(), ends[chosen].tolist()))
 
 

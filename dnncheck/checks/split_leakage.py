@@ -425,26 +425,14 @@ def _embedding_pairs(ctx, t, known: set, slug: str) -> list[dict]:
     """Pairs whose learned embeddings (embeddings.py) have cosine >= embedding_cosine, not found by the
     other searches; across splits and within each, like them."""
     from dnncheck.embeddings import embed_all
-    from dnncheck.similarity import SPLIT_ORDER, block_candidates
+    from dnncheck.similarity import Pair, SplitLayout, block_candidates
 
-    ds = ctx.dataset
-    names = [n for n in SPLIT_ORDER if n in ds.splits and len(ds.splits[n])]
-    parts = [ds.splits[n] for n in names]
-    emb = embed_all(ctx, t.embedding, names, slug)
-    starts = np.r_[0, np.cumsum([len(p) for p in parts])]
-    split_of = np.concatenate([np.full(len(p), k) for k, p in enumerate(parts)])
-    ids = [i for p in parts for i in p.ids]
-    labels = np.concatenate([p.y for p in parts])
-    i, j = block_candidates(emb[None], starts, t.embedding_cosine)
-    out = []
-    for a, b in zip(i.tolist(), j.tolist()):
-        if frozenset((ids[a], ids[b])) in known:
-            continue
-        a, b = (a, b) if (split_of[a], a) <= (split_of[b], b) else (b, a)
-        out.append({"a": ids[a], "b": ids[b], "kind": "embedding", "similarity": round(float(emb[a] @ emb[b]), 4),
-                    "label_a": int(labels[a]), "label_b": int(labels[b]),
-                    "split_a": names[split_of[a]], "split_b": names[split_of[b]]})
-    return sorted(out, key=lambda d: (d["split_a"] == d["split_b"], -d["similarity"]))
+    layout = SplitLayout(ctx.dataset)
+    emb = embed_all(ctx, t.embedding, layout.names, slug)
+    i, j = block_candidates(emb[None], layout.starts, t.embedding_cosine)
+    found = [layout.pair(Pair(a, b, "embedding", float(emb[a] @ emb[b]))) for a, b in zip(i.tolist(), j.tolist())]
+    found = [p for p in found if frozenset((p["a"], p["b"])) not in known]
+    return sorted(found, key=lambda d: (d["split_a"] == d["split_b"], -d["similarity"]))
 
 
 def _pair_images(ds, pairs) -> ImageGrid:
