@@ -32,21 +32,43 @@ def audit(target: Any = None, *, model: Any = None, weights: str | Path | None =
           budget: float | None = None, seed: int | None = None, device: str | None = None,
           config: str | Path | None = None, fail_on: str | None = None):
     """Run the checklist; returns the AuditResult (nothing is printed or written)."""
-    from dnncheck.config import build_config
     from dnncheck.progress import NullProgress
 
     if target is not None and config is not None and not isinstance(target, (str, Path)):
         raise UserError("pass in-memory data as target or a config file as config, not both")
-    overrides = {"--model": ("model", "factory", _model_spec(model)),
-                 "--weights": ("model", "weights", None if weights is None else str(Path(weights).resolve())),
-                 "--fail-on": ("checks", "fail_on", fail_on), "--device": ("probe", "device", device),
-                 "--budget": ("probe", "budget_seconds", budget), "--seed": ("probe", "seed", seed)}
-    cfg = build_config(_target_spec(target, config), overrides)
-    if select is not None:
-        cfg.select = _ids(select, "select")
-    if ignore is not None:
-        cfg.ignore = cfg.ignore + _ids(ignore, "ignore")
+    cfg = audit_config(_target_spec(target, config), model=_model_spec(model),
+                       weights=None if weights is None else str(weights), select=select, ignore=ignore,
+                       budget=budget, seed=seed, device=device, fail_on=fail_on)
     return execute(cfg, NullProgress(), "dnncheck.audit(...)", time.perf_counter())
+
+
+def audit_config(target: str | None, *, model: str | None = None, weights: str | None = None, select=None,
+                 ignore=None, fail_on: str | None = None, device: str | None = None, budget: float | None = None,
+                 seed: int | None = None, engine: str | None = None, ray_address: str | None = None,
+                 workers: int | None = None, no_cache: bool = False):
+    """The AuditConfig of a target plus the settings the CLI's flags and audit()'s arguments give (the
+    same for both): model and weights paths relative to where the call is made, not to the config."""
+    from dnncheck.config import build_config
+
+    overrides = {"--model": ("model", "factory", _absolute_from_cwd(model)),
+                 "--weights": ("model", "weights", _absolute_from_cwd(weights)),
+                 "--fail-on": ("checks", "fail_on", fail_on), "--device": ("probe", "device", device),
+                 "--budget": ("probe", "budget_seconds", budget), "--seed": ("probe", "seed", seed),
+                 "--engine": ("probe", "engine", engine), "--ray-address": ("probe", "ray_address", ray_address),
+                 "--workers": ("data", "workers", workers), "--no-cache": ("data", "cache", False if no_cache else None)}
+    cfg = build_config(target, overrides)
+    if select:
+        cfg.select = _ids(select, "select")
+    if ignore:
+        cfg.ignore = cfg.ignore + _ids(ignore, "ignore")
+    return cfg
+
+
+def _absolute_from_cwd(value: str | None) -> str | None:
+    """Paths given as flags are relative to where the command runs, not to the config file."""
+    if value and ":" not in value and Path(value).expanduser().exists():
+        return str(Path(value).expanduser().resolve())
+    return value
 
 
 def execute(cfg, progress, command: str, started: float, baseline=None):
@@ -133,10 +155,8 @@ class _Pairs:
 
 
 def _model_spec(model) -> str | None:
-    if model is None or isinstance(model, str):
-        return model
-    if isinstance(model, Path):
-        return str(model.resolve())
+    if model is None or isinstance(model, (str, Path)):
+        return None if model is None else str(model)
     import torch
 
     if isinstance(model, torch.nn.Module):

@@ -51,17 +51,6 @@ def user_errors_exit_2(fn):
     return wrapper
 
 
-def _split_ids(value: Optional[str]) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []
-
-
-def _absolute_from_cwd(value: Optional[str]) -> Optional[str]:
-    """Paths given as flags are relative to where the command runs, not to the config file."""
-    if value and ":" not in value and Path(value).expanduser().exists():
-        return str(Path(value).expanduser().resolve())
-    return value
-
-
 @app.command()
 @user_errors_exit_2
 def audit(
@@ -88,19 +77,12 @@ def audit(
 ):
     """Run the checklist on a dataset and model."""
     started = time.perf_counter()
-    from dnncheck.config import build_config
+    from dnncheck.api import audit_config
 
-    overrides = {"--model": ("model", "factory", _absolute_from_cwd(model)),
-                 "--weights": ("model", "weights", _absolute_from_cwd(weights)),
-                 "--fail-on": ("checks", "fail_on", fail_on), "--device": ("probe", "device", device),
-                 "--budget": ("probe", "budget_seconds", budget), "--seed": ("probe", "seed", seed),
-                 "--engine": ("probe", "engine", engine), "--ray-address": ("probe", "ray_address", ray_address),
-                 "--workers": ("data", "workers", workers), "--no-cache": ("data", "cache", False if no_cache else None)}
     _check_format(output_format)
-    cfg = build_config(target, overrides)
-    if select:
-        cfg.select = _split_ids(select)
-    cfg.ignore = cfg.ignore + _split_ids(ignore)
+    cfg = audit_config(target, model=model, weights=weights, select=select, ignore=ignore, fail_on=fail_on,
+                       device=device, budget=budget, seed=seed, engine=engine, ray_address=ray_address,
+                       workers=workers, no_cache=no_cache)
     from dnncheck.config import input_paths
     from dnncheck.outputs import check_outputs
     from dnncheck.runner import load_baseline

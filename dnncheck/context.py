@@ -313,13 +313,12 @@ class Context:
         return self._raw_tensor(self.view(split).take(index).x)
 
     def split_inputs(self, split: str, chunk: int = 256, raw: bool = False):
-        """Every sample of a split (not only its view), chunk by chunk: (index, tensor as the model
-        receives it, or resized in the data's own scale with raw=True). Files are read per chunk."""
+        """Every sample of a split (not only its view), chunk by chunk, in order: the tensor as the model
+        receives it, or resized in the data's own scale with raw=True. Files are read per chunk."""
         part = self.dataset.splits[split]
         for start in range(0, len(part), chunk):
-            index = np.arange(start, min(start + chunk, len(part)))
-            x = self._raw_tensor(part.take(index).x)
-            yield index, (x if raw else self.normalizer(x))
+            x = self._raw_tensor(part.take(np.arange(start, min(start + chunk, len(part)))).x)
+            yield x if raw else self.normalizer(x)
 
     def targets(self, split: str):
         """The labels of view(split), as the loss wants them."""

@@ -66,7 +66,7 @@ def embed_all(ctx, setting: str, names: list[str], slug: str) -> np.ndarray:
         raw = True
     rows = []
     for name in names:
-        for _, x in ctx.split_inputs(name, raw=raw):
+        for x in ctx.split_inputs(name, raw=raw):
             x = prepare(x) if prepare else x
             with capture_penultimate(model) as captured:
                 forward_all(model, x, ctx.device)
