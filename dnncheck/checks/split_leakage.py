@@ -239,11 +239,10 @@ def _shift_features(part) -> np.ndarray:
     decoded): the 16x16 grey layout descriptor and each channel's mean and std; for tables, the row."""
     if part.records is None:
         return np.nan_to_num(np.asarray(part.x, dtype=np.float64).reshape(len(part), -1))
-    r = part.records
-    count = np.maximum(r["ch_finite"], 1).astype(np.float64)
-    mean = r["ch_sum"] / count
-    std = np.sqrt(np.maximum(r["ch_sumsq"] / count - mean ** 2, 0.0))
-    return np.nan_to_num(np.hstack([r["descriptors"][:, 0].astype(np.float64), mean, std]))
+    from dnncheck.data.records import image_channel_stats
+
+    mean, std = image_channel_stats(part.records)
+    return np.nan_to_num(np.hstack([part.records["descriptors"][:, 0].astype(np.float64), mean, std]))
 
 
 def _split_shift(ds, seed: int) -> dict:

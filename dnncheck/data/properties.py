@@ -13,14 +13,15 @@ from pathlib import PurePath
 
 import numpy as np
 
+from dnncheck.data.records import image_channel_stats
+
 COLOUR_NAMES = ("red", "green", "blue")
 
 
 def numeric_properties(records: np.ndarray) -> dict[str, np.ndarray]:
     """Name -> one float per image. Constant properties are left out (nothing to learn from them)."""
     ok = records["ok"]
-    finite = np.maximum(records["ch_finite"].astype(np.float64), 1)
-    channel_means = records["ch_sum"] / finite
+    channel_means, _ = image_channel_stats(records)
     height, width = records["native"][:, 0].astype(np.float64), records["native"][:, 1].astype(np.float64)
     props = {
         "brightness": channel_means.mean(axis=1),

@@ -172,6 +172,13 @@ def digests(records: np.ndarray) -> list[bytes]:
     return [bytes(d) for d in records["digest"]]
 
 
+def image_channel_stats(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's per-channel mean and (population) std, N x 3, from its record."""
+    count = np.maximum(records["ch_finite"], 1).astype(np.float64)
+    mean = records["ch_sum"] / count
+    return mean, np.sqrt(np.maximum(records["ch_sumsq"] / count - mean ** 2, 0.0))
+
+
 def channel_summary(records: np.ndarray, channels: int) -> dict[str, np.ndarray]:
     """Per-channel mean, std, min and max over all readable records (the whole split, any size)."""
     ok = records[records["ok"]]
