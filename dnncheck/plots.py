@@ -1,7 +1,8 @@
 """Matplotlib figures (Agg backend) for the HTML report, returned as PNG data URIs.
 
 One function draws each kind of figure record (figures.py) a check put in `CheckResult.figures`;
-`figures_for` maps a check's records to a list of (title, data URI)."""
+`figures_for` maps a check's records to a list of (title, data URI). Image grids are not drawn: the
+report lays their thumbnails out as HTML cells (`grids_for`)."""
 
 from __future__ import annotations
 
@@ -66,38 +67,13 @@ def _displayable(im: np.ndarray) -> np.ndarray:
     return (im - low) / (high - low) if high > low else np.zeros_like(im)
 
 
-CAPTION_LINE = 20  # characters per caption line (8 pt: about 140 px of a 190 px cell at 100 dpi)
+GRID_THUMB = 128  # px: image-grid cells
 
 
-def _caption(text: str) -> str:
-    """At most two lines of CAPTION_LINE characters; a long path-like id keeps its end (the file
-    name), with an ellipsis where it was cut (the full id is in the finding's sample list)."""
-    import textwrap
-
-    if len(text) > 2 * CAPTION_LINE:
-        head, sep, tail = text.partition(" (")
-        keep = 2 * CAPTION_LINE - (len(sep + tail) if sep and len(sep + tail) < CAPTION_LINE else 0) - 1
-        head = "…" + head[-max(8, keep):]
-        text = head + (sep + tail if sep and len(sep + tail) < CAPTION_LINE else "")
-    return "\n".join(textwrap.wrap(text, CAPTION_LINE, break_long_words=True)[:2])
-
-
-def image_grid(images, captions, cols: int = 8, title: str = "") -> str:
-    plt = _plt()
-    n = len(images)
-    rows = max(1, int(np.ceil(n / cols)))
-    # 1.9 x 2.3 inches a cell: a caption of two 8-pt lines fits above each image without touching
-    # its neighbours (1.3 x 1.5 with 6-pt titles overlapped for path-like sample ids)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.9, rows * 2.3), squeeze=False)
-    for k, ax in enumerate(axes.ravel()):
-        ax.axis("off")
-        if k < n:
-            im = _displayable(np.asarray(images[k]))
-            ax.imshow(im[..., 0] if im.shape[-1] == 1 else im, cmap="gray" if im.shape[-1] == 1 else None)
-            ax.set_title(_caption(str(captions[k])), fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return _to_uri(fig)
+def grid_cells(f: ImageGrid) -> list[tuple[str, str]]:
+    """(thumbnail data URI, caption) per image of a grid. The report lays them out as HTML cells:
+    captions wrap and show in full on hover (drawn into one PNG, path-like sample ids overlapped)."""
+    return [(image_uri(np.asarray(im), GRID_THUMB), str(caption)) for im, caption in zip(f.images, f.captions)]
 
 
 def line_plot(series: dict, xlabel: str, ylabel: str, logx: bool = False, logy: bool = False, x=None,
@@ -164,19 +140,23 @@ def grouped_bars(categories, groups: dict, ylabel: str) -> str:
     return _to_uri(fig)
 
 
+def grids_for(figures: dict) -> list[dict]:
+    """{title, cols, cells} for every image grid a check produced (cells: grid_cells)."""
+    return [{"title": r.title, "cols": max(1, min(r.cols, 8)), "cells": grid_cells(r)}
+            for r in figures.values() if isinstance(r, ImageGrid)]
+
+
 def figures_for(figures: dict) -> list[tuple[str, str]]:
-    """(title, PNG data URI) for every figure record a check produced."""
+    """(title, PNG data URI) for every figure record a check produced but its image grids."""
     out = []
     for name, record in figures.items():
+        if isinstance(record, ImageGrid):
+            continue
         try:
             out.append((record.title, DRAW[type(record)](record)))
         except Exception as exc:  # a figure that cannot be drawn must not sink the report
             out.append((f"{getattr(record, 'title', name)}: not drawn ({type(exc).__name__}: {exc})", ""))
     return out
-
-
-def draw_image_grid(f: ImageGrid) -> str:
-    return image_grid(list(f.images), f.captions, cols=f.cols)
 
 
 def draw_lines(f: Lines) -> str:
@@ -204,5 +184,5 @@ def draw_marked_image(f: MarkedImage) -> str:
     return _to_uri(fig)
 
 
-DRAW = {ImageGrid: draw_image_grid, Lines: draw_lines, Points: draw_points, Bars: draw_bars,
+DRAW = {Lines: draw_lines, Points: draw_points, Bars: draw_bars,
         MarkedImage: draw_marked_image}

@@ -145,17 +145,20 @@ def test_every_figure_record_kind_is_drawn_by_its_function():
     import numpy as np
 
     from dnncheck.figures import Bars, ImageGrid, Lines, MarkedImage, Points
-    from dnncheck.plots import DRAW, figures_for
+    from dnncheck.plots import DRAW, figures_for, grids_for
 
     records = {"grid": ImageGrid("grid", [np.zeros((4, 4, 1), np.uint8)] * 2, ["a", "b"]),
                "lines": Lines("lines", {"loss": [1.0, None, 0.5]}, "epoch", "loss", logy=True),
                "points": Points("points", np.random.default_rng(0).normal(size=(10, 2)), ["x", "y"] * 5),
                "bars": Bars("bars", ["cat", "dog"], {"train": [3, 4]}, "samples"),
                "marked": MarkedImage("marked", np.ones((5, 5, 3)), [[1, 2]], "circled")}
-    assert set(DRAW) == {type(r) for r in records.values()}
+    # image grids become HTML cells (grids_for); every other kind is drawn by its function
+    assert set(DRAW) | {ImageGrid} == {type(r) for r in records.values()}
     drawn = figures_for(records)
-    assert [title for title, _ in drawn] == list(records)
+    assert [title for title, _ in drawn] == [n for n in records if n != "grid"]
     assert all(uri.startswith("data:image/png;base64,") and len(uri) > 200 for _, uri in drawn)
+    (grid,) = grids_for(records)
+    assert [c for _, c in grid["cells"]] == ["a", "b"] and all(u.startswith("data:image/png") for u, _ in grid["cells"])
 
 
 def test_normalised_colour_images_are_drawn_without_clipping_warnings():
@@ -165,12 +168,16 @@ def test_normalised_colour_images_are_drawn_without_clipping_warnings():
 
     import numpy as np
 
-    from dnncheck.plots import image_grid
+    from dnncheck.figures import MarkedImage
+    from dnncheck.plots import _displayable, draw_marked_image
 
+    image = np.random.default_rng(0).normal(0, 2, (8, 8, 3))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        uri = image_grid([np.random.default_rng(0).normal(0, 2, (8, 8, 3)), np.zeros((8, 8, 1))], ["a", "b"])
+        uri = draw_marked_image(MarkedImage("m", image, [[1, 2]], "c"))
     assert uri.startswith("data:image/png;base64,")
+    shown = _displayable(image)  # stretched, not clipped: dividing by the max and clipping blackened half
+    assert shown.min() == 0 and shown.max() == 1 and (shown > 0).mean() > 0.9
 
 
 def test_samples_drawn_in_a_figure_are_not_drawn_again_as_thumbnails():

@@ -4,8 +4,6 @@ rendered with an autoescaping jinja2 template so names from the user's data show
 from __future__ import annotations
 
 import json
-
-import numpy as np
 from pathlib import Path
 
 from dnncheck.results import Status
@@ -17,15 +15,15 @@ MAX_SAMPLES_SHOWN = 20
 def render_html(result) -> str:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
-    from dnncheck.plots import figures_for, image_uri
+    from dnncheck.plots import figures_for, grids_for, image_uri
 
     env = Environment(loader=PackageLoader("dnncheck", "report/templates"), autoescape=select_autoescape(["html", "j2"]))
     env.filters["short"] = _short
     thumbs = {sid: image_uri(img, 48) for sid, img in result.thumbnails.items()}
     checks = []
     for c in result.checks:
-        grids, others = _split_grids(c.figures)
-        checks.append({"c": c, "figures": figures_for(others), "grids": grids, "in_figures": _ids_in_figures(c.figures),
+        checks.append({"c": c, "figures": figures_for(c.figures), "grids": grids_for(c.figures),
+                       "in_figures": _ids_in_figures(c.figures),
                        "change": result.baseline.get(c.id) if result.baseline else None,
                        "metrics": {k: v for k, v in c.metrics.items()},
                        "findings": [{"f": f, "samples": f.samples[:MAX_SAMPLES_SHOWN],
@@ -34,26 +32,6 @@ def render_html(result) -> str:
                                      "traceback": f.evidence.get("traceback")} for f in c.findings]})
     counts = {s.value: sum(c.status is s for c in result.checks) for s in Status if s is not Status.INFO}
     return env.get_template(TEMPLATE).render(r=result, checks=checks, thumbs=thumbs, counts=counts)
-
-
-GRID_THUMB = 128  # px: image-grid cells, drawn as HTML so captions wrap and show in full on hover
-
-
-def _split_grids(figures) -> tuple[list[dict], dict]:
-    """Image grids as HTML cells (a thumbnail and its whole caption each: long sample ids wrap instead
-    of overlapping, and hovering shows them), the other figures as they are, for figures_for."""
-    from dnncheck.figures import ImageGrid
-    from dnncheck.plots import image_uri
-
-    grids, others = [], {}
-    for name, record in (figures or {}).items():
-        if isinstance(record, ImageGrid):
-            cells = [(image_uri(np.asarray(im), GRID_THUMB), str(caption))
-                     for im, caption in zip(record.images, record.captions)]
-            grids.append({"title": record.title, "cols": max(1, min(record.cols, 8)), "cells": cells})
-        else:
-            others[name] = record
-    return grids, others
 
 
 def _ids_in_figures(figures) -> set:
