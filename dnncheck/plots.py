@@ -14,7 +14,11 @@ import numpy as np
 from dnncheck.figures import Bars, ImageGrid, Lines, MarkedImage, Points
 
 MAX_LINES = 10
-DPI = 100  # 8-pt captions are 11 px and a 7-inch chart 700 px wide on the 1280 px report (80: 6-9 px labels)
+DPI = 100  # 8-pt captions are 11 px on the 1280 px report (80: 6-9 px labels)
+LINE_SIZE = (9.5, 3.8)  # inches: with its legend beside it a line chart spans the report's ~1,150 px content
+SCATTER_SIZE = (4.6, 4.4)  # two projections side by side, each with its legend beside it
+MAX_BAR_WIDTH = 11.0  # inches: the content width; more categories make thinner bars, not a wider page
+MAX_BAR_LABELS = 40  # category labels beyond this overlap: every k-th is labelled
 
 
 def _plt():
@@ -81,7 +85,7 @@ def line_plot(series: dict, xlabel: str, ylabel: str, logx: bool = False, logy: 
     plt = _plt()
     from matplotlib.ticker import MaxNLocator
 
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = plt.subplots(figsize=LINE_SIZE)
     for name, values in list(series.items())[:MAX_LINES]:
         ys = np.array([np.nan if v is None else v for v in values], dtype=float)
         xs = np.arange(1, len(ys) + 1) if x is None else np.asarray(x)[: len(ys)]
@@ -101,9 +105,12 @@ def line_plot(series: dict, xlabel: str, ylabel: str, logx: bool = False, logy: 
 
         ax.set_yscale("log")
         low, high = ax.get_ylim()
-        if high > 10 * low:  # a decade or more: label decades only (6x10^-1, 4x10^-1 ... crowded the axis)
+        # two labelled decades or more: label decades only (6x10^-1, 4x10^-1 ... crowded the axis); with
+        # fewer, the in-between labels are all the reader has (0.04-0.8 showed a lone 10^-1)
+        if np.floor(np.log10(high)) - np.ceil(np.log10(low)) >= 1:
             ax.yaxis.set_minor_formatter(NullFormatter())
-    if x is None:  # epochs, steps: whole numbers only (a 3-epoch plot had ticks at 1.25, 1.5)
+    if x is None or all(isinstance(v, (int, np.integer)) for v in x):
+        # epochs, steps: whole numbers only (a 3-epoch plot had ticks at 1.25, 1.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     # beside the plot, not over the data
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
@@ -111,29 +118,34 @@ def line_plot(series: dict, xlabel: str, ylabel: str, logx: bool = False, logy: 
     return _to_uri(fig)
 
 
-def scatter(coords, labels, title: str) -> str:
+def scatter(coords, labels) -> str:
+    """Points coloured by label (the first 20 labels; the report's caption names the projection)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+    fig, ax = plt.subplots(figsize=SCATTER_SIZE)
     labels = np.asarray(labels)
-    for k, name in enumerate(sorted(set(labels.tolist()))[:20]):
+    names = sorted(set(labels.tolist()))[:20]
+    for k, name in enumerate(names):
         pts = coords[labels == name]
-        ax.scatter(pts[:, 0], pts[:, 1], s=5, label=str(name)[:12], color=plt.cm.tab20(k % 20))
-    ax.set_title(title, fontsize=9)
+        ax.scatter(pts[:, 0], pts[:, 1], s=6, label=str(name)[:12], color=plt.cm.tab20(k % 20))
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(fontsize=6, markerscale=2, loc="best", ncol=2)
+    # beside the points (inside, it covered a cluster), one column up to 10 labels
+    ax.legend(fontsize=9, markerscale=2, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+              ncol=1 if len(names) <= 10 else 2, handletextpad=0.2, columnspacing=0.6)
     return _to_uri(fig)
 
 
 def grouped_bars(categories, groups: dict, ylabel: str) -> str:
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(categories) * max(1, len(groups))), 3))
+    n = len(categories)
+    fig, ax = plt.subplots(figsize=(min(MAX_BAR_WIDTH, max(6.0, 0.35 * n * max(1, len(groups)))), 3.2))
     width = 0.8 / max(1, len(groups))
-    xs = np.arange(len(categories))
+    xs = np.arange(n)
     for k, (name, values) in enumerate(groups.items()):
         ax.bar(xs + k * width, values, width, label=name)
-    ax.set_xticks(xs + width * (len(groups) - 1) / 2)
-    ax.set_xticklabels([str(c)[:12] for c in categories], rotation=45 if len(categories) > 8 else 0, fontsize=9)
+    every = -(-n // MAX_BAR_LABELS)  # 500 classes: every 13th labelled
+    ax.set_xticks((xs + width * (len(groups) - 1) / 2)[::every])
+    ax.set_xticklabels([str(c)[:12] for c in categories][::every], rotation=45 if n > 8 else 0, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=10)
     if len(groups) > 1:  # beside the bars, not over them (one group needs no legend: the title names it)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
@@ -164,7 +176,7 @@ def draw_lines(f: Lines) -> str:
 
 
 def draw_points(f: Points) -> str:
-    return scatter(np.asarray(f.coords), f.labels, f.title)
+    return scatter(np.asarray(f.coords), f.labels)
 
 
 def draw_bars(f: Bars) -> str:

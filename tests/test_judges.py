@@ -98,6 +98,12 @@ def test_curves_overfit_rise_edges(rise, status):
         assert v.summary.startswith("overfitting from epoch 2") and "stop early" not in v.summary
 
 
+def test_curves_chart_marks_the_best_validation_epoch():
+    v = _curves({"loss": [1.0, 0.8, 0.6, 0.5], "val_loss": [1.0, 0.5, 0.7, 0.9]})
+    assert v.figures["history"].marks == {"best val_loss (epoch 2)": 2}
+    assert _curves({"loss": [1.0, 0.8, 0.6]}).figures["history"].marks == {}  # no validation loss, no mark
+
+
 @pytest.mark.parametrize("last, status", [(1.5, Status.PASS), (1.51, Status.FAIL)])
 def test_curves_divergence_factor_edge(last, status):
     assert _curves({"loss": [1.0, 0.8, last]}).status is status
@@ -375,6 +381,16 @@ def _gradients(grad_norms=None, updates=None, dead=None, saturated=None, init=No
     m = GradientHealthMeasurement(grad_norms, updates or {"fc1.weight": 1e-3}, dead or {}, saturated or {},
                                   init or {"fc1": ("He", 1.0)})
     return GradientHealth.judge(m, GradientHealth.Thresholds())
+
+
+def test_gradient_chart_is_drawn_over_training_steps():
+    """The norms are recorded every k-th step: the x axis says which steps, not the record number."""
+    from dnncheck.checks.gradient_health import GradientHealth, GradientHealthMeasurement
+
+    m = GradientHealthMeasurement({"fc1.weight": [1.0, 0.5, 0.2]}, {"fc1.weight": 1e-3}, {}, {},
+                                  {"fc1": ("He", 1.0)}, grad_steps=(1, 5, 9))
+    chart = GradientHealth.judge(m, GradientHealth.Thresholds()).figures["grad_norms"]
+    assert chart.x == [1, 5, 9] and chart.xlabel == "training step"
 
 
 def test_gradient_health_clean_passes():

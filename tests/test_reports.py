@@ -213,3 +213,27 @@ def test_image_grids_are_html_cells_with_whole_captions():
                                    {"source": "x"}, {}))
     assert f'<div class="cell" title="{long_id}">' in html and f"<div>{long_id}</div>" in html
     assert "repeat(6, 136px)" in html
+
+
+def test_bar_charts_stay_within_the_page_for_many_classes():
+    """0.35 inch per bar made a 500-class chart 525 inches wide; now the page width, every k-th labelled."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from dnncheck.plots import DPI, MAX_BAR_WIDTH, grouped_bars
+
+    uri = grouped_bars([f"class{i}" for i in range(500)], {"train": list(range(500)), "val": [1] * 500}, "samples")
+    width = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).width
+    assert width <= (MAX_BAR_WIDTH + 2) * DPI  # the bars plus the legend beside them
+
+
+def test_html_header_shows_environment_records_as_words():
+    from dnncheck.report.html import render_html
+    from dnncheck.results import AuditResult, Status
+
+    env = {"data_pass": {"files": 398, "from_cache": 0, "seconds": 2.7183}}
+    html = render_html(AuditResult((), Status.PASS, 0, 1.0, {"name": "dnncheck", "version": "0"}, env,
+                                   {"source": "x"}, {}))
+    assert "data pass files 398, from cache 0, seconds 2.72" in html and "{" not in html.split("<header>")[1][:2000]

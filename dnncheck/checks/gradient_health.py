@@ -86,7 +86,8 @@ class GradientHealth(Check):
         fresh = ctx.fresh_model()
         dead, saturated = _unit_fractions(run.model, ctx.inputs("train")[:ACTIVATION_SAMPLES], ctx.device)
         return GradientHealthMeasurement(dict(run.grad_norms), _update_ratios(fresh, run),
-                                         dead, saturated, _init_ratios(fresh))
+                                         dead, saturated, _init_ratios(fresh),
+                                         grad_steps=tuple(s + 1 for s in run.grad_steps))
 
     # -- judging --------------------------------------------------------------------------------
     @classmethod
@@ -100,8 +101,10 @@ class GradientHealth(Check):
             metrics.update(part_metrics)
             findings += part_findings
         weights = {k: v for k, v in m.grad_norms.items() if not k.endswith("bias")}
-        figures = {"grad_norms": Lines("Gradient norm per layer during the probe", weights, "record", "norm",
-                                       logy=True)} if weights else {}
+        steps = list(m.grad_steps) if len(m.grad_steps) == len(next(iter(weights.values()), ())) else None
+        figures = {"grad_norms": Lines("Gradient norm per layer during the probe", weights,
+                                       "training step" if steps else "record", "norm", logy=True,
+                                       x=steps)} if weights else {}
         summary = headline(findings) if findings else (
             f"gradients flow (first/last layer ratio {_ratio_text(metrics.get('first_to_last_grad_ratio'))}), no dead "
             f"or saturated "
@@ -117,6 +120,7 @@ class GradientHealthMeasurement:
     saturated_fraction: dict  # sigmoid/tanh module -> share of outputs at the limits
     init_ratios: dict  # weight layer -> (init scheme, fresh weight std / the scheme's)
     probe_gap: ProbeGap | None = None
+    grad_steps: tuple = ()  # the training step (from 1) of each recorded gradient norm
 
 
 def _update_ratios(fresh, run) -> dict:

@@ -100,8 +100,9 @@ class TrainingCurves(Check):
         remedy = "" if status is Status.PASS else (
             "Stop at the best epoch (early stopping) or regularise; lower the learning rate for divergence or "
             "oscillation; for flat or chance-level curves check the loss, labels, normalisation and trainable parameters.")
+        best = {f"best val_loss (epoch {metrics['best_epoch']})": metrics["best_epoch"]} if "best_epoch" in metrics else {}
         return Verdict(status, summary, tuple(findings), metrics, remedy,
-                       {"history": Lines("Training history", m.history, "epoch", "value")} if m.history else {})
+                       {"history": Lines("Training history", m.history, "epoch", "value", marks=best)} if m.history else {})
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ def render_html(result) -> str:
 
     env = Environment(loader=PackageLoader("dnncheck", "report/templates"), autoescape=select_autoescape(["html", "j2"]))
     env.filters["short"] = _short
+    env.filters["plain"] = _plain
     thumbs = {sid: image_uri(img, 48) for sid, img in result.thumbnails.items()}
     checks = []
     for c in result.checks:
@@ -46,6 +47,14 @@ def write_html(result, path: Path) -> None:
     from dnncheck.outputs import write_text
 
     write_text(path, render_html(result), "HTML report")
+
+
+def _plain(value) -> str:
+    """An environment entry as words: the data pass's record read "files 398, decoded 398, ..., seconds
+    2.72" instead of a Python dict in the header."""
+    if isinstance(value, dict):
+        return ", ".join(f"{str(k).replace('_', ' ')} {_plain(v)}" for k, v in value.items())
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _short(value, limit: int = 400) -> str:
