@@ -39,7 +39,25 @@ def audit(target: Any = None, *, model: Any = None, weights: str | Path | None =
     cfg = audit_config(_target_spec(target, config), model=_model_spec(model),
                        weights=None if weights is None else str(weights), select=select, ignore=ignore,
                        budget=budget, seed=seed, device=device, fail_on=fail_on)
-    return execute(cfg, NullProgress(), "dnncheck.audit(...)", time.perf_counter())
+    result = execute(cfg, NullProgress(), "dnncheck.audit(...)", time.perf_counter())
+    return _named_for_people(result, target, model)
+
+
+def _named_for_people(result, target, model):
+    """The report names in-memory data and models by what they are ("in-memory train/val (numpy
+    arrays)", "Net instance"), not by the internal name they were registered under."""
+    from dataclasses import replace
+
+    data, spec = dict(result.data), dict(result.model)
+    if isinstance(target, dict):
+        kinds = sorted({"numpy arrays" if isinstance(v, tuple) else type(v).__name__ for v in target.values()})
+        data["source"] = f"in-memory {'/'.join(map(str, target))} ({', '.join(kinds)})"
+    if model is not None and not isinstance(model, (str, Path)) and "spec" in spec:
+        import torch
+
+        spec["spec"] = (f"{type(model).__name__} instance" if isinstance(model, torch.nn.Module)
+                        else f"factory {getattr(model, '__qualname__', type(model).__name__)}")
+    return replace(result, data=data, model=spec)
 
 
 def audit_config(target: str | None, *, model: str | None = None, weights: str | None = None, select=None,

@@ -43,6 +43,9 @@ def test_in_memory_arrays_and_a_module_instance():
     assert result.data["splits"]["train"] + result.data["splits"]["test"] == 1200
     assert checks["imbalance"].metrics["probe_balanced_accuracy"] > 0.8
     assert net[1].weight.grad is None  # the instance itself was never trained: each probe got a copy
+    # the report names them by what they are, not by their internal registered name
+    assert result.data["source"] == "in-memory train/val (numpy arrays)"
+    assert result.model["spec"] == "Sequential instance" and "_object_" not in result.to_json()
 
 
 def test_torch_datasets_and_a_factory():
@@ -60,6 +63,8 @@ def test_torch_datasets_and_a_factory():
 
     result = dnncheck.audit(data, model=factory, select=["loss-sanity"], seed=0)
     assert result.checks[0].status.value == "pass" and result.checks[0].metrics["output_units"] == 10
+    assert result.data["source"] == "in-memory train/val (TensorDataset)"
+    assert result.model["spec"].startswith("factory ") and result.model["spec"].endswith("factory")
 
 
 @pytest.mark.parametrize("call, message", [
