@@ -215,7 +215,7 @@ def test_markdown_format_and_the_github_step_summary(tmp_path, monkeypatch):
     assert out.exit_code == 1, out.output
     assert out.output.startswith("## ❌ dnncheck: FAIL (exit code 1)")
     assert "| DNC6 split-leakage | ❌ fail |" in out.output and "| DNC9 imbalance |" in out.output
-    assert "### Top findings" in out.output and "Samples: `train:" in out.output
+    assert "### Top findings" in out.output and "; samples: `train:" in out.output
     written = summary.read_text()
     assert written.startswith("earlier step\n## ❌ dnncheck: FAIL") and written.count("| DNC6 split-leakage |") == 1
     monkeypatch.setenv("DNNCHECK_NO_STEP_SUMMARY", "1")

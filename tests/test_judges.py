@@ -576,7 +576,7 @@ def test_input_fidelity_size_outlier_edges():
 
 def test_input_fidelity_mixed_modes_warn():
     v = _fidelity(modes=["L"] + ["RGB"] * 19)
-    assert v.status is Status.WARN and v.summary.startswith("mixed image modes") and "pipeline" not in v.summary
+    assert v.status is Status.WARN and v.summary.startswith("mixed image modes (19 RGB, 1 L)") and "pipeline" not in v.summary
 
 
 @pytest.mark.parametrize("model_score, status", [(0.851, Status.PASS), (0.849, Status.WARN), (float("nan"), Status.PASS)])

@@ -192,7 +192,8 @@ def _mode_findings(m: InputFidelityMeasurement, metrics):
         return []
     major = max(counts, key=counts.get)
     minority = [i for i, mode in m.modes if mode != major]
-    head = f"mixed image modes {counts}: converted to {m.channels} channel(s) as torchvision's loader would"
+    listed = ", ".join(f"{n} {mode}" for mode, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    head = f"mixed image modes ({listed}): converted to {m.channels} channel(s) as torchvision's loader would"
     return [Finding(Status.WARN, f"{head}; make sure your pipeline does the same",
                     samples=tuple(minority[:MAX_LISTED]), evidence={"modes": counts}, headline=head)]
 

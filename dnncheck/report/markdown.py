@@ -43,7 +43,7 @@ def markdown(result) -> str:
             samples = ", ".join(f"`{_cell(s, 80)}`" for s in f.samples[:MAX_SAMPLES])
             more = f" (+{len(f.samples) - MAX_SAMPLES} more)" if len(f.samples) > MAX_SAMPLES else ""
             lines.append(f"- **{c.id} {c.slug}** ({f.severity.value}): {_cell(f.message, 500)}"
-                         + (f" Samples: {samples}{more}" if samples else ""))
+                         + (f"; samples: {samples}{more}" if samples else ""))
     return "\n".join(lines) + "\n"
 
 
