@@ -19,6 +19,7 @@ class ImageGrid:
     captions: list[str]
     cols: int = 8
     ids: list[str] = field(default_factory=list)  # the samples shown, when they are samples
+    marks: list = field(default_factory=list)  # per image, (row, col) pixels to ring in red ([] or missing: none)
 
 
 @dataclass(frozen=True)

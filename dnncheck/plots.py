@@ -43,9 +43,9 @@ def _to_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def image_uri(image: np.ndarray, max_side: int = 64) -> str:
-    """A small PNG thumbnail of an HWC image."""
-    from PIL import Image
+def image_uri(image: np.ndarray, max_side: int = 64, marks=()) -> str:
+    """A small PNG thumbnail of an HWC image; `marks`: (row, col) pixels of the image ringed in red."""
+    from PIL import Image, ImageDraw
 
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
@@ -53,8 +53,16 @@ def image_uri(image: np.ndarray, max_side: int = 64) -> str:
         arr = np.clip((np.nan_to_num(arr) - lo) / max(hi - lo, 1e-8) * 255, 0, 255).astype(np.uint8)
     img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr[..., :3])
     scale = max_side / max(img.size)
-    img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+    width, height = img.size
+    img = img.resize((max(1, round(width * scale)), max(1, round(height * scale))),
                      Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BILINEAR)
+    if len(marks):  # a one-pixel change is invisible at thumbnail size without a ring around it
+        img = img.convert("RGB")
+        draw, pad = ImageDraw.Draw(img), 3
+        for row, col in marks:
+            left, top = col * img.width / width, row * img.height / height
+            right, bottom = (col + 1) * img.width / width, (row + 1) * img.height / height
+            draw.rectangle((left - pad, top - pad, right + pad, bottom + pad), outline=(230, 0, 0), width=2)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
@@ -77,7 +85,9 @@ GRID_THUMB = 128  # px: image-grid cells
 def grid_cells(f: ImageGrid) -> list[tuple[str, str]]:
     """(thumbnail data URI, caption) per image of a grid. The report lays them out as HTML cells:
     captions wrap and show in full on hover (drawn into one PNG, path-like sample ids overlapped)."""
-    return [(image_uri(np.asarray(im), GRID_THUMB), str(caption)) for im, caption in zip(f.images, f.captions)]
+    marks = list(f.marks) + [()] * (len(f.images) - len(f.marks))
+    return [(image_uri(np.asarray(im), GRID_THUMB, ring), str(caption))
+            for im, caption, ring in zip(f.images, f.captions, marks)]
 
 
 def line_plot(series: dict, xlabel: str, ylabel: str, logx: bool = False, logy: bool = False, x=None,

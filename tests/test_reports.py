@@ -237,3 +237,25 @@ def test_html_header_shows_environment_records_as_words():
     html = render_html(AuditResult((), Status.PASS, 0, 1.0, {"name": "dnncheck", "version": "0"}, env,
                                    {"source": "x"}, {}))
     assert "data pass files 398, from cache 0, seconds 2.72" in html and "{" not in html.split("<header>")[1][:2000]
+
+
+def test_grid_marks_ring_the_changed_pixel():
+    """A one-pixel flip is invisible at thumbnail size: the attacked image's pixel is ringed in red."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from dnncheck.figures import ImageGrid
+    from dnncheck.plots import GRID_THUMB, grid_cells
+
+    image = np.zeros((8, 8, 1), np.uint8)
+    cells = grid_cells(ImageGrid("flips", [image, image], ["clean", "attacked"], marks=[(), [(2, 5)]]))
+    clean, ringed = (np.asarray(Image.open(io.BytesIO(base64.b64decode(u.split(",", 1)[1]))).convert("RGB"))
+                     for u, _ in cells)
+    assert clean.max() == 0  # unmarked image untouched
+    red = (ringed[..., 0] > 200) & (ringed[..., 1] < 50)
+    rows, cols = np.nonzero(red)
+    step = GRID_THUMB // 8  # the ring surrounds pixel (2, 5) of the 8x8 image and nothing else
+    assert rows.min() < 2 * step < 3 * step < rows.max() and cols.min() < 5 * step < 6 * step < cols.max()
+    assert rows.max() - rows.min() < 2 * step

@@ -417,8 +417,9 @@ def _flip_figure(examples) -> ImageGrid:
         images += [e["clean_image"], e["attacked_image"]]
         top = ", ".join(f"{c} {p:.2f}" for c, p in e["attacked_top3"])
         captions += [f"{e['id']} ({e['clean']})", f"pixel {e['pixel']}: {top}"]
-    return ImageGrid("One-pixel flips: clean vs attacked, top-3 after the attack", images, captions, cols=4,
-                     ids=[e["id"] for e in examples])
+    marks = [ring for e in examples for ring in ((), [tuple(e["pixel"])])]  # the attacked image's pixel
+    return ImageGrid("One-pixel flips: clean vs attacked (changed pixel ringed), top-3 after the attack", images,
+                     captions, cols=4, ids=[e["id"] for e in examples], marks=marks)
 
 
 def _flip_findings(r: FlipResult, t):
