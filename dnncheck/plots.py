@@ -45,38 +45,48 @@ def _to_uri(fig) -> str:
 
 def image_uri(image: np.ndarray, max_side: int = 64, marks=()) -> str:
     """A small PNG thumbnail of an HWC image; `marks`: (row, col) pixels of the image ringed in red."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-        arr = np.clip((np.nan_to_num(arr) - lo) / max(hi - lo, 1e-8) * 255, 0, 255).astype(np.uint8)
+        arr = np.round(_unit_range(arr) * 255).astype(np.uint8)
     img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr[..., :3])
     scale = max_side / max(img.size)
     width, height = img.size
     img = img.resize((max(1, round(width * scale)), max(1, round(height * scale))),
                      Image.Resampling.NEAREST if scale > 1 else Image.Resampling.BILINEAR)
     if len(marks):  # a one-pixel change is invisible at thumbnail size without a ring around it
-        img = img.convert("RGB")
-        draw, pad = ImageDraw.Draw(img), 3
-        for row, col in marks:
-            left, top = col * img.width / width, row * img.height / height
-            right, bottom = (col + 1) * img.width / width, (row + 1) * img.height / height
-            draw.rectangle((left - pad, top - pad, right + pad, bottom + pad), outline=(230, 0, 0), width=2)
+        img = _ringed(img.convert("RGB"), marks, img.width / width, img.height / height)
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _displayable(im: np.ndarray) -> np.ndarray:
-    """Colour images that are not uint8 (normalised tensors, floats) stretched to [0, 1] per image:
-    matplotlib clips anything else (dark, oversaturated pictures and a "Clipping input data" warning
-    in the user's terminal). Grey images keep their values: a colour map scales them anyway."""
-    if im.ndim != 3 or im.shape[-1] == 1 or im.dtype == np.uint8:
-        return im
-    im = np.nan_to_num(im.astype(np.float64))
+def _ringed(img, pixels, x_scale: float, y_scale: float, pad: int = 3):
+    """img with a red square around each (row, col) pixel of the image it was scaled from."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(img)
+    for row, col in pixels:
+        draw.rectangle((col * x_scale - pad, row * y_scale - pad, (col + 1) * x_scale + pad, (row + 1) * y_scale + pad),
+                       outline=(230, 0, 0), width=2)
+    return img
+
+
+def _unit_range(im: np.ndarray) -> np.ndarray:
+    """An image that is not uint8 (normalised tensors, floats) stretched to [0, 1] as a whole: clipping
+    drew dark, oversaturated pictures (and matplotlib warned "Clipping input data" in the terminal)."""
+    im = np.nan_to_num(np.asarray(im, dtype=np.float64))
     low, high = float(im.min()), float(im.max())
     return (im - low) / (high - low) if high > low else np.zeros_like(im)
+
+
+def _displayable(im: np.ndarray) -> np.ndarray:
+    """What matplotlib's imshow draws unclipped: colour images that are not uint8 in [0, 1]; grey
+    images keep their values (a colour map scales them anyway)."""
+    if im.ndim != 3 or im.shape[-1] == 1 or im.dtype == np.uint8:
+        return im
+    return _unit_range(im)
 
 
 GRID_THUMB = 128  # px: image-grid cells

@@ -106,9 +106,8 @@ class GradientHealth(Check):
                                        "training step" if steps else "record", "norm", logy=True,
                                        x=steps)} if weights else {}
         summary = headline(findings) if findings else (
-            f"gradients flow (first/last layer ratio {_ratio_text(metrics.get('first_to_last_grad_ratio'))}), no dead "
-            f"or saturated "
-            f"layers, initial scales within range")
+            f"gradients flow (first/last layer ratio {_ratio_text(metrics.get('first_to_last_grad_ratio'))}), "
+            f"no dead or saturated layers, initial scales within range")
         return Verdict(verdict(findings), summary, tuple(findings), metrics, _remedy(findings), figures)
 
 
