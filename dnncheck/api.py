@@ -36,10 +36,15 @@ def audit(target: Any = None, *, model: Any = None, weights: str | Path | None =
 
     if target is not None and config is not None and not isinstance(target, (str, Path)):
         raise UserError("pass in-memory data as target or a config file as config, not both")
-    cfg = audit_config(_target_spec(target, config), model=_model_spec(model),
-                       weights=None if weights is None else str(weights), select=select, ignore=ignore,
-                       budget=budget, seed=seed, device=device, fail_on=fail_on)
-    result = execute(cfg, NullProgress(), "dnncheck.audit(...)", time.perf_counter())
+    source = factory = None
+    try:
+        source = _target_spec(target, config)
+        factory = _model_spec(model)  # may refuse the model after the data was registered
+        cfg = audit_config(source, model=factory, weights=None if weights is None else str(weights), select=select,
+                           ignore=ignore, budget=budget, seed=seed, device=device, fail_on=fail_on)
+        result = execute(cfg, NullProgress(), "dnncheck.audit(...)", time.perf_counter())
+    finally:  # the audit is over: the user's arrays and model are no longer held here
+        _forget(source, factory)
     return _named_for_people(result, target, model)
 
 
@@ -186,6 +191,12 @@ def _model_spec(model) -> str | None:
         return _register(model)
     raise UserError(f"model: expected a spec such as \"smallcnn\", a torch.nn.Module or a factory; "
                     f"got {type(model).__name__}")
+
+
+def _forget(*specs) -> None:
+    for spec in specs:
+        if spec and f"{__name__}:_object_" in spec:
+            delattr(sys.modules[__name__], spec.rsplit(":", 1)[1])
 
 
 def _register(obj) -> str:

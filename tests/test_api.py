@@ -46,6 +46,8 @@ def test_in_memory_arrays_and_a_module_instance():
     # the report names them by what they are, not by their internal registered name
     assert result.data["source"] == "in-memory train/val (numpy arrays)"
     assert result.model["spec"] == "Sequential instance" and "_object_" not in result.to_json()
+    # once the audit is over dnncheck holds neither the arrays nor the model (a notebook's memory)
+    assert not [name for name in vars(dnncheck.api) if name.startswith("_object_")]
 
 
 def test_torch_datasets_and_a_factory():
@@ -77,3 +79,10 @@ def test_torch_datasets_and_a_factory():
 def test_bad_input_raises_user_error_with_the_cli_message(call, message):
     with pytest.raises(dnncheck.UserError, match=message):
         call()
+    assert not [name for name in vars(dnncheck.api) if name.startswith("_object_")]  # nothing left registered
+
+
+def test_a_refused_model_leaves_no_data_registered():
+    with pytest.raises(dnncheck.UserError, match="model: expected a spec"):
+        dnncheck.audit({"train": (np.zeros((10, 8, 8)), np.zeros(10))}, model=3.5)
+    assert not [name for name in vars(dnncheck.api) if name.startswith("_object_")]
