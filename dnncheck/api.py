@@ -96,6 +96,9 @@ def _absolute_from_cwd(value: str | None) -> str | None:
 
 def execute(cfg, progress, command: str, started: float, baseline=None):
     """Prepare the context and run the selected checks; library warnings become notes of the result."""
+    from dataclasses import replace
+
+    from dnncheck.config import input_paths
     from dnncheck.context import Context
     from dnncheck.data.scan import shutdown
     from dnncheck.runner import run_audit, select_checks
@@ -109,7 +112,7 @@ def execute(cfg, progress, command: str, started: float, baseline=None):
             result = run_audit(ctx, checks, command, started, baseline)
         finally:
             shutdown()  # the data pass's worker processes
-    return _with_warnings(result, caught)
+    return _with_warnings(replace(result, protected=input_paths(cfg)), caught)
 
 
 def _with_warnings(result, caught):

@@ -149,6 +149,9 @@ def curves(
     result = check.conclude(check.judge(measured, check.t)).with_duration(time.perf_counter() - started)
     audit = audit_result((result,), fail_on, started, {"python": sys.version.split()[0]}, {"source": str(history)}, {},
                          "dnncheck " + " ".join(shlex.quote(a) for a in sys.argv[1:]))
+    from dataclasses import replace
+
+    audit = replace(audit, protected=({"history": history}, {}))
     _write_and_show(audit, json_path, quiet, html_path, junit_path, output_format)
     raise typer.Exit(audit.exit_code)
 

@@ -105,6 +105,9 @@ class AuditResult:
     baseline: dict[str, dict] = field(default_factory=dict)
     # sample id -> HWC image, for thumbnails in the HTML report (not part of the JSON)
     thumbnails: dict[str, Any] = field(default_factory=dict, compare=False)
+    # ({what: input file or folder}, {what: data folder}) the audit read: reports are never written
+    # over or inside them (dnncheck.outputs); not part of the JSON
+    protected: tuple = field(default=(), compare=False, repr=False)
 
     def to_json(self) -> str:
         """The --json document as text."""
@@ -113,11 +116,18 @@ class AuditResult:
         return json_text(self)
 
     def to_html(self, path) -> None:
-        """Write the self-contained HTML report (as --html does: atomically, never over an input)."""
+        """Write the self-contained HTML report with --html's rules: never over an input or inside a data
+        folder (UserError), atomically, a device such as /dev/null written through."""
         from pathlib import Path
 
+        from dnncheck.errors import UserError
+        from dnncheck.outputs import protected_input
         from dnncheck.report.html import write_html
 
+        inputs, folders = self.protected or ({}, {})
+        refused = protected_input(Path(path), inputs, folders)
+        if refused:
+            raise UserError(f"to_html {refused}")
         write_html(self, Path(path))
 
     def _repr_html_(self) -> str:

@@ -56,13 +56,22 @@ def _top_findings(checks) -> list:
 
 def write_step_summary(result) -> str | None:
     """Append the summary to $GITHUB_STEP_SUMMARY when it is set (and not turned off); the reason it
-    could not be written, or None."""
+    could not be written, or None. The variable gets the rules of a report path (dnncheck.outputs):
+    never one of the audit's inputs or a file inside a data folder, never a folder or block device;
+    a FIFO nobody reads is a warning, not a hang."""
+    from pathlib import Path
+
+    from dnncheck.outputs import protected_input, reason, write_in_place
+
     path = os.environ.get("GITHUB_STEP_SUMMARY")
     if not path or os.environ.get("DNNCHECK_NO_STEP_SUMMARY") == "1":
         return None
+    inputs, folders = result.protected or ({}, {})
+    refused = protected_input(Path(path), inputs, folders)
+    if refused:
+        return f"$GITHUB_STEP_SUMMARY {refused}; the job summary was not written"
     try:
-        with open(path, "a", encoding="utf-8") as handle:
-            handle.write(markdown(result) + "\n")
+        write_in_place(Path(path), (markdown(result) + "\n").encode("utf-8", errors="backslashreplace"), create=True)
     except OSError as exc:
-        return f"could not append the job summary to {path} ({exc.strerror})"
+        return f"could not append the job summary to {path} ({reason(exc)})"
     return None
