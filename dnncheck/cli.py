@@ -273,7 +273,10 @@ def init(path: Path = typer.Argument(Path("dnncheck.toml"), help="where to write
         raise UserError(f"{path}: cannot write it ({exc.strerror})") from None
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(STARTER_CONFIG.format(name=path.name))
-    Console().print(f"wrote {path}; edit [data] source, then run: dnncheck audit {path}", highlight=False, markup=False)
+    # soft_wrap: the terminal wraps the line; Rich's own wrapping broke it inside "[data] source" and
+    # inside the path when output was not a terminal (80 columns)
+    Console().print(f"wrote {path}; edit [data] source, then run: dnncheck audit {path}", highlight=False,
+                    markup=False, soft_wrap=True)
 
 
 def _version_callback(value: bool):

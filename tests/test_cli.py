@@ -163,8 +163,8 @@ def test_bracketed_text_survives_help_explain_and_init(tmp_path):
     # reflowed once to the terminal's width: a source-wrapped sentence reads as one line at 200 columns
     assert "Leakage-free splits: no sample, copy or group crosses from training into evaluation." in explained.output
     assert "exact duplicates (a hash of the decoded pixels or feature row); near duplicates" in explained.output
-    written = runner.invoke(app, ["init", str(tmp_path / "c.toml")])
-    assert "edit [data] source" in written.output
+    written = runner.invoke(app, ["init", str(tmp_path / "c.toml")], env={"COLUMNS": "40"})
+    assert "edit [data] source" in written.output and f"dnncheck audit {tmp_path / 'c.toml'}\n" in written.output
 
 
 def test_init_writes_once_and_never_overwrites(tmp_path):

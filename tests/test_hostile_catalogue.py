@@ -153,3 +153,90 @@ def test_to_html_follows_the_cli_rules(tmp_path):
     assert not (root / "report.html").exists()
     result.to_html(tmp_path / "report.html")
     assert (tmp_path / "report.html").read_text().startswith("<!DOCTYPE html>")
+
+
+# -- 2. label cardinality ----------------------------------------------------------------------------
+def test_labels_as_ids_are_encoded_by_their_distinct_values(tmp_path):
+    """Labels [0, 10**9, 123456] made classes "0".."10**9" (MemoryError at 6 GB); now three classes,
+    named by their values, with the mapping in the report's notes."""
+    rng = np.random.default_rng(0)
+    data, out = tmp_path / "ids.npz", tmp_path / "r.json"
+    np.savez(data, x_train=rng.integers(0, 255, (90, 8, 8), dtype=np.uint8),
+             y_train=np.array([0, 10**9, 123456] * 30))
+    result = runner.invoke(app, ["audit", str(data), "--select", "imbalance", "--model", "mlp", "--quiet",
+                                 "--json", str(out)])
+    assert result.exit_code in (0, 1), result.output
+    doc = json.loads(out.read_text())
+    assert doc["data"]["classes"] == ["0", "123456", "1000000000"]
+    assert any("0 -> 0, 123456 -> 1, 1000000000 -> 2" in n for n in doc["data"]["notes"])
+
+
+def test_dense_integer_labels_keep_their_meaning():
+    """Labels 1..10 keep class "0" (empty) so that imbalance can say "1-based"; a few gaps too."""
+    from dnncheck.data.dataset import class_labels
+
+    y, classes = class_labels(np.arange(1, 11).repeat(3), "y")
+    assert classes == [str(i) for i in range(11)] and y.min() == 1
+    assert class_labels(np.array([0, 2, 4, 6]), "y")[1] == ["0", "1", "2", "3", "4", "5", "6"]
+
+
+def test_more_classes_than_the_limit_is_exit_2_naming_the_count(tmp_path):
+    from dnncheck.data.dataset import MAX_CLASSES
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "many.npz"
+    n = MAX_CLASSES + 1
+    np.savez(data, x_train=rng.integers(0, 255, (n, 4, 4), dtype=np.uint8), y_train=np.arange(n) * 7)
+    out = _audit(data)
+    assert out.exit_code == 2 and f"{n:,} distinct labels" in out.stderr and "Traceback" not in out.output
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_a_non_finite_label_is_one_line_naming_the_sample(tmp_path, bad):
+    """A label of inf crashed while the error message was built."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.npz"
+    y = (np.arange(30) % 3).astype(float)
+    y[7] = bad
+    np.savez(data, x_train=rng.integers(0, 255, (30, 8, 8), dtype=np.uint8), y_train=y)
+    out = _audit(data)
+    assert out.exit_code == 2 and "labels must be finite; sample 7 has" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+# -- 4. the renaming test needs a user-made split with enough samples per class -------------------------
+def _predictions(per_class: int, carved: bool = False):
+    from dnncheck.checks.imbalance import ImbalanceMeasurement, ProbePredictions
+
+    y_true = np.repeat(np.arange(3), per_class)
+    predictions = ProbePredictions("val", y_true, (y_true + 1) % 3, carved=carved)  # every class shifted by one
+    counts = {"train": np.array([40, 40, 40]), "val": np.bincount(y_true)}
+    return ImbalanceMeasurement("classification", ("a", "b", "c"), counts, predictions)
+
+
+@pytest.mark.parametrize("per_class, carved, fails", [(30, False, True), (19, False, False), (30, True, False)])
+def test_relabel_test_needs_enough_samples_and_a_user_split(per_class, carved, fails):
+    from dnncheck.checks.imbalance import Imbalance
+
+    check = Imbalance()
+    verdict = check.judge(_predictions(per_class, carved), check.t)
+    named = any("encoded differently" in f.message for f in verdict.findings)
+    assert named is fails
+    if not fails:
+        assert verdict.metrics["relabel_test"].startswith("not run") and "renamed_accuracy" not in verdict.metrics
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tiny_carved_validation_split_never_reads_as_another_encoding(tmp_path, seed):
+    """12 digits per class, validation carved by dnncheck: seeds 0..7 failed 3 of 8 before."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    keep = np.concatenate([np.flatnonzero(digits.target == c)[:12] for c in range(10)])
+    data, out = tmp_path / "d.npz", tmp_path / "r.json"
+    np.savez(data, x_train=(digits.images[keep] * 16).astype(np.uint8), y_train=digits.target[keep])
+    result = runner.invoke(app, ["audit", str(data), "--select", "imbalance", "--seed", str(seed), "--quiet",
+                                 "--json", str(out)])
+    check = json.loads(out.read_text())["checks"][0]
+    assert "encoded differently" not in json.dumps(check["findings"]), result.output
+    assert check["metrics"]["relabel_test"] == "not run: dnncheck made the val split from train"

@@ -76,7 +76,8 @@ def load_npz(path: Path) -> Dataset:
         if arrays[f"y_{s}"].ndim != 1:  # one-hot or (N, 1): refused with what was found, never flattened
             class_labels(arrays[f"y_{s}"], f"{path} y_{s}")
     all_y = np.concatenate([arrays[f"y_{s}"] for s in names])
-    all_labels, classes = class_labels(all_y, f"{path} y arrays")
+    label_notes: list[str] = []
+    all_labels, classes = class_labels(all_y, f"{path} y arrays", label_notes)
     offsets = np.cumsum([0] + [len(arrays[f"y_{s}"]) for s in names])
     splits, external = {}, None
     for k, s in enumerate(names):
@@ -100,7 +101,8 @@ def load_npz(path: Path) -> Dataset:
     ds = Dataset(source=str(path), modality="table" if table else "image", task="classification",
                  classes=classes, splits=splits,
                  channels=0 if table else splits["train"].x.shape[-1],
-                 feature_names=[f"x{i}" for i in range(arrays["x_train"].shape[1])] if table else [])
+                 feature_names=[f"x{i}" for i in range(arrays["x_train"].shape[1])] if table else [],
+                 notes=label_notes)
     ds.external = external
     x_train = arrays["x_train"]
     if not table and x_train.ndim == 4 and x_train.dtype.kind == "f" and x_train.shape[1] not in (1, 3, 4):

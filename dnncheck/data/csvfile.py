@@ -51,7 +51,8 @@ def load_manifest(frame, path: Path, settings, progress=None) -> Dataset:
     if frame["label"].isna().any():
         row = int(np.flatnonzero(frame["label"].isna().to_numpy())[0])
         raise UserError(f"{path}: row {row + 2} has no label; fill in the label column or drop the row")
-    labels, classes = class_labels(frame["label"].to_numpy(), f"{path} column label")
+    label_notes: list[str] = []
+    labels, classes = class_labels(frame["label"].to_numpy(), f"{path} column label", label_notes)
     splits = _split_column(frame, path)
     groups = frame["group"].astype(str).to_numpy() if "group" in frame.columns else None
     base = path.resolve().parent
@@ -69,6 +70,7 @@ def load_manifest(frame, path: Path, settings, progress=None) -> Dataset:
     dataset = build_image_dataset(str(path), entries, classes, settings, progress)
     if "train" not in dataset.splits:
         raise UserError(f"{path}: no readable rows have split=train; mark the training rows")
+    dataset.notes = label_notes + dataset.notes
     return dataset
 
 
@@ -89,8 +91,9 @@ def load_table(frame, path: Path) -> Dataset:
     for col in features:
         if frame[col].dtype.kind not in "biuf":
             raise UserError(f"{path}: feature column {col!r} is not numeric; encode it as numbers or drop it")
+    label_notes: list[str] = []
     if task == "classification":
-        y, classes = class_labels(frame[ycol].to_numpy(), f"{path} column label")
+        y, classes = class_labels(frame[ycol].to_numpy(), f"{path} column label", label_notes)
     else:
         if frame[ycol].dtype.kind not in "biuf":
             raise UserError(f"{path}: column target must be numeric for regression")
@@ -108,4 +111,4 @@ def load_table(frame, path: Path) -> Dataset:
     if "train" not in data:
         raise UserError(f"{path}: no rows have split=train; mark the training rows")
     return Dataset(source=str(path), modality="table", task=task, classes=classes, splits=data,
-                   feature_names=features)
+                   feature_names=features, notes=label_notes)

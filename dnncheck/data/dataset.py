@@ -122,10 +122,17 @@ class Dataset:
                    {"features": len(self.feature_names)})}
 
 
-def class_labels(raw_labels, where: str) -> tuple[np.ndarray, list[str]]:
+MAX_CLASSES = 50_000  # more distinct labels than ImageNet-21k's 21,841 are ids, not classes (README)
+
+
+def class_labels(raw_labels, where: str, notes: list[str] | None = None) -> tuple[np.ndarray, list[str]]:
     """Map labels (strings or integers) to class indices; integer labels must be >= 0.
 
-    Integer labels keep their meaning: classes are "0".."max" so that label 3 stays class "3".
+    Integer labels keep their meaning while at most half of 0..max is unused: classes are "0".."max"
+    so that label 3 stays class "3" (and an empty class 0 under labels 1..C can be named 1-based).
+    Sparser integers (ids such as 7, 1000, 10**9) are encoded by their distinct values in sorted
+    order, the mapping said in `notes`: sizing classes by the maximum built a 10**9-unit output layer.
+    More than MAX_CLASSES distinct labels is refused.
     """
     from dnncheck.errors import UserError
 
@@ -136,20 +143,45 @@ def class_labels(raw_labels, where: str) -> tuple[np.ndarray, list[str]]:
                            "; pass a 1-D array of class indices or names"))
     if values.dtype.kind == "b":
         values = values.astype(np.int64)
-    if values.dtype.kind in "iu" or (values.dtype.kind == "f" and np.all(np.isfinite(values))
-                                     and np.all(values == np.round(values))):
-        ints = values.astype(np.int64)
-        if ints.size and ints.min() < 0:
-            raise UserError(f"{where}: class labels must be >= 0 (found {ints.min()}); "
+    if values.dtype.kind in "fc" and not np.all(np.isfinite(values)):
+        bad = int(np.flatnonzero(~np.isfinite(values))[0])
+        raise UserError(f"{where}: labels must be finite; sample {bad} has {values[bad].item()!r} "
+                        f"({int(np.sum(~np.isfinite(values)))} non-finite in all); fix or drop those samples")
+    if values.dtype.kind in "iu" or (values.dtype.kind == "f" and np.all(values == np.round(values))):
+        if values.size and values.min() < 0:
+            raise UserError(f"{where}: class labels must be >= 0 (found {values.min()}); "
                             "renumber classes as 0..C-1")
-        top = int(ints.max()) if ints.size else -1
-        return ints, [str(i) for i in range(top + 1)]
-    if values.dtype.kind == "f":
-        raise UserError(f"{where}: class labels must be integers (found {values[~(values == np.round(values))][0]!r}); "
+        distinct = np.unique(values)
+        _refuse_too_many(len(distinct), where)
+        top = int(distinct[-1]) if distinct.size else -1
+        if top + 1 <= 2 * len(distinct):
+            return values.astype(np.int64), [str(i) for i in range(top + 1)]
+        if notes is not None:
+            shown = ", ".join(f"{_plain_number(v)} -> {i}" for i, v in enumerate(distinct[:5]))
+            notes.append(f"{where}: {len(distinct)} distinct integer labels up to {_plain_number(top)} look like ids; "
+                         f"classes are their distinct values in sorted order ({shown}"
+                         f"{', ...' if len(distinct) > 5 else ''}); data.classes lists every one")
+        return np.searchsorted(distinct, values).astype(np.int64), [_plain_number(v) for v in distinct]
+    if values.dtype.kind in "fc":
+        raise UserError(f"{where}: class labels must be integers (found {values[~(values == np.round(values))][0].item()!r}); "
                         "for a regression target use a table CSV with a `target` column")
-    names = sorted({str(v) for v in values})
-    lookup = {n: i for i, n in enumerate(names)}
-    return np.array([lookup[str(v)] for v in values], dtype=np.int64), names
+    text = values.astype(str)
+    names = np.unique(text)
+    _refuse_too_many(len(names), where)
+    return np.searchsorted(names, text).astype(np.int64), [str(n) for n in names]
+
+
+def _plain_number(value) -> str:
+    return str(int(value))
+
+
+def _refuse_too_many(count: int, where: str) -> None:
+    from dnncheck.errors import UserError
+
+    if count > MAX_CLASSES:
+        raise UserError(f"{where}: {count:,} distinct labels, more than the {MAX_CLASSES:,} classes dnncheck audits; "
+                        "are these sample ids or a regression target rather than classes? (a regression target "
+                        "goes in a table CSV's `target` column)")
 
 
 def _looks_one_hot(values: np.ndarray) -> bool:

@@ -28,7 +28,8 @@ def load_python(spec: str, search_dirs=()) -> Dataset:
     raw = {name: _items(spec, name, data) for name, data in result.items()}
     table = raw["train"][0][0].ndim == 1
     all_y = np.concatenate([r[1] for r in raw.values()])
-    labels, classes = class_labels(all_y, f"python:{spec} labels")
+    label_notes: list[str] = []
+    labels, classes = class_labels(all_y, f"python:{spec} labels", label_notes)
     names = getattr(result["train"], "classes", None)
     if isinstance(names, (list, tuple)) and len(names) >= len(classes):
         classes = [str(c) for c in names]
@@ -43,7 +44,7 @@ def load_python(spec: str, search_dirs=()) -> Dataset:
     channels = 0 if table else splits["train"].x[0].shape[-1]
     ds = Dataset(source=f"python:{spec}", modality="table" if table else "image", task="classification",
                  classes=classes, splits=splits, channels=channels,
-                 feature_names=[f"x{i}" for i in range(len(raw["train"][0][0]))] if table else [])
+                 feature_names=[f"x{i}" for i in range(len(raw["train"][0][0]))] if table else [], notes=label_notes)
     ds.external = external
     return ds
 
