@@ -68,7 +68,7 @@ def _named_for_people(result, target, model):
 def audit_config(target: str | None, *, model: str | None = None, weights: str | None = None, select=None,
                  ignore=None, fail_on: str | None = None, device: str | None = None, budget: float | None = None,
                  seed: int | None = None, engine: str | None = None, ray_address: str | None = None,
-                 workers: int | None = None, no_cache: bool = False):
+                 workers: int | None = None, no_cache: bool = False, verify_cache: bool = False):
     """The AuditConfig of a target plus the settings the CLI's flags and audit()'s arguments give (the
     same for both): model and weights paths relative to where the call is made, not to the config."""
     from dnncheck.config import build_config
@@ -78,7 +78,8 @@ def audit_config(target: str | None, *, model: str | None = None, weights: str |
                  "--fail-on": ("checks", "fail_on", fail_on), "--device": ("probe", "device", device),
                  "--budget": ("probe", "budget_seconds", budget), "--seed": ("probe", "seed", seed),
                  "--engine": ("probe", "engine", engine), "--ray-address": ("probe", "ray_address", ray_address),
-                 "--workers": ("data", "workers", workers), "--no-cache": ("data", "cache", False if no_cache else None)}
+                 "--workers": ("data", "workers", workers), "--no-cache": ("data", "cache", False if no_cache else None),
+                 "--verify-cache": ("data", "verify_cache", True if verify_cache else None)}
     cfg = build_config(target, overrides)
     if select:
         cfg.select = _ids(select, "select")

@@ -74,6 +74,8 @@ def audit(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="with --engine ray: the cluster's address"),
     workers: Optional[int] = typer.Option(None, "--workers", help="processes for the data pass (default: every core)"),
     no_cache: bool = typer.Option(False, "--no-cache", help="decode every file; neither read nor write the record cache"),
+    verify_cache: bool = typer.Option(False, "--verify-cache", help="hash every file; decode again those whose content "
+                                      "changed since their cached record"),
 ):
     """Run the checklist on a dataset and model."""
     started = time.perf_counter()
@@ -82,7 +84,7 @@ def audit(
     _check_format(output_format)
     cfg = audit_config(target, model=model, weights=weights, select=select, ignore=ignore, fail_on=fail_on,
                        device=device, budget=budget, seed=seed, engine=engine, ray_address=ray_address,
-                       workers=workers, no_cache=no_cache)
+                       workers=workers, no_cache=no_cache, verify_cache=verify_cache)
     from dnncheck.config import input_paths
     from dnncheck.outputs import check_outputs
     from dnncheck.runner import load_baseline

@@ -37,6 +37,7 @@ class AuditConfig:
     decode_max_side: int = 256
     workers: int = 0  # processes for the data pass; 0: every core
     cache: bool = True  # per-file record cache (data/cache.py)
+    verify_cache: bool = False  # hash every file and decode again those whose content changed (data/cache.py)
     model: str = "auto"  # auto: smallcnn for images, mlp for tables
     weights: str | None = None
     loss: str | None = None  # None: cross_entropy for classification, mse for regression
@@ -125,6 +126,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "decode_max_side": (_int_in(8, 4 * MAX_IMAGE_SIDE), f"an integer between 8 and {4 * MAX_IMAGE_SIDE} (pixels)"),
         "workers": (_int_in(0, 1024), "an integer between 0 (every core) and 1024: processes for the data pass"),
         "cache": (lambda v: isinstance(v, bool), "true or false: keep per-file records in the user's cache folder"),
+        "verify_cache": (lambda v: isinstance(v, bool), "true or false: hash every file and decode again any whose content changed since its cached record"),
     },
     "model": {
         "factory": (_is_str, "a model spec: smallcnn | mlp | resnet18 | pkg.module:factory | model.ts"),
@@ -278,6 +280,7 @@ normalize = "auto"             # auto | none | zscore | minmax | {{mean = [..], 
 # decode_max_side = 256        # images are decoded with their longer side at most this
 # workers = 0                  # processes for the data pass over image files; 0: every core
 # cache = true                 # keep per-file records in $DNNCHECK_CACHE_DIR (default: the user's cache folder)
+# verify_cache = false         # hash every file: decode again any whose content changed (size and times kept)
 
 [model]
 factory = "auto"               # auto (smallcnn for images, mlp for tables) | smallcnn | mlp | resnet18 | pkg.module:factory | model.ts

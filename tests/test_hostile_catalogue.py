@@ -240,3 +240,100 @@ def test_tiny_carved_validation_split_never_reads_as_another_encoding(tmp_path, 
     check = json.loads(out.read_text())["checks"][0]
     assert "encoded differently" not in json.dumps(check["findings"]), result.output
     assert check["metrics"]["relabel_test"] == "not run: dnncheck made the val split from train"
+
+
+# -- 3. the record cache -------------------------------------------------------------------------------
+@pytest.fixture
+def pngs(tmp_path, monkeypatch):
+    from tests.conftest import save_png
+
+    monkeypatch.setenv("DNNCHECK_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(6):
+        paths.append(tmp_path / "photos" / f"{k}.bmp")
+        save_png(paths[-1], rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    return paths
+
+
+def _rewrite_same_size_keep_mtime(path):
+    """Another image of the same size (BMP: fixed size), written in place, its mtime put back."""
+    from PIL import Image
+
+    before = os.stat(path)
+    Image.fromarray(np.full((16, 16, 3), 200, dtype=np.uint8)).save(path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(path).st_size == before.st_size and os.stat(path).st_mtime_ns == before.st_mtime_ns
+
+
+def test_a_file_replaced_with_size_and_mtime_restored_is_read_again(pngs):
+    from dnncheck.data.scan import ScanSettings, scan_files
+
+    first = scan_files(pngs, ScanSettings(workers=1))
+    _rewrite_same_size_keep_mtime(pngs[1])
+    again = scan_files(pngs, ScanSettings(workers=1))
+    assert again.decoded == 1  # ctime (and, for a replaced file, the inode) changed
+    assert again.records[1]["digest"] != first.records[1]["digest"]
+
+
+def test_verify_cache_rehashes_when_the_key_cannot_tell(pngs, monkeypatch):
+    """A file system whose times and inode do not change (simulated: keys of path and size only):
+    the cache trusts its key, --verify-cache hashes the content and reads the changed file again."""
+    from dnncheck.data import cache
+    from dnncheck.data.scan import ScanSettings, scan_files
+
+    monkeypatch.setattr(cache, "file_key", lambda p: f"{os.path.abspath(p)}\0{os.stat(p).st_size}")
+    first = scan_files(pngs, ScanSettings(workers=1))
+    _rewrite_same_size_keep_mtime(pngs[3])
+    trusted = scan_files(pngs, ScanSettings(workers=1))
+    assert trusted.decoded == 0 and trusted.records.tobytes() == first.records.tobytes()  # what it trusts
+    verified = scan_files(pngs, ScanSettings(workers=1, verify_cache=True))
+    assert verified.decoded == 1 and verified.records[3]["digest"] != first.records[3]["digest"]
+    assert any("1 file(s) changed" in n for n in verified.notes)
+
+
+def test_a_busy_cache_is_bypassed_after_a_bounded_wait_and_never_deleted(pngs, monkeypatch):
+    import sqlite3
+    import time
+
+    from dnncheck.data import cache
+    from dnncheck.data.scan import ScanSettings, scan_files
+
+    scan_files(pngs, ScanSettings(workers=1))
+    monkeypatch.setattr(cache, "LOCK_WAIT_SECONDS", 0.3)
+    db_path = cache.cache_dir() / cache.DB_NAME
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another audit mid-transaction
+    try:
+        started = time.monotonic()
+        scan = scan_files(pngs, ScanSettings(workers=1))
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    assert scan.decoded == len(pngs) and scan.records["ok"].all()
+    assert len(scan.notes) == 1 and "busy" in scan.notes[0] and "left it in place" in scan.notes[0]
+    assert waited < 30 and db_path.is_file()
+    assert scan_files(pngs, ScanSettings(workers=1)).decoded == 0  # the entries survived
+
+
+def test_failed_files_cost_a_small_cache_entry(tmp_path, monkeypatch):
+    import sqlite3
+
+    from dnncheck.data import cache
+    from dnncheck.data.records import RECORD_DTYPE
+    from dnncheck.data.scan import ScanSettings, scan_files
+
+    monkeypatch.setenv("DNNCHECK_CACHE_DIR", str(tmp_path / "cache"))
+    paths = []
+    for k in range(50):
+        paths.append(tmp_path / "empty" / f"{k}.png")
+        paths[-1].parent.mkdir(exist_ok=True)
+        paths[-1].write_bytes(b"")
+    first = scan_files(paths, ScanSettings(workers=1))
+    assert not first.records["ok"].any()
+    with sqlite3.connect(cache.cache_dir() / cache.DB_NAME) as db:
+        sizes = [n for (n,) in db.execute("SELECT length(blob) FROM records")]
+    assert len(sizes) == 50 and max(sizes) < RECORD_DTYPE.itemsize // 20
+    again = scan_files(paths, ScanSettings(workers=1))
+    assert again.decoded == 0 and again.reasons == first.reasons and again.records.tobytes() == first.records.tobytes()

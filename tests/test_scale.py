@@ -115,7 +115,8 @@ def test_a_foreign_cache_file_is_replaced_not_trusted(photo_files, own_cache):
     own_cache.mkdir()
     (own_cache / DB_NAME).write_bytes(b"this is not a database" * 100)
     scan = scan_files(paths, ScanSettings(workers=1))
-    assert scan.decoded == 3 and scan.records["ok"].all() and not scan.notes
+    assert scan.decoded == 3 and scan.records["ok"].all()
+    assert len(scan.notes) == 1 and "was damaged" in scan.notes[0] and "rebuilt" in scan.notes[0]
     assert scan_files(paths, ScanSettings(workers=1)).decoded == 0
 
 

@@ -18,12 +18,14 @@ BATCH_FILES = 32
 def _records_of_batch(batch: dict, max_side: int) -> dict:
     from dnncheck.data.scan import record_file
 
-    blobs, reasons = [], []
+    blobs, reasons, digests = [], [], []
     for path in batch["path"]:
-        record, reason = record_file(str(path), max_side)
+        record, reason, digest = record_file(str(path), max_side)
         blobs.append(record.tobytes())
         reasons.append(reason)
-    return {"index": batch["index"], "record": np.array(blobs, dtype=object), "reason": np.array(reasons, dtype=object)}
+        digests.append(digest)
+    return {"index": batch["index"], "record": np.array(blobs, dtype=object), "reason": np.array(reasons, dtype=object),
+            "digest": np.array(digests, dtype=object)}
 
 
 def _connect(address: str | None):
@@ -42,7 +44,7 @@ def _connect(address: str | None):
     return ray
 
 
-def ray_records(paths: list[str], settings, advance=None) -> list[tuple[np.ndarray, str]]:
+def ray_records(paths: list[str], settings, advance=None) -> list[tuple[np.ndarray, str, str]]:
     import warnings
 
     with warnings.catch_warnings():  # Ray's own deprecation notices are not findings about the data
@@ -50,7 +52,7 @@ def ray_records(paths: list[str], settings, advance=None) -> list[tuple[np.ndarr
         return _gather(paths, settings, advance)
 
 
-def _gather(paths: list[str], settings, advance=None) -> list[tuple[np.ndarray, str]]:
+def _gather(paths: list[str], settings, advance=None) -> list[tuple[np.ndarray, str, str]]:
     from dnncheck.data.records import RECORD_DTYPE
 
     ray = _connect(settings.ray_address)
@@ -59,8 +61,8 @@ def _gather(paths: list[str], settings, advance=None) -> list[tuple[np.ndarray, 
                              fn_kwargs={"max_side": settings.max_side})
     out: list = [None] * len(paths)
     for batch in done.iter_batches(batch_size=BATCH_FILES, batch_format="numpy"):
-        for index, blob, reason in zip(batch["index"], batch["record"], batch["reason"]):
-            out[int(index)] = (np.frombuffer(blob, dtype=RECORD_DTYPE).copy(), str(reason))
+        for index, blob, reason, digest in zip(batch["index"], batch["record"], batch["reason"], batch["digest"]):
+            out[int(index)] = (np.frombuffer(blob, dtype=RECORD_DTYPE).copy(), str(reason), str(digest))
         if advance:
             advance(len(batch["index"]))
-    return [(rec[0], reason) for rec, reason in out]
+    return [(rec[0], reason, digest) for rec, reason, digest in out]

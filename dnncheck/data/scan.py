@@ -39,10 +39,11 @@ class ScanSettings:
     cache: bool = True
     engine: str = "local"  # local | ray
     ray_address: str | None = None
+    verify_cache: bool = False  # hash every file and decode again those whose content changed
 
     @classmethod
     def from_config(cls, cfg) -> "ScanSettings":
-        return cls(cfg.decode_max_side, cfg.workers, cfg.cache, cfg.engine, cfg.ray_address)
+        return cls(cfg.decode_max_side, cfg.workers, cfg.cache, cfg.engine, cfg.ray_address, cfg.verify_cache)
 
     @property
     def worker_count(self) -> int:
@@ -50,27 +51,31 @@ class ScanSettings:
 
 
 # -- the per-file work (runs in the workers) ---------------------------------------------------------
-def record_file(path: str, max_side: int) -> tuple[np.ndarray, str]:
-    """(record, "") for an image, (failed record, reason) for a file that cannot be decoded."""
+def record_file(path: str, max_side: int) -> tuple[np.ndarray, str, str]:
+    """(record, "", digest) for an image, (failed record, reason, digest) for a file that cannot be
+    decoded; digest: the file's content hash, kept in the cache for --verify-cache."""
+    from dnncheck.data.cache import content_digest
     from dnncheck.data.images import DecodeError, decode_image
 
+    digest = content_digest(path)
     try:
         image, native, mode = decode_image(Path(path), max_side)
     except DecodeError as exc:
-        return failed_record(), str(exc)
+        return failed_record(), str(exc), digest
     try:
-        return image_record(image, native, mode), ""
+        return image_record(image, native, mode), "", digest
     except MemoryError:
-        return failed_record(native, mode), "too large to process in memory"
+        return failed_record(native, mode), "too large to process in memory", digest
 
 
-def record_chunk(paths: list[str], max_side: int) -> tuple[np.ndarray, list[str]]:
-    out, reasons = empty_records(len(paths)), []
+def record_chunk(paths: list[str], max_side: int) -> tuple[np.ndarray, list[str], list[str]]:
+    out, reasons, digests = empty_records(len(paths)), [], []
     for k, path in enumerate(paths):
-        rec, reason = record_file(path, max_side)
+        rec, reason, digest = record_file(path, max_side)
         out[k] = rec[0]
         reasons.append(reason)
-    return out, reasons
+        digests.append(digest)
+    return out, reasons, digests
 
 
 def resized_chunk(paths: list[str], max_side: int, channels: int, size: tuple[int, int]) -> np.ndarray:
@@ -182,17 +187,23 @@ def scan_files(paths: list[Path], settings: ScanSettings, progress=None) -> Scan
     keys = [file_key(p) for p in paths]
     cache = RecordCache(cache_dir(), f"max_side={settings.max_side}") if settings.cache else None
     hits = cache.get_many([k for k in keys if k]) if cache else {}
+    notes = []
+    if hits and settings.verify_cache:
+        hits, changed = _verified(hits, keys, names, settings.worker_count)
+        if changed:
+            notes.append(f"--verify-cache: {changed} file(s) changed since their cached record although size and "
+                         "times did not; they were decoded again")
     todo = []
     for i, key in enumerate(keys):
         if key in hits:
             records[i], reasons[i] = hits[key][0][0], hits[key][1]
         else:
             todo.append(i)
-    found = len(hits)
+    found = len(names) - len(todo)
     del hits  # a copy of every cached record: not kept beside `records`
     task = progress.task("reading images", total=len(names), unit="images") if progress else None
     if task and found:
-        task.advance(len(names) - len(todo))
+        task.advance(found)
     if todo:
         advance = task.advance if task else None
         todo_names = [names[i] for i in todo]
@@ -203,18 +214,17 @@ def scan_files(paths: list[Path], settings: ScanSettings, progress=None) -> Scan
         else:
             done = _local_records(todo_names, settings, advance)
         pending = []  # written to the cache as the pass goes: an interrupted pass keeps what it read
-        for i, (rec, reason) in zip(todo, done):
+        for i, (rec, reason, digest) in zip(todo, done):
             records[i], reasons[i] = rec, reason
             if cache and keys[i]:
-                pending.append(i)
+                pending.append((keys[i], records[i:i + 1], reason, digest))
             if len(pending) >= CACHE_WRITE_EVERY:
-                cache.put_many([(keys[j], records[j:j + 1], reasons[j]) for j in pending])
+                cache.put_many(pending)
                 pending = []
         if cache:
-            cache.put_many([(keys[j], records[j:j + 1], reasons[j]) for j in pending])
+            cache.put_many(pending)
     if task:
         task.close()
-    notes = []
     if cache:
         if cache.problem:
             notes.append(cache.problem)
@@ -222,12 +232,24 @@ def scan_files(paths: list[Path], settings: ScanSettings, progress=None) -> Scan
     return ScanResult(records, reasons, len(todo), notes)
 
 
+def _verified(hits: dict, keys: list, names: list[str], workers: int) -> tuple[dict, int]:
+    """The cache hits whose file still has the content hash stored with its record (hashed in the
+    workers), and how many did not."""
+    from dnncheck.data.cache import digest_chunk
+
+    hit_names = [names[i] for i, key in enumerate(keys) if key in hits]
+    hit_keys = [key for key in keys if key in hits]
+    digests = [d for part in _run_chunks(digest_chunk, _chunks(hit_names), (), workers) for d in part]
+    kept = {key: hits[key] for key, digest in zip(hit_keys, digests) if digest and digest == hits[key][2]}
+    return kept, len(hit_keys) - len(kept)
+
+
 def _local_records(names: list[str], settings: ScanSettings, advance=None):
-    """(record, reason) per file, in order, as the worker processes finish their chunks."""
-    for chunk_records, chunk_reasons in _run_chunks(record_chunk, _chunks(names), (settings.max_side,),
-                                                    settings.worker_count, advance):
+    """(record, reason, digest) per file, in order, as the worker processes finish their chunks."""
+    for chunk_records, chunk_reasons, chunk_digests in _run_chunks(record_chunk, _chunks(names), (settings.max_side,),
+                                                                   settings.worker_count, advance):
         for k in range(len(chunk_reasons)):
-            yield chunk_records[k], chunk_reasons[k]
+            yield chunk_records[k], chunk_reasons[k], chunk_digests[k]
 
 
 def records_of_arrays(x, workers: int, on_done=None) -> np.ndarray:
