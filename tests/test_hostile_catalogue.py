@@ -337,3 +337,58 @@ def test_failed_files_cost_a_small_cache_entry(tmp_path, monkeypatch):
     assert len(sizes) == 50 and max(sizes) < RECORD_DTYPE.itemsize // 20
     again = scan_files(paths, ScanSettings(workers=1))
     assert again.decoded == 0 and again.reasons == first.reasons and again.records.tobytes() == first.records.tobytes()
+
+
+# -- 5. worker processes -----------------------------------------------------------------------------
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # a zombie is dead
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process states from /proc")
+def test_workers_die_when_the_audit_is_killed(tmp_path):
+    """SIGKILL of the audit left its spawn workers (~70 MB each) blocked forever."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "pool.py"
+    script.write_text("import time\n"
+                      "from dnncheck.data.scan import _pool\n"
+                      "if __name__ == '__main__':\n"  # spawn workers import this file again
+                      "    pool = _pool(2)\n"
+                      "    futures = [pool.submit(time.sleep, 0.5) for _ in range(4)]\n"
+                      "    [f.result() for f in futures]\n"  # the workers ran their start-up
+                      "    print(' '.join(map(str, pool._processes)), flush=True)\n"
+                      "    time.sleep(600)\n")
+    audit = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        workers = [int(p) for p in audit.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(p) for p in workers)
+    finally:
+        audit.send_signal(signal.SIGKILL)
+        audit.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in workers)
+
+
+def test_workers_are_capped_at_twice_the_cores_with_a_note(tmp_path):
+    from dnncheck.data.scan import ScanSettings, usable_cores
+
+    settings = ScanSettings(workers=1024)
+    assert settings.worker_count == 2 * usable_cores()
+    assert settings.capped_note.startswith(f"workers = 1024 capped at {2 * usable_cores()}")
+    assert ScanSettings(workers=1).capped_note is None and ScanSettings().worker_count == usable_cores()
+    out = tmp_path / "r.json"
+    rng = np.random.default_rng(0)
+    data = tmp_path / "d.npz"
+    np.savez(data, x_train=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), y_train=np.arange(60) % 3)
+    assert _audit(data, "--workers", "1024", "--json", str(out)).exit_code in (0, 1)
+    assert any("capped at" in n for n in json.loads(out.read_text())["data"]["notes"])

@@ -21,7 +21,10 @@ def load_dataset(cfg, progress=None) -> Dataset:
     from dnncheck.data.splits import make_missing_splits
 
     _check_labels(ds)
-    _array_records(ds, _scan_settings(cfg).worker_count, progress)
+    settings = _scan_settings(cfg)
+    if settings.capped_note:
+        ds.notes.append(settings.capped_note)
+    _array_records(ds, settings.worker_count, progress)
     make_missing_splits(ds, cfg.seed, renumber)
     if ds.is_image:
         ds.image_size = cfg.image_size or default_image_size(ds)

@@ -30,6 +30,8 @@ CACHE_WRITE_EVERY = 2048  # records per cache transaction
 ARRAYS_IN_WORKERS_FROM = 16384  # in-memory images: below this, starting workers (~2 s) costs more than it saves
 ARRAY_CHUNK = 1024  # in-memory images per task
 INLINE_BELOW = 64  # fewer files than this are read in this process (starting workers costs ~2 s)
+WORKERS_PER_CORE = 2  # --workers above this many per core is capped: the pass is CPU-bound (decoding)
+PARENT_POLL_SECONDS = 1.0  # how often a worker checks that the audit that started it is still alive
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,23 @@ class ScanSettings:
 
     @property
     def worker_count(self) -> int:
-        return self.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        """Every core by default; a request above WORKERS_PER_CORE per core is capped (said by capped_note)."""
+        return min(self.workers, self.max_workers) if self.workers else usable_cores()
+
+    @property
+    def max_workers(self) -> int:
+        return WORKERS_PER_CORE * usable_cores()
+
+    @property
+    def capped_note(self) -> str | None:
+        if self.workers <= self.max_workers:
+            return None
+        return (f"workers = {self.workers} capped at {self.max_workers} ({WORKERS_PER_CORE} per core, "
+                f"{usable_cores()} cores): each worker process holds about 40 MB and more than the cores only compete")
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # -- the per-file work (runs in the workers) ---------------------------------------------------------
@@ -108,12 +126,42 @@ def decode_for_model(path: str, max_side: int, channels: int) -> np.ndarray:
 _POOL: dict = {}
 
 
-def _one_thread() -> None:
+def _worker_start(parent_pid: int) -> None:
     """One BLAS thread per worker: the workers already fill the cores (two BLAS threads in each of
-    two workers on two cores made the pass three times slower than one process, measured)."""
+    two workers on two cores made the pass three times slower than one process, measured). And the
+    worker dies with the audit: a SIGKILLed audit left its spawn workers blocked forever."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+    die_with_parent(parent_pid)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """End this process when `parent_pid` ends: Linux's parent-death signal (prctl PR_SET_PDEATHSIG,
+    immediate), and everywhere a daemon thread that polls the parent's pid (the parent may already
+    have died before the signal was armed, and other systems have no such signal)."""
+    import signal
+    import sys
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            PR_SET_PDEATHSIG = 1
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="dnncheck-parent-watch", daemon=True).start()
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
@@ -121,7 +169,8 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         shutdown()
         import multiprocessing
 
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread)
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
+                                   initargs=(os.getpid(),))
         _POOL.update(workers=workers, pool=pool)
     return _POOL["pool"]
 
