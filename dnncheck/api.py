@@ -22,7 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from dnncheck.errors import UserError
+from dnncheck.errors import UserCodeExited, UserError
 
 _names = itertools.count(1)
 MAX_WARNINGS = 20
@@ -111,6 +111,8 @@ def execute(cfg, progress, command: str, started: float, baseline=None):
             ctx = Context(cfg, progress)
             ctx.prepare()
             result = run_audit(ctx, checks, command, started, baseline)
+        except SystemExit as exc:  # a Dataset, factory or forward called sys.exit: exit 2, not its code
+            raise UserCodeExited(exc, "preparing the audit") from None
         finally:
             shutdown()  # the data pass's worker processes
     return _with_warnings(replace(result, protected=input_paths(cfg)), caught)

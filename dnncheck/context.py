@@ -26,7 +26,7 @@ import platform
 import numpy as np
 
 from dnncheck.data.sampling import subsample_index
-from dnncheck.errors import ProbeUnavailable, UserError
+from dnncheck.errors import ProbeUnavailable, UserError, raised
 from dnncheck.progress import NullProgress
 
 MAX_PROBE_VAL = 2000  # validation/test samples whose pixels are loaded and evaluated each probe epoch
@@ -213,11 +213,14 @@ class Context:
 
         def returns_a_container() -> bool:
             was_training = model.training
+            batch = self._probe_batch()
             try:
                 with torch.no_grad():
-                    out = model.eval()(self._probe_batch())
-            except Exception:  # a forward that fails is diagnosed by the checks
-                return False
+                    out = model.eval()(batch)
+            except (Exception, SystemExit) as exc:  # nothing can be measured on a model that cannot run
+                raise UserError(f"model {self.cfg.model}: on 2 training inputs of shape {tuple(batch.shape)} its "
+                                f"forward {raised(exc)}; fix the model, or set [data] image_size to the input size "
+                                "it expects") from None
             finally:
                 model.train(was_training)
             if isinstance(out, torch.Tensor):

@@ -70,7 +70,42 @@ def require_regular_file(path, what: str, fix: str) -> None:
 
 
 def raised(exc: BaseException) -> str:
-    """How user code failed, for a one-line message: 'raised ValueError: ...' or 'called sys.exit(5)'."""
+    """How user code failed, for a one-line message: 'raised ValueError: ...' or 'called sys.exit(5)',
+    with where in the user's code (file:line) when the traceback reaches it."""
+    where = user_frame(exc)
+    at = f" at {where}" if where else ""
     if isinstance(exc, SystemExit):
-        return f"called sys.exit({exc.code!r})"
-    return f"raised {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        return f"called sys.exit({exc.code!r}){at}"
+    return f"raised {type(exc).__name__}{at}: {' '.join(str(exc).split())[:300]}"
+
+
+def user_frame(exc: BaseException) -> str | None:
+    """'file.py:12 in forward' for the innermost traceback frame outside dnncheck, torch and Python's
+    own library: the line of the user's code that raised or led to the raise."""
+    import os
+    import sysconfig
+    import traceback
+
+    ours = os.path.dirname(os.path.abspath(__file__))
+    library = [ours, sysconfig.get_paths()["stdlib"]]
+    try:
+        import torch
+
+        library.append(os.path.dirname(os.path.abspath(torch.__file__)))
+    except ImportError:
+        pass
+    found = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        name = os.path.abspath(frame.filename)
+        if not any(name.startswith(root + os.sep) for root in library) and not frame.filename.startswith("<"):
+            found = f"{os.path.basename(frame.filename)}:{frame.lineno} in {frame.name}"
+    return found
+
+
+class UserCodeExited(UserError):
+    """User code (a model's forward, a Dataset, a factory, a loss) called sys.exit during the audit:
+    exit 2 with where it happened, never the user's exit code passed off as dnncheck's."""
+
+    def __init__(self, exc: SystemExit, during: str):
+        super().__init__(f"{during}: user code {raised(exc)}; dnncheck cannot audit code that exits the process "
+                         "(raise an exception instead)")

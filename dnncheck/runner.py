@@ -6,7 +6,7 @@ import time
 import traceback
 
 from dnncheck.checks import CHECKS, lookup
-from dnncheck.errors import UserError
+from dnncheck.errors import UserCodeExited, UserError
 from dnncheck.results import AuditResult, CheckResult, Finding, Status
 
 FAIL_ON_RANK = {"warn": Status.WARN.rank, "fail": Status.FAIL.rank, "never": None}
@@ -30,7 +30,9 @@ def run_check(check, ctx) -> CheckResult:
         result = check.run(ctx)
     except UserError:
         raise
-    except (Exception, SystemExit) as exc:  # a bug, an unexpected input, or user code exiting: keep auditing
+    except SystemExit as exc:  # only user code exits; dnncheck's exit code is decided in one place (cli)
+        raise UserCodeExited(exc, f"check {check.id} {check.slug}") from None
+    except Exception as exc:  # a bug or an unexpected input: keep auditing
         result = check.result(Status.ERROR, f"the check crashed: {type(exc).__name__}: {exc}",
                               findings=[Finding(Status.ERROR, f"{type(exc).__name__}: {exc}",
                                                 evidence={"traceback": traceback.format_exc()})])

@@ -392,3 +392,91 @@ def test_workers_are_capped_at_twice_the_cores_with_a_note(tmp_path):
     np.savez(data, x_train=rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), y_train=np.arange(60) % 3)
     assert _audit(data, "--workers", "1024", "--json", str(out)).exit_code in (0, 1)
     assert any("capped at" in n for n in json.loads(out.read_text())["data"]["notes"])
+
+
+# -- 6. exceptions and exits from user code, NaN from the model ----------------------------------------
+USER_CODE = '''
+import sys
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, num_classes, in_channels, image_size, how):
+        super().__init__()
+        self.fc = nn.Linear(in_channels * image_size[0] * image_size[1], num_classes)
+        self.how = how
+
+    def forward(self, x):
+        if self.how == "exit":
+            sys.exit(7)
+        if self.how == "raise":
+            raise ValueError("boom in forward")
+        if self.how == "exit-in-training" and self.training:
+            sys.exit(5)
+        out = self.fc(x.flatten(1))
+        return out * float("nan") if self.how == "nan" else out
+
+
+def model(how):
+    return lambda num_classes, in_channels, image_size: Net(num_classes, in_channels, image_size, how)
+
+
+exits, raises, nan, exits_in_training = model("exit"), model("raise"), model("nan"), model("exit-in-training")
+
+
+class Items(torch.utils.data.Dataset):
+    def __init__(self, how):
+        self.how = how
+
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        if i == 5 and self.how == "raise":
+            raise OSError("disk gone")
+        if i == 5 and self.how == "exit":
+            sys.exit(3)
+        return torch.rand(1, 8, 8), i % 2
+
+
+def data_raises():
+    return {"train": Items("raise")}
+
+
+def data_exits():
+    return {"train": Items("exit")}
+'''
+
+
+@pytest.mark.parametrize("spec, select, said", [
+    ("--model=hostile_user:exits", "loss-sanity", "on 2 training inputs of shape (2, 1, 8, 8) its forward called sys.exit(7) at hostile_user.py:"),
+    ("--model=hostile_user:raises", "loss-sanity", "its forward raised ValueError at hostile_user.py:"),
+    ("--model=hostile_user:exits_in_training", "overfit", "user code called sys.exit(5) at hostile_user.py:19 in forward"),
+    ("python:hostile_user:data_raises", "imbalance", "reading item 5 of 'train' raised OSError at hostile_user.py:"),
+    ("python:hostile_user:data_exits", "imbalance", "reading item 5 of 'train' called sys.exit(3) at hostile_user.py:"),
+])
+def test_user_code_that_raises_or_exits_is_one_line_exit_2(tmp_path, monkeypatch, spec, select, said):
+    """sys.exit(7) in a model's forward made dnncheck exit 7; a Dataset's OSError read "not an (x, y) pair"."""
+    (tmp_path / "hostile_user.py").write_text(USER_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    target = spec if spec.startswith("python:") else "sklearn:digits"
+    extra = [spec] if spec.startswith("--model") else []
+    out = runner.invoke(app, ["audit", target, *extra, "--select", select, "--quiet", "--budget", "30"])
+    assert out.exit_code == 2, out.output
+    assert said in out.stderr and len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_nan_model_outputs_are_findings_not_a_crash(tmp_path, monkeypatch):
+    """A model whose outputs are NaN crashed overfit ("All-NaN slice", exit 3)."""
+    (tmp_path / "hostile_user.py").write_text(USER_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out_json = tmp_path / "r.json"
+    out = runner.invoke(app, ["audit", "sklearn:digits", "--model", "hostile_user:nan", "--select",
+                              "overfit,loss-sanity", "--quiet", "--json", str(out_json)])
+    assert out.exit_code == 1, out.output
+    checks = {c["slug"]: c for c in json.loads(out_json.read_text())["checks"]}
+    assert checks["overfit"]["status"] == "fail" and checks["loss-sanity"]["status"] == "fail"
+    said = json.dumps(checks["overfit"]["findings"])
+    assert "non-finite from the first step" in said and "not finite in any epoch" in said

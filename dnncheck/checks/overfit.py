@@ -208,6 +208,8 @@ def _one_batch_findings(m: OverfitMeasurement, t):
                                  evidence={"losses": losses[:: max(1, len(losses) // 50)]})]
     if not b.reached_params:
         why = "the loss does not reach the parameters (outputs detached, or computed without the model)"
+    elif not math.isfinite(first):
+        why = "the loss is non-finite from the first step: the model's outputs or the loss produce NaN/Inf (see loss-sanity)"
     elif not math.isfinite(losses[-1]):
         why = "the loss became non-finite: the learning rate is too high"
     else:
@@ -240,7 +242,12 @@ def _parameter_findings(m: OverfitMeasurement, t):
 def _gap_findings(epochs, t):
     metrics, findings = {}, []
     val_loss = [e.get("val_loss") for e in epochs if e.get("val_loss") is not None]
-    if val_loss:
+    if val_loss and not np.isfinite(val_loss).any():  # NaN/Inf model outputs or loss: no epoch to call best
+        head = "the validation loss is not finite in any epoch"
+        findings.append(Finding(Status.FAIL, f"{head} (NaN or Inf outputs or loss): train/validation gap and best "
+                                "epoch cannot be measured; see loss-sanity for the cause", headline=head))
+    elif val_loss:
+        val_loss = [v if np.isfinite(v) else np.nan for v in val_loss]
         best = int(np.nanargmin(val_loss))
         metrics.update(best_val_epoch=best + 1, val_loss_rise_since_best=round(
             float((val_loss[-1] - val_loss[best]) / max(abs(val_loss[best]), 1e-12)), 4))

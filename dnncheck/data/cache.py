@@ -70,14 +70,25 @@ def file_key(path: Path) -> str | None:
 
 
 def content_digest(path) -> str:
-    """BLAKE2b (128-bit) of the file's bytes, hex; "" when it cannot be read."""
+    """BLAKE2b (128-bit) of a regular file's bytes, hex; "" when it cannot be read or is not a regular
+    file (opened non-blocking and checked first: a FIFO would block, /dev/zero never end)."""
+    import stat
+
     digest = hashlib.blake2b(digest_size=16)
     try:
-        with open(path, "rb") as handle:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        with os.fdopen(fd, "rb", closefd=False) as handle:
             for block in iter(lambda: handle.read(DIGEST_CHUNK), b""):
                 digest.update(block)
     except OSError:
         return ""
+    finally:
+        os.close(fd)
     return digest.hexdigest()
 
 

@@ -59,7 +59,11 @@ def _items(spec: str, split: str, data):
     xs, ys = [], []
     for i in range(n):
         try:
-            x, y = data[i][:2]
+            item = data[i]
+        except (Exception, SystemExit) as exc:
+            raise UserError(f"python:{spec}: reading item {i} of {split!r} {raised(exc)}") from None
+        try:
+            x, y = item[:2]
         except Exception as exc:
             raise UserError(f"python:{spec}: item {i} of {split!r} is not an (x, y) pair ({exc})") from None
         xs.append(_as_array(x))
