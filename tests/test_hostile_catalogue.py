@@ -480,3 +480,60 @@ def test_nan_model_outputs_are_findings_not_a_crash(tmp_path, monkeypatch):
     assert checks["overfit"]["status"] == "fail" and checks["loss-sanity"]["status"] == "fail"
     said = json.dumps(checks["overfit"]["findings"])
     assert "non-finite from the first step" in said and "not finite in any epoch" in said
+
+
+# -- 7. odd images read as the user's loader reads them --------------------------------------------------
+def _photo_folder(root, rng, n=10):
+    from tests.conftest import save_png
+
+    for c in ("a", "b"):
+        for k in range(n):
+            save_png(root / c / f"{k}.png", rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+
+
+def _fidelity(root, tmp_path):
+    out = tmp_path / "fidelity.json"
+    result = runner.invoke(app, ["audit", str(root), "--select", "input-fidelity", "--quiet", "--json", str(out),
+                                 "--no-cache"])
+    assert result.exit_code in (0, 1), result.output
+    check = json.loads(out.read_text())["checks"][0]
+    return check, json.dumps(check["findings"])
+
+
+def test_odd_images_are_read_as_torchvisions_loader_reads_them_and_said(tmp_path):
+    """A 12-bit PNG was divided by 65535 (mean 8) where torchvision's loader clips (mean 247); NaN in a
+    float TIFF silently became 0; EXIF orientation and extra frames were not mentioned."""
+    from PIL import Image
+    from torchvision.datasets.folder import pil_loader
+
+    from dnncheck.data.images import decode_image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "photos"
+    _photo_folder(root, rng)
+    clean, said = _fidelity(root, tmp_path)
+    assert clean["status"] == "pass" and clean["metrics"]["clipped_images"] == 0
+    assert clean["metrics"]["exif_rotated_images"] == clean["metrics"]["multi_frame_files"] == 0
+
+    twelve = root / "a" / "scan12.png"
+    Image.fromarray(rng.integers(0, 4096, (16, 16)).astype(np.uint16)).save(twelve)
+    assert Image.open(twelve).mode == "I;16"
+    ours = decode_image(twelve, 256)[0]
+    theirs = np.asarray(pil_loader(str(twelve)))
+    assert ours[..., 0].tolist() == theirs[..., 0].tolist()  # the pixels the model sees, not a rescaling
+    floats = rng.random((16, 16)).astype(np.float32) * 200
+    floats[2, 3] = np.nan
+    Image.fromarray(floats).save(root / "b" / "depth.tiff")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    Image.fromarray(rng.integers(0, 255, (16, 24, 3), dtype=np.uint8)).save(root / "a" / "phone.jpg", exif=exif)
+    assert decode_image(root / "a" / "phone.jpg", 256)[0].shape[:2] == (16, 24)  # not rotated, as pil_loader
+    frames = [Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).convert("P") for _ in range(3)]
+    frames[0].save(root / "b" / "anim.gif", save_all=True, append_images=frames[1:])
+
+    odd, said = _fidelity(root, tmp_path)
+    assert odd["status"] == "warn"
+    assert "1 high-bit-depth image(s) (I;16) are clipped to 0..255" in said and "a/scan12.png" in said
+    assert "1 float image(s) hold 1 NaN/Inf pixel(s)" in said and "b/depth.tiff" in said
+    assert "1 photo(s) carry an EXIF orientation" in said and '"a/phone.jpg": 6' in said
+    assert "1 file(s) hold several frames" in said and '"b/anim.gif": 3' in said

@@ -44,7 +44,12 @@ class InputFidelity(Check):
         mean-centred, L2-normalised pixels at a higher resolution (the stored size, capped at
         max(2 x image_size, 32) and 128) and at `image_size`; the drop in accuracy, and the share
         of the above-chance accuracy it represents, is reported; a drop above `resize_drop_warn`
-        warns.
+        warns. Files are read as torchvision's default loader reads them (Pillow, convert to
+        RGB/L) and what that changes is said: 16/32-bit and float images clipped to 0..255 (warn
+        from `clipped_share_warn` of an image's pixels; Pillow clips, it does not scale), NaN/Inf
+        pixels of float images (read as 0; warn), an EXIF orientation of 2-8 (the loader does
+        not apply it: the model sees the stored pixels, sideways or mirrored; warn), files of
+        several frames (only the first is read; info).
 
     How to fix
         Remove or re-export the unreadable files and the blank ones (or find why your export
@@ -63,6 +68,7 @@ class InputFidelity(Check):
         "aspect_outlier_factor": (2.5, "aspect ratio off the median by more than this factor is an outlier"),
         "tiny_side_ratio": (0.25, "shorter side below this fraction of the median's is an outlier"),
         "resize_drop_warn": (0.05, "warn when resizing to image_size costs more balanced accuracy than this"),
+        "clipped_share_warn": (0.01, "warn when reading a 16/32-bit or float image as torchvision's loader does clips this share of its pixels"),
     }
 
     # -- measuring ------------------------------------------------------------------------------
@@ -80,7 +86,7 @@ class InputFidelity(Check):
                                    for i, mode in zip(part.ids, part.modes)),
                        native_sizes=np.concatenate([p.native_sizes for p in parts]).astype(float),
                        native_ids=np.concatenate([np.array(p.ids) for p in parts]),
-                       resolution=_resolution_test(ctx), montage=_montage(ctx))
+                       resolution=_resolution_test(ctx), montage=_montage(ctx), decoding=_decoding(ds))
 
     # -- judging --------------------------------------------------------------------------------
     @classmethod
@@ -91,6 +97,7 @@ class InputFidelity(Check):
         figures = {}
         if m.is_image:
             findings += _mode_findings(m, metrics)
+            findings += _decoding_findings(m.decoding, t, metrics)
             findings += _size_findings(m, t, metrics)
             res_metrics, res_findings = _resolution_findings(m.resolution, t)
             metrics.update(res_metrics)
@@ -126,6 +133,20 @@ class InputFidelityMeasurement:
     native_ids: np.ndarray | None = None
     resolution: ResolutionTest | None = None
     montage: ImageGrid | None = None
+    decoding: dict | None = None  # image files: id, mode, clipped, src_nonfinite, orientation, frames per file
+
+
+def _decoding(ds) -> dict | None:
+    """What reading each file as torchvision's loader does changed (data/images.DecodeFacts, kept in
+    the records of image files; in-memory images have none)."""
+    parts = [p for p in ds.splits.values() if p.records is not None and p.modes]
+    if not parts:
+        return None
+    facts = {"ids": np.concatenate([np.array(p.ids) for p in parts]),
+             "modes": np.array([mode for p in parts for mode in p.modes])}
+    for field in ("clipped", "src_nonfinite", "orientation", "frames"):
+        facts[field] = np.concatenate([p.records[field] for p in parts])
+    return facts
 
 
 def _resolution_test(ctx) -> ResolutionTest:
@@ -196,6 +217,53 @@ def _mode_findings(m: InputFidelityMeasurement, metrics):
     head = f"mixed image modes ({listed}): converted to {m.channels} channel(s) as torchvision's loader would"
     return [Finding(Status.WARN, f"{head}; make sure your pipeline does the same",
                     samples=tuple(minority[:MAX_LISTED]), evidence={"modes": counts}, headline=head)]
+
+
+def _decoding_findings(d: dict | None, t, metrics) -> list:
+    """High-bit-depth images clipped, NaN pixels in float images, EXIF rotations the loader ignores,
+    files of several frames: each as the user's torchvision loader reads them."""
+    if d is None:
+        return []
+    findings = []
+    ids = d["ids"]
+    clipped = d["clipped"] >= t.clipped_share_warn
+    metrics["clipped_images"] = int(clipped.sum())
+    if clipped.any():
+        modes = ", ".join(sorted(set(d["modes"][clipped])))
+        head = (f"{int(clipped.sum())} high-bit-depth image(s) ({modes}) are clipped to 0..255 when read as "
+                f"torchvision's default loader reads them (Pillow's convert): {float(np.median(d['clipped'][clipped])):.0%} "
+                "of their pixels saturate (median)")
+        order = np.argsort(-d["clipped"][clipped], kind="stable")
+        findings.append(Finding(Status.WARN, f"{head}; the model sees washed-out images: load them with your own "
+                                "loader that scales by the bit depth (e.g. array / 65535, or / 4095 for 12-bit data)",
+                                samples=tuple(ids[clipped][order][:MAX_LISTED]), headline=head,
+                                evidence={"clipped_share": {str(i): round(float(v), 4) for i, v in
+                                                            zip(ids[clipped][order][:MAX_LISTED], d["clipped"][clipped][order])}}))
+    nan = d["src_nonfinite"] > 0
+    metrics["images_with_nan_pixels"] = int(nan.sum())
+    if nan.any():
+        head = (f"{int(nan.sum())} float image(s) hold {int(d['src_nonfinite'][nan].sum()):,} NaN/Inf pixel(s), which "
+                "torchvision's loader silently reads as 0")
+        findings.append(Finding(Status.WARN, f"{head}; fill or mask the missing values before training",
+                                samples=tuple(ids[nan][:MAX_LISTED]), headline=head))
+    turned = d["orientation"] >= 2
+    metrics["exif_rotated_images"] = int(turned.sum())
+    if turned.any():
+        head = (f"{int(turned.sum())} photo(s) carry an EXIF orientation that rotates or mirrors them in a viewer; "
+                "torchvision's default loader ignores it, so the model sees them as stored (sideways or mirrored)")
+        findings.append(Finding(Status.WARN, f"{head}; apply PIL.ImageOps.exif_transpose in your loader or re-save "
+                                "them upright", samples=tuple(ids[turned][:MAX_LISTED]), headline=head,
+                                evidence={"orientation": {str(i): int(o) for i, o in
+                                                          zip(ids[turned][:MAX_LISTED], d["orientation"][turned])}}))
+    frames = d["frames"] > 1
+    metrics["multi_frame_files"] = int(frames.sum())
+    if frames.any():
+        findings.append(Finding(Status.INFO, f"{int(frames.sum())} file(s) hold several frames (animated GIF, "
+                                "multi-page TIFF): only the first frame is read, as torchvision's loader does",
+                                samples=tuple(ids[frames][:MAX_LISTED]),
+                                evidence={"frames": {str(i): int(f) for i, f in zip(ids[frames][:MAX_LISTED],
+                                                                                    d["frames"][frames])}}))
+    return findings
 
 
 def _size_findings(m: InputFidelityMeasurement, t, metrics):

@@ -21,7 +21,7 @@ import numpy as np
 from dnncheck.data.keypoints import DESCRIPTOR_BYTES, LOCAL_POINTS, local_features
 from dnncheck.data.resize import resize
 
-RECORD_VERSION = 2  # bump when a field or its computation changes: cached records are then re-read
+RECORD_VERSION = 3  # bump when a field or its computation changes: cached records are then re-read
 CHANNELS = 3  # per-channel statistics of a grey image are those of its channel repeated three times
 GREY_SIDE = 32  # the verification copy's longer side (similarity.VERIFY_MAX_SIDE)
 DESCRIPTOR_SIDE = 16
@@ -44,6 +44,11 @@ RECORD_DTYPE = np.dtype([
     ("kp_count", "u1", (2,)),
     ("kp_xy", "u1", (2, LOCAL_POINTS, 2)),  # x, y in pixels of the (<= 256 px) detection image
     ("kp_desc", "u1", (2, LOCAL_POINTS, DESCRIPTOR_BYTES)),
+    # what decoding the file as torchvision's loader does changed (data/images.py, DecodeFacts)
+    ("clipped", "<f4"),  # share of pixels a high-bit-depth mode's conversion to 8 bits clipped
+    ("src_nonfinite", "<u4"),  # NaN/Inf pixels of a float image (the conversion makes them 0)
+    ("orientation", "u1"),  # EXIF orientation tag (0: none, 1: upright, 2-8: rotated/mirrored)
+    ("frames", "<u2"),  # frames in the file (animated GIF, multi-page TIFF); the first is read
 ])
 RECORD_BYTES = RECORD_DTYPE.itemsize
 
@@ -60,12 +65,15 @@ def failed_record(native=(0, 0), mode: str = "") -> np.ndarray:
     return rec
 
 
-def image_record(image: np.ndarray, native=None, mode: str = "") -> np.ndarray:
+def image_record(image: np.ndarray, native=None, mode: str = "", facts=None) -> np.ndarray:
     """The record (a 1-element structured array) of one decoded HWC image. numpy only: the data
-    pass's workers never import torch."""
+    pass's workers never import torch. `facts`: what decoding the file changed (images.DecodeFacts)."""
     from dnncheck.similarity import content_hashes
 
     rec = empty_records(1)
+    if facts is not None:
+        rec["clipped"], rec["src_nonfinite"] = facts.clipped, facts.nonfinite
+        rec["orientation"], rec["frames"] = facts.orientation, min(facts.frames, 65535)
     h, w = image.shape[:2]
     rec["ok"] = True
     rec["native"] = native if native is not None else (h, w)

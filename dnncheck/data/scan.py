@@ -77,11 +77,11 @@ def record_file(path: str, max_side: int) -> tuple[np.ndarray, str, str]:
 
     digest = content_digest(path)
     try:
-        image, native, mode = decode_image(Path(path), max_side)
+        image, native, mode, facts = decode_image(Path(path), max_side)
     except DecodeError as exc:
         return failed_record(), str(exc), digest
     try:
-        return image_record(image, native, mode), "", digest
+        return image_record(image, native, mode, facts), "", digest
     except MemoryError:
         return failed_record(native, mode), "too large to process in memory", digest
 
