@@ -109,3 +109,31 @@ class UserCodeExited(UserError):
     def __init__(self, exc: SystemExit, during: str):
         super().__init__(f"{during}: user code {raised(exc)}; dnncheck cannot audit code that exits the process "
                          "(raise an exception instead)")
+
+
+# Folders of the operating system, never a dataset: reading them (through a link in a data folder or
+# as the source) would put system file names into reports, and /proc or /sys walk without end.
+SYSTEM_FOLDERS = ("/proc", "/sys", "/dev", "/etc", "/boot", "/run", "/bin", "/sbin", "/lib", "/lib32", "/lib64",
+                  "/libx32", "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/libexec", "/var/log", "/var/run")
+
+
+def system_folder(path) -> str | None:
+    """The system folder `path` really lies in (symbolic links resolved), or None."""
+    import os
+
+    real = os.path.realpath(path)
+    for folder in SYSTEM_FOLDERS:
+        if real == folder or real.startswith(folder + "/"):
+            return folder
+    return None
+
+
+def refuse_system_path(path, what: str) -> None:
+    """UserError when `path` leads into a system folder; the message names the path, never contents."""
+    import os
+
+    folder = system_folder(path)
+    if folder:
+        link = f" (a link to {os.path.realpath(path)})" if os.path.realpath(path) != os.path.abspath(path) else ""
+        raise UserError(f"{path}: the {what}{link} lies in the system folder {folder}; dnncheck reads datasets, "
+                        "never system folders: point it at your data or remove the link")

@@ -537,3 +537,20 @@ def test_odd_images_are_read_as_torchvisions_loader_reads_them_and_said(tmp_path
     assert "1 float image(s) hold 1 NaN/Inf pixel(s)" in said and "b/depth.tiff" in said
     assert "1 photo(s) carry an EXIF orientation" in said and '"a/phone.jpg": 6' in said
     assert "1 file(s) hold several frames" in said and '"b/anim.gif": 3' in said
+
+
+@pytest.mark.parametrize("link, to", [("a/etc", "/etc"), ("c", "/proc"), ("data.csv", "/etc/passwd")])
+def test_links_into_system_folders_are_refused_with_the_path(tmp_path, link, to):
+    """A linked system folder put every file name into the reports; a link to /proc walked the file
+    system; a .csv linked to a system file got an error quoting its first line."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "photos"
+    _photo_folder(root, rng, n=4)
+    place = tmp_path / link if link.endswith(".csv") else root / link
+    place.symlink_to(to)
+    out = runner.invoke(app, ["audit", str(place if link.endswith(".csv") else root), "--select", "imbalance",
+                              "--quiet", "--json", str(tmp_path / "r.json")])
+    assert out.exit_code == 2 and f"{place}:" in out.stderr and f"(a link to {to})" in out.stderr
+    assert f"lies in the system folder {to.rsplit('/', 1)[0] if to.count('/') > 1 else to}" in out.stderr
+    assert "root:" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r.json").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from dnncheck.data.dataset import Dataset, SplitData
-from dnncheck.errors import UserError, require_regular_file
+from dnncheck.errors import UserError, refuse_system_path, require_regular_file
 
 MAX_DEFAULT_SIDE = 128  # a common native size up to this is used as the model's input size
 FALLBACK_IMAGE_SIZE = (64, 64)
@@ -46,6 +46,7 @@ def _read_source(source: str, cfg, progress):
         if cfg.how_to_get:
             raise UserError(f"{path}: no such file or folder; {cfg.origin} says how to get it: {cfg.how_to_get}")
         raise UserError(f"{path}: no such file or folder; give a folder, .csv, .npz, sklearn:digits or python:pkg.mod:fn")
+    refuse_system_path(path, "data source")
     if path.is_dir():
         from dnncheck.data.folder import load_folder
 

@@ -4,7 +4,8 @@ Files are listed in the order torchvision's `make_dataset` (ImageFolder's walk) 
 image extensions; files with other extensions are skipped and counted, hidden files and folders
 ignored. Unlike that walk, a symbolic link is never followed back into the dataset's own tree (a
 `loop -> ..` link would otherwise relabel every image of the other classes, forty levels deep), nor
-into a folder already listed; links to folders elsewhere are followed once.
+into a folder already listed; links to folders elsewhere are followed once, except into a system
+folder (/proc, /etc, ...: errors.SYSTEM_FOLDERS), which is refused with the link's path.
 Sample id: the file's path relative to root, with "/".
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from dnncheck.data.dataset import SPLITS, Dataset
 from dnncheck.data.files import FileEntry, build_image_dataset
-from dnncheck.errors import UserError
+from dnncheck.errors import UserError, refuse_system_path
 
 EXTRA_EXTENSIONS = (".gif",)
 
@@ -31,6 +32,7 @@ def _walk_files(top: Path, root: Path) -> list[Path]:
     Symbolic links to folders are followed only when they lead outside `root`'s real tree and to a
     folder not seen yet: no loops, no file listed twice, no image picked up under a second class.
     """
+    refuse_system_path(top, "class folder")  # the class or split folder itself may be a link
     real_root = Path(os.path.realpath(root))
     seen = {os.path.realpath(top)}
     found: list[tuple[str, list[str]]] = []
@@ -42,6 +44,8 @@ def _walk_files(top: Path, root: Path) -> list[Path]:
             inside = Path(real) == real_root or real_root in Path(real).parents
             if real in seen or (os.path.islink(path) and inside):
                 continue
+            if os.path.islink(path):
+                refuse_system_path(path, "folder link in the data")
             seen.add(real)
             keep.append(name)
         dirs[:] = keep
