@@ -554,3 +554,30 @@ def test_links_into_system_folders_are_refused_with_the_path(tmp_path, link, to)
     assert f"lies in the system folder {to.rsplit('/', 1)[0] if to.count('/') > 1 else to}" in out.stderr
     assert "root:" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r.json").exists()
+
+
+def test_worker_warnings_become_notes_not_stderr(tmp_path, monkeypatch):
+    """Pillow's warning on a palette image with byte transparency reached stderr from the workers,
+    also under --quiet; it is a note of the report now."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from dnncheck.data import scan
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "photos"
+    _photo_folder(root, rng, n=40)  # 80 files: the pass runs in worker processes (scan.INLINE_BELOW)
+    palette = Image.fromarray(rng.integers(0, 4, (16, 16), dtype=np.uint8)).convert("P")
+    palette.save(root / "a" / "clear.png", transparency=bytes([0, 255, 128]))
+    assert 81 >= scan.INLINE_BELOW
+    out = tmp_path / "r.json"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "dnncheck", "audit", str(root), "--select", "input-fidelity",
+                           "--quiet", "--workers", "2", "--no-cache", "--json", str(out)],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert proc.stderr == "" and proc.stdout == ""
+    notes = json.loads(out.read_text())["data"]["notes"]
+    assert any("Palette images with Transparency expressed in bytes" in n for n in notes)

@@ -86,14 +86,28 @@ def record_file(path: str, max_side: int) -> tuple[np.ndarray, str, str]:
         return failed_record(native, mode), "too large to process in memory", digest
 
 
-def record_chunk(paths: list[str], max_side: int) -> tuple[np.ndarray, list[str], list[str]]:
+def record_chunk(paths: list[str], max_side: int) -> tuple[np.ndarray, list[str], list[str], list]:
+    """Records, reasons and digests of the files, and the warnings decoding them raised (returned,
+    not printed: a worker's stderr is the user's terminal, also under --quiet)."""
+    import warnings
+
     out, reasons, digests = empty_records(len(paths)), [], []
-    for k, path in enumerate(paths):
-        rec, reason, digest = record_file(path, max_side)
-        out[k] = rec[0]
-        reasons.append(reason)
-        digests.append(digest)
-    return out, reasons, digests
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for k, path in enumerate(paths):
+            rec, reason, digest = record_file(path, max_side)
+            out[k] = rec[0]
+            reasons.append(reason)
+            digests.append(digest)
+    return out, reasons, digests, [(str(w.message), w.category, w.filename, w.lineno) for w in caught]
+
+
+def reraise_warnings(caught: list) -> None:
+    """Warnings a worker recorded, raised again here, where the audit turns them into report notes."""
+    import warnings
+
+    for message, category, filename, lineno in caught:
+        warnings.warn_explicit(message, category, filename, lineno)
 
 
 def resized_chunk(paths: list[str], max_side: int, channels: int, size: tuple[int, int]) -> np.ndarray:
@@ -129,9 +143,14 @@ _POOL: dict = {}
 def _worker_start(parent_pid: int) -> None:
     """One BLAS thread per worker: the workers already fill the cores (two BLAS threads in each of
     two workers on two cores made the pass three times slower than one process, measured). And the
-    worker dies with the audit: a SIGKILLed audit left its spawn workers blocked forever."""
+    worker dies with the audit: a SIGKILLed audit left its spawn workers blocked forever. Warnings
+    never reach the worker's stderr (the user's terminal, also under --quiet): the data pass returns
+    them to the audit (record_chunk), repeats elsewhere are dropped."""
+    import warnings
+
     from threadpoolctl import threadpool_limits
 
+    warnings.simplefilter("ignore")
     threadpool_limits(1)
     die_with_parent(parent_pid)
 
@@ -295,8 +314,9 @@ def _verified(hits: dict, keys: list, names: list[str], workers: int) -> tuple[d
 
 def _local_records(names: list[str], settings: ScanSettings, advance=None):
     """(record, reason, digest) per file, in order, as the worker processes finish their chunks."""
-    for chunk_records, chunk_reasons, chunk_digests in _run_chunks(record_chunk, _chunks(names), (settings.max_side,),
-                                                                   settings.worker_count, advance):
+    for chunk_records, chunk_reasons, chunk_digests, caught in _run_chunks(
+            record_chunk, _chunks(names), (settings.max_side,), settings.worker_count, advance):
+        reraise_warnings(caught)
         for k in range(len(chunk_reasons)):
             yield chunk_records[k], chunk_reasons[k], chunk_digests[k]
 
