@@ -210,7 +210,8 @@ def list_checks():
 
     table = Table(title="dnncheck checks", title_justify="left")
     for col in ("id", "slug", "item", "title", "needs"):
-        table.add_column(col)
+        # ids and slugs are what users type: never cut or wrapped, whatever the terminal's width
+        table.add_column(col, no_wrap=col in ("id", "slug", "item"), overflow="fold")
     for c in sorted(CHECKS, key=lambda c: int(c.id[3:])):
         table.add_row(c.id, c.slug, "" if c.item is None else str(c.item), c.title, c.needs)
     Console().print(table)

@@ -139,11 +139,12 @@ def test_weights_that_match_are_loaded(tmp_path):
 def test_factory_that_raises_exits_2(tmp_path, user_module):
     name = user_module("def build(num_classes):\n    raise ValueError('no such backbone')\n")
     result = audit("sklearn:digits", "--model", f"{name}:build", "--quiet")
-    assert result.exit_code == 2 and "raised ValueError: no such backbone" in result.stderr
+    assert result.exit_code == 2 and "raised ValueError at " in result.stderr
+    assert ".py:2 in build: no such backbone" in result.stderr
 
 
 def test_checks_and_explain():
-    listing = runner.invoke(app, ["checks"])
+    listing = runner.invoke(app, ["checks"], env={"COLUMNS": "60"})
     assert listing.exit_code == 0 and "loss-sanity" in listing.output and "split-leakage" in listing.output
     explained = runner.invoke(app, ["explain", "DNC4"])
     assert explained.exit_code == 0 and "Why it matters" in explained.output and "initial_loss_tolerance" in explained.output

@@ -350,7 +350,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads process states from /proc")
 def test_workers_die_when_the_audit_is_killed(tmp_path):
-    """SIGKILL of the audit left its spawn workers (~70 MB each) blocked forever."""
+    """SIGKILL of the audit left its spawn workers and the resource tracker (~70 MB each) blocked forever."""
     import signal
     import subprocess
     import sys
@@ -363,13 +363,15 @@ def test_workers_die_when_the_audit_is_killed(tmp_path):
                       "    pool = _pool(2)\n"
                       "    futures = [pool.submit(time.sleep, 0.5) for _ in range(4)]\n"
                       "    [f.result() for f in futures]\n"  # the workers ran their start-up
-                      "    print(' '.join(map(str, pool._processes)), flush=True)\n"
+                      "    from multiprocessing import resource_tracker\n"
+                      "    tracker = resource_tracker._resource_tracker._pid\n"
+                      "    print(' '.join(map(str, [*pool._processes, tracker])), flush=True)\n"
                       "    time.sleep(600)\n")
-    audit = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+    audit = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     try:
         workers = [int(p) for p in audit.stdout.readline().split()]
-        assert len(workers) == 2 and all(_alive(p) for p in workers)
+        assert len(workers) == 3 and all(_alive(p) for p in workers)  # two workers and the resource tracker
     finally:
         audit.send_signal(signal.SIGKILL)
         audit.wait()
@@ -581,3 +583,17 @@ def test_worker_warnings_become_notes_not_stderr(tmp_path, monkeypatch):
     assert proc.stderr == "" and proc.stdout == ""
     notes = json.loads(out.read_text())["data"]["notes"]
     assert any("Palette images with Transparency expressed in bytes" in n for n in notes)
+
+
+@pytest.mark.parametrize("per_class, named", [(30, True), (5, False)])
+def test_low_recall_is_judged_only_on_enough_evaluated_samples(per_class, named):
+    from dnncheck.checks.imbalance import Imbalance, ImbalanceMeasurement, ProbePredictions
+
+    y_true = np.repeat(np.arange(3), per_class)
+    y_pred = y_true.copy()
+    y_pred[y_true == 2] = 0  # class c is never recognised
+    counts = {"train": np.array([40, 40, 40]), "val": np.bincount(y_true)}
+    m = ImbalanceMeasurement("classification", ("a", "b", "c"), counts, ProbePredictions("val", y_true, y_pred))
+    verdict = Imbalance.judge(m, Imbalance().t)
+    assert any("rarely recognises: c (recall 0.00)" in f.message for f in verdict.findings) is named
+    assert verdict.metrics["per_class_recall"]["c"] == 0.0

@@ -40,7 +40,8 @@ class Imbalance(Check):
         one-to-one renaming of the evaluation split's classes (Hungarian assignment on the probe's
         confusion matrix): when it lifts accuracy by `relabel_gain` that split's labels use another
         encoding than train's (shifted, folders in another order). That test needs
-        `relabel_min_per_class` evaluated samples in every class and a split the user made. Fail when the ratio
+        `min_eval_per_class` evaluated samples in every class and a split the user made; a
+        class's low recall is judged from that many samples too. Fail when the ratio
         reaches `ratio_fail`, when the probe does no better than the majority baseline on
         imbalanced data, or when a class appears in evaluation but not in train; warn at
         `ratio_warn`, below `small_data_per_class`, or when a split lacks a class.
@@ -66,7 +67,7 @@ class Imbalance(Check):
         "baseline_margin": (0.02, "the probe must beat the majority baseline's accuracy by this on imbalanced data"),
         "low_recall_factor": (0.5, "a class whose recall is below this times the median recall is named"),
         "relabel_gain": (0.25, "fail when the best one-to-one renaming of the evaluation split's classes raises the probe's accuracy by this"),
-        "relabel_min_per_class": (20, "the renaming test runs only when every evaluated class has this many samples (and never on a split dnncheck made)"),
+        "min_eval_per_class": (20, "evaluated samples a class needs for its recall to be judged; the renaming test needs it in every class (and a split the user made)"),
         "out_of_range_share": (0.05, "regression: share of val/test targets outside train's range that warns"),
     }
 
@@ -244,8 +245,10 @@ def _probe_findings(m: ImbalanceMeasurement, train, ratio, t):
                                 evidence={"majority_class": classes[majority]}))
     findings += _encoding_findings(m.predictions, classes, metrics, t)
     measured = np.array(list(metrics["per_class_recall"].values()))
+    evaluated = dict(zip(classes, np.bincount(y_true, minlength=len(classes))))
+    # a recall of 0 or 0.5 from two samples is noise, not a class the probe fails on
     low = [(name, r) for name, r in metrics["per_class_recall"].items()
-           if r < t.low_recall_factor * float(np.median(measured))]
+           if r < t.low_recall_factor * float(np.median(measured)) and evaluated[name] >= t.min_eval_per_class]
     if low:
         findings.append(Finding(Status.WARN, "classes the probe rarely recognises: " +
                                 ", ".join(f"{n} (recall {r:.2f})" for n, r in low[:MAX_LISTED]),
@@ -260,7 +263,7 @@ def _encoding_findings(predictions: ProbePredictions, classes, metrics, t):
     matrix, scipy's linear_sum_assignment) shows it: identity on consistent labels, a permutation that
     lifts accuracy far above the raw one on re-encoded labels. Not run on a split dnncheck carved from
     train (one label map by construction), nor when an evaluated class has fewer than
-    `relabel_min_per_class` samples: a weak probe's confusions among 2-3 samples per class make
+    `min_eval_per_class` samples: a weak probe's confusions among 2-3 samples per class make
     chance permutations that lift accuracy by 0.25 (3 of 8 seeds at 12 images per class)."""
     from scipy.optimize import linear_sum_assignment
     from sklearn.metrics import confusion_matrix
@@ -272,9 +275,9 @@ def _encoding_findings(predictions: ProbePredictions, classes, metrics, t):
         metrics["relabel_test"] = f"not run: dnncheck made the {split} split from train"
         return []
     smallest = int(np.bincount(y_true)[np.unique(y_true)].min())
-    if smallest < t.relabel_min_per_class:
+    if smallest < t.min_eval_per_class:
         metrics["relabel_test"] = (f"not run: {smallest} {split} sample(s) in the smallest evaluated class, fewer "
-                                   f"than relabel_min_per_class ({t.relabel_min_per_class})")
+                                   f"than min_eval_per_class ({t.min_eval_per_class})")
         return []
     confusion = confusion_matrix(y_true, y_pred, labels=np.arange(len(classes)))
     rows, cols = linear_sum_assignment(-confusion)
