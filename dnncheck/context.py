@@ -340,13 +340,10 @@ class Context:
     @memoized
     def output_info(self):
         """How a fresh model's outputs look on a batch of training inputs."""
-        import torch
-
-        from dnncheck.models.introspect import describe_outputs
+        from dnncheck.models.introspect import describe_model_outputs
 
         model = self.fresh_model().eval()
-        with torch.no_grad():
-            return describe_outputs(model(self.inputs_of("train", range(min(256, len(self.view("train")))))))
+        return describe_model_outputs(model, self.inputs_of("train", range(min(256, len(self.view("train"))))))
 
     @property
     def loss_name(self) -> str:

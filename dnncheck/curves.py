@@ -137,13 +137,19 @@ def _overfitting(loss, val, metrics, t):
     if loss is not None:
         metrics["train_val_gap_last"] = round(float(val[-1] - loss[-1]), 5)
     still_falling = loss is None or loss[-1] < loss[best]
-    if best == len(val) - 1 or not still_falling:
-        return []
-    severity = Status.FAIL if rise >= t.overfit_rise_fail else Status.WARN if rise >= t.overfit_rise_warn else None
+    held = int(t.overfit_min_epochs)
+    if len(val) - 1 - best < held or not still_falling:
+        return []  # the best epoch is among the last `held`: a wobble at the end is not an onset
+    # the rise that held through each of the last `held` epochs, not the last epoch's alone
+    sustained = float((np.min(val[-held:]) - val[best]) / max(abs(val[best]), 1e-12))
+    metrics["val_loss_rise_sustained"] = round(sustained, 4)
+    severity = (Status.FAIL if sustained >= t.overfit_rise_fail else Status.WARN if sustained >= t.overfit_rise_warn
+                else None)
     if severity is None:
         return []
     head = (f"overfitting from epoch {best + 1}: validation loss is lowest there ({val[best]:.4g}) and has risen "
-            f"{rise:.0%} by epoch {len(val)} while training loss kept falling")
+            f"{rise:.0%} by epoch {len(val)} (at least {sustained:.0%} in each of the last {held} epochs) while "
+            "training loss kept falling")
     return [Finding(severity, f"{head}; stop early at epoch {best + 1} or regularise",
                     evidence={"best_epoch": best + 1, "rise": rise}, headline=head)]
 

@@ -72,7 +72,7 @@ class LossSanity(Check):
     def measure(self, ctx) -> "LossSanityMeasurement":
         import torch
 
-        from dnncheck.models.introspect import describe_outputs, final_activation
+        from dnncheck.models.introspect import describe_model_outputs, final_activation
 
         ds = ctx.dataset
         model = ctx.fresh_model()
@@ -89,7 +89,7 @@ class LossSanity(Check):
             curve = ProbeLossCurve(tuple(run.step_loss), run.steps, len(run.epochs), run.seconds, run.initial_loss)
         except ProbeUnavailable as exc:
             gap = ProbeGap.of(exc)
-        return LossSanityMeasurement(ds.task, ctx.loss_name, tuple(ds.classes), describe_outputs(out),
+        return LossSanityMeasurement(ds.task, ctx.loss_name, tuple(ds.classes), describe_model_outputs(model, x, out),
                                      final_activation(model), any(True for _ in model.parameters()), train.y,
                                      tuple(train.ids), initial, loss_error, ctx.metric, curve, gap, mixing)
 

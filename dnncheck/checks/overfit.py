@@ -37,9 +37,12 @@ class Overfit(Check):
         rate, up to `max_steps` steps: pass as soon as the loss falls below `target_ratio` of its
         initial value. Shuffled labels: a fresh model trained like the shared probe on permuted
         training labels for the epochs the plan gives it (about 100 steps, at least 2 epochs);
-        memorisation ratio = its training accuracy over the true-label probe's at the same epoch. Warn when parameters per training sample
-        exceed `params_per_sample_warn`, a dense layer exceeds `dense_layer_warn` parameters, the
-        memorisation ratio exceeds `memorisation_warn`, or the accuracy gap exceeds `gap_warn`.
+        memorisation ratio = its training accuracy over the true-label probe's at the same epoch. Warn when
+        the memorisation ratio exceeds `memorisation_warn` or the accuracy gap exceeds `gap_warn`.
+        Parameters per training sample above `params_per_sample_warn` and a dense layer above
+        `dense_layer_warn` parameters are said as info for a model that generalises (a famous
+        MNIST net has 1.2M parameters in one layer and reaches 99%), and warn only beside
+        overfitting or memorisation evidence.
 
     How to fix
         If one batch cannot be fitted: check requires_grad, .detach() calls, that the loss uses the
@@ -121,16 +124,16 @@ class Overfit(Check):
     @classmethod
     def judge(cls, m: "OverfitMeasurement", t) -> Verdict:
         metrics, findings = _one_batch_findings(m, t)
-        param_metrics, param_findings = _parameter_findings(m, t)
-        metrics.update(param_metrics)
-        findings += param_findings
         figures = {}
+        capacity_at = len(findings)  # capacity findings go here, once it is known whether the model overfits
+        evidence = []  # findings that show overfitting or memorisation
         if m.fit_gap is not None:
             findings.append(m.fit_gap.finding("gap and memorisation not measured"))
         elif m.fit_epochs is not None:
             gap_metrics, gap_findings = _gap_findings(m.fit_epochs, t)
             metrics.update(gap_metrics)
             findings += gap_findings
+            evidence += gap_findings
             series = {k: v for k, v in m.fit_curves.items() if k != "step_loss" and any(x is not None for x in v)}
             if series:
                 figures["curves"] = Lines("Probe curves per epoch", series, "epoch", "value")
@@ -140,10 +143,14 @@ class Overfit(Check):
                 mem_metrics, mem_findings = _memorisation_findings(m.shuffled_train_acc, m.fit_epochs, t)
                 metrics.update(mem_metrics)
                 findings += mem_findings
+                evidence += mem_findings
                 figures["shuffled_train_acc"] = Lines(
                     "Training accuracy on true vs randomly shuffled labels",
                     {"true labels": [e.get("train_acc") for e in m.fit_epochs],
                      "shuffled labels": list(m.shuffled_train_acc)}, "epoch", "training accuracy")
+        param_metrics, param_findings = _parameter_findings(m, t, overfits=bool(evidence))
+        metrics.update(param_metrics)
+        findings[capacity_at:capacity_at] = param_findings
         return Verdict(verdict(findings), _summary(metrics, findings), tuple(findings), metrics, _remedy(findings),
                        figures)
 
@@ -219,7 +226,11 @@ def _one_batch_findings(m: OverfitMeasurement, t):
                              headline=head)]
 
 
-def _parameter_findings(m: OverfitMeasurement, t):
+def _parameter_findings(m: OverfitMeasurement, t, overfits: bool):
+    """Where the parameters are. A large dense layer or many parameters per sample is advice (info)
+    for a model that generalises; a warning when the probe shows overfitting or memorisation, the
+    harm that capacity does (pytorch/examples' MNIST net, 1.2M parameters in fc1, reaches 99%)."""
+    severity = Status.WARN if overfits else Status.INFO
     per_sample = m.parameters / max(1, m.train_samples)
     metrics = {"parameters": m.parameters, "train_samples": m.train_samples,
                "parameters_per_sample": round(per_sample, 1)}
@@ -227,11 +238,11 @@ def _parameter_findings(m: OverfitMeasurement, t):
     big = [(name, i, o) for name, i, o in m.dense if i * o > t.dense_layer_warn]
     if big:
         head = "oversized dense layer(s): " + ", ".join(f"{name} {i}x{o} ({i * o / 1e6:.1f}M)" for name, i, o in big)
-        findings.append(Finding(Status.WARN, f"{head}; replace flatten + wide FC with pooling or narrower layers",
+        findings.append(Finding(severity, f"{head}; replace flatten + wide FC with pooling or narrower layers",
                                 evidence={"layers": [name for name, _, _ in big]}, headline=head))
     if per_sample > t.params_per_sample_warn:
         top = sorted(m.layers, key=lambda d: -d["parameters"])[:3]
-        findings.append(Finding(Status.WARN, f"{m.parameters:,} parameters for {m.train_samples} training samples "
+        findings.append(Finding(severity, f"{m.parameters:,} parameters for {m.train_samples} training samples "
                                 f"({per_sample:,.0f} per sample): capacity far beyond what the data constrains; largest: " +
                                 ", ".join(f"{d['layer']} ({d['parameters']:,})" for d in top),
                                 headline=f"{m.parameters:,} parameters for {m.train_samples} training samples "

@@ -74,6 +74,31 @@ class OutputInfo:
         return {"units": self.units, "kind": self.kind, "min": self.min, "max": self.max, "finite": self.finite}
 
 
+AMPLIFY = 100.0  # inputs scaled by this: logits follow the scale out of [0, 1], a squashed output cannot
+
+
+def describe_model_outputs(model: nn.Module, x: torch.Tensor, out: torch.Tensor | None = None) -> OutputInfo:
+    """describe_outputs of the model on `x` (or of `out`, already computed on `x`), where outputs
+    that all fall in [0, 1] count as sigmoid only if they stay there for inputs scaled by +-AMPLIFY
+    (eval mode, so BatchNorm keeps the scale): a fresh net's small logits can all be positive and
+    below 1 (a CIFAR LeNet with two classes was called "sigmoid outputs")."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            if out is None:
+                out = model.eval()(x)
+            info = describe_outputs(out)
+            if info.kind != "sigmoid":
+                return info
+            model.eval()
+            amplified = torch.cat([model(x * AMPLIFY).detach().float().reshape(len(x), -1),
+                                   model(x * -AMPLIFY).detach().float().reshape(len(x), -1)])
+    finally:
+        model.train(was_training)
+    stays = bool(torch.isfinite(amplified).all()) and float(amplified.min()) >= 0 and float(amplified.max()) <= 1
+    return info if stays else OutputInfo(info.units, "logits", info.min, info.max, info.finite)
+
+
 def describe_outputs(out: torch.Tensor) -> OutputInfo:
     out = out.detach().float()
     if out.ndim == 1:
