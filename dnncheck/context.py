@@ -393,7 +393,16 @@ class Context:
                 continue
             for name, params in wanted.items():
                 requests.setdefault(name, (params, []))[1].append(check.id)
-        self.probe_runner.plan_probes(requests, self._calibration)
+        cost = self._model_cost() if requests else None
+        self.probe_runner.plan_probes(requests, self._calibration, cost, "cuda" if self.device.startswith("cuda")
+                                      else "cpu")
+
+    def _model_cost(self):
+        """The model's FLOPs and activations per sample at its input size (probes/cost.py): what the
+        plan predicts each probe's time from, identically on every machine of a device type."""
+        from dnncheck.probes.cost import measure_cost
+
+        return measure_cost(self.fresh_model(), self._probe_batch()[:1])
 
     def _calibration(self):
         """A few timed steps on the probe data (loaded here, before the timer starts)."""

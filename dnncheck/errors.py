@@ -18,6 +18,17 @@ class ProbeUnavailable(Exception):
     """A probe training run could not be made; checks that only partly need it carry on."""
 
 
+class ProbeNotRun(ProbeUnavailable):
+    """The plan left this probe out: the model's predicted cost on this device type does not fit the
+    budget (probes/plan.py, select_affordable). Said once for the audit (the plan note); checks say
+    what they could not measure as info, or skip when they have nothing else."""
+
+    def __init__(self, probe: str):
+        self.probe = probe
+        super().__init__(f"the {probe} probe was not run: the probe plan for this model does not fit --budget on "
+                         "this device (see the plan note)")
+
+
 class ProbeCutShort(ProbeUnavailable):
     """The --budget guard stopped a probe before its planned work was done.
 

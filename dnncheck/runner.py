@@ -110,6 +110,9 @@ def run_audit(ctx, checks, command: str = "", started: float | None = None, base
     bar.close()
     data = ctx.dataset.summary()
     data["notes"] = list(ctx.dataset.notes)
+    said = ctx.probe_runner.plan.message
+    if said:  # what the budget left out on this device, once for the audit
+        data["notes"].append(f"probe plan: {said}")
     data["normalization"] = _safe(lambda: ctx.normalizer.describe())
     model = dict(ctx.model_info)
     model["probe_plan"] = ctx.plan_record()

@@ -18,7 +18,7 @@ import inspect
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, ClassVar
 
-from dnncheck.errors import ProbeCutShort, UserError, closest
+from dnncheck.errors import ProbeCutShort, ProbeNotRun, UserError, closest
 from dnncheck.results import CheckResult, Finding, Status
 
 
@@ -46,14 +46,19 @@ class ProbeGap:
     message: str
     cut_short: bool = False
     evidence: dict[str, Any] = field(default_factory=dict)
+    not_run: bool = False  # the plan left the probe out (over budget on this device): said as info
 
     @classmethod
     def of(cls, exc: Exception) -> "ProbeGap":
         if isinstance(exc, ProbeCutShort):
             return cls(str(exc), True, exc.evidence())
+        if isinstance(exc, ProbeNotRun):
+            return cls(str(exc), not_run=True, evidence={"not_run": True, "probe": exc.probe})
         return cls(str(exc))
 
     def finding(self, what: str, severity: Status = Status.WARN) -> Finding:
+        if self.not_run:  # the audit says once what did not run and why; here, only what is missing
+            return Finding(Status.INFO, self.message, evidence=dict(self.evidence))
         if self.cut_short:
             return Finding(Status.WARN, f"{self.message} ({what})", evidence=dict(self.evidence),
                            headline=self.headline)
@@ -73,6 +78,8 @@ def probe_missing(exc: Exception, what: str, inconclusive_measurement):
     """The measurement when the probe a check reads is missing: Skipped("what: reason"), or, when
     the budget guard cut it short, `inconclusive_measurement(gap)`, which carries the gap to judge."""
     gap = ProbeGap.of(exc)
+    if gap.not_run:
+        return Skipped(gap.message)
     return inconclusive_measurement(gap) if gap.cut_short else Skipped(f"{what}: {exc}")
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from dnncheck.figures import ImageGrid
 from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict
-from dnncheck.errors import ProbeCutShort, ProbeUnavailable
+from dnncheck.errors import ProbeCutShort, ProbeNotRun, ProbeUnavailable
 
 FIGURE_SUSPECTS = 16
 
@@ -101,7 +101,9 @@ class LabelNoise(Check):
         except ProbeCutShort as exc:  # partial evidence: say so, never a verdict from it
             return replace(base, probe_gap=ProbeGap.of(exc))
         confident = _confident_learning(train.y, probs)
-        return replace(base, confident=confident, estimators=tuple(used), notes=tuple(notes),
+        return replace(base, confident=confident, estimators=tuple(used),
+                       notes=tuple(n for n in notes if not isinstance(n, ProbeNotRunNote)),
+                       info_notes=tuple(str(n) for n in notes if isinstance(n, ProbeNotRunNote)),
                        figure=_suspect_figure(ds, train, confident))
 
     # -- judging --------------------------------------------------------------------------------
@@ -126,6 +128,7 @@ class LabelNoise(Check):
         skill = _estimator_skill(c.probs, y, c.suggested, int(present.sum()))
         metrics["estimator_skill"] = round(skill, 4)
         findings = [Finding(Status.WARN, note) for note in m.notes]
+        findings += [Finding(Status.INFO, note) for note in m.info_notes]
         suspect_findings = _suspect_findings(m, t)
         weak = skill < t.min_estimator_skill and any(f.severity.rank >= Status.WARN.rank for f in suspect_findings)
         if weak:
@@ -165,12 +168,18 @@ class LabelNoise(Check):
                                                          ctx.seed))
                 except ProbeCutShort:
                     raise
+                except ProbeNotRun as exc:
+                    notes.append(ProbeNotRunNote(f"estimated without the model's probe: {exc}"))
                 except ProbeUnavailable as exc:
                     notes.append(f"estimated without the model's probe: {exc}")
         estimates.update(classical_probabilities(pca_features(flat, ctx.seed), y, fold, ctx.dataset.num_classes,
                                                  with_knn="probe" not in estimates))
         probs = np.mean(list(estimates.values()), axis=0)
         return probs, sorted(estimates), notes
+
+class ProbeNotRunNote(str):
+    """A note that the probe plan left the model's estimator out: info, not a warning."""
+
 
 @dataclass(frozen=True)
 class ConfidentLearning:
@@ -196,6 +205,7 @@ class LabelNoiseMeasurement:
     confident: ConfidentLearning | None = None
     estimators: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # why an estimator was left out
+    info_notes: tuple[str, ...] = ()  # estimators the probe plan left out (said once for the audit)
     figure: ImageGrid | None = None  # the top suspects with their images
     probe_gap: ProbeGap | None = None
 

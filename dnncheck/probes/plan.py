@@ -172,11 +172,56 @@ class Calibration:
     eval_sample_seconds: float
 
 
+# What runs first when the whole plan does not fit the budget: the cheap, decisive probes, then the
+# shared fit run most checks read, then the runs one check each reads.
+PRIORITY = ("overfit-batch", "learning-rate", "fit", "normalization", "overfit-shuffled", "pixel-trigger",
+            "label-noise")
+PLAN_MARGIN = 0.7  # the predicted work may fill this share of the budget (predictions are within ~2x)
+
+
 @dataclass
 class ProbePlan:
     facts: PlanFacts
     probes: dict[str, PlannedProbe]
     calibration: Calibration | None = None
+    cost: object | None = None  # probes.cost.ModelCost of the model at its input size
+    speed: object | None = None  # probes.cost.DeviceSpeed of the device type
+    not_run: tuple[str, ...] = ()  # probes left out because their predicted cost does not fit the budget
+    message: str = ""  # the one sentence that says what runs and what does not, when something does not
+
+    def predicted(self, name: str) -> float | None:
+        """Seconds probe `name` is predicted to take on this device type (from the model's cost, not a clock)."""
+        if self.cost is None or self.speed is None:
+            return None
+        p = self.probes[name]
+        return self.cost.train_seconds(self.speed, p.steps, p.batch_size) + self.cost.eval_seconds(self.speed,
+                                                                                                  p.eval_samples)
+
+    def select_affordable(self, budget_seconds: float) -> None:
+        """Leave out, in PRIORITY order, the probes whose predicted cost no longer fits the budget
+        (with PLAN_MARGIN); a later, cheaper probe may still fit."""
+        if self.cost is None:
+            return
+        room, left_out = budget_seconds * PLAN_MARGIN, []
+        for name in sorted(self.probes, key=lambda n: PRIORITY.index(n) if n in PRIORITY else len(PRIORITY)):
+            seconds = self.predicted(name)
+            if seconds <= room:
+                room -= seconds
+            else:
+                left_out.append(name)
+        self.not_run = tuple(left_out)
+        if left_out:
+            self.message = self._say(budget_seconds)
+
+    def _say(self, budget_seconds: float) -> str:
+        total = sum(self.predicted(n) for n in self.probes)
+        need = float(-(-total / PLAN_MARGIN // 10) * 10)
+        runs = [n for n in self.probes if n not in self.not_run]
+        device = self.speed.name
+        return (f"model probes need about {_duration(total)} of {device} time for this model "
+                f"({self.cost.flops / 1e9:.3g} GFLOP per sample), more than --budget {budget_seconds:g} s allows: "
+                f"{'running ' + ', '.join(runs) if runs else 'running none'}; not run: {', '.join(self.not_run)}. "
+                f"Run with --budget {need:g}" + ("" if device == "GPU" else " or on a GPU (--device cuda)"))
 
     def __getitem__(self, name: str) -> PlannedProbe:
         return self.probes[name]
@@ -192,6 +237,10 @@ class ProbePlan:
     def estimated_total(self) -> float | None:
         values = [self.estimate(n) for n in self.probes]
         return None if not values or any(v is None for v in values) else float(sum(values))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} minutes"
 
 
 def build_plan(facts: PlanFacts, requests: dict[str, tuple[dict, list[str]]]) -> ProbePlan:

@@ -8,7 +8,7 @@ user's model or loss cannot train raises ProbeUnavailable with the reason.
 
 from __future__ import annotations
 
-from dnncheck.errors import ProbeCutShort, ProbeUnavailable, UserError
+from dnncheck.errors import ProbeCutShort, ProbeNotRun, ProbeUnavailable, UserError
 from dnncheck.probes.budget import Budget
 from dnncheck.probes.plan import PLANNERS, Calibration, PlanFacts, build_plan
 
@@ -21,13 +21,21 @@ class ProbeRunner:
         self.budget = Budget(budget_seconds, planned=())
         self._outcomes: dict[str, dict] = {}
 
-    def plan_probes(self, requests: dict[str, tuple[dict, list[str]]], calibration=None) -> None:
-        """Fix every requested probe's work (probe name -> (planner parameters, check ids)); then, if
-        anything trains, `calibration()` prepares (untimed: loading tensors is not probe work) a
-        function whose run, timed, gives (seconds per step, per sample) for the estimate."""
+    def plan_probes(self, requests: dict[str, tuple[dict, list[str]]], calibration=None, cost=None,
+                    device_type: str = "cpu") -> None:
+        """Fix every requested probe's work (probe name -> (planner parameters, check ids)) and, from
+        the model's `cost` (probes.cost.ModelCost) on this device type, leave out what cannot fit
+        the budget; then, if anything trains, `calibration()` prepares (untimed: loading tensors is
+        not probe work) a function whose run, timed, gives (seconds per step, per sample) for the
+        estimate shown beside the prediction."""
+        from dnncheck.probes.cost import speed_of
+
         self.plan = build_plan(self.facts, requests)
-        self.budget = Budget(self.budget_seconds, planned=("calibration", *self.plan.probes))
-        if self.plan.probes and calibration is not None:
+        self.plan.cost, self.plan.speed = cost, speed_of(device_type)
+        self.plan.select_affordable(self.budget_seconds)
+        running = [n for n in self.plan.probes if n not in self.plan.not_run]
+        self.budget = Budget(self.budget_seconds, planned=("calibration", *running))
+        if running and calibration is not None:
             calibrate = calibration()
             try:
                 with self.budget.timer("calibration"):
@@ -48,6 +56,8 @@ class ProbeRunner:
     def guarded(self, name: str, work):
         """Run `work(guard)` as probe `name`: timed against the budget, errors of the user's model
         or loss turned into ProbeUnavailable, a tripped guard into ProbeCutShort."""
+        if name in self.plan.not_run:
+            raise ProbeNotRun(name)
         guard = self.budget.guard(name)
         try:
             with self.budget.timer(name):
@@ -83,11 +93,20 @@ class ProbeRunner:
             entry = spec.to_dict()
             estimate = plan.estimate(name)
             entry["estimated_seconds"] = None if estimate is None else round(estimate, 2)
+            predicted = plan.predicted(name)
+            entry["predicted_seconds"] = None if predicted is None else round(predicted, 2)
+            entry["not_run"] = name in plan.not_run
             outcome = self._outcomes.get(name, {"steps_done": 0, "cut_short": False})
             entry.update(ran=name in self._outcomes, steps_done=outcome["steps_done"], cut_short=outcome["cut_short"],
                          spent_seconds=round(self.budget.spent.get(name, 0.0), 2))
             probes.append(entry)
         total = plan.estimated_total()
-        return {"probes": probes, "budget_seconds": self.budget_seconds,
+        compute = None
+        if plan.cost is not None:
+            compute = {**plan.cost.to_dict(), "device_type": plan.speed.name,
+                       "flops_per_second": plan.speed.flops_per_second,
+                       "seconds_per_activation": plan.speed.seconds_per_activation,
+                       "not_run": list(plan.not_run), "message": plan.message}
+        return {"probes": probes, "budget_seconds": self.budget_seconds, "compute": compute,
                 "estimated_seconds": None if total is None else round(total, 2),
                 "calibration_seconds": round(self.budget.spent.get("calibration", 0.0), 2)}

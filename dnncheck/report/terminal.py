@@ -57,7 +57,10 @@ def plan_table(record: dict, before: bool) -> Table:
         table.add_column("time", justify="right", no_wrap=True)
     for p in record["probes"]:
         estimate = p.get("estimated_seconds")
+        if estimate is None:
+            estimate = p.get("predicted_seconds")
         row = [p["name"], p["what"], f"{p['steps']:,}", " ".join(c.removeprefix("DNC") for c in p["checks"]),
+               Text("not run", style="bold yellow") if p.get("not_run") else
                "?" if estimate is None else f"{estimate:.1f}s"]
         if not before:
             if not p.get("ran"):
@@ -68,7 +71,10 @@ def plan_table(record: dict, before: bool) -> Table:
                     done.append(" cut short")
                 row += [done, f"{p.get('spent_seconds', 0):.1f}s"]
         table.add_row(*row)
-    if before and total is not None and budget is not None and total > budget:
+    said = (record.get("compute") or {}).get("message")
+    if said:  # the plan left probes out: said once, here, before anything trains and in the report
+        table.caption = said
+    elif before and total is not None and budget is not None and total > budget:
         table.caption = (f"the estimate exceeds the budget guard: probes may be cut short and their checks inconclusive; "
                          f"raise --budget above {total * 1.5:.0f} or lower probe.max_train_samples / probe.epochs")
     return table

@@ -1,0 +1,96 @@
+"""The compute-aware probe plan (probes/cost.py, plan.select_affordable): costs predicted from the
+model's FLOPs and activations per device type, never from a clock; what does not fit --budget is
+left out in priority order and said once; its checks skip or say it as info."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from dnncheck.cli import app
+from dnncheck.probes.cost import ModelCost, measure_cost, speed_of
+from dnncheck.probes.plan import PRIORITY, PlanFacts
+from dnncheck.probes.runner import ProbeRunner
+
+runner = CliRunner()
+FACTS = PlanFacts(train_samples=245, val_samples=153, full_train=245, batch_size=64, epochs=None,
+                  max_train_samples=4000)
+EVERY_PROBE = {name: ({}, ["DNC0"]) for name in PRIORITY}
+RESNET18_224 = ModelCost(3.63e9, 7.48e6)  # torchvision resnet18 at 224x224, measured by measure_cost
+
+
+def test_costs_are_counted_from_the_model():
+    cost = measure_cost(nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), torch.zeros(1, 1, 8, 8))
+    assert cost.flops == 2 * 64 * 10 and cost.activations == 64 + 10  # flatten's and linear's outputs
+    conv = measure_cost(nn.Conv2d(3, 8, 3, padding=1), torch.zeros(1, 3, 16, 16))
+    assert conv.flops == 2 * 3 * 8 * 9 * 16 * 16 and conv.activations == 8 * 16 * 16
+    assert measure_cost(torch.jit.script(nn.Linear(4, 2)), torch.zeros(1, 4)) is None
+
+
+def _plan(cost, budget, device_type="cpu"):
+    probes = ProbeRunner(FACTS, budget)
+    probes.plan_probes(EVERY_PROBE, calibration=None, cost=cost, device_type=device_type)
+    return probes.plan
+
+
+def test_resnet18_at_224_on_a_cpu_leaves_out_what_does_not_fit_and_says_it_once():
+    plan = _plan(RESNET18_224, 300)
+    assert set(plan.not_run) == set(PRIORITY)  # about two CPU hours of probes
+    assert plan.message.startswith("model probes need about ") and "minutes of CPU time" in plan.message
+    assert "Run with --budget" in plan.message and "--device cuda" in plan.message
+    record = ProbeRunner(FACTS, 300)
+    record.plan_probes(EVERY_PROBE, cost=RESNET18_224)
+    doc = record.record()
+    assert doc["compute"]["not_run"] == list(plan.not_run) and all(p["not_run"] for p in doc["probes"])
+    # the same model on the same device type: the same plan, whatever the machine's speed today
+    assert _plan(RESNET18_224, 300).not_run == plan.not_run and _plan(RESNET18_224, 300).message == plan.message
+
+
+def test_priority_keeps_the_cheap_decisive_probes_first():
+    small = ModelCost(2e7, 2e5)  # a small CNN
+    everything = sum(_plan(small, 10**6).predicted(n) for n in PRIORITY)
+    plan = _plan(small, everything * 0.5)  # half of what everything needs (x 0.7 margin)
+    kept = [n for n in PRIORITY if n not in plan.not_run]
+    assert kept[0] == "overfit-batch" and "label-noise" in plan.not_run
+    assert sum(plan.predicted(n) for n in kept) <= everything * 0.5 * 0.7
+    # greedy in priority order: a left-out probe did not fit the room left when its turn came
+    room = everything * 0.5 * 0.7
+    for name in PRIORITY:
+        if name in kept:
+            room -= plan.predicted(name)
+        else:
+            assert plan.predicted(name) > room
+    assert _plan(small, everything / 0.7 + 1).not_run == ()  # it all fits: nothing is said
+    assert _plan(small, everything / 0.7 + 1).message == ""
+
+
+def test_the_plan_for_cuda_is_exercised_on_cpu():
+    """No GPU here: the plan for a CUDA device type is computed the same way, with the GPU constants."""
+    gpu = _plan(RESNET18_224, 300, "cuda")
+    assert gpu.not_run == () and speed_of("cuda").name == "GPU"
+    assert sum(gpu.predicted(n) for n in PRIORITY) < 300 * 0.7 < sum(_plan(RESNET18_224, 300).predicted(n)
+                                                                    for n in PRIORITY)
+
+
+def test_checks_of_probes_not_run_skip_or_say_info_and_never_gate(tmp_path):
+    """One note for the audit; the checks that only read probes skip, and --fail-on warn still exits 0."""
+    out = tmp_path / "r.json"
+    result = runner.invoke(app, ["audit", "sklearn:digits", "--model", "smallcnn", "--budget", "0.05", "--select",
+                                 "training-curves,learning-rate,gradient-health,overfit", "--fail-on", "warn",
+                                 "--quiet", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    statuses = {c["slug"]: c["status"] for c in doc["checks"]}
+    assert statuses == {"gradient-health": "skip", "learning-rate": "skip", "training-curves": "skip",
+                        "overfit": "pass"}
+    notes = [n for n in doc["data"]["notes"] if n.startswith("probe plan: ")]
+    assert len(notes) == 1 and "not run: " in notes[0]
+    overfit = next(c for c in doc["checks"] if c["slug"] == "overfit")
+    assert {f["severity"] for f in overfit["findings"]} == {"info"}
+    assert all("was not run" in f["message"] or "parameters" in f["message"] for f in overfit["findings"])
+    assert doc["model"]["probe_plan"]["compute"]["device_type"] == "CPU"
+    assert not any(c["metrics"].get("inconclusive") for c in doc["checks"])
