@@ -70,11 +70,15 @@ def test_frozen_model_cannot_overfit_one_batch(nets):
 
 
 def test_wide_mlp_on_300_digits_is_flagged(nets, tmp_path):
+    """4.3M parameters for 300 digits: said (info) while the probe generalises (gap 0.08), a warning
+    only beside overfitting evidence (issue: real users' models; judge tests cover both)."""
     result = run_one(Overfit(shuffled=False), source=str(_small_digits(tmp_path)), model=f"{nets}:wide", epochs=3)
-    assert result.status is Status.WARN
+    assert result.status is Status.PASS, messages(result)
     text = messages(result)
     assert "oversized dense layer" in text and "2048x2048 (4.2M)" in text
     assert "per sample" in text and result.metrics["parameters_per_sample"] > 10000
+    assert {f.severity for f in result.findings if "dense" in f.message or "per sample" in f.message} == {Status.INFO}
+    assert result.metrics["accuracy_gap"] < 0.15
 
 
 def test_plain_relu_mlp_has_healthy_gradients():

@@ -77,7 +77,29 @@ def test_a_larger_budget_changes_nothing(default_run, tmp_path):
     assert all(p["steps_done"] == p["steps"] for p in plan if p["kind"] == "epochs")
 
 
-def test_a_budget_too_small_is_inconclusive_never_a_failure(default_run, tmp_path):
+def test_a_budget_too_small_leaves_probes_out_never_a_failure(default_run, tmp_path):
+    """The plan predicts the probes' time from the model's cost: a 1 ms budget runs none of them,
+    says so once, and turns nothing into a failure (imbalance's small-data advice is a warning again
+    without the probe's accuracy, as before)."""
+    tiny = _audit(tmp_path, "tiny", "--budget", "0.001")
+    before = {c["slug"]: c for c in default_run["checks"]}
+    for check in tiny["checks"]:
+        if before[check["slug"]]["status"] in ("pass", "warn"):
+            assert check["status"] != "fail", check
+        assert not check["metrics"].get("inconclusive")
+    assert not any(p["steps_done"] for p in tiny["model"]["probe_plan"]["probes"])
+    assert set(tiny["model"]["probe_plan"]["compute"]["not_run"]) == {p["name"] for p in
+                                                                      tiny["model"]["probe_plan"]["probes"]}
+    assert sum(n.startswith("probe plan: ") for n in tiny["data"]["notes"]) == 1
+    assert {c["slug"]: c["status"] for c in tiny["checks"]}["training-curves"] == "skip"
+
+
+def test_a_guard_that_trips_is_inconclusive_never_a_failure(default_run, tmp_path, monkeypatch):
+    """When the prediction is wrong (here: a CPU taken to be a million times faster) the guard still
+    stops the probes, and their checks are inconclusive warnings, never failures."""
+    from dnncheck.probes import cost
+
+    monkeypatch.setitem(cost.SPEEDS, "cpu", cost.DeviceSpeed("CPU", 1e18, 1e-18, 1e-9))
     tiny = _audit(tmp_path, "tiny", "--budget", "0.001")
     before = {c["slug"]: c for c in default_run["checks"]}
     after = {c["slug"]: c for c in tiny["checks"]}

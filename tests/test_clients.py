@@ -1,0 +1,67 @@
+"""The client corpus in the suite (tests/clients): models as practitioners write them, on small real
+data, with what was wrong about them fixed. The full default audits of the same corpus are
+benchmarks/bench_clients.py (README, "Real users' models")."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from typer.testing import CliRunner
+
+from dnncheck.cli import app
+from tests.clients.corpus import CLIENTS, config_for
+
+runner = CliRunner()
+OUTPUT_KIND = {"tests.clients.models:mnist_net": "log_probabilities"}  # log_softmax head; the rest: logits
+
+
+def _small(client):
+    """Torchvision's models on upsampled digits at 64 px here (the photos at 224 px are the benchmark's)."""
+    return replace(client, data="digits64x3", image_size=(64, 64)) if client.data == "hymenoptera" else client
+
+
+@pytest.mark.parametrize("client", CLIENTS, ids=lambda c: c.factory.rsplit(":", 1)[1])
+def test_every_client_builds_runs_and_reads_right(client, tmp_path):
+    """Each model builds from its factory, runs on its data, has its cost counted for the plan, and
+    its outputs are read for what they are (a CIFAR LeNet's small positive logits were "sigmoid
+    outputs"; a tuple output is audited on its logits, with a note)."""
+    from dnncheck.config import build_config
+    from dnncheck.context import Context
+
+    cfg = build_config(str(config_for(_small(client), tmp_path, per_class=10)), {})
+    ctx = Context(cfg)
+    ctx.prepare()
+    assert ctx.output_info.kind == OUTPUT_KIND.get(client.factory, "logits")
+    assert ctx.output_info.units == 10 and ctx.output_info.finite
+    cost = ctx._model_cost()
+    assert cost is not None and cost.flops > 0 and cost.activations > 0
+    if client.factory.endswith("with_aux"):
+        assert any("returns a tuple of 2" in n for n in ctx.dataset.notes)
+
+
+def _audit(client, tmp_path, select, **probe):
+    out = tmp_path / "r.json"
+    config = config_for(client, tmp_path, per_class=50, probe=probe or None)
+    result = runner.invoke(app, ["audit", str(config), "--select", select, "--quiet", "--json", str(out)])
+    assert result.exit_code in (0, 1), result.output
+    return {c["slug"]: c for c in json.loads(out.read_text())["checks"]}
+
+
+def test_the_mnist_example_net_gets_no_false_alarm(tmp_path):
+    """pytorch/examples' net (log_softmax + nll, fc1 9216x128) on 500 real MNIST digits: its large
+    dense layer is advice (info) and no overfitting is called; loss-sanity accepts log_softmax + nll."""
+    mnist = next(c for c in CLIENTS if c.factory.endswith("mnist_net"))
+    checks = _audit(mnist, tmp_path, "loss-sanity,overfit,training-curves", epochs=6)
+    assert {slug: c["status"] for slug, c in checks.items()} == {"loss-sanity": "pass", "overfit": "pass",
+                                                                 "training-curves": "pass"}, checks
+    dense = [f for f in checks["overfit"]["findings"] if "oversized dense layer" in f["message"]]
+    assert len(dense) == 1 and dense[0]["severity"] == "info" and "fc1 9216x128" in dense[0]["message"]
+
+
+def test_a_cifar_lenet_is_not_called_sigmoid(tmp_path):
+    lenet = next(c for c in CLIENTS if c.factory.endswith("cifar_lenet"))
+    checks = _audit(lenet, tmp_path, "loss-sanity", epochs=4)
+    assert checks["loss-sanity"]["status"] == "pass", checks["loss-sanity"]["summary"]
+    assert checks["loss-sanity"]["metrics"]["output_kind"] == "logits"
