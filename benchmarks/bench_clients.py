@@ -43,6 +43,9 @@ def main() -> None:
                                     "--quiet"], work / "cache")
         result = json.loads(out.read_text())
         said = []
+        not_run = (result["model"].get("probe_plan", {}).get("compute") or {}).get("not_run") or []
+        if not_run:
+            said.append(f"probes not run (over --budget on this CPU): {', '.join(not_run)}")
         for check in result["checks"]:
             if check["status"] in ("warn", "fail", "error"):
                 said.append(f"{check['id']} {check['status']}: {check['summary']}")

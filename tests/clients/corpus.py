@@ -1,9 +1,11 @@
 """Which data each client model suits, and the config an audit of it uses (the suite's small runs and
 benchmarks/bench_clients.py's full default audits share this table).
 
-Data, all real: scikit-learn's digits upsampled (bilinear) to the model's input size and channels,
-500 real MNIST digits per class from ../shared/data/mnist5k.npz (digits at 28x28 when it is absent),
-and the real ant/bee photos at a torchvision model's input size.
+Data, all real: 500 real MNIST digits per class from ../shared/data/mnist5k.npz, resized (bilinear)
+to the model's input size and channels (scikit-learn's digits upsampled when it is absent: the suite
+stays hermetic), and the real ant/bee photos at a torchvision model's input size. Not upsampled 8x8
+digits for the CIFAR-sized models: blown up to 32 px, two writers' 1s become "near copies" across
+splits, which split-leakage rightly reports.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 class Client:
     name: str
     factory: str  # a --model spec
-    data: str  # "mnist" | "digits<size>x<channels>" | "hymenoptera"
+    data: str  # "mnist" | "mnist<size>x<channels>" | "digits<size>x<channels>" | "hymenoptera"
     image_size: tuple[int, int]
     loss: str = "cross_entropy"
     # slug -> phrases of warnings that are true of this model on this data (said in README's table)
@@ -30,14 +32,14 @@ class Client:
 MODELS = "tests.clients.models"
 CLIENTS = (
     Client("pytorch/examples MNIST net", f"{MODELS}:mnist_net", "mnist", (28, 28), "nll"),
-    Client("CIFAR LeNet", f"{MODELS}:cifar_lenet", "digits32x3", (32, 32)),
-    Client("CIFAR ResNet-18", f"{MODELS}:cifar_resnet18", "digits32x3", (32, 32)),
+    Client("CIFAR LeNet", f"{MODELS}:cifar_lenet", "mnist32x3", (32, 32)),
+    Client("CIFAR ResNet-18", f"{MODELS}:cifar_resnet18", "mnist32x3", (32, 32)),
     Client("torchvision resnet18", f"{MODELS}:tv_resnet18", "hymenoptera", (224, 224)),
     Client("torchvision mobilenet_v3_small", f"{MODELS}:tv_mobilenet_v3_small", "hymenoptera", (224, 224)),
     Client("torchvision efficientnet_b0", f"{MODELS}:tv_efficientnet_b0", "hymenoptera", (224, 224)),
-    Client("ViT-tiny", f"{MODELS}:vit_tiny", "digits32x3", (32, 32)),
-    Client("BatchNorm + dropout CNN", f"{MODELS}:bn_dropout", "digits32x1", (32, 32)),
-    Client("tuple output (logits, aux)", f"{MODELS}:with_aux", "digits32x1", (32, 32)),
+    Client("ViT-tiny", f"{MODELS}:vit_tiny", "mnist32x3", (32, 32)),
+    Client("BatchNorm + dropout CNN", f"{MODELS}:bn_dropout", "mnist32x1", (32, 32)),
+    Client("tuple output (logits, aux)", f"{MODELS}:with_aux", "mnist32x1", (32, 32)),
 )
 
 
@@ -57,15 +59,22 @@ def digits(size: int, channels: int, per_class: int | None = None) -> tuple[np.n
     return x, d.target[keep]
 
 
-def mnist(per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def mnist(per_class: int | None = None, size: int = 28, channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Real MNIST digits at `size` px with `channels` (digits when the shared data is absent)."""
+    from PIL import Image
+
     path = SHARED_DATA / "mnist5k.npz"
     if not path.exists():
-        return digits(28, 1, per_class)
+        return digits(size, channels, per_class)
     data = np.load(path)
     x, y = data["x"], data["y"]
     if per_class is not None:
         keep = np.concatenate([np.flatnonzero(y == c)[:per_class] for c in range(10)])
         x, y = x[keep], y[keep]
+    if size != x.shape[1]:
+        x = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in x])
+    if channels == 3:
+        x = np.repeat(x[..., None], 3, axis=-1)
     return x, y
 
 
@@ -76,8 +85,13 @@ def source_for(client: Client, work: Path, per_class: int | None = None) -> str:
     if client.data == "mnist":
         x, y = mnist(per_class)
     else:
-        size, channels = client.data[len("digits"):].split("x")
-        x, y = digits(int(size), int(channels), per_class)
+        import re
+
+        kind, size, channels = re.fullmatch(r"([a-z]+)(\d+)x(\d+)", client.data).groups()
+        if kind == "mnist":
+            x, y = mnist(per_class, int(size), int(channels))
+        else:
+            x, y = digits(int(size), int(channels), per_class)
     path = work / f"{client.data}-{per_class or 'all'}.npz"
     if not path.exists():
         np.savez(path, x_train=x, y_train=y)
