@@ -65,3 +65,24 @@ def test_a_cifar_lenet_is_not_called_sigmoid(tmp_path):
     checks = _audit(lenet, tmp_path, "loss-sanity", epochs=4)
     assert checks["loss-sanity"]["status"] == "pass", checks["loss-sanity"]["summary"]
     assert checks["loss-sanity"]["metrics"]["output_kind"] == "logits"
+
+
+def test_a_zero_initialised_parameter_has_no_update_ratio():
+    """ViT-tiny's class token starts at zero: its update "changed by more than 0.1 of its size per step"
+    divided by a norm of 1e-12."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from dnncheck.checks.gradient_health import _update_ratios
+    from tests.clients.models import vit_tiny
+
+    torch.manual_seed(0)
+    fresh = vit_tiny(10, 1, (8, 8))
+    trained = vit_tiny(10, 1, (8, 8))
+    trained.load_state_dict(fresh.state_dict())
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.01)
+    ratios = _update_ratios(fresh, SimpleNamespace(model=trained, steps=10))
+    assert "cls" not in ratios and "head.weight" in ratios and 0 < ratios["head.weight"] < 0.1

@@ -123,10 +123,13 @@ class GradientHealthMeasurement:
 
 
 def _update_ratios(fresh, run) -> dict:
+    """Per-step update relative to the weights, for weight matrices that start non-zero: a
+    parameter initialised at zero (a ViT's class token, a zero-initialised residual scale) has no
+    relative size to compare its update with."""
     trained = dict(run.model.named_parameters())
     ratios = {}
     for name, p0 in fresh.named_parameters():
-        if p0.ndim < 2 or name not in trained or not run.steps:
+        if p0.ndim < 2 or name not in trained or not run.steps or not bool(p0.detach().any()):
             continue
         w0 = p0.detach().float()
         w1 = trained[name].detach().float().cpu()
