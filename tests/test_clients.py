@@ -86,3 +86,41 @@ def test_a_zero_initialised_parameter_has_no_update_ratio():
             p.add_(0.01)
     ratios = _update_ratios(fresh, SimpleNamespace(model=trained, steps=10))
     assert "cls" not in ratios and "head.weight" in ratios and 0 < ratios["head.weight"] < 0.1
+
+
+class _Photos:
+    """A map-style Dataset as users write one: a transform applied on every read."""
+
+    def __init__(self, random: bool):
+        import numpy as np
+
+        self.random = random
+        self.images = np.random.default_rng(0).random((40, 3, 16, 16)).astype("float32")
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        import torch
+
+        x = torch.from_numpy(self.images[i])
+        if self.random:  # a random flip and jitter, as RandomHorizontalFlip/ColorJitter do
+            x = x.flip(-1) if torch.rand(()) < 0.5 else x
+            x = x * (0.8 + 0.4 * torch.rand(()))
+        return x, i % 2
+
+
+@pytest.mark.parametrize("random", [True, False])
+def test_a_random_transform_in_the_users_dataset_is_said(random):
+    """Random augmentation in the user's transform was applied once, silently."""
+    import random as stdlib_random
+
+    import dnncheck
+
+    stdlib_random.seed(3)
+    result = dnncheck.audit({"train": _Photos(random)}, select=["imbalance"])
+    said = [n for n in result.data["notes"] if "transform is random" in n]
+    assert len(said) == (1 if random else 0)
+    if random:
+        assert "split 'train': two reads of item" in said[0]
+    assert stdlib_random.random() == pytest.approx(__import__("random").Random(3).random())  # streams kept

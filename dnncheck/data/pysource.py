@@ -46,7 +46,37 @@ def load_python(spec: str, search_dirs=()) -> Dataset:
                  classes=classes, splits=splits, channels=channels,
                  feature_names=[f"x{i}" for i in range(len(raw["train"][0][0]))] if table else [], notes=label_notes)
     ds.external = external
+    ds.notes += [note for name, data in result.items() for note in _random_transform_note(spec, name, data, raw[name][0])]
     return ds
+
+
+RANDOM_PROBES = 3  # items read a second time to see whether the Dataset's transform is random
+
+
+def _random_transform_note(spec: str, split: str, data, first_reads: list) -> list[str]:
+    """A note when reading an item twice gives other values (RandomResizedCrop, flips, noise): the
+    audit then sees one random draw of each sample, as the model does under augmentation."""
+    import random
+
+    import torch
+
+    state = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
+    try:  # reading again must not move the random streams the rest of the audit is seeded on
+        for i in range(min(RANDOM_PROBES, len(first_reads))):
+            try:
+                again = _as_array(data[i][0])
+            except Exception:  # it was read once already; a second failure is not this note's to report
+                return []
+            if again.shape != first_reads[i].shape or not np.array_equal(again, first_reads[i]):
+                return [f"python:{spec} split {split!r}: two reads of item {i} differ, so its transform is random "
+                        "(augmentation): dnncheck audits one draw of each sample, what the model sees in one "
+                        "epoch; statistics, duplicates and probes see that draw. Return the split with its "
+                        "evaluation transform for a fixed view"]
+    finally:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+        torch.random.set_rng_state(state[2])
+    return []
 
 
 def _items(spec: str, split: str, data):
