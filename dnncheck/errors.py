@@ -97,14 +97,13 @@ def user_frame(exc: BaseException) -> str | None:
     import sysconfig
     import traceback
 
+    import sys
+
     ours = os.path.dirname(os.path.abspath(__file__))
     library = [ours, sysconfig.get_paths()["stdlib"]]
-    try:
-        import torch
-
+    torch = sys.modules.get("torch")  # not imported for this: without torch loaded no frame is torch's
+    if torch is not None and getattr(torch, "__file__", None):
         library.append(os.path.dirname(os.path.abspath(torch.__file__)))
-    except ImportError:
-        pass
     found = None
     for frame in traceback.extract_tb(exc.__traceback__):
         name = os.path.abspath(frame.filename)

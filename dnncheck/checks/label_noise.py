@@ -97,13 +97,12 @@ class LabelNoise(Check):
         base = LabelNoiseMeasurement(tuple(ds.classes), tuple(train.ids), train.y, folds, conflicts,
                                      ctx.sampled_note("train"))
         try:
-            probs, used, notes = self._probabilities(ctx, train.y, folds)
+            probs, used, notes, info_notes = self._probabilities(ctx, train.y, folds)
         except ProbeCutShort as exc:  # partial evidence: say so, never a verdict from it
             return replace(base, probe_gap=ProbeGap.of(exc))
         confident = _confident_learning(train.y, probs)
-        return replace(base, confident=confident, estimators=tuple(used),
-                       notes=tuple(n for n in notes if not isinstance(n, ProbeNotRunNote)),
-                       info_notes=tuple(str(n) for n in notes if isinstance(n, ProbeNotRunNote)),
+        return replace(base, confident=confident, estimators=tuple(used), notes=tuple(notes),
+                       info_notes=tuple(info_notes),
                        figure=_suspect_figure(ds, train, confident))
 
     # -- judging --------------------------------------------------------------------------------
@@ -150,7 +149,7 @@ class LabelNoise(Check):
 
         fold = stratified_folds(y, folds, ctx.seed)
         flat = ctx.inputs("train").reshape(len(y), -1).numpy()
-        notes, estimates = [], {}
+        notes, info_notes, estimates = [], [], {}  # info_notes: the probe plan left the model out
         if self.t.probe:
             if not self._uses_probe(ctx):
                 notes.append(f"the model's {ctx.output_info.units} outputs do not match {ctx.dataset.num_classes} classes: "
@@ -169,16 +168,13 @@ class LabelNoise(Check):
                 except ProbeCutShort:
                     raise
                 except ProbeNotRun as exc:
-                    notes.append(ProbeNotRunNote(f"estimated without the model's probe: {exc}"))
+                    info_notes.append(f"estimated without the model's probe: {exc}")
                 except ProbeUnavailable as exc:
                     notes.append(f"estimated without the model's probe: {exc}")
         estimates.update(classical_probabilities(pca_features(flat, ctx.seed), y, fold, ctx.dataset.num_classes,
                                                  with_knn="probe" not in estimates))
         probs = np.mean(list(estimates.values()), axis=0)
-        return probs, sorted(estimates), notes
-
-class ProbeNotRunNote(str):
-    """A note that the probe plan left the model's estimator out: info, not a warning."""
+        return probs, sorted(estimates), notes, info_notes
 
 
 @dataclass(frozen=True)

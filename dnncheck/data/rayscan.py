@@ -15,12 +15,12 @@ from dnncheck.errors import UserError
 BATCH_FILES = 32
 
 
-def _records_of_batch(batch: dict, max_side: int) -> dict:
+def _records_of_batch(batch: dict, max_side: int, with_digest: bool = True) -> dict:
     from dnncheck.data.scan import record_file
 
     blobs, reasons, digests = [], [], []
     for path in batch["path"]:
-        record, reason, digest = record_file(str(path), max_side)
+        record, reason, digest = record_file(str(path), max_side, with_digest)
         blobs.append(record.tobytes())
         reasons.append(reason)
         digests.append(digest)
@@ -58,7 +58,7 @@ def _gather(paths: list[str], settings, advance=None) -> list[tuple[np.ndarray, 
     ray = _connect(settings.ray_address)
     items = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)])
     done = items.map_batches(_records_of_batch, batch_size=BATCH_FILES, batch_format="numpy",
-                             fn_kwargs={"max_side": settings.max_side})
+                             fn_kwargs={"max_side": settings.max_side, "with_digest": settings.cache})
     out: list = [None] * len(paths)
     for batch in done.iter_batches(batch_size=BATCH_FILES, batch_format="numpy"):
         for index, blob, reason, digest in zip(batch["index"], batch["record"], batch["reason"], batch["digest"]):

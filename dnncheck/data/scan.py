@@ -69,13 +69,14 @@ def usable_cores() -> int:
 
 
 # -- the per-file work (runs in the workers) ---------------------------------------------------------
-def record_file(path: str, max_side: int) -> tuple[np.ndarray, str, str]:
+def record_file(path: str, max_side: int, with_digest: bool = True) -> tuple[np.ndarray, str, str]:
     """(record, "", digest) for an image, (failed record, reason, digest) for a file that cannot be
-    decoded; digest: the file's content hash, kept in the cache for --verify-cache."""
+    decoded; digest: the file's content hash, kept in the cache for --verify-cache ("" without a cache:
+    then nothing would keep it, and hashing reads the file a second time)."""
     from dnncheck.data.cache import content_digest
     from dnncheck.data.images import DecodeError, decode_image
 
-    digest = content_digest(path)
+    digest = content_digest(path) if with_digest else ""
     try:
         image, native, mode, facts = decode_image(Path(path), max_side)
     except DecodeError as exc:
@@ -86,7 +87,8 @@ def record_file(path: str, max_side: int) -> tuple[np.ndarray, str, str]:
         return failed_record(native, mode), "too large to process in memory", digest
 
 
-def record_chunk(paths: list[str], max_side: int) -> tuple[np.ndarray, list[str], list[str], list]:
+def record_chunk(paths: list[str], max_side: int, with_digest: bool = True) -> tuple[np.ndarray, list[str], list[str],
+                                                                                  list]:
     """Records, reasons and digests of the files, and the warnings decoding them raised (returned,
     not printed: a worker's stderr is the user's terminal, also under --quiet)."""
     import warnings
@@ -95,7 +97,7 @@ def record_chunk(paths: list[str], max_side: int) -> tuple[np.ndarray, list[str]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         for k, path in enumerate(paths):
-            rec, reason, digest = record_file(path, max_side)
+            rec, reason, digest = record_file(path, max_side, with_digest)
             out[k] = rec[0]
             reasons.append(reason)
             digests.append(digest)
@@ -315,7 +317,7 @@ def _verified(hits: dict, keys: list, names: list[str], workers: int) -> tuple[d
 def _local_records(names: list[str], settings: ScanSettings, advance=None):
     """(record, reason, digest) per file, in order, as the worker processes finish their chunks."""
     for chunk_records, chunk_reasons, chunk_digests, caught in _run_chunks(
-            record_chunk, _chunks(names), (settings.max_side,), settings.worker_count, advance):
+            record_chunk, _chunks(names), (settings.max_side, settings.cache), settings.worker_count, advance):
         reraise_warnings(caught)
         for k in range(len(chunk_reasons)):
             yield chunk_records[k], chunk_reasons[k], chunk_digests[k]
