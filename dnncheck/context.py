@@ -40,6 +40,14 @@ def memoized(method):
     return property(get)
 
 
+class FeatureRun:
+    """What a forward-only probe reports to the runner: no training steps, never cut short (one
+    forward pass is planned and predicted, not stopped midway)."""
+
+    steps = 0
+    stopped_by = "plan"
+
+
 class Context:
     def __init__(self, cfg, progress=None):
         self.cfg = cfg
@@ -449,8 +457,23 @@ class Context:
         values.update(overrides)
         return ProbeSettings(**values)
 
-    def probe_data(self, normalizer=None):
-        """(train, val) tensor pairs for probes: the subsample of train, and val (or test).
+    def probe_positions(self, name: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Positions in view("train") and view(eval split) that probe `name` trains on and evaluates:
+        the probes' subsamples, cut to a compact probe's sizes (stratified, seeded) when the plan
+        gave `name` its compact form."""
+        tr, vi = self.probe_train_index, self.probe_val_index
+        spec = None if name is None else self.probe_runner.plan.probes.get(name)
+        if spec is None or not spec.compact or not 0 < spec.train_samples < len(tr):
+            return tr, vi
+        stratify = self.dataset.task == "classification"
+        tr = tr[subsample_index(self.view("train").y[tr], spec.train_samples, self.cfg.seed, stratify)]
+        if vi is not None and spec.val_samples is not None:
+            vi = vi[subsample_index(self.view(self.eval_split).y[vi], spec.val_samples, self.cfg.seed, stratify)]
+        return tr, vi
+
+    def probe_data(self, normalizer=None, probe: str | None = None):
+        """(train, val) tensor pairs for probes: the subsample of train, and val (or test); for
+        `probe`, the positions it was planned on (probe_positions).
 
         `normalizer` replaces the configured normalisation (the normalization check compares both).
         """
@@ -460,11 +483,10 @@ class Context:
                 return self.inputs(split) if whole else self.inputs(split)[index]
             return normalizer(self.raw_inputs(split) if whole else self.raw_inputs(split)[index])
 
-        tr = self.probe_train_index
+        tr, vi = self.probe_positions(probe)
         train = (features("train", tr), self.targets("train")[tr])
         val = None
         if self.eval_split is not None:
-            vi = self.probe_val_index
             val = (features(self.eval_split, vi), self.targets(self.eval_split)[vi])
         return train, val
 
@@ -478,12 +500,15 @@ class Context:
         from dnncheck.probes.train import train_probe
 
         spec = self.planned(name)
-        settings = self.probe_settings(max_epochs=spec.epochs, record_epochs=spec.evaluate_epochs, **overrides)
-        train, val = data if data is not None else self.probe_data(normalizer)
+        settings = self.probe_settings(**{"max_epochs": spec.epochs, "record_epochs": spec.evaluate_epochs,
+                                          "batch_size": spec.batch_size, **overrides})
+        train, val = data if data is not None else self.probe_data(normalizer, probe=name)
         net = model if model is not None else self.fresh_model()
-        return self.probe_runner.guarded(name, lambda guard: train_probe(name, net, self.loss_fn, train, val,
-                                                                         self.dataset.task, settings, guard,
-                                                                         self.progress))
+        run = self.probe_runner.guarded(name, lambda guard: train_probe(name, net, self.loss_fn, train, val,
+                                                                        self.dataset.task, settings, guard,
+                                                                        self.progress))
+        run.compact = spec.compact
+        return run
 
     def fit_probe(self):
         """The model trained briefly on train with the user's settings: one run shared by all checks.
@@ -496,11 +521,11 @@ class Context:
         """The learning-rate range test over `lrs` on a fresh model and the probe's training data."""
         from dnncheck.probes.train import range_test
 
-        self.planned("learning-rate", steps=len(lrs))
-        (x, y), _ = self.probe_data()
+        spec = self.planned("learning-rate", steps=len(lrs))
+        (x, y), _ = self.probe_data(probe="learning-rate")
         model = self.fresh_model()
         return self.probe_runner.guarded("learning-rate", lambda guard: range_test(
-            model, self.loss_fn, x, y, self.probe_settings(), lrs, guard))
+            model, self.loss_fn, x, y, self.probe_settings(batch_size=spec.batch_size), lrs, guard))
 
     def one_batch_fit(self, batch: int, max_steps: int, target_ratio: float):
         """A fresh model trained on the first `batch` training samples (the one-batch test)."""
@@ -510,7 +535,22 @@ class Context:
         x, y = self.inputs_of("train", range(spec.batch_size)), self.targets("train")[: spec.batch_size]
         model = self.fresh_model()
         return self.probe_runner.guarded("overfit-batch", lambda guard: fit_one_batch(
-            model, self.loss_fn, x, y, self.probe_settings(), max_steps, target_ratio, guard))
+            model, self.loss_fn, x, y, self.probe_settings(), spec.steps, target_ratio, guard))
+
+    def frozen_feature_probabilities(self, x, y, fold) -> dict:
+        """The compact label-noise probe: out-of-sample probabilities of a linear head on the fresh
+        model's frozen features (probes/crossfit.py), timed and guarded as probe "label-noise"."""
+        from dnncheck.probes.crossfit import frozen_feature_probabilities
+
+        model = self.fresh_model()
+        done = {}
+
+        def work(_guard):
+            done.update(frozen_feature_probabilities(model, x, y, fold, self.dataset.num_classes, self.device))
+            return FeatureRun()
+
+        self.probe_runner.guarded("label-noise", work)
+        return done
 
     def artifact(self, key, compute):
         """A shared result computed once per audit under `key` (e.g. duplicate pairs)."""

@@ -91,9 +91,10 @@ MIN_OSCILLATION_EPOCHS = 5
 LAST_SHARE = 5
 
 
-def diagnose(history: dict, num_classes: int | None, t) -> tuple[dict, list[Finding]]:
+def diagnose(history: dict, num_classes: int | None, t, short: bool = False) -> tuple[dict, list[Finding]]:
     """Metrics and findings for a per-epoch history (`t`: TrainingCurves.Thresholds). Epochs are
-    reported 1-based."""
+    reported 1-based. `short`: a compact probe (a few steps of a costly model), too short to expect
+    a model trained from scratch to generalise."""
     loss = _array(history.get("loss"))
     val = _array(history.get("val_loss"))
     metrics: dict = {"epochs": int(len(loss if loss is not None else val))}
@@ -109,9 +110,9 @@ def diagnose(history: dict, num_classes: int | None, t) -> tuple[dict, list[Find
         findings += _oscillation(loss, metrics, t)
         findings += _loss_scale(loss, num_classes, metrics, t)
     if val is not None and len(val) >= MIN_TREND_EPOCHS:
-        findings += _overfitting(loss, val, metrics, t)
+        findings += _overfitting(loss, val, metrics, t, short)
         findings += _plateau(val, metrics, t)
-    findings += _no_learning(history, num_classes, metrics, t)
+    findings += _no_learning(history, loss, num_classes, metrics, t, short)
     return metrics, findings
 
 
@@ -129,7 +130,7 @@ def _divergence(loss, metrics, t):
     return []
 
 
-def _overfitting(loss, val, metrics, t):
+def _overfitting(loss, val, metrics, t, short=False):
     best = int(np.argmin(val))
     rise = float((val[-1] - val[best]) / max(abs(val[best]), 1e-12))
     metrics.update(best_epoch=best + 1, best_val_loss=round(float(val[best]), 5),
@@ -150,6 +151,9 @@ def _overfitting(loss, val, metrics, t):
     head = (f"overfitting from epoch {best + 1}: validation loss is lowest there ({val[best]:.4g}) and has risen "
             f"{rise:.0%} by epoch {len(val)} (at least {sustained:.0%} in each of the last {held} epochs) while "
             "training loss kept falling")
+    if short:  # a few dozen samples for a few epochs: the onset says nothing about the user's training
+        return [Finding(Status.INFO, f"{head} in the compact probe (a few dozen samples, a few epochs): not evidence "
+                        "about full training", evidence={"best_epoch": best + 1, "rise": rise})]
     return [Finding(severity, f"{head}; stop early at epoch {best + 1} or regularise",
                     evidence={"best_epoch": best + 1, "rise": rise}, headline=head)]
 
@@ -199,14 +203,26 @@ def _loss_scale(loss, num_classes, metrics, t):
     return []
 
 
-def _no_learning(history, num_classes, metrics, t):
+def _no_learning(history, loss, num_classes, metrics, t, short):
+    """Accuracy near chance. Nothing is learned when the training loss does not fall either (fail;
+    warn after a compact probe's few steps); when it falls by `learning_drop` the model learns its
+    training data but does not generalise: warn (labels that disagree between splits, memorisation),
+    info after a compact probe, where a large model trained from scratch has not had the steps to."""
     acc = history.get("val_acc") or history.get("acc")
     if not acc or not num_classes:
         return []
     final = float(np.nanmax(np.asarray(acc, dtype=float)[-max(1, len(acc) // LAST_SHARE):]))
     chance = 1.0 / num_classes
     metrics["final_accuracy"] = round(final, 4)
-    if final < chance + t.chance_margin:
-        return [Finding(Status.FAIL, f"accuracy stays near chance ({final:.2f} vs {chance:.2f} for {num_classes} classes): "
-                        "nothing is being learned")]
-    return []
+    if final >= chance + t.chance_margin:
+        return []
+    where = f"accuracy stays near chance ({final:.2f} vs {chance:.2f} for {num_classes} classes)"
+    fell = loss is not None and len(loss) >= 2 and loss[0] > 0 and loss[-1] <= (1 - t.learning_drop) * loss[0]
+    if not fell:
+        return [Finding(Status.WARN if short else Status.FAIL, f"{where}: nothing is being learned", headline=where)]
+    drop = f"training loss fell {1 - loss[-1] / loss[0]:.0%} ({loss[0]:.3g} -> {loss[-1]:.3g})"
+    if short:
+        return [Finding(Status.INFO, f"{where} after the compact probe's few steps while {drop}: the model learns its "
+                        "training samples; generalising takes longer than the probe")]
+    return [Finding(Status.WARN, f"{where} while {drop}: the model fits its training data but does not generalise "
+                    "(validation labels that disagree with training, or memorisation)", headline=where)]

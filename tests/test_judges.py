@@ -83,10 +83,31 @@ def test_normalization_cut_short_probe_is_inconclusive():
 
 
 # -- DNC13 training-curves ---------------------------------------------------------------------
-def _curves(history, classes=None, gap=None):
+def _curves(history, classes=None, gap=None, compact=False):
     from dnncheck.checks.training_curves import TrainingCurves, TrainingCurvesMeasurement
 
-    return TrainingCurves.judge(TrainingCurvesMeasurement(history, classes, "test", gap), TrainingCurves.Thresholds())
+    return TrainingCurves.judge(TrainingCurvesMeasurement(history, classes, "test", gap, compact),
+                                TrainingCurves.Thresholds())
+
+
+@pytest.mark.parametrize("last_loss, compact, status", [
+    (0.61, False, Status.FAIL),  # training loss fell 12%: nothing is learned
+    (0.55, False, Status.WARN),  # fell 21%: learns train, does not generalise
+    (0.61, True, Status.WARN),  # a compact probe's few steps: no fall is a warning at most
+    (0.55, True, Status.PASS),  # ...and learning train without generalising yet is expected (info)
+])
+def test_curves_chance_accuracy_reads_the_training_loss(last_loss, compact, status):
+    v = _curves({"loss": [0.7, 0.65, last_loss], "val_acc": [0.5, 0.5, 0.5]}, classes=2, compact=compact)
+    assert v.status is status
+    assert "near chance" in " ".join(f.message for f in v.findings)
+
+
+def test_curves_overfitting_in_a_compact_probe_is_a_note():
+    history = {"loss": [1.0, 0.8, 0.6, 0.5], "val_loss": [1.0, 0.5, 1.0, 1.2]}  # +100% sustained
+    assert _curves(history).status is Status.FAIL
+    compact = _curves(history, compact=True)
+    assert compact.status is Status.PASS and compact.findings[0].severity is Status.INFO
+    assert "compact probe" in compact.summary
 
 
 @pytest.mark.parametrize("rise, status", [(0.099, Status.PASS), (0.1, Status.WARN), (0.499, Status.WARN),
@@ -147,15 +168,24 @@ def test_curves_cut_short_probe_is_inconclusive():
 
 
 # -- DNC12 learning-rate -------------------------------------------------------------------------
-def _range_test(user_lr, stopped_by="plan", smoothed=None):
+def _range_test(user_lr, stopped_by="plan", smoothed=None, compact=False):
     from dnncheck.checks.learning_rate import LearningRate, LearningRateMeasurement
 
     lrs = np.logspace(-5, 0, 51)
     if smoothed is None:  # falls fastest near 1e-3, bottoms at 1e-2 (index 30), then climbs
         x = np.log10(lrs)
         smoothed = 2.0 - 1.5 / (1 + np.exp(-4 * (x + 3))) + np.where(x > -2, 3 * (x + 2) ** 2, 0.0)
-    m = LearningRateMeasurement(user_lr, tuple(lrs), tuple(smoothed), tuple(smoothed), stopped_by)
+    m = LearningRateMeasurement(user_lr, tuple(lrs), tuple(smoothed), tuple(smoothed), stopped_by, compact=compact)
     return LearningRate.judge(m, LearningRate.Thresholds())
+
+
+@pytest.mark.parametrize("user_lr, full, compact", [(0.02, Status.WARN, Status.PASS),  # just above the band
+                                                     (1e-7, Status.WARN, Status.PASS),  # far below it
+                                                     (0.5, Status.FAIL, Status.FAIL)])  # far above: decisive
+def test_a_compact_range_test_band_is_advice_but_its_blow_up_is_not(user_lr, full, compact):
+    assert _range_test(user_lr).status is full
+    v = _range_test(user_lr, compact=compact)
+    assert v.status is compact and (compact is Status.FAIL or "compact range test" in v.summary)
 
 
 def test_learning_rate_range_is_read_from_the_curve():
@@ -235,6 +265,15 @@ def test_imbalance_ratio_edges(big, status):
     assert v.status is status and v.metrics["imbalance_ratio"] == round(big / 5000, 3)
     if status is Status.FAIL:
         assert v.summary.startswith("imbalance ratio 20.0: the smallest classes are c1 (5000)")
+
+
+def test_low_recall_of_a_probe_at_chance_on_balanced_classes_is_not_judged():
+    y_true = np.repeat([0, 1], 30)
+    at_chance = _imbalance([5000, 5000], y_true=y_true, y_pred=np.zeros(60, int))  # predicts one class
+    assert at_chance.status is Status.PASS and "not judged" in at_chance.findings[-1].message
+    learns = np.concatenate([np.zeros(30, int), np.r_[np.ones(10, int), np.zeros(20, int)]])  # recall 1.0 / 0.33
+    v = _imbalance([5000, 5000], y_true=y_true, y_pred=learns)
+    assert v.status is Status.WARN and "rarely recognises: c1" in v.summary + " ".join(f.message for f in v.findings)
 
 
 def _weak_probe(classes=2, correct=8):

@@ -37,35 +37,61 @@ def _plan(cost, budget, device_type="cpu"):
     return probes.plan
 
 
-def test_resnet18_at_224_on_a_cpu_leaves_out_what_does_not_fit_and_says_it_once():
+def test_resnet18_at_224_on_a_cpu_runs_the_compact_plan_and_says_it_once():
     plan = _plan(RESNET18_224, 300)
-    assert set(plan.not_run) == set(PRIORITY)  # about two CPU hours of probes
+    # the decisive probes run small; the comparison runs (no compact form) are left out
+    assert set(plan.compact) == {"overfit-batch", "learning-rate", "fit", "label-noise"}
+    assert set(plan.not_run) == {"normalization", "overfit-shuffled", "pixel-trigger"}
+    assert sum(plan.predicted(n) for n in plan.compact) <= 300 * 0.7
+    assert plan["overfit-batch"].batch_size == 8 and plan["fit"].train_samples == 48
+    assert plan["fit"].val_samples == 64 and plan["label-noise"].kind == "features"
+    assert plan["label-noise"].steps == 0 and plan["label-noise"].eval_samples == FACTS.full_train
     assert plan.message.startswith("model probes need about ") and "minutes of CPU time" in plan.message
-    assert "Run with --budget" in plan.message and "--device cuda" in plan.message
+    assert "compact: " in plan.message and "not run: normalization" in plan.message
+    assert "For the full plan run with --budget" in plan.message and "--device cuda" in plan.message
     record = ProbeRunner(FACTS, 300)
     record.plan_probes(EVERY_PROBE, cost=RESNET18_224)
     doc = record.record()
-    assert doc["compute"]["not_run"] == list(plan.not_run) and all(p["not_run"] for p in doc["probes"])
+    assert doc["compute"]["not_run"] == list(plan.not_run)
+    assert {p["name"] for p in doc["probes"] if p["compact"]} == set(plan.compact)
     # the same model on the same device type: the same plan, whatever the machine's speed today
     assert _plan(RESNET18_224, 300).not_run == plan.not_run and _plan(RESNET18_224, 300).message == plan.message
 
 
+def test_a_budget_too_small_even_for_the_compact_plan_leaves_everything_out():
+    plan = _plan(RESNET18_224, 10)  # 7 s of room: not even one forward pass over the training split
+    assert set(plan.not_run) == set(PRIORITY) and plan.compact == ()
+    assert "not run: " in plan.message
+
+
+def test_normalization_is_left_out_when_the_fit_it_is_compared_with_is_compact():
+    facts = PlanFacts(train_samples=4000, val_samples=2000, full_train=4000, batch_size=64, epochs=None,
+                      max_train_samples=4000)
+    probes = ProbeRunner(facts, 300)
+    probes.plan_probes({"fit": ({}, ["DNC2"]), "normalization": ({}, ["DNC2"])}, cost=ModelCost(1e9, 1e6))
+    assert probes.plan["fit"].compact and probes.plan.not_run == ("normalization",)
+
+
 def test_priority_keeps_the_cheap_decisive_probes_first():
     small = ModelCost(2e7, 2e5)  # a small CNN
-    everything = sum(_plan(small, 10**6).predicted(n) for n in PRIORITY)
+    whole = _plan(small, 10**6)
+    everything = sum(whole.predicted(n) for n in PRIORITY)
     plan = _plan(small, everything * 0.5)  # half of what everything needs (x 0.7 margin)
-    kept = [n for n in PRIORITY if n not in plan.not_run]
-    assert kept[0] == "overfit-batch" and "label-noise" in plan.not_run
-    assert sum(plan.predicted(n) for n in kept) <= everything * 0.5 * 0.7
-    # greedy in priority order: a left-out probe did not fit the room left when its turn came
+    full = [n for n in PRIORITY if n not in plan.not_run and not plan[n].compact]
+    assert full[0] == "overfit-batch" and "label-noise" in plan.not_run + plan.compact
+    assert sum(plan.predicted(n) for n in PRIORITY if n not in plan.not_run) <= everything * 0.5 * 0.7
+    # greedy in priority order: a probe ran whole when it fitted the room left at its turn, else
+    # its compact form when that fitted, else it was left out
     room = everything * 0.5 * 0.7
     for name in PRIORITY:
-        if name in kept:
-            room -= plan.predicted(name)
+        if name in full:
+            assert whole.predicted(name) <= room
         else:
-            assert plan.predicted(name) > room
+            assert whole.predicted(name) > room or name == "normalization"
+        if name not in plan.not_run:
+            room -= plan.predicted(name)
     assert _plan(small, everything / 0.7 + 1).not_run == ()  # it all fits: nothing is said
-    assert _plan(small, everything / 0.7 + 1).message == ""
+    assert _plan(small, everything / 0.7 + 1).compact == () and _plan(small, everything / 0.7 + 1).message == ""
 
 
 def test_the_plan_for_cuda_is_exercised_on_cpu():
@@ -94,3 +120,29 @@ def test_checks_of_probes_not_run_skip_or_say_info_and_never_gate(tmp_path):
     assert all("was not run" in f["message"] or "parameters" in f["message"] for f in overfit["findings"])
     assert doc["model"]["probe_plan"]["compute"]["device_type"] == "CPU"
     assert not any(c["metrics"].get("inconclusive") for c in doc["checks"])
+
+
+def test_a_costly_model_gets_the_compact_plan_and_every_check_still_judges(tmp_path, monkeypatch):
+    """A model taken to cost 1 GFLOP per sample (the small CNN on digits, so the suite stays fast):
+    the range test, the fit and label noise run compact, and no check is inconclusive, skipped or
+    errored for want of a probe; the compact fit trains on its stratified 48 samples."""
+    from dnncheck.probes import cost
+
+    monkeypatch.setattr(cost, "measure_cost", lambda model, sample: ModelCost(1e9, 1e6))
+    out = tmp_path / "r.json"
+    checks = "normalization,label-noise,loss-sanity,overfit,imbalance,learning-rate,gradient-health,training-curves"
+    result = runner.invoke(app, ["audit", "sklearn:digits", "--model", "smallcnn", "--select", checks, "--quiet",
+                                 "--json", str(out)])
+    assert result.exit_code in (0, 1), result.output
+    doc = json.loads(out.read_text())
+    probes = {p["name"]: p for p in doc["model"]["probe_plan"]["probes"]}
+    assert {n for n, p in probes.items() if p["compact"]} == {"learning-rate", "fit", "label-noise"}
+    assert probes["fit"]["steps_done"] == probes["fit"]["steps"] == 12 and probes["overfit-batch"]["ran"]
+    assert doc["model"]["probe_plan"]["compute"]["not_run"] == ["normalization", "overfit-shuffled"]
+    for check in doc["checks"]:
+        assert check["status"] in ("pass", "warn", "fail"), (check["slug"], check["summary"])
+        assert not check["metrics"].get("inconclusive"), check["slug"]
+    by_slug = {c["slug"]: c for c in doc["checks"]}
+    assert "frozen_features" in by_slug["label-noise"]["metrics"]["estimators"]
+    assert by_slug["learning-rate"]["metrics"]["range_test_steps"] <= 30
+    assert "compact probe" in by_slug["training-curves"]["metrics"]["history_from"]

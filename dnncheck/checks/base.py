@@ -183,10 +183,16 @@ def headline(findings) -> str:
     return max(findings, key=lambda f: f.severity.rank).short
 
 
+def serious(findings) -> list:
+    """The findings that are more than information: what a summary must lead with when there are any
+    (a pass whose notes are advice reads as its measurement, not as its first note)."""
+    return [f for f in findings if f.severity is not Status.INFO]
+
+
 def verdict(findings, default: Status = Status.PASS) -> Status:
     """The check's status: the worst severity among its findings (info never raises it)."""
     return Status.worst([default, *(f.severity for f in findings if f.severity is not Status.INFO)])
 
 
-__all__ = ["Check", "CheckResult", "Finding", "ProbeGap", "Skipped", "Status", "Verdict", "headline", "inconclusive",
+__all__ = ["Check", "CheckResult", "Finding", "ProbeGap", "Skipped", "Status", "Verdict", "headline", "inconclusive", "serious",
            "probe_missing", "verdict", "with_reason"]

@@ -90,7 +90,7 @@ class Imbalance(Check):
                 if run.val_outputs is None:
                     note = "per-class recall not measured: there is no validation or test split"
                 else:
-                    y_true = ctx.targets(ctx.eval_split)[ctx.probe_val_index].numpy()
+                    y_true = ctx.targets(ctx.eval_split)[ctx.probe_positions("fit")[1]].numpy()
                     predictions = ProbePredictions(ctx.eval_split, y_true, run.val_outputs.argmax(1).numpy(),
                                                    carved=ctx.eval_split in ds.made_splits)
             except ProbeUnavailable as exc:
@@ -249,7 +249,13 @@ def _probe_findings(m: ImbalanceMeasurement, train, ratio, t):
     # a recall of 0 or 0.5 from two samples is noise, not a class the probe fails on
     low = [(name, r) for name, r in metrics["per_class_recall"].items()
            if r < t.low_recall_factor * float(np.median(measured)) and evaluated[name] >= t.min_eval_per_class]
-    if low:
+    chance = 1.0 / max(1, len(metrics["per_class_recall"]))
+    if low and ratio < t.ratio_warn and metrics["probe_balanced_accuracy"] <= chance + t.baseline_margin:
+        # balanced classes and a probe at chance (e.g. a compact probe of a large model): which class
+        # it happens to predict is arbitrary, not a class the data under-serves
+        findings.append(Finding(Status.INFO, f"per-class recall not judged: the probe's balanced accuracy "
+                                f"{metrics['probe_balanced_accuracy']:.2f} is at chance ({chance:.2f}) on balanced classes"))
+    elif low:
         findings.append(Finding(Status.WARN, "classes the probe rarely recognises: " +
                                 ", ".join(f"{n} (recall {r:.2f})" for n, r in low[:MAX_LISTED]),
                                 evidence={"low_recall": dict(low)}))

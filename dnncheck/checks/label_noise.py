@@ -156,6 +156,12 @@ class LabelNoise(Check):
                              "estimated without it (see loss-sanity)")
             else:
                 x, targets = ctx.inputs("train"), ctx.targets("train")
+                if ctx.planned("label-noise", folds=folds).kind == "features":  # the compact plan
+                    try:
+                        estimates.update(ctx.frozen_feature_probabilities(x, y, fold))
+                    except ProbeUnavailable as exc:
+                        notes.append(f"estimated without the model's features: {exc}")
+                    return self._combined(ctx, flat, y, fold, estimates, notes, info_notes)
 
                 def train_on(fit, k):  # a fresh, differently seeded model per fold, as the plan fixes
                     model = ctx.fresh_model(seed=ctx.seed + k)
@@ -171,6 +177,13 @@ class LabelNoise(Check):
                     info_notes.append(f"estimated without the model's probe: {exc}")
                 except ProbeUnavailable as exc:
                     notes.append(f"estimated without the model's probe: {exc}")
+        return self._combined(ctx, flat, y, fold, estimates, notes, info_notes)
+
+    @staticmethod
+    def _combined(ctx, flat, y, fold, estimates, notes, info_notes):
+        """The model's estimates (if any) averaged with the classical ones on the input pixels."""
+        from dnncheck.probes.crossfit import classical_probabilities, pca_features
+
         estimates.update(classical_probabilities(pca_features(flat, ctx.seed), y, fold, ctx.dataset.num_classes,
                                                  with_knn="probe" not in estimates))
         probs = np.mean(list(estimates.values()), axis=0)

@@ -8,7 +8,7 @@ import numpy as np
 
 from dnncheck.figures import Lines
 from dnncheck.checks.base import (Check, Finding, ProbeGap, Skipped, Status,
-                                  Verdict, inconclusive, probe_missing, verdict)
+                                  Verdict, inconclusive, probe_missing, serious, verdict)
 from dnncheck.errors import ProbeUnavailable
 
 
@@ -65,14 +65,14 @@ class LearningRate(Check):
     def measure(self, ctx):
         if not any(p.requires_grad for p in ctx.fresh_model().parameters()):
             return Skipped("the model has no trainable parameters (see overfit)")
-        steps = self.t.steps
+        steps = ctx.planned("learning-rate", steps=self.t.steps).steps  # fewer in a compact plan
         lrs = self.t.lr_start * (self.t.lr_end / self.t.lr_start) ** (np.arange(steps) / max(1, steps - 1))
         try:
             test = ctx.lr_range_test(lrs)
         except ProbeUnavailable as exc:
             return probe_missing(exc, NO_PROBE, lambda gap: LearningRateMeasurement(ctx.user_lr, (), (), (), "budget", gap))
         return LearningRateMeasurement(ctx.user_lr, tuple(test.lrs), tuple(test.losses), tuple(test.smoothed),
-                                       test.stopped_by)
+                                       test.stopped_by, compact=ctx.planned("learning-rate").compact)
 
     @classmethod
     def judge(cls, m: "LearningRateMeasurement", t) -> Verdict:
@@ -88,7 +88,7 @@ class LearningRate(Check):
                                        marks={f"your lr {lr:g}": lr}, band=band)}
         summary = findings[0].short if findings else (
             f"lr {lr:g} lies in the suggested range [{metrics['suggested_lr_min']:.2g}, {metrics['suggested_lr_max']:.2g}]")
-        remedy = "" if not findings else (f"Set [train] lr inside [{metrics.get('suggested_lr_min', 0):.2g}, "
+        remedy = "" if not serious(findings) else (f"Set [train] lr inside [{metrics.get('suggested_lr_min', 0):.2g}, "
                                           f"{metrics.get('suggested_lr_max', 0):.2g}], with warm-up and decay.")
         return Verdict(verdict(findings), summary, tuple(findings), metrics, remedy, figures)
 
@@ -101,6 +101,7 @@ class LearningRateMeasurement:
     smoothed: tuple[float, ...]  # bias-corrected exponential moving average of the loss
     stopped_by: str  # "plan" (every step), "loss exploded", or "budget"
     probe_gap: ProbeGap | None = None
+    compact: bool = False  # the compact plan's range test (30 steps on 32 samples): its band is rough
 
 
 # Smith (2017): the useful range starts about a decade below the steepest descent. Part of the
@@ -136,9 +137,13 @@ def _range_findings(m: LearningRateMeasurement, t):
         head = f"lr {lr:g} is far above the useful range [{low:.2g}, {high:.2g}]" + (
             f" (the loss blew up at {blew_up:.2g})" if blew_up else "")
         return metrics, [Finding(Status.FAIL, f"{head}; training will diverge or oscillate", headline=head)]
+    # a compact test's band (30 steps on 32 samples) is rough: outside it is advice; beyond the
+    # blow-up point above is decisive at any length
+    mild = Status.INFO if m.compact else Status.WARN
+    rough = " (the compact range test: 30 steps on 32 samples, a rough band)" if m.compact else ""
     if lr > high:
-        return metrics, [Finding(Status.WARN, f"lr {lr:g} is above the suggested range [{low:.2g}, {high:.2g}]")]
+        return metrics, [Finding(mild, f"lr {lr:g} is above the suggested range [{low:.2g}, {high:.2g}]{rough}")]
     if lr < low / t.low_factor:
-        head = f"lr {lr:g} is far below the suggested range [{low:.2g}, {high:.2g}]"
-        return metrics, [Finding(Status.WARN, f"{head}; training will crawl", headline=head)]
+        head = f"lr {lr:g} is far below the suggested range [{low:.2g}, {high:.2g}]{rough}"
+        return metrics, [Finding(mild, f"{head}; training will crawl", headline=head)]
     return metrics, []

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, verdict
+from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, serious, verdict
 from dnncheck.errors import ProbeUnavailable
 
 MAX_LISTED = 20
@@ -86,7 +86,8 @@ class LossSanity(Check):
         curve, gap = None, None
         try:
             run = ctx.fit_probe()
-            curve = ProbeLossCurve(tuple(run.step_loss), run.steps, len(run.epochs), run.seconds, run.initial_loss)
+            curve = ProbeLossCurve(tuple(run.step_loss), run.steps, len(run.epochs), run.seconds, run.initial_loss,
+                                   run.compact)
         except ProbeUnavailable as exc:
             gap = ProbeGap.of(exc)
         return LossSanityMeasurement(ds.task, ctx.loss_name, tuple(ds.classes), describe_model_outputs(model, x, out),
@@ -136,6 +137,7 @@ class ProbeLossCurve:
     epochs: int
     seconds: float
     initial_loss: float  # before the first step, on the first batch
+    compact: bool = False  # a compact probe's few steps: not falling much is expected, not a defect
 
 
 @dataclass(frozen=True)
@@ -302,6 +304,9 @@ def _curve_findings(m: LossSanityMeasurement, t):
     metrics.update(probe_initial_loss=round(start, 4), probe_final_loss=round(end, 4))
     if end > t.min_fall_ratio * start:
         head = f"the probe's loss did not fall: {start:.4g} at the start, {end:.4g} after {run.steps} steps"
+        if run.compact:  # a dozen steps of a costly model from scratch; the one-batch test is the evidence
+            return metrics, [Finding(Status.INFO, f"{head} of the compact probe: too few to expect a fall on the whole "
+                                     "training set; whether the loss can fall is the one-batch test's (see overfit)")]
         return metrics, [Finding(Status.WARN, f"{head} (frozen or detached parameters, a zero or tiny learning "
                                  "rate, or a loss that does not reach the outputs)",
                                  evidence={"initial": start, "final": end}, headline=head)]
@@ -310,7 +315,7 @@ def _curve_findings(m: LossSanityMeasurement, t):
 
 # -- text ---------------------------------------------------------------------------------------
 def _summary(findings, metrics) -> str:
-    if findings:
+    if serious(findings):
         return headline(findings)
     text = f"{metrics['loss']} on {metrics['output_kind']}"
     if metrics.get("initial_loss") is not None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.figures import Lines
-from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, verdict
+from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, serious, verdict
 from dnncheck.errors import ProbeUnavailable
 MAX_LISTED = 20
 
@@ -340,7 +340,7 @@ def _round(v):
 
 
 def _summary(findings, metrics) -> str:
-    if findings:
+    if serious(findings):
         return headline(findings)
     text = f"inputs in [{metrics['input_min']:.3g}, {metrics['input_max']:.3g}], centred and scaled ({metrics['applied']['mode']})"
     if metrics.get("probe_steps_as_fed") and metrics.get("probe_alternative"):

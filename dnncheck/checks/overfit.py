@@ -9,8 +9,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dnncheck.figures import Lines
-from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, verdict
+from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, serious, verdict
 from dnncheck.errors import ProbeUnavailable
+
+COMPACT_GAP_NOTE = "a few dozen training samples for a few epochs, too few for the gap to say how full training generalises"
 
 
 
@@ -96,7 +98,7 @@ class Overfit(Check):
             fit = ctx.fit_probe()
         except ProbeUnavailable as exc:
             return replace(m, fit_gap=ProbeGap.of(exc))
-        m = replace(m, fit_epochs=tuple(fit.epochs), fit_curves=fit.curves())
+        m = replace(m, fit_epochs=tuple(fit.epochs), fit_curves=fit.curves(), fit_compact=fit.compact)
         if self.t.shuffled and m.fits_one_batch is not False:  # no memorisation test of a model that cannot learn
             m = self._measure_shuffled(ctx, m)
         return m
@@ -132,8 +134,11 @@ class Overfit(Check):
         elif m.fit_epochs is not None:
             gap_metrics, gap_findings = _gap_findings(m.fit_epochs, t)
             metrics.update(gap_metrics)
+            if m.fit_compact:  # a model fitted to a few dozen samples always shows a gap
+                gap_findings = [replace(f, severity=Status.INFO, message=f"{f.message} (the compact probe: "
+                                        f"{COMPACT_GAP_NOTE})") for f in gap_findings]
             findings += gap_findings
-            evidence += gap_findings
+            evidence += [f for f in gap_findings if f.severity is not Status.INFO]
             series = {k: v for k, v in m.fit_curves.items() if k != "step_loss" and any(x is not None for x in v)}
             if series:
                 figures["curves"] = Lines("Probe curves per epoch", series, "epoch", "value")
@@ -173,6 +178,7 @@ class OverfitMeasurement:
     batch: OneBatch | None = None
     batch_gap: ProbeGap | None = None
     fit_epochs: tuple[dict, ...] | None = None  # the shared probe run's per-epoch record
+    fit_compact: bool = False  # the compact fit (tens of training samples): its gap is not evidence
     fit_curves: dict | None = None
     fit_gap: ProbeGap | None = None
     shuffled_train_acc: tuple | None = None  # per epoch, on randomly permuted labels
@@ -300,8 +306,8 @@ def _remedy(findings) -> str:
 
 
 def _summary(metrics, findings) -> str:
-    if findings:
-        return headline(findings)
+    if serious(findings) or "batch_initial_loss" not in metrics:
+        return headline(findings) if findings else "no one-batch measurement"
     text = (f"fits one batch ({metrics['batch_initial_loss']:.3g} -> {metrics['batch_best_loss']:.2g} in "
             f"{metrics['batch_steps']} steps); {metrics['parameters_per_sample']:g} parameters per sample")
     if "memorisation_ratio" in metrics:

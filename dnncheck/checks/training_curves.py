@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dnncheck.figures import Lines
-from dnncheck.checks.base import Check, ProbeGap, Status, Verdict, headline, inconclusive, probe_missing, verdict
+from dnncheck.checks.base import Check, ProbeGap, Status, Verdict, headline, inconclusive, probe_missing, serious, verdict
 from dnncheck.errors import ProbeUnavailable
 
 
@@ -39,7 +39,9 @@ class TrainingCurves(Check):
         `plateau_change` of its mean over the whole run. Oscillation: at least
         `oscillation_flips` of consecutive changes reverse sign with a median swing of
         `oscillation_amplitude` of the loss. No learning: the best accuracy of the last fifth of
-        epochs within `chance_margin` of 1/C. In an audit it reads the shared probe run; use
+        epochs within `chance_margin` of 1/C while training loss fell less than `learning_drop`
+        (fail); if it fell more, the model fits train but does not generalise (warn; info after a
+        compact probe of a costly model, a few steps from scratch). In an audit it reads the shared probe run; use
         `dnncheck curves HISTORY` for your own logs.
 
     How to fix
@@ -63,6 +65,7 @@ class TrainingCurves(Check):
         "oscillation_amplitude": (0.1, "median swing relative to the loss for oscillation"),
         "loss_scale_tolerance": (0.25, "first loss within this relative distance of BCE-over-softmax's value"),
         "chance_margin": (0.05, "accuracy within this of chance is no learning"),
+        "learning_drop": (0.2, "training loss falling by this share means the model learns its training data"),
     }
 
     def probes(self, ctx) -> dict[str, dict]:
@@ -82,7 +85,9 @@ class TrainingCurves(Check):
             history["val_acc"] = c["val_acc"]
         classes = ctx.dataset.num_classes if classification and ctx.loss_name == "cross_entropy" else None
         stopped = "" if run.stopped_by == "plan" else f", stopped by {run.stopped_by}"
-        return TrainingCurvesMeasurement(history, classes, f"the probe ({run.steps} steps{stopped})")
+        compact = ctx.planned("fit").compact
+        return TrainingCurvesMeasurement(history, classes, f"the {'compact ' if compact else ''}probe ({run.steps} "
+                                         f"steps{stopped})", compact=compact)
 
     @classmethod
     def judge(cls, m: "TrainingCurvesMeasurement", t) -> Verdict:
@@ -91,11 +96,13 @@ class TrainingCurves(Check):
 
         if m.probe_gap is not None:
             return inconclusive(m.probe_gap, NO_PROBE)
-        metrics, findings = diagnose(m.history, m.num_classes, t)
+        metrics, findings = diagnose(m.history, m.num_classes, t, short=m.compact)
         metrics["history_from"] = m.origin
         status = verdict(findings)
-        if findings:
+        if serious(findings):
             summary = headline(findings)
+        elif findings:  # notes only (a compact probe's): say them, not "no overfitting"
+            summary = f"{metrics['epochs']} epochs of {m.origin}: {headline(findings)}"
         else:
             summary = f"{metrics['epochs']} epochs of {m.origin}: no overfitting, divergence, plateau or oscillation"
             if "best_epoch" in metrics:
@@ -114,3 +121,4 @@ class TrainingCurvesMeasurement:
     num_classes: int | None  # known with cross-entropy: the loss scale at epoch 1 is checked against ln C
     origin: str  # where the history comes from, for the summary
     probe_gap: ProbeGap | None = None
+    compact: bool = False  # from a compact probe (probes/plan.py): too short to expect generalisation

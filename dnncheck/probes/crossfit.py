@@ -4,6 +4,10 @@ Estimators cross-fitted on the same stratified folds and averaged (ensembling di
 better out-of-sample probabilities than any one of them, which is what confident learning needs):
 - the probe: the user's model, trained fresh on each fold's complement for the planned epochs,
   read two ways (its softmax, and a k-NN vote in its penultimate features);
+- or, in the compact plan of a model too costly to train once per fold (probes/plan.py), a
+  logistic-regression head on the model's frozen, untrained penultimate features: random
+  convolutional features are a strong generic representation (Jarrett et al., ICCV 2009; Saxe et
+  al., ICML 2011), and one forward pass over the training split costs what a few training steps do;
 - an RBF support-vector machine on a 50-d PCA of the model's input tensor (softmax of 3x its
   one-vs-rest scores), up to MAX_SVM_SAMPLES training samples; above that, or without a probe,
   a 10-nearest-neighbour vote on the same PCA.
@@ -107,6 +111,30 @@ def probe_probabilities(x, y, fold: np.ndarray, classes: int, train_on, output_k
         else:
             out.pop("deep_knn", None)  # no hookable output layer (TorchScript): softmax only
     return out
+
+
+def frozen_feature_probabilities(model, x, y: np.ndarray, fold: np.ndarray, classes: int, device: str) -> dict:
+    """{"frozen_features": out-of-sample probabilities} from a logistic-regression head, cross-fitted
+    on `fold`, over the untrained `model`'s penultimate features of `x` (one forward pass, eval
+    mode); {} when the model has no hookable output layer (TorchScript)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from dnncheck.models.introspect import capture_penultimate
+    from dnncheck.probes.train import forward_all
+
+    with capture_penultimate(model) as captured:
+        forward_all(model, x, device)
+    if not captured:
+        return {}
+    feats = np.nan_to_num(torch_cat_normalised(captured))
+    probs = np.zeros((len(y), classes))
+    for k in np.unique(fold):
+        fit, held = fold != k, fold == k
+        head = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)).fit(feats[fit], y[fit])
+        probs[np.ix_(held, head.classes_)] = head.predict_proba(feats[held])  # a class absent from a fold stays 0
+    return {"frozen_features": probs}
 
 
 def torch_cat_normalised(chunks) -> np.ndarray:

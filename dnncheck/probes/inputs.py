@@ -26,12 +26,12 @@ def raw_tensor(x, image_size: tuple[int, int] | None) -> torch.Tensor:
     if hasattr(x, "resized"):  # image files: decoded and resized in the data pass's workers
         return x.resized(image_size)
     if isinstance(x, np.ndarray):
-        return _resize(torch.from_numpy(x).permute(0, 3, 1, 2).float(), image_size)
-    return torch.cat([_resize(torch.from_numpy(im).permute(2, 0, 1)[None].float(), image_size) for im in x]) \
+        return resize_batch(torch.from_numpy(x).permute(0, 3, 1, 2).float(), image_size)
+    return torch.cat([resize_batch(torch.from_numpy(im).permute(2, 0, 1)[None].float(), image_size) for im in x]) \
         if x else torch.empty(0)
 
 
-def _resize(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_batch(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(batch.shape[-2:]) == tuple(size):
         return batch.contiguous()
     out = []

@@ -14,7 +14,7 @@ about 9 s on scikit-learn's digits and 44 s on 5,000 MNIST digits, a seventh of 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from dnncheck.probes.budget import SHARES
 
@@ -64,6 +64,8 @@ class PlannedProbe:
     eval_samples: int  # samples evaluated without training, in total
     evaluate_epochs: bool = False  # validation loss/accuracy recorded after every epoch
     checks: tuple[str, ...] = ()
+    compact: bool = False  # the reduced variant a costly model gets (COMPACT below)
+    val_samples: int | None = None  # validation samples evaluated (None: all of the plan's)
 
     @property
     def share(self) -> float:
@@ -150,6 +152,67 @@ def plan_range_test(f: PlanFacts, steps: int = 100) -> PlannedProbe:
                         steps, f.batch, f.train_samples, 0)
 
 
+# The compact plan: what a model too costly for the full plan on its device type still gets (a
+# resnet18 at 224 px on a 2-core CPU: 3.6 GFLOP per sample). The probes that decide the most per
+# sample trained run small and fixed, so the evidence is still a function of the data and the
+# settings only: the one-batch test on 8 samples (a correct model memorises them in a few steps;
+# Karpathy's "overfit one batch"), a range test of 30 steps on batches of 8 from 32 samples, and a short fit (4
+# epochs over 48 stratified training samples in batches of 16, 64 validation samples evaluated
+# after each) that loss-sanity, gradient-health, training-curves, imbalance and separability read.
+# Label noise gets a linear head on the model's frozen (untrained) features instead of one trained
+# model per fold: one forward pass over the training split. Comparison runs (normalization,
+# shuffled labels, planted trigger) have no compact form: their checks judge their other evidence.
+COMPACT_BATCH = 8  # the one-batch test
+COMPACT_BATCH_STEPS = 40
+COMPACT_RANGE_STEPS = 30
+COMPACT_RANGE_BATCH = 8
+COMPACT_RANGE_TRAIN = 32  # the range test's batches are drawn from these (stratified): a model from scratch
+# shows in 30 steps on 32 samples at which rates its loss falls and where it explodes; on random
+# batches of a few hundred photos it barely moves at any rate
+COMPACT_FIT_TRAIN = 48
+COMPACT_FIT_VAL = 64
+COMPACT_FIT_BATCH = 16
+COMPACT_FIT_EPOCHS = 4
+
+
+def compact_one_batch(f: PlanFacts, batch: int = 32, max_steps: int = 200) -> PlannedProbe:
+    n = max(1, min(batch, COMPACT_BATCH, f.full_train))
+    steps = min(max_steps, COMPACT_BATCH_STEPS)
+    return PlannedProbe("overfit-batch", "one-batch", f"fit one batch of {n} (at most {steps} steps; compact)", 1, 0,
+                        steps, n, n, 0, compact=True)
+
+
+def compact_range_test(f: PlanFacts, steps: int = 100) -> PlannedProbe:
+    n, batch = min(steps, COMPACT_RANGE_STEPS), min(f.batch, COMPACT_RANGE_BATCH)
+    samples = min(f.train_samples, COMPACT_RANGE_TRAIN)
+    return PlannedProbe("learning-rate", "range-test", f"learning-rate range test ({n} steps of {batch} drawn from "
+                        f"{samples} samples; compact)", 1, 0, n, batch, samples, 0, compact=True)
+
+
+def compact_fit(f: PlanFacts) -> PlannedProbe:
+    n = min(f.train_samples, COMPACT_FIT_TRAIN)
+    batch = min(f.batch_size, COMPACT_FIT_BATCH, n)
+    val = min(f.val_samples, COMPACT_FIT_VAL)
+    steps = COMPACT_FIT_EPOCHS * max(1, n // batch)
+    return PlannedProbe("fit", "epochs", f"the model trained briefly on {n} training samples ({COMPACT_FIT_EPOCHS} "
+                        f"epochs in batches of {batch}; compact)", 1, COMPACT_FIT_EPOCHS, steps, batch, n,
+                        val * (COMPACT_FIT_EPOCHS + 1), True, compact=True, val_samples=val)
+
+
+def compact_label_noise(f: PlanFacts, folds: int = 4) -> PlannedProbe:
+    return PlannedProbe("label-noise", "features", f"a linear head on the model's frozen features ({folds} folds; "
+                        "compact)", 1, 0, 0, f.batch, 0, f.full_train, compact=True)
+
+
+COMPACT = {
+    "overfit-batch": compact_one_batch,
+    "learning-rate": compact_range_test,
+    "fit": compact_fit,
+    "label-noise": compact_label_noise,
+}
+# A probe compared with another's run needs that run in its full form.
+COMPARED_WITH = {"normalization": "fit"}
+
 # name -> planner(facts, **parameters the requesting check passes)
 PLANNERS = {
     "fit": plan_fit,
@@ -187,7 +250,9 @@ class ProbePlan:
     cost: object | None = None  # probes.cost.ModelCost of the model at its input size
     speed: object | None = None  # probes.cost.DeviceSpeed of the device type
     not_run: tuple[str, ...] = ()  # probes left out because their predicted cost does not fit the budget
+    params: dict = field(default_factory=dict)  # name -> the planner parameters the checks asked with
     message: str = ""  # the one sentence that says what runs and what does not, when something does not
+    full_seconds: float = 0.0  # the predicted time of the full plan (before compact variants)
 
     def predicted(self, name: str) -> float | None:
         """Seconds probe `name` is predicted to take on this device type (from the model's cost, not a clock)."""
@@ -197,31 +262,53 @@ class ProbePlan:
         return self.cost.train_seconds(self.speed, p.steps, p.batch_size) + self.cost.eval_seconds(self.speed,
                                                                                                   p.eval_samples)
 
+    @property
+    def compact(self) -> tuple[str, ...]:
+        return tuple(n for n, p in self.probes.items() if p.compact)
+
     def select_affordable(self, budget_seconds: float) -> None:
-        """Leave out, in PRIORITY order, the probes whose predicted cost no longer fits the budget
-        (with PLAN_MARGIN); a later, cheaper probe may still fit."""
+        """In PRIORITY order, keep each probe whose predicted cost still fits the budget (with
+        PLAN_MARGIN), else its compact variant if that fits, else leave it out; a later, cheaper
+        probe may still fit."""
         if self.cost is None:
             return
+        self.full_seconds = sum(self.predicted(n) for n in self.probes)
         room, left_out = budget_seconds * PLAN_MARGIN, []
         for name in sorted(self.probes, key=lambda n: PRIORITY.index(n) if n in PRIORITY else len(PRIORITY)):
+            basis = COMPARED_WITH.get(name)
+            if basis in self.probes and (basis in left_out or self.probes[basis].compact):
+                left_out.append(name)
+                continue
             seconds = self.predicted(name)
+            if seconds > room and name in COMPACT:
+                full = self.probes[name]
+                self.probes[name] = replace(COMPACT[name](self.facts, **self.params.get(name, {})), checks=full.checks)
+                seconds = self.predicted(name)
+                if seconds > room:  # not even the compact form fits: the full one is what is reported left out
+                    self.probes[name] = full
             if seconds <= room:
                 room -= seconds
             else:
                 left_out.append(name)
         self.not_run = tuple(left_out)
-        if left_out:
+        if left_out or self.compact:
             self.message = self._say(budget_seconds)
 
     def _say(self, budget_seconds: float) -> str:
-        total = sum(self.predicted(n) for n in self.probes)
+        total = self.full_seconds
         need = float(-(-total / PLAN_MARGIN // 10) * 10)
-        runs = [n for n in self.probes if n not in self.not_run]
+        full = [n for n in self.probes if n not in self.not_run and not self.probes[n].compact]
         device = self.speed.name
+        parts = []
+        if full:
+            parts.append("running " + ", ".join(full))
+        if self.compact:
+            parts.append("compact: " + ", ".join(self.compact))
+        parts.append("not run: " + (", ".join(self.not_run) or "none"))
         return (f"model probes need about {_duration(total)} of {device} time for this model "
                 f"({self.cost.flops / 1e9:.3g} GFLOP per sample), more than --budget {budget_seconds:g} s allows: "
-                f"{'running ' + ', '.join(runs) if runs else 'running none'}; not run: {', '.join(self.not_run)}. "
-                f"Run with --budget {need:g}" + ("" if device == "GPU" else " or on a GPU (--device cuda)"))
+                f"{'; '.join(parts)}. For the full plan run with --budget {need:g}"
+                + ("" if device == "GPU" else " or on a GPU (--device cuda)"))
 
     def __getitem__(self, name: str) -> PlannedProbe:
         return self.probes[name]
@@ -245,12 +332,13 @@ def _duration(seconds: float) -> str:
 
 def build_plan(facts: PlanFacts, requests: dict[str, tuple[dict, list[str]]]) -> ProbePlan:
     """requests: probe name -> (planner parameters, ids of the checks that use it)."""
-    probes = {}
+    probes, params = {}, {}
     for name in SHARES:  # a stable order, the order the shares table lists
         if name in requests and name in PLANNERS:
-            params, checks = requests[name]
-            probes[name] = replace(PLANNERS[name](facts, **params), checks=tuple(sorted(set(checks), key=_check_order)))
-    return ProbePlan(facts, probes)
+            params[name], checks = requests[name]
+            probes[name] = replace(PLANNERS[name](facts, **params[name]),
+                                   checks=tuple(sorted(set(checks), key=_check_order)))
+    return ProbePlan(facts, probes, params=params)
 
 
 def _check_order(check_id: str) -> int:

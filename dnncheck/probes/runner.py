@@ -35,7 +35,9 @@ class ProbeRunner:
         self.plan.select_affordable(self.budget_seconds)
         running = [n for n in self.plan.probes if n not in self.plan.not_run]
         self.budget = Budget(self.budget_seconds, planned=("calibration", *running))
-        if running and calibration is not None:
+        # a plan cut down to fit is already the prediction's doing: timing full-size steps of a
+        # costly model would spend the budget the compact probes need
+        if running and calibration is not None and not (self.plan.not_run or self.plan.compact):
             calibrate = calibration()
             try:
                 with self.budget.timer("calibration"):

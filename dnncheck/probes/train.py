@@ -56,6 +56,7 @@ class ProbeRun:
     stopped_by: str = "plan"
     seconds: float = 0.0
     val_outputs: torch.Tensor | None = None  # final model's outputs on the validation tensors
+    compact: bool = False  # the plan's compact variant (a few steps of a costly model: probes/plan.py)
 
     @property
     def steps(self) -> int:
@@ -246,11 +247,16 @@ def train_probe(name: str, model: nn.Module, loss_fn, train: tuple, val: tuple |
     return run
 
 
+RANGE_SMOOTHING_STEPS = 100  # a range test this long smooths its loss with 0.9
+
+
 def range_test(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, settings: ProbeSettings,
                lrs: np.ndarray, guard: Guard | None = None, explode_factor: float = 4.0) -> RangeTestRun:
     """Learning-rate range test (Smith 2017): one step per learning rate in `lrs`, on batches drawn
-    with a seeded generator; the loss is smoothed with a bias-corrected moving average (0.9) and the
-    test ends when it exceeds `explode_factor` times its minimum or is non-finite."""
+    with a seeded generator; the loss is smoothed with a bias-corrected moving average (0.9 over 100
+    steps; over fewer steps, e.g. a compact plan's 30, the same smoothing per decade of learning rate:
+    0.9 ** (100 / steps)) and the test ends when it exceeds `explode_factor` times its minimum or is
+    non-finite."""
     guard = guard or NoGuard()
     device = settings.device
     x, y, _, optimizer = _start(model, x, y, settings)
@@ -258,14 +264,15 @@ def range_test(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, sett
     batch = min(settings.batch_size, len(x))
     run = RangeTestRun([], [], [], "end of range")
     avg, best = 0.0, math.inf
+    beta = 0.9 ** (RANGE_SMOOTHING_STEPS / max(1, len(lrs)))
     for k, lr in enumerate(lrs):
         for group in optimizer.param_groups:
             group["lr"] = float(lr)
         idx = torch.randint(0, len(x), (batch,), generator=gen).to(device)
         loss, _ = train_step(model, loss_fn, optimizer, x[idx], y[idx], device)
         value = float(loss.detach())
-        avg = 0.9 * avg + 0.1 * value
-        smoothed = avg / (1 - 0.9 ** (k + 1))
+        avg = beta * avg + (1 - beta) * value
+        smoothed = avg / (1 - beta ** (k + 1))
         run.lrs.append(float(lr))
         run.losses.append(value)
         run.smoothed.append(smoothed)
