@@ -4,6 +4,7 @@ resident memory of the whole process tree (sampled from /proc every 0.2 s), the 
 warn/fail/error with its summary, to be read: a warning on a correct model must be a true finding.
 
 Run: make bench-clients  (or python benchmarks/bench_clients.py [--only NAME,NAME] [--work DIR])
+     python benchmarks/bench_clients.py --speeds   (training-step times vs probes/cost.py's prediction)
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="", help="comma-separated factory names (e.g. mnist_net,tv_resnet18)")
     parser.add_argument("--work", default="", help="folder for generated data, configs and results")
+    parser.add_argument("--speeds", action="store_true", help="time training steps of the corpus' models instead")
     args = parser.parse_args()
+    if args.speeds:
+        return speeds()
     work = Path(args.work or tempfile.mkdtemp(prefix="dnncheck-clients-"))
     work.mkdir(parents=True, exist_ok=True)
     wanted = {w for w in args.only.split(",") if w}
@@ -52,6 +56,50 @@ def main() -> None:
         data = f"{client.data} at {client.image_size[0]}x{client.image_size[1]}"
         print(f"| {client.name} | {data} | {wall:.0f} s | {peak / 2**30:.2f} GiB | {result['status'].upper()} "
               f"(exit {code}) | {'<br>'.join(said) or 'none'} |", flush=True)
+
+
+SPEED_MODELS = (("tv_resnet18", (3, 224, 224), 2), ("tv_resnet18", (3, 64, 64), 2), ("cifar_resnet18", (3, 32, 32), 10),
+                ("tv_mobilenet_v3_small", (3, 224, 224), 2), ("tv_efficientnet_b0", (3, 224, 224), 2),
+                ("mnist_net", (1, 28, 28), 10))
+
+
+def speeds() -> None:
+    """Median Adam training-step time per sample (batches of 16 and 64, after a warm-up step) of the
+    models the CPU constants of probes/cost.py were fitted on, beside the quiet-machine fit
+    (SPEEDS x SHARED_RUNNER_SLOWDOWN undone) and the plan's prediction."""
+    import statistics
+    import time
+
+    import torch
+
+    from dnncheck.probes.cost import SHARED_RUNNER_SLOWDOWN, ModelCost, measure_cost, speed_of
+    from tests.clients import models
+
+    build = {"cifar_resnet18": lambda c: models.cifar_resnet18(c, 3), "mnist_net": lambda c: models.mnist_net()}
+    plan = speed_of("cpu")
+    print("| model | input | batch | GFLOP | activations | measured ms/sample | fit ms/sample | plan ms/sample |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, shape, classes in SPEED_MODELS:
+        torch.manual_seed(0)
+        model = build.get(name, lambda c, n=name: getattr(models, n)(c))(classes)
+        cost: ModelCost = measure_cost(model, torch.randn(1, *shape))
+        optimizer, loss = torch.optim.Adam(model.parameters(), 1e-3), torch.nn.CrossEntropyLoss()
+        model.train()
+        for batch in (16, 64):
+            x, y = torch.randn(batch, *shape), torch.randint(0, classes, (batch,))
+            times = []
+            for _ in range(4):
+                start = time.perf_counter()
+                optimizer.zero_grad()
+                out = model(x)
+                loss(out[0] if isinstance(out, tuple) else out, y).backward()
+                optimizer.step()
+                times.append(time.perf_counter() - start)
+            measured = statistics.median(times[1:]) / batch
+            predicted = cost.train_seconds(plan, 1, batch) / batch
+            print(f"| {name} | {shape[1]} px | {batch} | {cost.flops / 1e9:.3f} | {cost.activations / 1e6:.2f} M | "
+                  f"{measured * 1e3:.1f} | {predicted / SHARED_RUNNER_SLOWDOWN * 1e3:.1f} | {predicted * 1e3:.1f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ MAX_WARNINGS = 20
 
 def audit(target: Any = None, *, model: Any = None, weights: str | Path | None = None, select=None, ignore=None,
           budget: float | None = None, seed: int | None = None, device: str | None = None,
-          config: str | Path | None = None, fail_on: str | None = None):
-    """Run the checklist; returns the AuditResult (nothing is printed or written)."""
+          config: str | Path | None = None, fail_on: str | None = None, image_size=None):
+    """Run the checklist; returns the AuditResult (nothing is printed or written). `image_size`
+    (height, width) is [data] image_size: the model's input size (in-memory data has no config)."""
     from dnncheck.progress import NullProgress
 
     if target is not None and config is not None and not isinstance(target, (str, Path)):
@@ -41,7 +42,8 @@ def audit(target: Any = None, *, model: Any = None, weights: str | Path | None =
         source = _target_spec(target, config)
         factory = _model_spec(model)  # may refuse the model after the data was registered
         cfg = audit_config(source, model=factory, weights=None if weights is None else str(weights), select=select,
-                           ignore=ignore, budget=budget, seed=seed, device=device, fail_on=fail_on)
+                           ignore=ignore, budget=budget, seed=seed, device=device, fail_on=fail_on,
+                           image_size=image_size)
         result = execute(cfg, NullProgress(), "dnncheck.audit(...)", time.perf_counter())
     finally:  # the audit is over: the user's arrays and model are no longer held here
         _forget(source, factory)
@@ -68,7 +70,7 @@ def _named_for_people(result, target, model):
 def audit_config(target: str | None, *, model: str | None = None, weights: str | None = None, select=None,
                  ignore=None, fail_on: str | None = None, device: str | None = None, budget: float | None = None,
                  seed: int | None = None, engine: str | None = None, ray_address: str | None = None,
-                 workers: int | None = None, no_cache: bool = False, verify_cache: bool = False):
+                 workers: int | None = None, no_cache: bool = False, verify_cache: bool = False, image_size=None):
     """The AuditConfig of a target plus the settings the CLI's flags and audit()'s arguments give (the
     same for both): model and weights paths relative to where the call is made, not to the config."""
     from dnncheck.config import build_config
@@ -79,7 +81,9 @@ def audit_config(target: str | None, *, model: str | None = None, weights: str |
                  "--budget": ("probe", "budget_seconds", budget), "--seed": ("probe", "seed", seed),
                  "--engine": ("probe", "engine", engine), "--ray-address": ("probe", "ray_address", ray_address),
                  "--workers": ("data", "workers", workers), "--no-cache": ("data", "cache", False if no_cache else None),
-                 "--verify-cache": ("data", "verify_cache", True if verify_cache else None)}
+                 "--verify-cache": ("data", "verify_cache", True if verify_cache else None),
+                 "image_size": ("data", "image_size", None if image_size is None else
+                                list(image_size) if isinstance(image_size, (list, tuple)) else image_size)}
     cfg = build_config(target, overrides)
     if select:
         cfg.select = _ids(select, "select")

@@ -30,6 +30,11 @@ from dnncheck.errors import ProbeUnavailable, UserError, raised
 from dnncheck.progress import NullProgress
 
 MAX_PROBE_VAL = 2000  # validation/test samples whose pixels are loaded and evaluated each probe epoch
+# The pixels one split's view may hold as float32 at the model's input size: at 224x224x3 (602 KB a
+# sample) 222 samples (MIN_VIEW: 200 at least), below 64 px the sample caps above bind first. An
+# audit of a 20,000-image Dataset at 224 px then peaks under 2 GB (benchmarks/bench_dataset_stream.py).
+MAX_VIEW_BYTES = 128 * 2**20
+MIN_VIEW = 200  # but never fewer samples than this, whatever the input size
 
 
 def memoized(method):
@@ -124,7 +129,7 @@ class Context:
         if sampled:
             self.dataset.notes.append(f"checks that need pixels or a model (probes, projections, figures) use a stratified "
                                       f"sample per split ({', '.join(sampled)}; train: probe.max_train_samples, others: "
-                                      f"{MAX_PROBE_VAL}); counts, "
+                                      f"{MAX_PROBE_VAL}, at most {self.view_cap} at this input size); counts, "
                                       "statistics, duplicates and leakage cover every sample")
 
     @memoized
@@ -266,8 +271,18 @@ class Context:
         epoch evaluates), else a stratified subsample of that many. Data-wide measurements (counts,
         records, duplicates) cover every sample regardless."""
         part = self.dataset.splits[split]
-        cap = self.cfg.max_train_samples if split == "train" else min(self.cfg.max_train_samples, MAX_PROBE_VAL)
+        cap = min(self.cfg.max_train_samples if split == "train" else min(self.cfg.max_train_samples, MAX_PROBE_VAL),
+                  self.view_cap)
         return subsample_index(part.y, cap, self.cfg.seed, self.dataset.task == "classification")
+
+    @property
+    def view_cap(self) -> int:
+        """Samples per split whose float32 pixels fit MAX_VIEW_BYTES at the model's input size."""
+        ds = self.dataset
+        if not ds.is_image:
+            return 10**12
+        per_sample = 4 * max(1, ds.channels) * int(ds.image_size[0]) * int(ds.image_size[1])
+        return max(MIN_VIEW, MAX_VIEW_BYTES // per_sample)
 
     def view(self, split: str):
         """The split restricted to sample_index(split): the split itself when that is all of it.
@@ -302,11 +317,21 @@ class Context:
 
         ds = self.dataset
         scale = integer_scale(ds.splits["train"].x) if ds.is_image else None
-        return fit_normalizer(self.cfg.normalize, self.raw_inputs("train"), scale, ds.is_image)
+        raw = self._loaded_raw("train")
+        fitted = fit_normalizer(self.cfg.normalize, raw, scale, ds.is_image)
+        if not self._has(("inputs", "train")):  # the view was read for the fit: keep it as the model sees it
+            self._memos[("inputs", "train")] = (fitted(raw), None)
+        return fitted
 
     def inputs(self, split: str):
-        """The tensor that enters the model for a split (resized and normalised as configured)."""
-        return self._memo(("inputs", split), lambda: self.normalizer(self.raw_inputs(split)))
+        """The tensor that enters the model for a split (resized and normalised as configured).
+        Only this is kept: the raw view is held only when a check asks for it (raw_inputs), so a
+        224-px view costs its memory once, not twice."""
+        return self._memo(("inputs", split), lambda: self.normalizer(self._loaded_raw(split)))
+
+    def _loaded_raw(self, split: str):
+        """The raw view: the kept one if a check asked for it, else read now and not kept."""
+        return self.raw_inputs(split) if self._has(("raw", split)) else self._raw_tensor(self.view(split).x)
 
     def inputs_of(self, split: str, index):
         """inputs(split)[index], loading only those samples when the whole view is not loaded yet."""

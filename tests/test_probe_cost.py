@@ -137,7 +137,7 @@ def test_a_costly_model_gets_the_compact_plan_and_every_check_still_judges(tmp_p
     doc = json.loads(out.read_text())
     probes = {p["name"]: p for p in doc["model"]["probe_plan"]["probes"]}
     assert {n for n, p in probes.items() if p["compact"]} == {"learning-rate", "fit", "label-noise"}
-    assert probes["fit"]["steps_done"] == probes["fit"]["steps"] == 12 and probes["overfit-batch"]["ran"]
+    assert probes["fit"]["steps_done"] == probes["fit"]["steps"] == 24 and probes["overfit-batch"]["ran"]
     assert doc["model"]["probe_plan"]["compute"]["not_run"] == ["normalization", "overfit-shuffled"]
     for check in doc["checks"]:
         assert check["status"] in ("pass", "warn", "fail"), (check["slug"], check["summary"])

@@ -39,7 +39,7 @@ def _read_source(source: str, cfg, progress):
     if source.startswith("python:"):
         from dnncheck.data.pysource import load_python
 
-        return load_python(source.split(":", 1)[1], (cfg.base_dir,)), True
+        return load_python(source.split(":", 1)[1], (cfg.base_dir,), _scan_settings(cfg).worker_count, progress), True
     path = cfg.resolve(source)
     if not path.exists():
         path = Path(os.path.normpath(path))  # say /data/x rather than /work/cfg/../../data/x
@@ -138,7 +138,9 @@ def load_external(cfg, ds: Dataset, progress=None) -> SplitData | None:
     if ds.is_image and all(isinstance(p.x, ImageFiles) for p in parts):
         x = ImageFiles.concat([p.x for p in parts], ds.channels)  # still on disk
     elif ds.is_image:
-        images = [_match_channels(im, ds.channels) for p in parts for im in p.x]
+        from dnncheck.data.items import match_channels
+
+        images = [match_channels(im, ds.channels) for p in parts for im in p.x]
         x = stack_if_uniform(images)
     else:
         x = np.concatenate([p.x for p in parts])
@@ -146,13 +148,3 @@ def load_external(cfg, ds: Dataset, progress=None) -> SplitData | None:
             raise UserError(f"data.external {cfg.external}: has {x.shape[1]} features but training has "
                             f"{len(ds.feature_names)}")
     return SplitData("external", ids, np.asarray(y), x)
-
-
-def _match_channels(image, channels: int):
-    import numpy as np
-
-    if image.shape[-1] == channels:
-        return image
-    if channels == 3:
-        return np.repeat(image[..., :1], 3, axis=-1)
-    return np.round(image[..., :3].astype(np.float64).mean(axis=-1, keepdims=True)).astype(image.dtype)

@@ -1,19 +1,21 @@
 """`python:pkg.mod:fn` sources: a function returning {split: torch.utils.data.Dataset}.
 
 Items are (x, y) pairs; x may be a PIL image, an H,W[,C] array, a C,H,W tensor (image) or a 1-D
-vector (table). Sample id: `<split>:<index>`.
+vector (table). Sample id: `<split>:<index>`. Image splits are streamed (data/items.py): one pass
+makes each item's record and label, and the pixels are read again only for the samples a check uses.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from dnncheck.data.dataset import SPLITS, Dataset, SplitData, class_labels, stack_if_uniform
+from dnncheck.data.dataset import SPLITS, Dataset, SplitData, class_labels
+from dnncheck.data.items import DatasetImages, ItemError, describe_split, read_item
 from dnncheck.errors import UserError, raised
 from dnncheck.importing import import_object
 
 
-def load_python(spec: str, search_dirs=()) -> Dataset:
+def load_python(spec: str, search_dirs=(), workers: int = 1, progress=None) -> Dataset:
     fn = import_object(spec, "data source python:", search_dirs)
     try:
         result = fn()
@@ -25,28 +27,48 @@ def load_python(spec: str, search_dirs=()) -> Dataset:
     bad = [k for k in result if k not in (*SPLITS, "external")]
     if bad:
         raise UserError(f"python:{spec}: unknown split {bad[0]!r}; use {', '.join(SPLITS)} or external")
-    raw = {name: _items(spec, name, data) for name, data in result.items()}
-    table = raw["train"][0][0].ndim == 1
-    all_y = np.concatenate([r[1] for r in raw.values()])
+    for name, data in result.items():
+        _require_items(spec, name, data)
+    # one streaming pass per split: records (images) or rows (tables) and labels, never the pixels
+    task = progress.task("reading dataset items", total=sum(len(d) for d in result.values()), unit="items") \
+        if progress else None
+    described = {name: describe_split(data, f"python:{spec}|{name}", workers, RANDOM_PROBES,
+                                      task.advance if task else None)
+                 for name, data in result.items()}
+    if task:
+        task.close()
+    table = described["train"][2][0].ndim == 1
+    shapes = {("table" if d[2][0].ndim == 1 else "image") for d in described.values()}
+    if len(shapes) > 1:
+        raise UserError(f"python:{spec}: some splits give images and others 1-D rows; give every split the same kind")
+    all_y = np.concatenate([np.asarray(d[1]) for d in described.values()])
     label_notes: list[str] = []
     labels, classes = class_labels(all_y, f"python:{spec} labels", label_notes)
     names = getattr(result["train"], "classes", None)
     if isinstance(names, (list, tuple)) and len(names) >= len(classes):
         classes = [str(c) for c in names]
+    records = {} if table else {name: _stacked(d[0]) for name, d in described.items()}
+    channels = 0 if table else (3 if any(np.any(r["channels"] == 3) for r in records.values()) else 1)
     start, splits = 0, {}
-    for name, (xs, ys) in raw.items():
+    for name, (rows, ys, first) in described.items():
         y = labels[start:start + len(ys)]
         start += len(ys)
-        x = np.stack(xs).astype(np.float64) if table else stack_if_uniform(xs)
-        sizes = None if table else np.array([im.shape[:2] for im in xs], dtype=np.int64)
-        splits[name] = SplitData(name, [f"{name}:{i}" for i in range(len(ys))], y, x, native_sizes=sizes)
+        ids = [f"{name}:{i}" for i in range(len(ys))]
+        if table:
+            splits[name] = SplitData(name, ids, y, np.stack(rows).astype(np.float64))
+            continue
+        images = DatasetImages(result[name], np.arange(len(ys)), channels, first[0].dtype,
+                               f"python:{spec}|{name}")
+        splits[name] = SplitData(name, ids, y, images, native_sizes=records[name]["native"].astype(np.int64),
+                                 records=records[name])
     external = splits.pop("external", None)
-    channels = 0 if table else splits["train"].x[0].shape[-1]
     ds = Dataset(source=f"python:{spec}", modality="table" if table else "image", task="classification",
                  classes=classes, splits=splits, channels=channels,
-                 feature_names=[f"x{i}" for i in range(len(raw["train"][0][0]))] if table else [], notes=label_notes)
+                 feature_names=[f"x{i}" for i in range(len(described["train"][2][0]))] if table else [],
+                 notes=label_notes)
     ds.external = external
-    ds.notes += [note for name, data in result.items() for note in _random_transform_note(spec, name, data, raw[name][0])]
+    ds.notes += [note for name, data in result.items()
+                 for note in _random_transform_note(spec, name, data, described[name][2])]
     return ds
 
 
@@ -54,62 +76,35 @@ RANDOM_PROBES = 3  # items read a second time to see whether the Dataset's trans
 
 
 def _random_transform_note(spec: str, split: str, data, first_reads: list) -> list[str]:
-    """A note when reading an item twice gives other values (RandomResizedCrop, flips, noise): the
-    audit then sees one random draw of each sample, as the model does under augmentation."""
-    import random
-
-    import torch
-
-    state = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
-    try:  # reading again must not move the random streams the rest of the audit is seeded on
-        for i in range(min(RANDOM_PROBES, len(first_reads))):
-            try:
-                again = _as_array(data[i][0])
-            except Exception:  # it was read once already; a second failure is not this note's to report
-                return []
-            if again.shape != first_reads[i].shape or not np.array_equal(again, first_reads[i]):
-                return [f"python:{spec} split {split!r}: two reads of item {i} differ, so its transform is random "
-                        "(augmentation): dnncheck audits one draw of each sample, what the model sees in one "
-                        "epoch; statistics, duplicates and probes see that draw. Return the split with its "
-                        "evaluation transform for a fixed view"]
-    finally:
-        random.setstate(state[0])
-        np.random.set_state(state[1])
-        torch.random.set_rng_state(state[2])
+    """A note when a second draw of an item gives other values (RandomResizedCrop, flips, noise):
+    the audit sees one fixed draw of each sample (seeded by its index, data/items.py), as the model
+    does in one epoch under augmentation."""
+    for i in range(min(RANDOM_PROBES, len(first_reads))):
+        try:
+            again, _ = read_item(data, i, f"python:{spec}|{split}", draw=1)
+        except ItemError:  # it was read once already; a second failure is not this note's to report
+            return []
+        if again.shape != first_reads[i].shape or not np.array_equal(again, first_reads[i]):
+            return [f"python:{spec} split {split!r}: two reads of item {i} differ, so its transform is random "
+                    "(augmentation): dnncheck audits one draw of each sample (seeded by its index, the same in "
+                    "every check and every run), what the model sees in one epoch. Return the split with its "
+                    "evaluation transform for a fixed, unaugmented view"]
     return []
 
 
-def _items(spec: str, split: str, data):
+def _stacked(rows) -> np.ndarray:
+    from dnncheck.data.records import empty_records
+
+    out = empty_records(len(rows))
+    for k, row in enumerate(rows):
+        out[k] = row
+    return out
+
+
+def _require_items(spec: str, split: str, data) -> None:
     try:
         n = len(data)
     except TypeError:
         raise UserError(f"python:{spec}: split {split!r} is not a map-style Dataset (no len())") from None
     if n == 0:
         raise UserError(f"python:{spec}: split {split!r} is empty")
-    xs, ys = [], []
-    for i in range(n):
-        try:
-            item = data[i]
-        except (Exception, SystemExit) as exc:
-            raise UserError(f"python:{spec}: reading item {i} of {split!r} {raised(exc)}") from None
-        try:
-            x, y = item[:2]
-        except Exception as exc:
-            raise UserError(f"python:{spec}: item {i} of {split!r} is not an (x, y) pair ({exc})") from None
-        xs.append(_as_array(x))
-        ys.append(int(y) if not hasattr(y, "item") else y.item())
-    return xs, np.asarray(ys)
-
-
-def _as_array(x) -> np.ndarray:
-    if hasattr(x, "convert") and hasattr(x, "getbands"):  # a PIL image
-        array = np.asarray(x.convert("RGB") if x.mode not in ("L", "RGB") else x)
-    elif hasattr(x, "detach"):  # a torch tensor, C,H,W by torchvision's convention
-        array = x.detach().cpu().numpy()
-        if array.ndim == 3:
-            array = array.transpose(1, 2, 0)
-    else:
-        array = np.asarray(x)
-    if array.ndim == 2:  # a grayscale H,W image
-        array = array[..., None]
-    return np.ascontiguousarray(array)

@@ -157,7 +157,7 @@ def plan_range_test(f: PlanFacts, steps: int = 100) -> PlannedProbe:
 # sample trained run small and fixed, so the evidence is still a function of the data and the
 # settings only: the one-batch test on 8 samples (a correct model memorises them in a few steps;
 # Karpathy's "overfit one batch"), a range test of 30 steps on batches of 8 from 32 samples, and a short fit (4
-# epochs over 48 stratified training samples in batches of 16, 64 validation samples evaluated
+# epochs over 48 stratified training samples in batches of 8, 64 validation samples evaluated
 # after each) that loss-sanity, gradient-health, training-curves, imbalance and separability read.
 # Label noise gets a linear head on the model's frozen (untrained) features instead of one trained
 # model per fold: one forward pass over the training split. Comparison runs (normalization,
@@ -171,7 +171,7 @@ COMPACT_RANGE_TRAIN = 32  # the range test's batches are drawn from these (strat
 # batches of a few hundred photos it barely moves at any rate
 COMPACT_FIT_TRAIN = 48
 COMPACT_FIT_VAL = 64
-COMPACT_FIT_BATCH = 16
+COMPACT_FIT_BATCH = 8  # resnet18 at 224 px keeps about 75 MB of activations per sample for backward
 COMPACT_FIT_EPOCHS = 4
 
 
@@ -201,7 +201,7 @@ def compact_fit(f: PlanFacts) -> PlannedProbe:
 
 def compact_label_noise(f: PlanFacts, folds: int = 4) -> PlannedProbe:
     return PlannedProbe("label-noise", "features", f"a linear head on the model's frozen features ({folds} folds; "
-                        "compact)", 1, 0, 0, f.batch, 0, f.full_train, compact=True)
+                        "compact)", 1, 0, 0, f.batch, 0, f.train_samples, compact=True)
 
 
 COMPACT = {

@@ -1,0 +1,95 @@
+"""A user's torch Dataset is streamed, never materialised (data/items.py): one pass reads each item
+once for its record and label (in DataLoader workers when there are several chunks), the pixels
+are read again only for the samples a check loads, and a random transform gives one fixed draw per
+sample (seeded by its index), the same in every check and every run."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import dnncheck
+from dnncheck.cli import app
+from dnncheck.data.items import DatasetImages
+from dnncheck.errors import UserError
+
+
+class CountingImages:
+    """`n` 16x16 RGB images of two classes (a bright square for class 1); counts reads per index."""
+
+    def __init__(self, n: int, random_shift: bool = False, fail_at: int | None = None):
+        self.n, self.random_shift, self.fail_at = n, random_shift, fail_at
+        self.reads = np.zeros(n, dtype=np.int64)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if i == self.fail_at:
+            raise OSError(f"disk error at {i}")
+        self.reads[i] += 1
+        rng = np.random.default_rng(i)
+        image = rng.integers(0, 120, (16, 16, 3), dtype=np.uint8)
+        if i % 2:
+            image[4:10, 4:10] = 250
+        if self.random_shift:  # an augmentation drawn from the global stream, as torchvision's are
+            image = np.roll(image, random.randint(0, 3), axis=1)
+        return image, i % 2
+
+
+def test_one_pass_then_only_what_is_loaded(tmp_path, monkeypatch):
+    from dnncheck.data.pysource import load_python
+
+    data = CountingImages(100)
+    module = tmp_path / "lazy_source.py"
+    module.write_text("from test_stream_dataset import CountingImages\nDATA = CountingImages(100)\n"
+                      "def splits():\n    return {'train': DATA}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parent))
+    ds = load_python("lazy_source:splits", workers=1)
+    import lazy_source
+
+    part = ds.splits["train"]
+    assert isinstance(part.x, DatasetImages) and len(part.records) == 100
+    assert lazy_source.DATA.reads.sum() == 100 + 3  # one pass, and a second read of 3 items (random?)
+    subset = part.x.take(np.array([5, 7]))
+    assert lazy_source.DATA.reads.sum() == 103  # taking reads nothing
+    tensor = subset.resized((8, 8))
+    assert tensor.shape == (2, 3, 8, 8) and lazy_source.DATA.reads.sum() == 105
+    assert data.reads.sum() == 0
+
+
+def test_a_random_transform_is_one_fixed_draw_per_sample():
+    first = dnncheck.audit({"train": CountingImages(120, random_shift=True)}, select="input-fidelity",
+                           image_size=(16, 16))
+    again = dnncheck.audit({"train": CountingImages(120, random_shift=True)}, select="input-fidelity",
+                           image_size=(16, 16))
+    assert any("transform is random" in n for n in first.data["notes"])
+    assert json.loads(first.to_json())["checks"][0]["metrics"] == json.loads(again.to_json())["checks"][0]["metrics"]
+    state = random.getstate()
+    DatasetImages(CountingImages(10, random_shift=True), np.arange(10), 3, np.uint8, "x|train")[3]
+    assert random.getstate() == state  # reading leaves the global stream where it was
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_item_that_fails_is_named_with_the_users_frame(workers):
+    data = CountingImages(200, fail_at=150)
+    with pytest.raises(UserError, match=r"reading item 150 of 'train' raised OSError at "
+                                        r"test_stream_dataset.py:\d+ in __getitem__: disk error at 150"):
+        from dnncheck.data.items import describe_split
+
+        describe_split(data, "python:t|train", workers, 3)
+
+
+def test_the_cli_exits_2_on_a_failing_item(tmp_path, monkeypatch):
+    (tmp_path / "failing_source.py").write_text(
+        "import sys\nsys.path.insert(0, %r)\nfrom test_stream_dataset import CountingImages\n"
+        "def splits():\n    return {'train': CountingImages(200, fail_at=150)}\n" % str(__import__("pathlib").Path(__file__).parent))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = CliRunner().invoke(app, ["audit", "python:failing_source:splits", "--select", "input-fidelity", "--quiet"])
+    assert result.exit_code == 2 and "reading item 150 of 'train'" in result.output
