@@ -31,9 +31,9 @@ from dnncheck.progress import NullProgress
 
 MAX_PROBE_VAL = 2000  # validation/test samples whose pixels are loaded and evaluated each probe epoch
 # The pixels one split's view may hold as float32 at the model's input size: at 224x224x3 (602 KB a
-# sample) 222 samples (MIN_VIEW: 200 at least), below 64 px the sample caps above bind first. An
-# audit of a 20,000-image Dataset at 224 px then peaks under 2 GB (benchmarks/bench_dataset_stream.py).
-MAX_VIEW_BYTES = 128 * 2**20
+# sample) 445 samples; at 64 px and below the sample caps above bind first (5,461 > 5,000), so
+# small-image audits see what they always did. Only the normalised view is kept (Context.inputs).
+MAX_VIEW_BYTES = 256 * 2**20
 MIN_VIEW = 200  # but never fewer samples than this, whatever the input size
 
 

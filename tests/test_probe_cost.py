@@ -72,26 +72,29 @@ def test_normalization_is_left_out_when_the_fit_it_is_compared_with_is_compact()
     assert probes.plan["fit"].compact and probes.plan.not_run == ("normalization",)
 
 
-def test_priority_keeps_the_cheap_decisive_probes_first():
+def test_coverage_first_then_depth_in_priority_order():
+    """Half the budget a small CNN's full plan needs: every probe with a compact form runs (coverage),
+    probes with no compact form run whole if they fit (coverage too), then compact probes are
+    upgraded to their full form, the fit first (depth); the predicted total fits the room."""
+    from dnncheck.probes.plan import COMPACT
+
     small = ModelCost(2e7, 2e5)  # a small CNN
-    whole = _plan(small, 10**6)
-    everything = sum(whole.predicted(n) for n in PRIORITY)
+    everything = sum(_plan(small, 10**6).predicted(n) for n in PRIORITY)
     plan = _plan(small, everything * 0.5)  # half of what everything needs (x 0.7 margin)
-    full = [n for n in PRIORITY if n not in plan.not_run and not plan[n].compact]
-    assert full[0] == "overfit-batch" and "label-noise" in plan.not_run + plan.compact
+    assert all(name not in plan.not_run for name in COMPACT)
+    assert plan.compact  # depth did not reach every probe...
+    more = _plan(small, everything * 0.9)
+    assert not more["fit"].compact and "normalization" not in more.not_run  # the fit is made whole first
     assert sum(plan.predicted(n) for n in PRIORITY if n not in plan.not_run) <= everything * 0.5 * 0.7
-    # greedy in priority order: a probe ran whole when it fitted the room left at its turn, else
-    # its compact form when that fitted, else it was left out
-    room = everything * 0.5 * 0.7
-    for name in PRIORITY:
-        if name in full:
-            assert whole.predicted(name) <= room
-        else:
-            assert whole.predicted(name) > room or name == "normalization"
-        if name not in plan.not_run:
-            room -= plan.predicted(name)
     assert _plan(small, everything / 0.7 + 1).not_run == ()  # it all fits: nothing is said
     assert _plan(small, everything / 0.7 + 1).compact == () and _plan(small, everything / 0.7 + 1).message == ""
+
+
+def test_a_costly_one_batch_test_does_not_crowd_out_the_rest():
+    """A CIFAR ResNet-18 (1.1 GFLOP per sample at 32 px): the full one-batch test alone would fill
+    the budget; coverage first keeps the fit, range test and label noise in the plan."""
+    plan = _plan(ModelCost(1.11e9, 1.48e6), 300)
+    assert {"overfit-batch", "learning-rate", "fit", "label-noise"}.isdisjoint(plan.not_run)
 
 
 def test_the_plan_for_cuda_is_exercised_on_cpu():

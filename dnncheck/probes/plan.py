@@ -239,6 +239,9 @@ class Calibration:
 # shared fit run most checks read, then the runs one check each reads.
 PRIORITY = ("overfit-batch", "learning-rate", "fit", "normalization", "overfit-shuffled", "pixel-trigger",
             "label-noise")
+# Which compact probe is made whole first when there is room: the fit seven checks read (and the
+# normalization comparison needs), then the one-batch test, the range test, label noise.
+DEPTH_PRIORITY = ("fit", "overfit-batch", "learning-rate", "label-noise")
 PLAN_MARGIN = 0.7  # the predicted work may fill this share of the budget (predictions are within ~2x)
 
 
@@ -258,40 +261,49 @@ class ProbePlan:
         """Seconds probe `name` is predicted to take on this device type (from the model's cost, not a clock)."""
         if self.cost is None or self.speed is None:
             return None
-        p = self.probes[name]
-        return self.cost.train_seconds(self.speed, p.steps, p.batch_size) + self.cost.eval_seconds(self.speed,
-                                                                                                  p.eval_samples)
+        return self.seconds_of(self.probes[name])
 
     @property
     def compact(self) -> tuple[str, ...]:
         return tuple(n for n, p in self.probes.items() if p.compact)
 
+    def seconds_of(self, spec: PlannedProbe) -> float:
+        return self.cost.train_seconds(self.speed, spec.steps, spec.batch_size) + self.cost.eval_seconds(
+            self.speed, spec.eval_samples)
+
     def select_affordable(self, budget_seconds: float) -> None:
-        """In PRIORITY order, keep each probe whose predicted cost still fits the budget (with
-        PLAN_MARGIN), else its compact variant if that fits, else leave it out; a later, cheaper
-        probe may still fit."""
+        """Fit the plan into the budget (with PLAN_MARGIN), from the predicted costs: first coverage,
+        the cheapest form of every probe in PRIORITY order (its compact form where it has one);
+        then depth, each compact probe upgraded to its full form in DEPTH_PRIORITY order while the
+        room lasts; then the comparison runs whose basis runs in full. What fits nowhere is left out."""
         if self.cost is None:
             return
-        self.full_seconds = sum(self.predicted(n) for n in self.probes)
-        room, left_out = budget_seconds * PLAN_MARGIN, []
-        for name in sorted(self.probes, key=lambda n: PRIORITY.index(n) if n in PRIORITY else len(PRIORITY)):
-            basis = COMPARED_WITH.get(name)
-            if basis in self.probes and (basis in left_out or self.probes[basis].compact):
-                left_out.append(name)
+        full = dict(self.probes)
+        self.full_seconds = sum(self.seconds_of(p) for p in full.values())
+        order = sorted(full, key=lambda n: PRIORITY.index(n) if n in PRIORITY else len(PRIORITY))
+        room, chosen = budget_seconds * PLAN_MARGIN, {}
+        for name in order:  # coverage
+            if name in COMPARED_WITH:
                 continue
-            seconds = self.predicted(name)
-            if seconds > room and name in COMPACT:
-                full = self.probes[name]
-                self.probes[name] = replace(COMPACT[name](self.facts, **self.params.get(name, {})), checks=full.checks)
-                seconds = self.predicted(name)
-                if seconds > room:  # not even the compact form fits: the full one is what is reported left out
-                    self.probes[name] = full
-            if seconds <= room:
-                room -= seconds
-            else:
-                left_out.append(name)
-        self.not_run = tuple(left_out)
-        if left_out or self.compact:
+            spec = replace(COMPACT[name](self.facts, **self.params.get(name, {})), checks=full[name].checks) \
+                if name in COMPACT else full[name]
+            if self.seconds_of(spec) <= room:
+                chosen[name], room = spec, room - self.seconds_of(spec)
+        for name in sorted(chosen, key=lambda n: DEPTH_PRIORITY.index(n) if n in DEPTH_PRIORITY else len(order)):
+            if chosen[name].compact:  # depth
+                extra = self.seconds_of(full[name]) - self.seconds_of(chosen[name])
+                if extra <= room:
+                    chosen[name], room = full[name], room - extra
+        for name in order:  # comparison runs
+            basis = COMPARED_WITH.get(name)
+            if basis is None:
+                continue
+            if (basis not in full or (basis in chosen and not chosen[basis].compact)) and \
+                    self.seconds_of(full[name]) <= room:
+                chosen[name], room = full[name], room - self.seconds_of(full[name])
+        self.probes = {name: chosen.get(name, spec) for name, spec in full.items()}
+        self.not_run = tuple(n for n in order if n not in chosen)
+        if self.not_run or self.compact:
             self.message = self._say(budget_seconds)
 
     def _say(self, budget_seconds: float) -> str:
