@@ -550,7 +550,8 @@ class Context:
         (x, y), _ = self.probe_data(probe="learning-rate")
         model = self.fresh_model()
         return self.probe_runner.guarded("learning-rate", lambda guard: range_test(
-            model, self.loss_fn, x, y, self.probe_settings(batch_size=spec.batch_size), lrs, guard))
+            model, self.loss_fn, x, y, self.probe_settings(batch_size=spec.batch_size), lrs, guard,
+            from_start=spec.compact))
 
     def one_batch_fit(self, batch: int, max_steps: int, target_ratio: float):
         """A fresh model trained on the first `batch` training samples (the one-batch test)."""

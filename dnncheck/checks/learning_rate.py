@@ -133,14 +133,16 @@ def _range_findings(m: LearningRateMeasurement, t):
     blew_up = float(tried[-1]) if m.stopped_by == "loss exploded" else None
     metrics.update(suggested_lr_min=low, suggested_lr_max=high, lr_steepest=float(steep), lr_at_min_loss=high,
                    lr_loss_exploded=blew_up)
-    if (blew_up is not None and lr >= blew_up) or lr > t.fail_factor * high:
-        head = f"lr {lr:g} is far above the useful range [{low:.2g}, {high:.2g}]" + (
-            f" (the loss blew up at {blew_up:.2g})" if blew_up else "")
-        return metrics, [Finding(Status.FAIL, f"{head}; training will diverge or oscillate", headline=head)]
-    # a compact test's band (30 steps on 32 samples) is rough: outside it is advice; beyond the
-    # blow-up point above is decisive at any length
+    # a compact test's band (30 steps on 32 samples) is rough: outside it is advice; at or beyond
+    # the point where the loss blew up (above its start, in a compact test) is decisive at any length
     mild = Status.INFO if m.compact else Status.WARN
     rough = " (the compact range test: 30 steps on 32 samples, a rough band)" if m.compact else ""
+    diverges = blew_up is not None and lr >= blew_up
+    if diverges or lr > t.fail_factor * high:
+        head = f"lr {lr:g} is far above the useful range [{low:.2g}, {high:.2g}]" + (
+            f" (the loss blew up at {blew_up:.2g})" if blew_up else "") + ("" if diverges else rough)
+        return metrics, [Finding(Status.FAIL if diverges or not m.compact else mild,
+                                 f"{head}; training will diverge or oscillate", headline=head)]
     if lr > high:
         return metrics, [Finding(mild, f"lr {lr:g} is above the suggested range [{low:.2g}, {high:.2g}]{rough}")]
     if lr < low / t.low_factor:

@@ -251,12 +251,15 @@ RANGE_SMOOTHING_STEPS = 100  # a range test this long smooths its loss with 0.9
 
 
 def range_test(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, settings: ProbeSettings,
-               lrs: np.ndarray, guard: Guard | None = None, explode_factor: float = 4.0) -> RangeTestRun:
+               lrs: np.ndarray, guard: Guard | None = None, explode_factor: float = 4.0,
+               from_start: bool = False) -> RangeTestRun:
     """Learning-rate range test (Smith 2017): one step per learning rate in `lrs`, on batches drawn
     with a seeded generator; the loss is smoothed with a bias-corrected moving average (0.9 over 100
     steps; over fewer steps, e.g. a compact plan's 30, the same smoothing per decade of learning rate:
     0.9 ** (100 / steps)) and the test ends when it exceeds `explode_factor` times its minimum or is
-    non-finite."""
+    non-finite. `from_start` (the compact test on 32 samples, which the model soon memorises): the
+    loss must exceed `explode_factor` times its first smoothed value, not its minimum - rising 4x
+    from a memorised near-zero loss is a bump, not divergence."""
     guard = guard or NoGuard()
     device = settings.device
     x, y, _, optimizer = _start(model, x, y, settings)
@@ -276,7 +279,7 @@ def range_test(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, sett
         run.lrs.append(float(lr))
         run.losses.append(value)
         run.smoothed.append(smoothed)
-        if not math.isfinite(smoothed) or smoothed > explode_factor * best:
+        if not math.isfinite(smoothed) or smoothed > explode_factor * (run.smoothed[0] if from_start else best):
             run.stopped_by = "loss exploded"
             break
         best = min(best, smoothed)
