@@ -101,3 +101,21 @@ def test_sgd_at_lr_30_fails_and_adam_at_1e_3_passes():
     good = run_one(LearningRate(), source="sklearn:digits", model="mlp")
     assert good.status is Status.PASS, messages(good)
     assert good.metrics["suggested_lr_min"] <= 1e-3 <= good.metrics["suggested_lr_max"]
+
+
+def test_he_init_in_fan_out_mode_is_a_good_scale():
+    """torchvision initialises ResNet/EfficientNet convolutions with kaiming_normal_(mode="fan_out"):
+    He et al.'s backward-preserving variant, as valid as fan_in; a depthwise conv so initialised is
+    0.1x the fan_in scale but 1x the fan_out one. A layer off both still shows."""
+    import torch
+    from torch import nn
+
+    from dnncheck.checks.gradient_health import _init_ratios
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(96, 96, 3, groups=96), nn.ReLU(), nn.Conv2d(96, 8, 1), nn.ReLU())
+    nn.init.kaiming_normal_(net[0].weight, mode="fan_out", nonlinearity="relu")
+    nn.init.normal_(net[2].weight, std=0.001)
+    ratios = _init_ratios(net)
+    assert ratios["0"][0] == "He (fan_out)" and 0.8 < ratios["0"][1] < 1.25
+    assert ratios["2"][1] < 0.05

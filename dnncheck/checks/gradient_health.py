@@ -178,13 +178,16 @@ def _init_ratios(fresh) -> dict:
         fan_in = weight[0].numel()
         fan_out = weight.shape[0] * (weight[0, 0].numel() if weight.ndim > 2 else 1)
         activation = _next_activation(modules[k + 1:])
-        if activation == "relu":
-            scheme, expected = "He", math.sqrt(2.0 / fan_in)
-        elif activation == "selu":
-            scheme, expected = "LeCun", math.sqrt(1.0 / fan_in)
+        std = float(weight.std())
+        if activation in ("relu", "selu"):
+            # He et al. (ICCV 2015, section 2.2) preserve the variance forward (fan_in) or backward
+            # (fan_out) - torchvision's ResNets and EfficientNets use fan_out - so the nearer counts
+            gain, scheme = (2.0, "He") if activation == "relu" else (1.0, "LeCun")
+            ratios = {"": std / math.sqrt(gain / fan_in), " (fan_out)": std / math.sqrt(gain / fan_out)}
+            mode = min(ratios, key=lambda m: abs(math.log(max(ratios[m], 1e-12))))
+            out[name] = (scheme + mode, ratios[mode])
         else:
-            scheme, expected = "Glorot", math.sqrt(2.0 / (fan_in + fan_out))
-        out[name] = (scheme, float(weight.std()) / expected)
+            out[name] = ("Glorot", std / math.sqrt(2.0 / (fan_in + fan_out)))
     return out
 
 
