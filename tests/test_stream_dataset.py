@@ -93,3 +93,17 @@ def test_the_cli_exits_2_on_a_failing_item(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     result = CliRunner().invoke(app, ["audit", "python:failing_source:splits", "--select", "input-fidelity", "--quiet"])
     assert result.exit_code == 2 and "reading item 150 of 'train'" in result.output
+
+
+def test_a_split_mixing_images_and_rows_is_one_clear_error():
+    from dnncheck.data.items import describe_split
+
+    class Mixed:
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            return (np.zeros((8, 8, 3), np.uint8) if i < 5 else np.zeros(4)), i % 2
+
+    with pytest.raises(UserError, match=r"python:t: item 5 of 'train' is a 1-D row but item 0 is not"):
+        describe_split(Mixed(), "python:t|train", 1, 3)

@@ -144,8 +144,7 @@ class LabelNoise(Check):
                        {"suspects": m.figure} if m.figure is not None else {})
 
     def _probabilities(self, ctx, y, folds):
-        from dnncheck.probes.crossfit import (classical_probabilities, pca_features, probe_probabilities,
-                                              stratified_folds)
+        from dnncheck.probes.crossfit import probe_probabilities, stratified_folds
 
         fold = stratified_folds(y, folds, ctx.seed)
         flat = ctx.inputs("train").reshape(len(y), -1).numpy()

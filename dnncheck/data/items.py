@@ -2,8 +2,9 @@
 Datasets passed to dnncheck.audit).
 
 One pass over each split computes every image's record (data/records.py: the same compact record
-files get) and its label, a chunk at a time, in DataLoader worker processes when the Dataset can
-be shipped to them; the pixels are dropped as soon as their record is made. Afterwards the split's
+files get) and its label, a chunk at a time, in forked DataLoader worker processes when there is
+more than one chunk (they share the Dataset: nothing is pickled); the pixels are dropped as soon as
+their record is made. Afterwards the split's
 images are a `DatasetImages`: like data.files.ImageFiles, indexing reads one item through the
 user's Dataset, `take` selects without reading, and `resized(size)` loads the subset a check asks
 for at the model's input size.
@@ -134,10 +135,15 @@ def describe_split(data, where: str, workers: int, keep_first: int, on_chunk=Non
     loader = torch.utils.data.DataLoader(described, batch_size=CHUNK, shuffle=False, collate_fn=_as_list,
                                          num_workers=workers if use_workers else 0)
     rows, labels, first = [], [], []
+    source, _, split = where.partition("|")
     for batch in loader:
         for row, y, kept, error in batch:
             if error is not None:
                 raise UserError(error)
+            if rows and isinstance(row, np.void) != isinstance(rows[0], np.void):
+                raise UserError(f"{source}: item {len(rows)} of {split!r} is "
+                                f"{'an image' if isinstance(row, np.void) else 'a 1-D row'} but item 0 is not; "
+                                "give every item of a split the same kind")
             rows.append(row)
             labels.append(y)
             if kept is not None:
@@ -188,13 +194,11 @@ class DatasetImages:
         out = torch.empty((len(self), self.channels, *size), dtype=torch.float32)
         task = progress.task("reading dataset items", total=len(self), unit="images") if progress and len(self) > CHUNK \
             else None
-        for start in range(0, len(self), CHUNK):
-            stop = min(start + CHUNK, len(self))
-            for k in range(start, stop):
-                image = torch.from_numpy(np.asarray(self[k], dtype=np.float32)).permute(2, 0, 1)[None]
-                out[k] = resize_batch(image, size)[0]
+        for k in range(len(self)):
+            image = torch.from_numpy(np.asarray(self[k], dtype=np.float32)).permute(2, 0, 1)[None]
+            out[k] = resize_batch(image, size)[0]
             if task:
-                task.advance(stop - start)
+                task.advance(1)
         if task:
             task.close()
         return out
