@@ -542,6 +542,17 @@ class Context:
         """
         return self._memo("fit run", lambda: self.train_probe("fit"), remember=ProbeUnavailable)
 
+    def fit_probe_if_planned(self):
+        """The shared fit run when the plan runs it, else None: for a check that reads it only as
+        extra evidence and must not start a training the plan did not budget."""
+        plan = self.probe_runner.plan
+        if "fit" not in plan.probes or "fit" in plan.not_run:
+            return None
+        try:
+            return self.fit_probe()
+        except ProbeUnavailable:
+            return None
+
     def lr_range_test(self, lrs):
         """The learning-rate range test over `lrs` on a fresh model and the probe's training data."""
         from dnncheck.probes.train import range_test

@@ -119,3 +119,30 @@ def test_he_init_in_fan_out_mode_is_a_good_scale():
     ratios = _init_ratios(net)
     assert ratios["0"][0] == "He (fan_out)" and 0.8 < ratios["0"][1] < 1.25
     assert ratios["2"][1] < 0.05
+
+
+def test_init_scheme_follows_forward_order_not_registration_order():
+    """A squeeze-excitation block registers fc1, fc2, activation but calls fc1 -> activation -> fc2:
+    fc1 feeds a ReLU-family activation (He), fc2 feeds the sigmoid gate (Glorot)."""
+    import torch
+    from torch import nn
+
+    from dnncheck.checks.gradient_health import _execution_order, _init_ratios
+
+    class SqueezeExcite(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Conv2d(96, 4, 1), nn.Conv2d(4, 96, 1)
+            self.activation, self.gate = nn.SiLU(), nn.Sigmoid()
+
+        def forward(self, x):
+            return x * self.gate(self.fc2(self.activation(self.fc1(x.mean((2, 3), keepdim=True)))))
+
+    torch.manual_seed(0)
+    block = SqueezeExcite()
+    nn.init.kaiming_normal_(block.fc1.weight, mode="fan_out", nonlinearity="relu")
+    by_registration = _init_ratios(block)
+    by_forward = _init_ratios(block, _execution_order(block, torch.randn(2, 96, 8, 8), "cpu"))
+    assert by_registration["fc1"][0] == "Glorot" and by_registration["fc1"][1] > 4  # the old misreading (~5x)
+    assert by_forward["fc1"][0] == "He (fan_out)" and 0.8 < by_forward["fc1"][1] < 1.25
+    assert by_forward["fc2"][0] == "Glorot"

@@ -110,6 +110,17 @@ def test_curves_overfitting_in_a_compact_probe_is_a_note():
     assert "compact probe" in compact.summary
 
 
+def test_curves_flat_validation_in_a_compact_probe_is_a_note():
+    """torchvision's MobileNetV3 (BatchNorm momentum 0.01) after 24 steps from scratch: evaluation sees a
+    near-constant model, validation loss sits at ln 2. Flat over a whole run warns; over a compact probe
+    it is said as a note."""
+    history = {"loss": [0.73, 0.6, 0.45, 0.36], "val_loss": [0.6931, 0.6932, 0.6934, 0.6930]}
+    assert _curves(history).status is Status.WARN and _curves(history).summary.startswith("validation loss is flat")
+    compact = _curves(history, compact=True)
+    assert compact.status is Status.PASS and "flat" in compact.findings[0].message
+    assert compact.findings[0].severity is Status.INFO and "compact probe" in compact.findings[0].message
+
+
 @pytest.mark.parametrize("rise, status", [(0.099, Status.PASS), (0.1, Status.WARN), (0.499, Status.WARN),
                                           (0.5, Status.FAIL)])
 def test_curves_overfit_rise_edges(rise, status):
@@ -168,14 +179,15 @@ def test_curves_cut_short_probe_is_inconclusive():
 
 
 # -- DNC12 learning-rate -------------------------------------------------------------------------
-def _range_test(user_lr, stopped_by="plan", smoothed=None, compact=False):
+def _range_test(user_lr, stopped_by="plan", smoothed=None, compact=False, fit_losses=()):
     from dnncheck.checks.learning_rate import LearningRate, LearningRateMeasurement
 
     lrs = np.logspace(-5, 0, 51)
     if smoothed is None:  # falls fastest near 1e-3, bottoms at 1e-2 (index 30), then climbs
         x = np.log10(lrs)
         smoothed = 2.0 - 1.5 / (1 + np.exp(-4 * (x + 3))) + np.where(x > -2, 3 * (x + 2) ** 2, 0.0)
-    m = LearningRateMeasurement(user_lr, tuple(lrs), tuple(smoothed), tuple(smoothed), stopped_by, compact=compact)
+    m = LearningRateMeasurement(user_lr, tuple(lrs), tuple(smoothed), tuple(smoothed), stopped_by, compact=compact,
+                                fit_losses=fit_losses)
     return LearningRate.judge(m, LearningRate.Thresholds())
 
 
@@ -234,6 +246,22 @@ def test_learning_rate_defers_to_the_model_when_no_rate_helps(lowest, status):
     if status is Status.WARN:
         assert v.summary.startswith("no learning rate from 1e-05 to 1 makes this model learn")
         assert "suggested_lr_max" not in v.metrics  # no range is suggested from a curve that never falls
+
+
+@pytest.mark.parametrize("fit_losses, status", [((2.3, 1.9, 1.8), Status.PASS),  # fell 22%: learns
+                                                ((2.3, 2.2, 1.87), Status.WARN),  # fell 19%: does not
+                                                ((), Status.WARN)])  # no fit probe ran
+def test_a_flat_range_test_defers_to_a_fit_that_learns_at_the_users_lr(fit_losses, status):
+    """ViT-tiny from scratch: 100 sweep steps over 8 decades show no fall, while the fit probe at the
+    user's lr trains to 0.86 balanced accuracy. The sweep was too short, the lr is not in question."""
+    curve = np.r_[np.linspace(1.0, 0.97, 30), np.linspace(0.97, 1.5, 21)]
+    v = _range_test(1e-3, smoothed=curve, fit_losses=fit_losses)
+    assert v.status is status
+    if status is Status.PASS:
+        assert "the sweep is too short" in v.summary and "training loss 2.3 -> 1.8" in v.summary
+        assert v.remedy == ""
+    else:
+        assert v.summary.startswith("no learning rate from 1e-05 to 1 makes this model learn")
 
 
 def test_learning_rate_cut_short_is_inconclusive_not_evidence():
@@ -493,6 +521,41 @@ def test_gradient_health_dead_and_saturated_edges(fraction, status):
                                            (5.1, Status.WARN)])
 def test_gradient_health_init_scale_edges(ratio, status):
     assert _gradients(init={"fc1": ("He", ratio)}).status is status
+
+
+def test_relus_silent_from_the_start_are_info_and_relus_killed_by_training_warn():
+    """Squeeze-excitation ReLUs never fire on about half their units already in the fresh model: the
+    architecture's, not a training fault. Units that fired before training and stopped did die."""
+    from dnncheck.checks.gradient_health import GradientHealth, GradientHealthMeasurement
+
+    def judged(died):
+        m = GradientHealthMeasurement({"fc1.weight": [1.0], "fc2.weight": [1.0]}, {"fc1.weight": 1e-3},
+                                      {"se.relu": 0.6}, {}, {"fc1": ("He", 1.0)}, died_fraction={"se.relu": died})
+        return GradientHealth.judge(m, GradientHealth.Thresholds())
+
+    silent = judged(0.05)
+    assert silent.status is Status.PASS and "silent since initialisation" in silent.findings[0].message
+    assert "se.relu 60% never fire (5% stopped in training)" in silent.findings[0].message
+    killed = judged(0.55)
+    assert killed.status is Status.WARN and killed.summary.startswith("dead ReLUs: se.relu 60%")
+
+
+def test_died_fraction_counts_units_that_fired_before_training_only():
+    import torch
+    from torch import nn
+    from dnncheck.checks.gradient_health import _tally_units
+
+    torch.manual_seed(0)
+    fresh = nn.Sequential(nn.Linear(4, 10), nn.ReLU())
+    with torch.no_grad():
+        fresh[0].bias[:2] = -100.0  # silent from the start
+    trained = nn.Sequential(nn.Linear(4, 10), nn.ReLU())
+    trained.load_state_dict(fresh.state_dict())
+    with torch.no_grad():
+        trained[0].bias[2:7] = -100.0  # killed by "training"
+    x = torch.randn(64, 4)
+    before, after = _tally_units(fresh, x, "cpu")["1"], _tally_units(trained, x, "cpu")["1"]
+    assert after.dead_fraction() == 0.7 and after.died_fraction(before) == 0.5
 
 
 def test_gradient_health_fully_dead_layer_fails():

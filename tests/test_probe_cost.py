@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -74,8 +76,8 @@ def test_normalization_is_left_out_when_the_fit_it_is_compared_with_is_compact()
 
 def test_coverage_first_then_depth_in_priority_order():
     """Half the budget a small CNN's full plan needs: every probe with a compact form runs (coverage),
-    probes with no compact form run whole if they fit (coverage too), then compact probes are
-    upgraded to their full form, the fit first (depth); the predicted total fits the room."""
+    then compact probes are upgraded to their full form, the fit first (depth), and only then the
+    runs with no compact form; the predicted total fits the room."""
     from dnncheck.probes.plan import COMPACT
 
     small = ModelCost(2e7, 2e5)  # a small CNN
@@ -85,6 +87,13 @@ def test_coverage_first_then_depth_in_priority_order():
     assert plan.compact  # depth did not reach every probe...
     more = _plan(small, everything * 0.9)
     assert not more["fit"].compact and "normalization" not in more.not_run  # the fit is made whole first
+    whole_fit = _plan(small, 10**6).seconds_of(_plan(small, 10**6)["fit"])
+    for budget in np.linspace(everything * 0.05, everything * 1.4, 40):
+        step = _plan(small, budget)  # a second opinion (shuffled labels, pixel trigger) never displaces the fit:
+        extras = {"overfit-shuffled", "pixel-trigger"} - set(step.not_run)  # it runs with a compact fit only in
+        if extras and step["fit"].compact:  # room smaller than the fit's upgrade
+            upgrade = whole_fit - step.seconds_of(step["fit"])
+            assert sum(step.seconds_of(step[n]) for n in extras) < upgrade, (budget, extras)
     assert sum(plan.predicted(n) for n in PRIORITY if n not in plan.not_run) <= everything * 0.5 * 0.7
     assert _plan(small, everything / 0.7 + 1).not_run == ()  # it all fits: nothing is said
     assert _plan(small, everything / 0.7 + 1).compact == () and _plan(small, everything / 0.7 + 1).message == ""

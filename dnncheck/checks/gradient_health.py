@@ -46,7 +46,11 @@ class GradientHealth(Check):
         `exploding_norm` or non-finite. Update size: ||w_T - w_0|| / ||w_0|| / T against the same
         seeded initial model. Dead/saturated: forward hooks on ReLU/Sigmoid/Tanh modules of the
         trained probe over up to 512 training inputs; a unit (channel for convolutions) is dead
-        when it is never positive; outputs beyond 0.01/0.99 (sigmoid) or |0.99| (tanh) are
+        when it is never positive. The same inputs go through the fresh model: only units that
+        fired there and no longer fire died in training (the dying-ReLU problem, Lu et al. 2020,
+        "Dying ReLU and initialization"); units silent from the start (about half the ReLUs of a
+        squeeze-excitation block, whose input is a global average that barely varies across
+        samples) are an `info`, not a training fault. Outputs beyond 0.01/0.99 (sigmoid) or |0.99| (tanh) are
         saturated. Init: the std of each linear/conv weight of the fresh model against its
         scheme's; ratios outside [`init_ratio_low`, `init_ratio_high`] warn (PyTorch's default
         init sits at about 0.41 of He, which passes).
@@ -84,10 +88,16 @@ class GradientHealth(Check):
         except ProbeUnavailable as exc:
             return probe_missing(exc, NO_PROBE, lambda gap: GradientHealthMeasurement({}, {}, {}, {}, {}, gap))
         fresh = ctx.fresh_model()
-        dead, saturated = _unit_fractions(run.model, ctx.inputs("train")[:ACTIVATION_SAMPLES], ctx.device)
+        sample = ctx.inputs("train")[:ACTIVATION_SAMPLES]
+        trained_tallies = _tally_units(run.model, sample, ctx.device)
+        fresh_tallies = _tally_units(fresh, sample, ctx.device)
+        dead = {name: t.dead_fraction() for name, t in trained_tallies.items() if t.kind == "relu"}
+        died = {name: t.died_fraction(fresh_tallies[name]) for name, t in trained_tallies.items()
+                if t.kind == "relu" and name in fresh_tallies}
+        saturated = {name: t.saturated_fraction() for name, t in trained_tallies.items() if t.kind != "relu"}
         return GradientHealthMeasurement(dict(run.grad_norms), _update_ratios(fresh, run),
-                                         dead, saturated, _init_ratios(fresh),
-                                         grad_steps=tuple(s + 1 for s in run.grad_steps))
+                                         dead, saturated, _init_ratios(fresh, _execution_order(fresh, sample, ctx.device)),
+                                         grad_steps=tuple(s + 1 for s in run.grad_steps), died_fraction=died)
 
     # -- judging --------------------------------------------------------------------------------
     @classmethod
@@ -96,7 +106,8 @@ class GradientHealth(Check):
             return inconclusive(m.probe_gap, NO_PROBE)
         findings, metrics = [], {}
         for part_metrics, part_findings in (_gradient_findings(m.grad_norms, t), _update_findings(m.update_ratios, t),
-                                            _unit_findings(m.dead_fraction, m.saturated_fraction, t),
+                                            _unit_findings(m.dead_fraction, m.saturated_fraction, t,
+                                                           m.died_fraction),
                                             _init_findings(m.init_ratios, t)):
             metrics.update(part_metrics)
             findings += part_findings
@@ -115,11 +126,14 @@ class GradientHealth(Check):
 class GradientHealthMeasurement:
     grad_norms: dict  # parameter name -> gradient norms at the recorded steps of the shared probe run
     update_ratios: dict  # weight name -> ||w_T - w_0|| / ||w_0|| / T
-    dead_fraction: dict  # ReLU module -> share of units that never fired on the sample
+    dead_fraction: dict  # ReLU module -> share of units of the trained probe that never fired on the sample
     saturated_fraction: dict  # sigmoid/tanh module -> share of outputs at the limits
     init_ratios: dict  # weight layer -> (init scheme, fresh weight std / the scheme's)
     probe_gap: ProbeGap | None = None
     grad_steps: tuple = ()  # the training step (from 1) of each recorded gradient norm
+    # ReLU module -> share of units that fired in the fresh model and never in the trained one (None: not
+    # measured, every dead unit counts as died)
+    died_fraction: dict | None = None
 
 
 def _update_ratios(fresh, run) -> dict:
@@ -137,9 +151,8 @@ def _update_ratios(fresh, run) -> dict:
     return ratios
 
 
-def _unit_fractions(model, x, device) -> tuple[dict, dict]:
-    """Dead-unit shares of the ReLU modules and saturated-output shares of the sigmoid/tanh ones,
-    from forward hooks over `x`."""
+def _tally_units(model, x, device) -> dict:
+    """Per activation module (ReLU, sigmoid, tanh), a tally of its outputs from forward hooks over `x`."""
     import torch
     from torch import nn
 
@@ -161,15 +174,43 @@ def _unit_fractions(model, x, device) -> tuple[dict, dict]:
         model.train(was)
         for h in hooks:
             h.remove()
-    dead = {name: t.dead_fraction() for name, t in tallies.items() if t.kind == "relu"}
-    saturated = {name: t.saturated_fraction() for name, t in tallies.items() if t.kind != "relu"}
-    return dead, saturated
+    return tallies
 
 
-def _init_ratios(fresh) -> dict:
+def _execution_order(model, x, device) -> list:
+    """(name, module) of the model's leaf modules in the order one forward pass calls them (first
+    call). Registration order is not forward order: a squeeze-excitation block registers fc1, fc2,
+    then its activation, and calls fc1, activation, fc2. Falls back to registration order when the
+    forward fails (the probe that trained this model has already reported why)."""
+    import torch
+
+    modules = [(name, m) for name, m in model.named_modules() if not any(True for _ in m.children())]
+    called: dict[str, object] = {}
+    def remember(name, module):  # a forward hook must return None: a value would replace the output
+        called.setdefault(name, module)
+
+    hooks = [m.register_forward_hook(lambda mod, i, o, name=name: remember(name, mod)) for name, m in modules]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x[:1].to(device))
+    except Exception:  # noqa: BLE001 - only the order is wanted here
+        return modules
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    rest = [(name, m) for name, m in modules if name not in called]
+    return list(called.items()) + rest
+
+
+def _init_ratios(fresh, order=None) -> dict:
+    """Each weight layer's initial std against the scheme of the activation that follows it in
+    `order` ((name, module) in forward order; registration order when not given)."""
     from torch import nn
 
-    modules = list(fresh.named_modules())
+    modules = order if order is not None else list(fresh.named_modules())
     out = {}
     for k, (name, module) in enumerate(modules):
         if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
@@ -231,8 +272,10 @@ def _update_findings(ratios, t):
     return metrics, findings
 
 
-def _unit_findings(dead, saturated, t):
+def _unit_findings(dead, saturated, t, died=None):
+    died = dead if died is None else died
     metrics = {"dead_relu_fraction": {k: round(v, 4) for k, v in dead.items()},
+               "died_in_training_fraction": {k: round(v, 4) for k, v in died.items()},
                "saturated_fraction": {k: round(v, 4) for k, v in saturated.items()}}
     findings = []
     # a layer none of whose units ever fires passes nothing on: the network below it cannot learn
@@ -241,10 +284,19 @@ def _unit_findings(dead, saturated, t):
         head = f"every unit of {', '.join(fully_dead)} is dead: nothing passes through, the layers before it get no gradient"
         findings.append(Finding(Status.FAIL, f"{head}; lower the learning rate, check the initialisation (a large "
                                 "negative bias) or use LeakyReLU", headline=head, evidence={"layers": fully_dead}))
-    bad_dead = {k: v for k, v in dead.items() if v > t.dead_fraction and v < 1.0}
-    if bad_dead:
-        head = "dead ReLUs: " + ", ".join(f"{k} {v:.0%}" for k, v in bad_dead.items()) + " of units never fire"
-        findings.append(Finding(Status.WARN, f"{head}; lower the learning rate or use LeakyReLU", headline=head))
+    # dying ReLUs are units training switched off; units silent from the start are the architecture's
+    killed = {k: v for k, v in died.items() if v > t.dead_fraction and dead.get(k, 0.0) < 1.0}
+    if killed:
+        head = "dead ReLUs: " + ", ".join(f"{k} {dead[k]:.0%}" for k in killed) + " of units never fire"
+        findings.append(Finding(Status.WARN, f"{head} ({', '.join(f'{died[k]:.0%}' for k in killed)} fired before "
+                                "training); lower the learning rate or use LeakyReLU", headline=head))
+    silent = {k: v for k, v in dead.items() if v > t.dead_fraction and v < 1.0 and k not in killed}
+    if silent:
+        findings.append(Finding(Status.INFO, "ReLUs mostly silent since initialisation, not killed by training: "
+                                + ", ".join(f"{k} {v:.0%} never fire ({died.get(k, 0.0):.0%} stopped in training)"
+                                            for k, v in silent.items())
+                                + "; typical where a unit's input barely varies across samples, as after the "
+                                "global pooling of a squeeze-excitation block", evidence={"layers": sorted(silent)}))
     bad_sat = {k: v for k, v in saturated.items() if v > t.saturated_fraction}
     if bad_sat:
         head = ("saturated units: " + ", ".join(f"{k} {v:.0%}" for k, v in bad_sat.items())
@@ -276,11 +328,11 @@ def _next_activation(rest) -> str | None:
     from torch import nn
 
     for _, module in rest:
-        if isinstance(module, (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU)):
+        if isinstance(module, (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Mish)):
             return "relu"
         if isinstance(module, nn.SELU):
             return "selu"
-        if isinstance(module, (nn.Sigmoid, nn.Tanh)):
+        if isinstance(module, (nn.Sigmoid, nn.Tanh, nn.Hardsigmoid)):
             return "glorot"
         if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return None  # the next weight layer comes before any activation
@@ -327,6 +379,13 @@ class _UnitTally:
         """Share of units that never fired (output <= 0 on every sample and position)."""
         dead = sum(int((top <= 0).sum()) for top in self.unit_max.values())
         return dead / max(1, sum(len(top) for top in self.unit_max.values()))
+
+    def died_fraction(self, before: "_UnitTally") -> float:
+        """Share of units that fired in `before` (the same module of the fresh model, same inputs) and
+        never fire here."""
+        died = sum(int(((top <= 0) & (before.unit_max[width] > 0)).sum())
+                   for width, top in self.unit_max.items() if width in before.unit_max)
+        return died / max(1, sum(len(top) for top in self.unit_max.values()))
 
     def saturated_fraction(self) -> float:
         return self.saturated / max(1, self.total)

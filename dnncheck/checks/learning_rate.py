@@ -57,6 +57,7 @@ class LearningRate(Check):
         "fail_factor": (10.0, "fail when lr exceeds the range's top by this factor"),
         "low_factor": (100.0, "warn when lr is below the range's bottom by this factor"),
         "min_range_fall": (0.9, "the lowest smoothed loss must fall below this share of the first, else no lr helps"),
+        "fit_learning_drop": (0.2, "the fit probe's training loss falling by this share shows the user's lr learns"),
     }
 
     def probes(self, ctx) -> dict[str, dict]:
@@ -71,8 +72,12 @@ class LearningRate(Check):
             test = ctx.lr_range_test(lrs)
         except ProbeUnavailable as exc:
             return probe_missing(exc, NO_PROBE, lambda gap: LearningRateMeasurement(ctx.user_lr, (), (), (), "budget", gap))
+        fit = ctx.fit_probe_if_planned()  # a second opinion at the user's lr, never a training of its own
+        fit_losses = () if fit is None else tuple(
+            [fit.initial_loss] + [e["train_loss"] for e in fit.epochs if e.get("train_loss") is not None])
         return LearningRateMeasurement(ctx.user_lr, tuple(test.lrs), tuple(test.losses), tuple(test.smoothed),
-                                       test.stopped_by, compact=ctx.planned("learning-rate").compact)
+                                       test.stopped_by, compact=ctx.planned("learning-rate").compact,
+                                       fit_losses=fit_losses)
 
     @classmethod
     def judge(cls, m: "LearningRateMeasurement", t) -> Verdict:
@@ -102,12 +107,22 @@ class LearningRateMeasurement:
     stopped_by: str  # "plan" (every step), "loss exploded", or "budget"
     probe_gap: ProbeGap | None = None
     compact: bool = False  # the compact plan's range test (30 steps on 32 samples): its band is rough
+    fit_losses: tuple = ()  # the fit probe's training loss at the user's lr: at init, then per epoch (if it ran)
 
 
 # Smith (2017): the useful range starts about a decade below the steepest descent. Part of the
 # method, not a matter of taste: the tunable edges are fail_factor and low_factor.
 STEEPEST_DECADES = 10.0
 MIN_FINITE_POINTS = 5  # fewer finite smoothed losses than this: there is no curve to read
+
+
+def _fit_learned(losses, t) -> str:
+    """'the fit probe's training loss a -> b' when it fell by `fit_learning_drop`, else ''."""
+    if len(losses) < 2 or not all(np.isfinite(losses)) or losses[0] <= 0:
+        return ""
+    if losses[-1] > (1 - t.fit_learning_drop) * losses[0]:
+        return ""
+    return f"the fit probe's training loss {losses[0]:.3g} -> {losses[-1]:.3g}"
 
 
 def _range_findings(m: LearningRateMeasurement, t):
@@ -124,6 +139,15 @@ def _range_findings(m: LearningRateMeasurement, t):
         # no learning rate helps: the model (or its wiring) is the suspect, not the learning rate
         head = (f"no learning rate from {lrs[0]:.2g} to {lrs[-1]:.2g} makes this model learn (the smoothed loss never "
                 f"falls below {s[at_min] / s[0]:.0%} of its start)")
+        learned = _fit_learned(m.fit_losses, t)
+        if learned:
+            # a sweep of a few steps per decade is too fast for some models (a ViT from scratch, a
+            # costly model's compact test): training at the user's rate is the stronger evidence
+            note = (f"the range test found no learning rate over its {len(tried)} steps from {lrs[0]:.2g} to "
+                    f"{lrs[-1]:.2g} (the smoothed loss never fell below {s[at_min] / s[0]:.0%} of its start), but "
+                    f"training at your lr {lr:g} learns ({learned}): the sweep is too short for this model to show "
+                    "its range, your lr is not in question")
+            return metrics, [Finding(Status.INFO, note)]
         return metrics, [Finding(Status.WARN, f"{head}; the learning rate is not the problem: see overfit (one-batch "
                                  "test) and gradient-health", headline=head)]
     slope = np.gradient(s[: at_min + 1], np.log(lrs[: at_min + 1])) if at_min >= 2 else np.array([0.0])

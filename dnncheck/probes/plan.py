@@ -273,9 +273,12 @@ class ProbePlan:
 
     def select_affordable(self, budget_seconds: float) -> None:
         """Fit the plan into the budget (with PLAN_MARGIN), from the predicted costs: first coverage,
-        the cheapest form of every probe in PRIORITY order (its compact form where it has one);
-        then depth, each compact probe upgraded to its full form in DEPTH_PRIORITY order while the
-        room lasts; then the comparison runs whose basis runs in full. What fits nowhere is left out."""
+        the compact form of every probe that has one, in PRIORITY order; then depth, each compact
+        probe upgraded to its full form in DEPTH_PRIORITY order while the room lasts; then the runs
+        with no compact form, whole: the shuffled-label and pixel-trigger runs (second evidence for
+        checks that already judge without them) and the comparison runs whose basis runs in full.
+        The whole fit seven checks read comes before a second opinion for one. What fits nowhere is
+        left out."""
         if self.cost is None:
             return
         full = dict(self.probes)
@@ -283,10 +286,9 @@ class ProbePlan:
         order = sorted(full, key=lambda n: PRIORITY.index(n) if n in PRIORITY else len(PRIORITY))
         room, chosen = budget_seconds * PLAN_MARGIN, {}
         for name in order:  # coverage
-            if name in COMPARED_WITH:
+            if name not in COMPACT:
                 continue
-            spec = replace(COMPACT[name](self.facts, **self.params.get(name, {})), checks=full[name].checks) \
-                if name in COMPACT else full[name]
+            spec = replace(COMPACT[name](self.facts, **self.params.get(name, {})), checks=full[name].checks)
             if self.seconds_of(spec) <= room:
                 chosen[name], room = spec, room - self.seconds_of(spec)
         for name in sorted(chosen, key=lambda n: DEPTH_PRIORITY.index(n) if n in DEPTH_PRIORITY else len(order)):
@@ -294,12 +296,12 @@ class ProbePlan:
                 extra = self.seconds_of(full[name]) - self.seconds_of(chosen[name])
                 if extra <= room:
                     chosen[name], room = full[name], room - extra
-        for name in order:  # comparison runs
-            basis = COMPARED_WITH.get(name)
-            if basis is None:
+        for name in order:  # whole runs with no compact form
+            if name in chosen:
                 continue
-            if (basis not in full or (basis in chosen and not chosen[basis].compact)) and \
-                    self.seconds_of(full[name]) <= room:
+            basis = COMPARED_WITH.get(name)
+            basis_whole = basis is None or basis not in full or (basis in chosen and not chosen[basis].compact)
+            if basis_whole and self.seconds_of(full[name]) <= room:
                 chosen[name], room = full[name], room - self.seconds_of(full[name])
         self.probes = {name: chosen.get(name, spec) for name, spec in full.items()}
         self.not_run = tuple(n for n in order if n not in chosen)
