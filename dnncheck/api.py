@@ -30,23 +30,26 @@ MAX_WARNINGS = 20
 
 def audit(target: Any = None, *, model: Any = None, weights: str | Path | None = None, select=None, ignore=None,
           budget: float | None = None, seed: int | None = None, device: str | None = None,
-          config: str | Path | None = None, fail_on: str | None = None, image_size=None):
+          config: str | Path | None = None, fail_on: str | None = None, image_size=None, eval_transform=None):
     """Run the checklist; returns the AuditResult (nothing is printed or written). `image_size`
-    (height, width) is [data] image_size: the model's input size (in-memory data has no config)."""
+    (height, width) is [data] image_size: the model's input size (in-memory data has no config).
+    `eval_transform` (a callable, or a "pkg.module:attr" spec) is [data] eval_transform: the
+    in-memory Datasets are audited through copies with it as their `transform`."""
     from dnncheck.progress import NullProgress
 
     if target is not None and config is not None and not isinstance(target, (str, Path)):
         raise UserError("pass in-memory data as target or a config file as config, not both")
-    source = factory = None
+    source = factory = transform = None
     try:
         source = _target_spec(target, config)
         factory = _model_spec(model)  # may refuse the model after the data was registered
+        transform = _transform_spec(eval_transform)
         cfg = audit_config(source, model=factory, weights=None if weights is None else str(weights), select=select,
                            ignore=ignore, budget=budget, seed=seed, device=device, fail_on=fail_on,
-                           image_size=image_size)
+                           image_size=image_size, eval_transform=transform)
         result = execute(cfg, NullProgress(), "dnncheck.audit(...)", time.perf_counter())
-    finally:  # the audit is over: the user's arrays and model are no longer held here
-        _forget(source, factory)
+    finally:  # the audit is over: the user's arrays, model and transform are no longer held here
+        _forget(source, factory, transform)
     return _named_for_people(result, target, model)
 
 
@@ -70,7 +73,8 @@ def _named_for_people(result, target, model):
 def audit_config(target: str | None, *, model: str | None = None, weights: str | None = None, select=None,
                  ignore=None, fail_on: str | None = None, device: str | None = None, budget: float | None = None,
                  seed: int | None = None, engine: str | None = None, ray_address: str | None = None,
-                 workers: int | None = None, no_cache: bool = False, verify_cache: bool = False, image_size=None):
+                 workers: int | None = None, no_cache: bool = False, verify_cache: bool = False, image_size=None,
+                 eval_transform: str | None = None):
     """The AuditConfig of a target plus the settings the CLI's flags and audit()'s arguments give (the
     same for both): model and weights paths relative to where the call is made, not to the config."""
     from dnncheck.config import build_config
@@ -82,6 +86,7 @@ def audit_config(target: str | None, *, model: str | None = None, weights: str |
                  "--engine": ("probe", "engine", engine), "--ray-address": ("probe", "ray_address", ray_address),
                  "--workers": ("data", "workers", workers), "--no-cache": ("data", "cache", False if no_cache else None),
                  "--verify-cache": ("data", "verify_cache", True if verify_cache else None),
+                 "eval_transform": ("data", "eval_transform", eval_transform),
                  "image_size": ("data", "image_size", None if image_size is None else
                                 list(image_size) if isinstance(image_size, (list, tuple)) else image_size)}
     cfg = build_config(target, overrides)
@@ -201,6 +206,15 @@ def _model_spec(model) -> str | None:
         return _register(model)
     raise UserError(f"model: expected a spec such as \"smallcnn\", a torch.nn.Module or a factory; "
                     f"got {type(model).__name__}")
+
+
+def _transform_spec(transform) -> str | None:
+    if transform is None or isinstance(transform, str):
+        return transform
+    if callable(transform):
+        return _register(transform)
+    raise UserError(f"eval_transform: expected a callable transform or a \"pkg.module:attr\" spec; "
+                    f"got {type(transform).__name__}")
 
 
 def _forget(*specs) -> None:

@@ -35,6 +35,7 @@ class AuditConfig:
     normalize: Any = "auto"
     external: str | None = None
     decode_max_side: int = 256
+    eval_transform: str | None = None  # pkg.module:attr replacing the transform of a python: source's Datasets
     workers: int = 0  # processes for the data pass; 0: every core
     cache: bool = True  # per-file record cache (data/cache.py)
     verify_cache: bool = False  # hash every file and decode again those whose content changed (data/cache.py)
@@ -124,6 +125,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "external": (_is_str, "a path to an external validation set"),
         "how_to_get": (_is_str, "text: how to obtain the data, shown when the source is missing"),
         "decode_max_side": (_int_in(8, 4 * MAX_IMAGE_SIDE), f"an integer between 8 and {4 * MAX_IMAGE_SIDE} (pixels)"),
+        "eval_transform": (_is_str, "pkg.module:attr, a callable that replaces the `transform` of a python: source's "
+                                    "Datasets (their evaluation transform)"),
         "workers": (_int_in(0, 1024), "an integer between 0 (every core) and 1024: processes for the data pass"),
         "cache": (lambda v: isinstance(v, bool), "true or false: keep per-file records in the user's cache folder"),
         "verify_cache": (lambda v: isinstance(v, bool), "true or false: hash every file and decode again any whose content changed since its cached record"),
@@ -278,6 +281,7 @@ normalize = "auto"             # auto | none | zscore | minmax | {{mean = [..], 
 # external = "data/external"   # optional external validation set, same formats
 # how_to_get = "..."           # shown when the source is missing: where the data comes from
 # decode_max_side = 256        # images are decoded with their longer side at most this
+# eval_transform = "pkg.mod:t" # python: sources: audit each Dataset with this as its `transform` (no augmentation)
 # workers = 0                  # processes for the data pass over image files; 0: every core
 # cache = true                 # keep per-file records in $DNNCHECK_CACHE_DIR (default: the user's cache folder)
 # verify_cache = false         # hash every file: decode again any whose content changed (size and times kept)

@@ -325,3 +325,29 @@ def test_a_torchvision_backbone_needs_its_weights_in_the_torch_cache(tmp_path, m
                      source=str(_noisy_copies(tmp_path, n=40)), model="mlp")
     found = {(p["a"], p["b"]): p["kind"] for f in result.findings for p in f.evidence.get("pairs", []) if "kind" in p}
     assert {(f"train:{k}", f"val:{k}") for k in range(6)} <= set(found)
+
+
+@pytest.mark.parametrize("near_pairs, status", [(7, Status.WARN), (8, Status.FAIL)])  # 7/750 < 1% <= 8/750
+def test_a_few_lookalikes_across_splits_warn_and_a_share_of_the_split_fails(near_pairs, status):
+    """MNIST at 32 px has two pairs of near pixel-identical straight '1' strokes across splits: a true
+    finding, but 2 of 750 test digits cannot inflate the test metrics; from 1% of an evaluation split
+    near copies fail. An exact copy fails at any count."""
+    from types import SimpleNamespace
+
+    from dnncheck.checks.split_leakage import SplitLeakage, _duplicate_findings
+
+    def pair(k, kind="near"):
+        return {"a": f"train:{k}", "b": f"test:{k}", "kind": kind, "similarity": 0.991, "label_a": 1, "label_b": 1,
+                "split_a": "train", "split_b": "test"}
+
+    def judged(pairs, within=()):
+        m = SimpleNamespace(pairs=pairs, within_pairs=tuple(within), classes=("0", "1"),
+                            split_sizes={"train": 3500, "val": 750, "test": 750})
+        return _duplicate_findings(m, SplitLeakage.Thresholds())
+
+    found = judged([pair(k) for k in range(near_pairs)])
+    assert found[0].severity is status and found[0].evidence["largest_split_share"] == round(near_pairs / 750, 5)
+    assert judged([pair(0, "exact")])[0].severity is Status.FAIL
+    within = {**pair(1), "b": "train:2", "split_b": "train"}
+    assert judged([], [within])[0].severity is Status.INFO  # 2 of 3,500 training samples
+    assert judged([], [{**within, "kind": "exact"}])[0].severity is Status.WARN

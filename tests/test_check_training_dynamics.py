@@ -146,3 +146,36 @@ def test_init_scheme_follows_forward_order_not_registration_order():
     assert by_registration["fc1"][0] == "Glorot" and by_registration["fc1"][1] > 4  # the old misreading (~5x)
     assert by_forward["fc1"][0] == "He (fan_out)" and 0.8 < by_forward["fc1"][1] < 1.25
     assert by_forward["fc2"][0] == "Glorot"
+
+
+def test_an_auxiliary_head_is_not_a_layer_that_barely_moves_but_a_detached_one_is():
+    """(logits, aux) models: the probe trains on the first output, so the aux head stays where it was;
+    that is ours, not the user's (info). A branch cut off from every output by .detach() is the
+    user's bug and stays a warning."""
+    import torch
+    from torch import nn
+
+    from dnncheck.checks.gradient_health import _update_findings
+    from dnncheck.models.build import auxiliary_parameters, single_output
+
+    class WithAux(nn.Module):
+        def __init__(self, detach_stem=False):
+            super().__init__()
+            self.stem, self.head, self.aux = nn.Linear(8, 8), nn.Linear(8, 3), nn.Linear(8, 3)
+            self.detach_stem = detach_stem
+
+        def forward(self, x):
+            f = torch.relu(self.stem(x))
+            f = f.detach() if self.detach_stem else f
+            return self.head(f), self.aux(f)
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 8)
+    assert auxiliary_parameters(single_output(WithAux()), x) == {"model.aux.weight", "model.aux.bias"}
+    assert auxiliary_parameters(single_output(WithAux(detach_stem=True)), x) == {"model.aux.weight", "model.aux.bias"}
+    assert auxiliary_parameters(single_output(nn.Linear(8, 3)), x) == set()
+    ratios = {"model.stem.weight": 0.0, "model.head.weight": 1e-3, "model.aux.weight": 0.0}
+    _, findings = _update_findings(ratios, GradientHealth.Thresholds(), {"model.aux.weight", "model.aux.bias"})
+    by_severity = {f.severity: f.message for f in findings}
+    assert "model.aux.weight" in by_severity[Status.INFO] and "model.aux" not in by_severity[Status.WARN]
+    assert "model.stem.weight" in by_severity[Status.WARN]  # detached from both outputs: the user's bug

@@ -107,3 +107,53 @@ def test_a_split_mixing_images_and_rows_is_one_clear_error():
 
     with pytest.raises(UserError, match=r"python:t: item 5 of 'train' is a 1-D row but item 0 is not"):
         describe_split(Mixed(), "python:t|train", 1, 3)
+
+
+class TransformedImages(CountingImages):
+    """CountingImages with a torchvision-style `transform` attribute applied to each image."""
+
+    def __init__(self, n: int, transform=None):
+        super().__init__(n)
+        self.transform = transform
+
+    def __getitem__(self, i):
+        image, label = super().__getitem__(i)
+        return (image if self.transform is None else self.transform(image)), label
+
+
+def random_roll(image):  # an augmentation drawn from the global stream, as torchvision's are
+    return np.roll(image, random.randint(1, 3), axis=1)
+
+
+def unchanged(image):
+    return image
+
+
+def test_eval_transform_audits_a_fixed_view_and_leaves_the_users_dataset_alone():
+    """[data] eval_transform replaces the Dataset's `transform` in a copy: the audit reads unaugmented
+    images (identical to a Dataset built with the eval transform), says the training transform is
+    random, and the user's object keeps its own transform."""
+    import torch
+
+    train = TransformedImages(120, transform=random_roll)
+    audited = dnncheck.audit({"train": torch.utils.data.Subset(train, range(100))}, select="input-fidelity",
+                             image_size=(16, 16), eval_transform=unchanged)
+    plain = dnncheck.audit({"train": torch.utils.data.Subset(TransformedImages(120), range(100))},
+                           select="input-fidelity", image_size=(16, 16))
+    assert train.transform is random_roll  # the user's Dataset is untouched
+    notes = audited.data["notes"]
+    assert any("audited through [data] eval_transform" in n for n in notes)
+    assert any("transform is random (augmentation): audited through [data] eval_transform instead" in n for n in notes)
+    metrics = lambda r: json.loads(r.to_json())["checks"][0]["metrics"]  # noqa: E731
+    assert metrics(audited) == metrics(plain)  # the fixed view, not a draw of the augmentation
+
+
+def test_eval_transform_refusals_name_the_key_and_the_fix(tmp_path):
+    with pytest.raises(UserError, match=r"eval_transform: CountingImages has no `transform` attribute to replace"):
+        dnncheck.audit({"train": CountingImages(50)}, select="input-fidelity", eval_transform=unchanged)
+    with pytest.raises(UserError, match=r"eval_transform: expected a callable transform"):
+        dnncheck.audit({"train": CountingImages(50)}, select="input-fidelity", eval_transform=3)
+    config = tmp_path / "dnncheck.toml"
+    config.write_text('[data]\nsource = "sklearn:digits"\neval_transform = "os:sep"\n')
+    result = CliRunner().invoke(app, ["audit", str(config), "--quiet"])
+    assert result.exit_code == 2 and "eval_transform: applies to python: sources" in result.output

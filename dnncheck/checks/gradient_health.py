@@ -97,7 +97,8 @@ class GradientHealth(Check):
         saturated = {name: t.saturated_fraction() for name, t in trained_tallies.items() if t.kind != "relu"}
         return GradientHealthMeasurement(dict(run.grad_norms), _update_ratios(fresh, run),
                                          dead, saturated, _init_ratios(fresh, _execution_order(fresh, sample, ctx.device)),
-                                         grad_steps=tuple(s + 1 for s in run.grad_steps), died_fraction=died)
+                                         grad_steps=tuple(s + 1 for s in run.grad_steps), died_fraction=died,
+                                         auxiliary=tuple(sorted(_auxiliary(fresh, sample, ctx.device))))
 
     # -- judging --------------------------------------------------------------------------------
     @classmethod
@@ -105,7 +106,8 @@ class GradientHealth(Check):
         if m.probe_gap is not None:
             return inconclusive(m.probe_gap, NO_PROBE)
         findings, metrics = [], {}
-        for part_metrics, part_findings in (_gradient_findings(m.grad_norms, t), _update_findings(m.update_ratios, t),
+        for part_metrics, part_findings in (_gradient_findings(m.grad_norms, t),
+                                            _update_findings(m.update_ratios, t, m.auxiliary),
                                             _unit_findings(m.dead_fraction, m.saturated_fraction, t,
                                                            m.died_fraction),
                                             _init_findings(m.init_ratios, t)):
@@ -134,6 +136,7 @@ class GradientHealthMeasurement:
     # ReLU module -> share of units that fired in the fresh model and never in the trained one (None: not
     # measured, every dead unit counts as died)
     died_fraction: dict | None = None
+    auxiliary: tuple = ()  # parameters feeding only the model's other outputs (not trained by the probe's loss)
 
 
 def _update_ratios(fresh, run) -> dict:
@@ -175,6 +178,15 @@ def _tally_units(model, x, device) -> dict:
         for h in hooks:
             h.remove()
     return tallies
+
+
+def _auxiliary(model, x, device) -> set[str]:
+    from dnncheck.models.build import auxiliary_parameters
+
+    try:
+        return auxiliary_parameters(model, x[:2].to(device))
+    except Exception:  # noqa: BLE001 - a second forward that fails leaves every layer judged as before
+        return set()
 
 
 def _execution_order(model, x, device) -> list:
@@ -255,14 +267,20 @@ def _gradient_findings(grad_norms, t):
     return metrics, findings
 
 
-def _update_findings(ratios, t):
+def _update_findings(ratios, t, auxiliary=()):
     if not ratios:
         return {}, []
     median = float(np.median(list(ratios.values())))
     metrics = {"update_ratio_per_step_median": round(median, 8)}
-    still = [n for n, r in ratios.items() if r < t.update_ratio_low]
+    # an auxiliary head is trained by the user's loss, not the probe's: its stillness is ours
+    untrained = [n for n, r in ratios.items() if r < t.update_ratio_low and n in auxiliary]
+    still = [n for n, r in ratios.items() if r < t.update_ratio_low and n not in auxiliary]
     wild = [n for n, r in ratios.items() if r > t.update_ratio_high]
     findings = []
+    if untrained:
+        findings.append(Finding(Status.INFO, f"{len(untrained)} layer(s) feed only the model's other outputs, which "
+                                f"the probe's loss does not read, so the probe leaves them as they are: "
+                                f"{', '.join(untrained[:10])}", evidence={"auxiliary": untrained}))
     if still:
         findings.append(Finding(Status.WARN, f"{len(still)} layer(s) barely move (update/weight per step below "
                                 f"{t.update_ratio_low:g}): {', '.join(still[:10])}"))

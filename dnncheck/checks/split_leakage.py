@@ -79,6 +79,8 @@ class SplitLeakage(Check):
         "embedding": ("", "learned embeddings searched as well: \"model\" (your model's penultimate features, with --weights) or \"torchvision:<name>\" (cached pretrained weights); empty: off"),
         "embedding_cosine": (0.95, "cosine of two learned embeddings at which they are a pair (kind 'embedding')"),
         "table_near_threshold": (0.9999, "tables: similarity 2a.b/(|a|^2+|b|^2) of z-scored rows for a near duplicate"),
+        "near_fail_share": (0.01, "near copies (kinds near, embedding) across splits fail when they reach this share of an evaluation split; fewer warn"),
+        "within_warn_share": (0.01, "look-alike duplicates (near, embedding) within a split warn when they reach this share of its samples; fewer are info"),
         "shift_p_value": (0.001, "label shift: chi-square p-value below which to warn"),
         "shift_min_share_diff": (0.05, "label shift: ... and a class share differing by more than this"),
         "split_shift_auc": (0.8, "warn when a domain classifier tells train inputs from val/test inputs with this AUC"),
@@ -119,7 +121,7 @@ class SplitLeakage(Check):
     def judge(cls, m: "SplitLeakageMeasurement", t) -> Verdict:
         findings = _splits_present(m)
         group_pairs, group_findings = _group_findings(m.leaked_groups)
-        findings += _duplicate_findings(m)
+        findings += _duplicate_findings(m, t)
         findings += group_findings
         findings += _feature_leak_findings(m.feature_scores, t)
         findings += _split_shift_findings(m.shift_auc, t)
@@ -301,7 +303,23 @@ KIND_LABELS = (("exact", "exact copies"), ("near", "near copies"),
                ("embedding", "pairs alike in learned embeddings"))
 
 
-def _duplicate_findings(m: SplitLeakageMeasurement):
+# Kinds judged by how alike two images look (not the same bytes, not one photo cropped): simple
+# images (MNIST's straight "1" strokes) can be this alike by chance, so their severity follows how much
+# of an evaluation split they can inflate.
+LOOKALIKE_KINDS = ("near", "embedding")
+
+
+def _leaked_share(pairs, split_sizes: dict) -> float:
+    """The largest share of an evaluation split's samples that sit in a pair with another split's."""
+    leaked: dict = {}
+    for p in pairs:
+        for split, sample in ((p["split_a"], p["a"]), (p["split_b"], p["b"])):
+            if split != "train":
+                leaked.setdefault(split, set()).add(sample)
+    return max((len(ids) / max(1, split_sizes.get(s, 0)) for s, ids in leaked.items()), default=0.0)
+
+
+def _duplicate_findings(m: SplitLeakageMeasurement, t):
     findings = []
     for kind, label in KIND_LABELS:
         chosen = [p for p in m.pairs if p["kind"] == kind]
@@ -309,9 +327,18 @@ def _duplicate_findings(m: SplitLeakageMeasurement):
             continue
         by_split = _count_by_splits(chosen)
         head = f"{len(chosen)} {label} across splits ({', '.join(f'{n} {k}' for k, n in by_split.items())})"
+        share = _leaked_share(chosen, m.split_sizes)
+        if kind in LOOKALIKE_KINDS and share < t.near_fail_share:
+            findings.append(Finding(Status.WARN, f"{head}: {share:.2%} of an evaluation split at most, too few to "
+                                    "inflate its metrics much; remove them or move them to one split",
+                                    samples=_pair_samples(chosen), headline=head,
+                                    evidence={"pairs": _contract_pairs(chosen), "by_splits": by_split,
+                                              "largest_split_share": round(share, 5)}))
+            continue
         findings.append(Finding(Status.FAIL, f"{head}: evaluation samples the model has effectively seen in training",
                                 samples=_pair_samples(chosen), headline=head,
-                                evidence={"pairs": _contract_pairs(chosen), "by_splits": by_split}))
+                                evidence={"pairs": _contract_pairs(chosen), "by_splits": by_split,
+                                          "largest_split_share": round(share, 5)}))
     if m.within_pairs:
         by_split = _count_by_splits(m.within_pairs)
         kinds = {k: sum(p["kind"] == k for p in m.within_pairs) for k, _ in KIND_LABELS}
@@ -319,10 +346,17 @@ def _duplicate_findings(m: SplitLeakageMeasurement):
         head = f"{len(m.within_pairs)} duplicate pair(s) within splits ({said})"
         listed = m.within_pairs[:MAX_WITHIN_LISTED]
         more = f" (the first {len(listed)} listed)" if len(listed) < len(m.within_pairs) else ""
-        findings.append(Finding(Status.WARN, f"{head}: they weight the loss and the statistics towards the copied "
-                                f"samples; keep one of each set{more}", samples=_pair_samples(listed),
-                                headline=head, evidence={"within_split_pairs": _contract_pairs(listed),
-                                                         "by_splits": by_split}))
+        copied = max(len({s for p in m.within_pairs if p["split_a"] == split for s in (p["a"], p["b"])})
+                     / max(1, size) for split, size in m.split_sizes.items())
+        # a handful of look-alikes among thousands hardly reweights anything: said, not warned; the same
+        # bytes or one photo cropped twice are certain copies and cheap to remove: warned at any count
+        certain = any(p["kind"] not in LOOKALIKE_KINDS for p in m.within_pairs)
+        severity = Status.WARN if certain or copied >= t.within_warn_share else Status.INFO
+        findings.append(Finding(severity, f"{head}: they weight the loss and the statistics towards the copied "
+                                f"samples ({copied:.2%} of a split's samples at most); keep one of each set{more}",
+                                samples=_pair_samples(listed), headline=head,
+                                evidence={"within_split_pairs": _contract_pairs(listed), "by_splits": by_split,
+                                          "largest_split_share": round(copied, 5)}))
     conflicting = [p for p in (*m.pairs, *m.within_pairs) if p["label_a"] != p["label_b"]]
     if conflicting:
         def name(label):

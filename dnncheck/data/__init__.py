@@ -32,6 +32,9 @@ def load_dataset(cfg, progress=None) -> Dataset:
 
 
 def _read_source(source: str, cfg, progress):
+    if cfg.eval_transform and not source.startswith("python:"):
+        raise UserError(f"[data] eval_transform: applies to python: sources and in-memory Datasets, whose transform "
+                        f"dnncheck can replace; {source} is read by dnncheck's own loader: remove eval_transform")
     if source.startswith("sklearn:"):
         from dnncheck.data.arrays import load_sklearn
 
@@ -39,7 +42,8 @@ def _read_source(source: str, cfg, progress):
     if source.startswith("python:"):
         from dnncheck.data.pysource import load_python
 
-        return load_python(source.split(":", 1)[1], (cfg.base_dir,), _scan_settings(cfg).worker_count, progress), True
+        return load_python(source.split(":", 1)[1], (cfg.base_dir,), _scan_settings(cfg).worker_count, progress,
+                           cfg.eval_transform), True
     path = cfg.resolve(source)
     if not path.exists():
         path = Path(os.path.normpath(path))  # say /data/x rather than /work/cfg/../../data/x

@@ -81,6 +81,33 @@ def read_item(data, index: int, where: str, draw: int = 0) -> tuple[np.ndarray, 
     return as_array(x), (y.item() if hasattr(y, "item") else y)
 
 
+def with_transform(data, transform, where: str):
+    """A shallow copy of `data` reading items through `transform` ([data] eval_transform); the
+    user's object is left as it was. torchvision's datasets (ImageFolder, MNIST, CIFAR10, ...) and
+    most hand-written ones apply `self.transform` in __getitem__; a Subset (what random_split
+    returns) or ConcatDataset is copied down to the datasets that hold one."""
+    import copy
+
+    if hasattr(data, "dataset") and hasattr(data, "indices"):  # torch.utils.data.Subset
+        out = copy.copy(data)
+        out.dataset = with_transform(data.dataset, transform, where)
+        return out
+    if isinstance(getattr(data, "datasets", None), list) and hasattr(data, "cumulative_sizes"):  # ConcatDataset
+        out = copy.copy(data)
+        out.datasets = [with_transform(d, transform, where) for d in data.datasets]
+        return out
+    if not hasattr(data, "transform"):
+        raise UserError(f"{where}: [data] eval_transform: {type(data).__name__} has no `transform` attribute to "
+                        "replace; remove eval_transform and return the split with its evaluation transform")
+    out = copy.copy(data)
+    out.transform = transform
+    if type(getattr(out, "transforms", None)).__name__ == "StandardTransform":  # torchvision's VisionDataset
+        from torchvision.datasets.vision import StandardTransform
+
+        out.transforms = StandardTransform(transform, getattr(out, "target_transform", None))
+    return out
+
+
 def match_channels(image: np.ndarray, channels: int) -> np.ndarray:
     if image.shape[-1] == channels:
         return image

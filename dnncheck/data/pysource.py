@@ -10,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from dnncheck.data.dataset import SPLITS, Dataset, SplitData, class_labels
-from dnncheck.data.items import DatasetImages, ItemError, describe_split, read_item
+from dnncheck.data.items import DatasetImages, ItemError, describe_split, read_item, with_transform
 from dnncheck.errors import UserError, raised
 from dnncheck.importing import import_object
 
 
-def load_python(spec: str, search_dirs=(), workers: int = 1, progress=None) -> Dataset:
+def load_python(spec: str, search_dirs=(), workers: int = 1, progress=None, eval_transform: str | None = None) -> Dataset:
     fn = import_object(spec, "data source python:", search_dirs)
     try:
         result = fn()
@@ -29,6 +29,14 @@ def load_python(spec: str, search_dirs=(), workers: int = 1, progress=None) -> D
         raise UserError(f"python:{spec}: unknown split {bad[0]!r}; use {', '.join(SPLITS)} or external")
     for name, data in result.items():
         _require_items(spec, name, data)
+    given = result
+    if eval_transform:
+        transform = import_object(eval_transform, "[data] eval_transform", search_dirs)
+        if not callable(transform):
+            raise UserError(f"[data] eval_transform: {eval_transform} is a {type(transform).__name__}, not a callable "
+                            "transform (such as a torchvision transforms.Compose)")
+        result = {name: with_transform(data, transform, f"python:{spec} split {name!r}")
+                  for name, data in result.items()}
     # one streaming pass per split: records (images) or rows (tables) and labels, never the pixels
     task = progress.task("reading dataset items", total=sum(len(d) for d in result.values()), unit="items") \
         if progress else None
@@ -67,28 +75,40 @@ def load_python(spec: str, search_dirs=(), workers: int = 1, progress=None) -> D
                  feature_names=[f"x{i}" for i in range(len(described["train"][2][0]))] if table else [],
                  notes=label_notes)
     ds.external = external
-    ds.notes += [note for name, data in result.items()
-                 for note in _random_transform_note(spec, name, data, described[name][2])]
+    if eval_transform:
+        ds.notes.append(f"python:{spec}: every split audited through [data] eval_transform = {eval_transform} (a "
+                        "copy of each Dataset with it as `transform`; your Datasets are unchanged)")
+    ds.notes += [note for name, data in given.items()
+                 for note in _random_transform_note(spec, name, data, None if eval_transform else described[name][2],
+                                                    eval_transform)]
     return ds
 
 
 RANDOM_PROBES = 3  # items read a second time to see whether the Dataset's transform is random
 
 
-def _random_transform_note(spec: str, split: str, data, first_reads: list) -> list[str]:
+def _random_transform_note(spec: str, split: str, data, first_reads: list | None,
+                           eval_transform: str | None = None) -> list[str]:
     """A note when a second draw of an item gives other values (RandomResizedCrop, flips, noise):
-    the audit sees one fixed draw of each sample (seeded by its index, data/items.py), as the model
-    does in one epoch under augmentation."""
-    for i in range(min(RANDOM_PROBES, len(first_reads))):
+    without [data] eval_transform the audit sees one fixed draw of each sample (seeded by its index,
+    data/items.py), as the model does in one epoch under augmentation. `first_reads`: the items'
+    first draws when the pass read them through this same transform (None: read them here)."""
+    where = f"python:{spec}|{split}"
+    for i in range(min(RANDOM_PROBES, len(data) if first_reads is None else len(first_reads))):
         try:
-            again, _ = read_item(data, i, f"python:{spec}|{split}", draw=1)
-        except ItemError:  # it was read once already; a second failure is not this note's to report
+            first = read_item(data, i, where, draw=0)[0] if first_reads is None else first_reads[i]
+            again, _ = read_item(data, i, where, draw=1)
+        except ItemError:  # the pass has reported unreadable items already
             return []
-        if again.shape != first_reads[i].shape or not np.array_equal(again, first_reads[i]):
-            return [f"python:{spec} split {split!r}: two reads of item {i} differ, so its transform is random "
-                    "(augmentation): dnncheck audits one draw of each sample (seeded by its index, the same in "
-                    "every check and every run), what the model sees in one epoch. Return the split with its "
-                    "evaluation transform for a fixed, unaugmented view"]
+        if again.shape == first.shape and np.array_equal(again, first):
+            continue
+        head = f"python:{spec} split {split!r}: two reads of item {i} differ, so its transform is random (augmentation)"
+        if eval_transform:
+            return [f"{head}: audited through [data] eval_transform instead, a fixed view; the model trains on "
+                    "augmented draws of these images"]
+        return [f"{head}: dnncheck audits one draw of each sample (seeded by its index, the same in every check and "
+                "every run), what the model sees in one epoch. Set [data] eval_transform (or return the split with "
+                "its evaluation transform) for a fixed, unaugmented view"]
     return []
 
 

@@ -138,8 +138,34 @@ def single_output(model):
         def __init__(self, inner):
             super().__init__()
             self.model = inner
+            self.audits_first_of_several = True  # checks ask which parameters feed only the other outputs
 
         def forward(self, x):
             return first_tensor(self.model(x))
 
     return FirstTensorOutput(model)
+
+
+def auxiliary_parameters(model, x) -> set[str]:
+    """Names (as in `model.named_parameters()`) of the parameters that feed only outputs other than
+    the one dnncheck audits and trains on: an auxiliary head (Inception's, a deep-supervision
+    branch) that the user's own loss reads and the probes' loss does not. Empty for a model with
+    one output. One forward and two gradient passes on `x` (a sample or two)."""
+    import torch
+
+    if not getattr(model, "audits_first_of_several", False):
+        return set()
+    out = model.model(x)
+    values = out.values() if isinstance(out, dict) else out if isinstance(out, (tuple, list)) else [out]
+    main = first_tensor(out)
+    others = [v for v in values if isinstance(v, torch.Tensor) and v is not main and v.requires_grad]
+    params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not others or not params:
+        return set()
+
+    def reached(outputs) -> set[str]:
+        total = sum(o.float().sum() for o in outputs)
+        grads = torch.autograd.grad(total, [p for _, p in params], allow_unused=True, retain_graph=True)
+        return {name for (name, _), g in zip(params, grads) if g is not None}
+
+    return reached(others) - reached([main]) if main.requires_grad else reached(others)
