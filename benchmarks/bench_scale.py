@@ -77,8 +77,12 @@ def generate(root: Path, n: int, seed: int = 0) -> Path:
     return root
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (from /proc)."""
+def tree_memory(pid: int) -> int:
+    """Bytes of memory a process and all its descendants hold (from /proc): the sum of their
+    proportional set sizes (PSS, smaps_rollup), where a page shared by k processes counts 1/k in
+    each. Summing RSS instead counts every page a forked worker shares with its parent once per
+    process: the data pass's DataLoader workers and cleanlab's forks made a 2.5 GB audit read as
+    6 GB. Falls back to RSS where smaps_rollup is unreadable."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -92,23 +96,35 @@ def tree_rss(pid: int) -> int:
     total, stack = 0, [pid]
     while stack:
         p = stack.pop()
-        try:
-            with open(f"/proc/{p}/statm") as fh:
-                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError):
-            pass
+        total += _process_bytes(p)
         stack.extend(children.get(p, []))
     return total
 
 
+def _process_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
 def measure(cmd: list[str], cache: Path) -> tuple[int, float, int]:
-    """(exit code, wall seconds, peak process-tree RSS in bytes) of a command using record cache `cache`."""
+    """(exit code, wall seconds, peak process-tree memory in bytes: PSS, see tree_memory) of a command using
+    record cache `cache`."""
     env = {**os.environ, "DNNCHECK_CACHE_DIR": str(cache)}
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     peak = 0
     while proc.poll() is None:
-        peak = max(peak, tree_rss(proc.pid))
+        peak = max(peak, tree_memory(proc.pid))
         time.sleep(0.2)
     wall = time.perf_counter() - start
     err = proc.stderr.read()
@@ -118,7 +134,7 @@ def measure(cmd: list[str], cache: Path) -> tuple[int, float, int]:
 
 
 def report(n: int, what: str, code: int, wall: float, peak: int, results: Path | None = None) -> None:
-    line = (f"N={n:>7} {what:<26} {wall:7.1f} s wall ({n / wall:6.0f} photos/s), peak RSS {peak / 2**30:5.2f} GiB "
+    line = (f"N={n:>7} {what:<26} {wall:7.1f} s wall ({n / wall:6.0f} photos/s), peak memory (PSS) {peak / 2**30:5.2f} GiB "
             f"({peak / n / 2**10:6.1f} KiB per photo), exit {code}")
     if results is not None and results.exists():  # the data pass's own figures, from the audit's JSON
         data_pass = json.loads(results.read_text())["environment"].get("data_pass") or {}

@@ -165,7 +165,7 @@ def _repeated_splits(ctx) -> dict | None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedShuffleSplit
 
-    from dnncheck.probes.crossfit import pca_features
+    from dnncheck.probes.crossfit import pca_features, pixel_rows
 
     ds = ctx.dataset
     names = [n for n in ("train", "val", "test") if ds.split(n) is not None]
@@ -175,7 +175,7 @@ def _repeated_splits(ctx) -> dict | None:
     # a stratified 70/30 split needs two samples per class and a place for every class on each side
     if sum(len(ds.splits[n]) for n in names) > MAX_REPEAT_SAMPLES or counts.min() < 2 or len(counts) > min(held_out, len(y) - held_out):
         return None
-    flat = np.concatenate([ctx.inputs(n).reshape(len(ctx.view(n)), -1).numpy() for n in names])
+    flat = np.concatenate([pixel_rows(ctx.inputs(n)) for n in names])
     feats = pca_features(flat, ctx.seed)
     scores = []
     splitter = StratifiedShuffleSplit(REPEATS, test_size=0.3, random_state=ctx.seed)
@@ -210,14 +210,14 @@ def _shift_auc(internal, external, seed):
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-    from dnncheck.probes.crossfit import pca_features
+    from dnncheck.probes.crossfit import pca_features, pixel_rows
 
     n = min(len(internal), len(external), SHIFT_SAMPLES)
     if n < 10:
         return None
     rng = np.random.default_rng(seed)
-    a = internal[np.sort(rng.choice(len(internal), n, replace=False))].reshape(n, -1).numpy()
-    b = external[np.sort(rng.choice(len(external), n, replace=False))].reshape(n, -1).numpy()
+    a = pixel_rows(internal[np.sort(rng.choice(len(internal), n, replace=False))])
+    b = pixel_rows(external[np.sort(rng.choice(len(external), n, replace=False))])
     feats = pca_features(np.concatenate([a, b]), seed)
     side = np.r_[np.zeros(n), np.ones(n)]
     cv = StratifiedKFold(5, shuffle=True, random_state=seed)

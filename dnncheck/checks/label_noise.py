@@ -144,10 +144,10 @@ class LabelNoise(Check):
                        {"suspects": m.figure} if m.figure is not None else {})
 
     def _probabilities(self, ctx, y, folds):
-        from dnncheck.probes.crossfit import probe_probabilities, stratified_folds
+        from dnncheck.probes.crossfit import pixel_rows, probe_probabilities, stratified_folds
 
         fold = stratified_folds(y, folds, ctx.seed)
-        flat = ctx.inputs("train").reshape(len(y), -1).numpy()
+        flat = pixel_rows(ctx.inputs("train"))
         notes, info_notes, estimates = [], [], {}  # info_notes: the probe plan left the model out
         if self.t.probe:
             if not self._uses_probe(ctx):
@@ -223,7 +223,10 @@ def _confident_learning(y, probs) -> ConfidentLearning:
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
-    mask = find_label_issues(y, probs, filter_by="prune_by_class")
+    # one process: by default cleanlab forks a worker per core, and a fork of an audit holding 224-px
+    # views (2-3 GB) costs more than the pruning of at most max_train_samples rows it parallelises;
+    # the result does not depend on n_jobs (cleanlab's documentation)
+    mask = find_label_issues(y, probs, filter_by="prune_by_class", n_jobs=1)
     quality = get_label_quality_scores(y, probs)
     suspects = np.flatnonzero(mask)
     suspects = suspects[np.argsort(quality[suspects], kind="stable")]

@@ -127,14 +127,16 @@ def autocast(device: str):
     return torch.autocast("cpu", enabled=False)
 
 
-def forward_all(model: nn.Module, x: torch.Tensor, device: str, batch: int = EVAL_BATCH) -> torch.Tensor:
-    """Outputs for every row of x in eval mode, as float32 on the CPU, in chunks of at most `batch`
-    rows and EVAL_VALUES input values: a conv net's first activations are ~10x its input, so 1,024
-    photos at 64x64 held ~2 GB at once (digits and MNIST still go 1,024 at a time)."""
+def forward_all(model: nn.Module, x: torch.Tensor, device: str, batch: int = EVAL_BATCH,
+                train: bool = False) -> torch.Tensor:
+    """Outputs for every row of x, as float32 on the CPU, in chunks of at most `batch` rows and
+    EVAL_VALUES input values: a conv net's first activations are ~10x its input, so 1,024 photos at
+    64x64 held ~2 GB at once (digits and MNIST still go 1,024 at a time). Eval mode, or train mode
+    with `train` (BatchNorm on each chunk's statistics, as in a training step; no gradients)."""
     per_row = max(1, x[0].numel()) if len(x) else 1
-    batch = max(16, min(batch, EVAL_VALUES // per_row))
+    batch = max(min(16, batch), min(batch, EVAL_VALUES // per_row))
     was_training = model.training
-    model.eval()
+    model.train(train)
     outs = []
     with torch.no_grad(), autocast(device):
         for chunk in torch.split(x, batch):
