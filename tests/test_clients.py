@@ -124,3 +124,31 @@ def test_a_random_transform_in_the_users_dataset_is_said(random):
     if random:
         assert "split 'train': two reads of item" in said[0]
     assert stdlib_random.random() == pytest.approx(__import__("random").Random(3).random())  # streams kept
+
+
+def test_an_auxiliary_head_is_said_not_warned(tmp_path):
+    """(logits, aux): the probe trains on the logits, so the aux head stays put. That is the probe's
+    doing, said as info; it used to warn "1 layer(s) barely move: model.aux.weight"."""
+    aux = next(c for c in CLIENTS if c.factory.endswith("with_aux"))
+    health = _audit(aux, tmp_path, "gradient-health", epochs=2)["gradient-health"]
+    warned = " ".join(f["message"] for f in health["findings"] if f["severity"] in ("warn", "fail"))
+    said = " ".join(f["message"] for f in health["findings"] if f["severity"] == "info")
+    assert "model.aux" not in warned and "model.aux.weight" in said, health["findings"]
+
+
+def test_mobilenet_squeeze_excitation_relus_are_silent_from_the_start_not_dead():
+    """torchvision's mobilenet_v3_small: about half the units of several squeeze-excitation ReLUs never
+    fire on any input already at initialisation; judged against the fresh model, none died in training."""
+    import torch
+
+    from dnncheck.checks.gradient_health import GradientHealth, _tally_units, _unit_findings
+    from tests.clients.models import tv_mobilenet_v3_small
+
+    torch.manual_seed(0)
+    model = tv_mobilenet_v3_small(2)
+    tallies = _tally_units(model, torch.randn(16, 3, 64, 64), "cpu")
+    dead = {k: t.dead_fraction() for k, t in tallies.items() if t.kind == "relu"}
+    died = {k: t.died_fraction(tallies[k]) for k, t in tallies.items() if t.kind == "relu"}
+    assert max(dead.values()) > 0.5 and max(died.values()) == 0.0
+    _, findings = _unit_findings(dead, {}, GradientHealth.Thresholds(), died)
+    assert [f.severity.value for f in findings] == ["info"] and "silent since initialisation" in findings[0].message

@@ -832,8 +832,12 @@ def _pair(kind, label_b=0):
 
 def test_split_leakage_clean_passes_and_copies_fail():
     assert _leakage().status is Status.PASS
-    v = _leakage([_pair("near")])
-    assert v.status is Status.FAIL and v.summary == "1 near copies across splits (1 train-val)"
+    v = _leakage([_pair("exact")])
+    assert v.status is Status.FAIL and v.summary == "1 exact copies across splits (1 train-val)"
+    v = _leakage([_pair("near")])  # 1 of 200 val samples: a look-alike too few to inflate val (near_fail_share 1%)
+    assert v.status is Status.WARN and v.summary == "1 near copies across splits (1 train-val)"
+    v = _leakage([_pair("near"), {**_pair("near"), "a": "train/cat/2.png", "b": "val/cat/2.png"}])  # 2 of 200
+    assert v.status is Status.FAIL and v.summary == "2 near copies across splits (2 train-val)"
     v = _leakage([_pair("exact", label_b=1)])
     assert v.metrics["conflicting_label_pairs"] == 1 and "carry different labels" in v.summary
 
