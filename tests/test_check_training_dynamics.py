@@ -179,3 +179,26 @@ def test_an_auxiliary_head_is_not_a_layer_that_barely_moves_but_a_detached_one_i
     by_severity = {f.severity: f.message for f in findings}
     assert "model.aux.weight" in by_severity[Status.INFO] and "model.aux" not in by_severity[Status.WARN]
     assert "model.stem.weight" in by_severity[Status.WARN]  # detached from both outputs: the user's bug
+
+
+def test_units_are_tallied_with_batch_statistics_and_running_statistics_stay():
+    """After a short probe BatchNorm's running statistics are mostly their initial (0, 1): in plain eval
+    mode a channel whose inputs sit at -10 reads as never firing, though it fires in every training
+    step (batch statistics). The tally uses batch statistics and leaves the running ones as they were."""
+    import torch
+    from torch import nn
+
+    from dnncheck.checks.gradient_health import _tally_units
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU())
+    with torch.no_grad():
+        model[0].bias.fill_(-10.0)
+    x = torch.randn(100, 3, 8, 8)
+    model.eval()
+    with torch.no_grad():
+        assert (model(x) <= 0).all()  # plain eval mode: every channel looks dead
+    before = (model[1].running_mean.clone(), model[1].num_batches_tracked.clone())
+    assert _tally_units(model, x, "cpu")["2"].dead_fraction() == 0.0
+    assert torch.equal(model[1].running_mean, before[0]) and torch.equal(model[1].num_batches_tracked, before[1])
+    assert not model.training and not model[1].training
