@@ -77,13 +77,15 @@ class OutputInfo:
 AMPLIFY = 100.0  # inputs scaled by this: logits follow the scale out of [0, 1], a squashed output cannot
 
 
-def _chunked(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """model(x) a chunk of rows at a time (probes.train.EVAL_VALUES input values each): 256 photos at
-    224 px through a ResNet at once held 1.6 GB of activations."""
+def _chunked(model: nn.Module, x: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """model(x * scale) a chunk of rows at a time (probes.train.EVAL_VALUES input values each): 256
+    photos at 224 px through a ResNet at once held 1.6 GB of activations; the scaling is per chunk
+    too (x * scale of 445 such photos is a 270 MB copy)."""
     from dnncheck.probes.train import EVAL_VALUES
 
     rows = max(16, EVAL_VALUES // max(1, x[0].numel())) if len(x) else 1
-    return torch.cat([model(chunk) for chunk in torch.split(x, rows)]) if len(x) > rows else model(x)
+    return torch.cat([model(chunk * scale if scale != 1.0 else chunk) for chunk in torch.split(x, rows)]) \
+        if len(x) > rows else model(x * scale if scale != 1.0 else x)
 
 
 def describe_model_outputs(model: nn.Module, x: torch.Tensor, out: torch.Tensor | None = None) -> OutputInfo:
@@ -100,8 +102,8 @@ def describe_model_outputs(model: nn.Module, x: torch.Tensor, out: torch.Tensor 
             if info.kind != "sigmoid":
                 return info
             model.eval()
-            amplified = torch.cat([_chunked(model, x * AMPLIFY).detach().float().reshape(len(x), -1),
-                                   _chunked(model, x * -AMPLIFY).detach().float().reshape(len(x), -1)])
+            amplified = torch.cat([_chunked(model, x, AMPLIFY).detach().float().reshape(len(x), -1),
+                                   _chunked(model, x, -AMPLIFY).detach().float().reshape(len(x), -1)])
     finally:
         model.train(was_training)
     stays = bool(torch.isfinite(amplified).all()) and float(amplified.min()) >= 0 and float(amplified.max()) <= 1
