@@ -30,11 +30,17 @@ MAX_WARNINGS = 20
 
 def audit(target: Any = None, *, model: Any = None, weights: str | Path | None = None, select=None, ignore=None,
           budget: float | None = None, seed: int | None = None, device: str | None = None,
-          config: str | Path | None = None, fail_on: str | None = None, image_size=None, eval_transform=None):
+          config: str | Path | None = None, fail_on: str | None = None, image_size=None, eval_transform=None,
+          loss: str | None = None, optimizer: str | None = None, optimizer_args: dict | None = None,
+          scheduler: str | None = None, scheduler_args: dict | None = None, lr: float | None = None,
+          batch_size: int | None = None):
     """Run the checklist; returns the AuditResult (nothing is printed or written). `image_size`
     (height, width) is [data] image_size: the model's input size (in-memory data has no config).
     `eval_transform` (a callable, or a "pkg.module:attr" spec) is [data] eval_transform: the
-    in-memory Datasets are audited through copies with it as their `transform`."""
+    in-memory Datasets are audited through copies with it as their `transform`. `loss`,
+    `optimizer`, `optimizer_args`, `scheduler`, `scheduler_args`, `lr` and `batch_size` are the
+    [model] and [train] keys of the same names, validated the same way; given, they override a
+    config file's."""
     from dnncheck.progress import NullProgress
 
     if target is not None and config is not None and not isinstance(target, (str, Path)):
@@ -46,7 +52,10 @@ def audit(target: Any = None, *, model: Any = None, weights: str | Path | None =
         transform = _transform_spec(eval_transform)
         cfg = audit_config(source, model=factory, weights=None if weights is None else str(weights), select=select,
                            ignore=ignore, budget=budget, seed=seed, device=device, fail_on=fail_on,
-                           image_size=image_size, eval_transform=transform)
+                           image_size=image_size, eval_transform=transform,
+                           training=dict(loss=loss, optimizer=optimizer, optimizer_args=optimizer_args,
+                                         scheduler=scheduler, scheduler_args=scheduler_args, lr=lr,
+                                         batch_size=batch_size))
         result = execute(cfg, NullProgress(), "dnncheck.audit(...)", time.perf_counter())
     finally:  # the audit is over: the user's arrays, model and transform are no longer held here
         _forget(source, factory, transform)
@@ -74,7 +83,7 @@ def audit_config(target: str | None, *, model: str | None = None, weights: str |
                  ignore=None, fail_on: str | None = None, device: str | None = None, budget: float | None = None,
                  seed: int | None = None, engine: str | None = None, ray_address: str | None = None,
                  workers: int | None = None, no_cache: bool = False, verify_cache: bool = False, image_size=None,
-                 eval_transform: str | None = None):
+                 eval_transform: str | None = None, training: dict | None = None):
     """The AuditConfig of a target plus the settings the CLI's flags and audit()'s arguments give (the
     same for both): model and weights paths relative to where the call is made, not to the config."""
     from dnncheck.config import build_config
@@ -89,6 +98,8 @@ def audit_config(target: str | None, *, model: str | None = None, weights: str |
                  "eval_transform": ("data", "eval_transform", eval_transform),
                  "image_size": ("data", "image_size", None if image_size is None else
                                 list(image_size) if isinstance(image_size, (list, tuple)) else image_size)}
+    for key, value in (training or {}).items():  # audit(loss=, optimizer=, lr=, ...): [model] loss, [train] keys
+        overrides[key] = ("model" if key == "loss" else "train", key, value)
     cfg = build_config(target, overrides)
     if select:
         cfg.select = _ids(select, "select")

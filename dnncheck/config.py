@@ -20,7 +20,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 
 NORMALIZE_MODES = ("auto", "none", "zscore", "minmax")
 LOSSES = ("cross_entropy", "nll", "bce", "mse")
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")  # the common ones; any torch.optim name works (probes/optim.py)
 METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "mse", "mae", "r2")
 FAIL_ON = ("fail", "warn", "never")
 ENGINES = ("local", "ray")
@@ -42,7 +42,10 @@ class AuditConfig:
     model: str = "auto"  # auto: smallcnn for images, mlp for tables
     weights: str | None = None
     loss: str | None = None  # None: cross_entropy for classification, mse for regression
-    optimizer: str = "adam"
+    optimizer: str = "adam"  # any torch.optim optimizer or pkg.module:factory (probes/optim.py)
+    optimizer_args: dict[str, Any] = field(default_factory=dict)
+    scheduler: str | None = None  # a torch.optim.lr_scheduler class or pkg.module:factory
+    scheduler_args: dict[str, Any] = field(default_factory=dict)
     lr: float = 1e-3
     batch_size: int = 64
     weight_decay: float = 0.0
@@ -113,6 +116,14 @@ def _is_loss(v):
     return isinstance(v, str) and (v in LOSSES or re.fullmatch(r"[\w.]+:\w+", v) is not None)
 
 
+def _is_name_or_factory(v):
+    return isinstance(v, str) and re.fullmatch(r"[\w.]+(:\w+)?", v) is not None
+
+
+def _is_arguments(v):
+    return isinstance(v, dict) and all(isinstance(k, str) and k.isidentifier() for k in v)
+
+
 def _is_device(v):
     return isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None
 
@@ -137,7 +148,14 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "loss": (_is_loss, f"one of {', '.join(LOSSES)} or pkg.module:function"),
     },
     "train": {
-        "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}"),
+        "optimizer": (_is_name_or_factory, f"a torch.optim optimizer ({', '.join(OPTIMIZERS)}, adadelta, nadam, ...) "
+                                           "or pkg.module:factory"),
+        "optimizer_args": (_is_arguments, "a table of the optimizer's keyword arguments, e.g. [train.optimizer_args] "
+                                          "rho = 0.9"),
+        "scheduler": (_is_name_or_factory, "a torch.optim.lr_scheduler class (StepLR, OneCycleLR, "
+                                           "CosineAnnealingLR, ReduceLROnPlateau, ...) or pkg.module:factory"),
+        "scheduler_args": (_is_arguments, "a table of the scheduler's keyword arguments, e.g. [train.scheduler_args] "
+                                          "step_size = 1"),
         "lr": (lambda v: _is_number(v) and v > 0, "a positive number"),
         "batch_size": (_int_in(1, 65536), "an integer between 1 and 65536"),
         "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
@@ -213,6 +231,9 @@ def apply_table(cfg: AuditConfig, raw: dict, origin: str) -> None:
         if not isinstance(table, dict):
             raise UserError(f"{origin}: [{section}] must be a table of keys, not a single value")
         for key, value in table.items():
+            if section == "train" and key in ("optimizer_args", "scheduler_args") and isinstance(value, dict):
+                _apply_key(cfg, section, key, dict(value), origin)
+                continue
             if section == "checks" and isinstance(value, dict):
                 cfg.thresholds[key] = dict(value)  # validated by the runner, which knows the checks
                 continue
@@ -292,10 +313,13 @@ factory = "auto"               # auto (smallcnn for images, mlp for tables) | sm
 # loss = "cross_entropy"       # cross_entropy | nll | bce | mse | pkg.module:function
 
 [train]                        # what you train with; the probes imitate it
-optimizer = "adam"             # adam | adamw | sgd | rmsprop
+optimizer = "adam"             # any torch.optim optimizer: adam | adamw | sgd | rmsprop | adadelta | ... | pkg.module:factory
 lr = 1e-3
 batch_size = 64
+# scheduler = "StepLR"         # any torch.optim.lr_scheduler class or pkg.module:factory; applied as in your loop
 # metric = "balanced_accuracy" # accuracy | balanced_accuracy | f1_macro | mse | mae | r2
+# [train.optimizer_args]       # the optimizer's keyword arguments, e.g. rho = 0.9 (adadelta), nesterov = true (sgd)
+# [train.scheduler_args]       # the scheduler's, e.g. step_size = 1 and gamma = 0.7 (StepLR)
 
 [probe]
 budget_seconds = 300           # a guard, not a target: probes do the planned work; one the guard stops is inconclusive

@@ -116,7 +116,17 @@ class Context:
         self.model_info = {"spec": self.model_spec, **self._param_counts(model)}
         self.external  # noqa: B018 - a bad external set is bad input too
         self.custom_loss  # noqa: B018 - a loss spec that cannot be imported
+        self._check_training_recipe()
         self._check_normalize_setting()
+
+    def _check_training_recipe(self) -> None:
+        """The optimizer and schedule are built once on a stand-in parameter: a bad name or argument
+        is exit 2 now, not an error in every probe."""
+        from dnncheck.probes.optim import validate
+
+        c = self.cfg
+        validate(c.optimizer, c.optimizer_args, c.scheduler, c.scheduler_args, c.lr, c.weight_decay, c.momentum,
+                 (c.base_dir,))
 
     def _check_normalize_setting(self) -> None:
         from dnncheck.probes.inputs import check_normalize_width
@@ -232,8 +242,7 @@ class Context:
                     out = model.eval()(batch)
             except (Exception, SystemExit) as exc:  # nothing can be measured on a model that cannot run
                 raise UserError(f"model {self.cfg.model}: on 2 training inputs of shape {tuple(batch.shape)} its "
-                                f"forward {raised(exc)}; fix the model, or set [data] image_size to the input size "
-                                "it expects") from None
+                                f"forward {raised(exc)}; {self._size_advice(model, batch)}") from None
             finally:
                 model.train(was_training)
             if isinstance(out, torch.Tensor):
@@ -245,6 +254,19 @@ class Context:
             return True
 
         return single_output(model) if self._memo("wraps outputs", returns_a_container) else model
+
+    def _size_advice(self, model, batch) -> str:
+        """What to change when the forward failed: the input size the model accepts, when one is
+        found on the meta device (the model is about to be discarded)."""
+        from dnncheck.models.introspect import accepted_sides, describe_sides
+
+        if batch.ndim != 4:
+            return "fix the model, or the data it is given"
+        sides = accepted_sides(model, batch.shape[1])
+        if sides and batch.shape[2] not in sides:
+            return (f"the model runs on inputs of {describe_sides(sides)}: set [data] image_size = "
+                    f"[{sides[0]}, {sides[0]}] (or fix the model to accept {batch.shape[2]}x{batch.shape[3]})")
+        return "fix the model, or set [data] image_size to the input size it expects"
 
     def _probe_batch(self):
         """Two training inputs to see what the model's forward returns (its type, not its values):
@@ -428,7 +450,20 @@ class Context:
                 requests.setdefault(name, (params, []))[1].append(check.id)
         cost = self._model_cost() if requests else None
         self.probe_runner.plan_probes(requests, self._calibration, cost, "cuda" if self.device.startswith("cuda")
-                                      else "cpu")
+                                      else "cpu", self.cheaper_settings())
+
+    def cheaper_settings(self) -> list[str]:
+        """Settings that make the probes cheaper, for the budget advice: the device, the pixels (a
+        step costs about in proportion to them) and the samples cross-fitting and evaluation cover."""
+        ds, out = self.dataset, []
+        if not self.device.startswith("cuda"):
+            out.append("a GPU (--device cuda)")
+        if ds.is_image and min(ds.image_size) >= 64:
+            h, w = ds.image_size
+            out.append(f"[data] image_size = [{h // 2}, {w // 2}] (a quarter of the pixels)")
+        if len(self.probe_train_index) >= 2000:
+            out.append(f"[probe] max_train_samples = {len(self.probe_train_index) // 2}")
+        return out
 
     def _model_cost(self):
         """The model's FLOPs and activations per sample at its input size (probes/cost.py): what the
@@ -451,8 +486,16 @@ class Context:
         return self.probe_runner.planned(name, **params)
 
     def plan_record(self) -> dict:
-        """`model.probe_plan` for the JSON."""
-        return self.probe_runner.record()
+        """`model.probe_plan` for the JSON, with the training the probes imitate."""
+        return {**self.probe_runner.record(), "training": self.training_recipe()}
+
+    def training_recipe(self) -> dict:
+        """The user's optimizer, learning rate and schedule as the probes apply them."""
+        from dnncheck.probes.optim import describe_optimizer, describe_schedule
+
+        c = self.cfg
+        return {"optimizer": describe_optimizer(c.optimizer, c.optimizer_args), "lr": c.lr,
+                "batch_size": c.batch_size, "schedule": describe_schedule(c.scheduler, c.scheduler_args)}
 
     @property
     def probe_seconds(self) -> dict[str, float]:
@@ -478,7 +521,9 @@ class Context:
 
         c = self.cfg
         values = dict(optimizer=c.optimizer, lr=c.lr, batch_size=c.batch_size, max_epochs=fit_epochs(self.probe_runner.facts),
-                      seed=c.seed, device=self.device, weight_decay=c.weight_decay, momentum=c.momentum)
+                      seed=c.seed, device=self.device, weight_decay=c.weight_decay, momentum=c.momentum,
+                      optimizer_args=tuple(c.optimizer_args.items()), scheduler=c.scheduler,
+                      scheduler_args=tuple(c.scheduler_args.items()), search_dir=str(c.base_dir))
         values.update(overrides)
         return ProbeSettings(**values)
 
@@ -568,11 +613,15 @@ class Context:
         """A fresh model trained on the first `batch` training samples (the one-batch test)."""
         from dnncheck.probes.train import fit_one_batch
 
-        spec = self.planned("overfit-batch", batch=batch, max_steps=max_steps)
-        x, y = self.inputs_of("train", range(spec.batch_size)), self.targets("train")[: spec.batch_size]
-        model = self.fresh_model()
-        return self.probe_runner.guarded("overfit-batch", lambda guard: fit_one_batch(
-            model, self.loss_fn, x, y, self.probe_settings(), spec.steps, target_ratio, guard))
+        def run():
+            spec = self.planned("overfit-batch", batch=batch, max_steps=max_steps)
+            x, y = self.inputs_of("train", range(spec.batch_size)), self.targets("train")[: spec.batch_size]
+            model = self.fresh_model()
+            return self.probe_runner.guarded("overfit-batch", lambda guard: fit_one_batch(
+                model, self.loss_fn, x, y, self.probe_settings(), spec.steps, target_ratio, guard))
+
+        # one run shared by overfit (its verdict) and learning-rate (a second opinion)
+        return self._memo(("one batch", batch, max_steps, target_ratio), run, remember=ProbeUnavailable)
 
     def frozen_feature_probabilities(self, x, y, fold) -> dict:
         """The compact label-noise probe: out-of-sample probabilities of a linear head on the fresh

@@ -42,9 +42,10 @@ class ProbeCutShort(ProbeUnavailable):
         self.probe, self.steps_done, self.steps_planned = probe, steps_done, steps_planned
         self.spent_seconds, self.suggested_budget_seconds = spent_seconds, suggested_budget_seconds
         # no colon before the first ';': summaries are cut at the first ':' or ';'
-        super().__init__(f"inconclusive, the {probe} probe was cut short by the --budget guard after {steps_done} of "
-                         f"{steps_planned} planned steps; rerun with --budget {suggested_budget_seconds:g} or more "
-                         "to complete it")
+        # one budget for the whole audit is suggested in its notes (runner.budget_note), not one per probe
+        super().__init__(f"inconclusive, the {probe} probe was not finished ({steps_done} of {steps_planned} "
+                         "planned steps when the --budget guard stopped it); the audit's notes give a budget that "
+                         "completes every probe, and cheaper settings")
 
     def evidence(self) -> dict:
         return {"inconclusive": True, "probe": self.probe, "steps_done": self.steps_done,

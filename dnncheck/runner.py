@@ -25,9 +25,12 @@ def select_checks(cfg) -> list:
 
 def run_check(check, ctx) -> CheckResult:
     """One check, isolated: a crash becomes an `error` result carrying the traceback."""
+    from threadpoolctl import threadpool_limits
+
     start = time.perf_counter()
     try:
-        result = check.run(ctx)
+        with threadpool_limits(limits=blas_threads(), user_api="blas"):
+            result = check.run(ctx)
     except UserError:
         raise
     except SystemExit as exc:  # only user code exits; dnncheck's exit code is decided in one place (cli)
@@ -37,6 +40,18 @@ def run_check(check, ctx) -> CheckResult:
                               findings=[Finding(Status.ERROR, f"{type(exc).__name__}: {exc}",
                                                 evidence={"traceback": traceback.format_exc()})])
     return result.with_duration(time.perf_counter() - start)
+
+
+def blas_threads() -> int:
+    """BLAS threads for the scikit-learn/numpy work inside checks: half the cores the audit may use,
+    at least 1, at most 4. Their problems are small (at most a few thousand rows by a few hundred
+    features); on a busy 2-core machine OpenBLAS's default (one spinning thread per core) made one
+    logistic-regression fit of external-validation take 33-60 s against 0.65 s single-threaded
+    (benchmarks/bench_threads.py). torch keeps its own thread pool (not BLAS-limited here)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores // 2))
 
 
 def release_freed_memory() -> None:
@@ -127,8 +142,8 @@ def run_audit(ctx, checks, command: str = "", started: float | None = None, base
     bar.close()
     data = ctx.dataset.summary()
     data["notes"] = list(ctx.dataset.notes)
-    said = ctx.probe_runner.plan.message
-    if said:  # what the budget left out on this device, once for the audit
+    said = ctx.probe_runner.budget_note()
+    if said:  # what the budget left out or undone, and the one budget that completes it, once for the audit
         data["notes"].append(f"probe plan: {said}")
     data["normalization"] = _safe(lambda: ctx.normalizer.describe())
     model = dict(ctx.model_info)

@@ -35,7 +35,8 @@ def test_costs_are_counted_from_the_model():
 
 def _plan(cost, budget, device_type="cpu"):
     probes = ProbeRunner(FACTS, budget)
-    probes.plan_probes(EVERY_PROBE, calibration=None, cost=cost, device_type=device_type)
+    cheaper = ("a GPU (--device cuda)",) if device_type == "cpu" else ()  # as Context.cheaper_settings says it
+    probes.plan_probes(EVERY_PROBE, calibration=None, cost=cost, device_type=device_type, cheaper=cheaper)
     return probes.plan
 
 
@@ -127,6 +128,8 @@ def test_checks_of_probes_not_run_skip_or_say_info_and_never_gate(tmp_path):
                         "overfit": "pass"}
     notes = [n for n in doc["data"]["notes"] if n.startswith("probe plan: ")]
     assert len(notes) == 1 and "not run: " in notes[0]
+    assert notes[0].count("--budget ") == 2 and "run with --budget " in notes[0]  # the guard's and one suggestion
+    assert "a GPU (--device cuda)" in notes[0]
     overfit = next(c for c in doc["checks"] if c["slug"] == "overfit")
     assert {f["severity"] for f in overfit["findings"]} == {"info"}
     assert all("was not run" in f["message"] or "parameters" in f["message"] for f in overfit["findings"])

@@ -59,9 +59,8 @@ class ProbeGap:
     def finding(self, what: str, severity: Status = Status.WARN) -> Finding:
         if self.not_run:  # the audit says once what did not run and why; here, only what is missing
             return Finding(Status.INFO, self.message, evidence=dict(self.evidence))
-        if self.cut_short:
-            return Finding(Status.WARN, f"{self.message} ({what})", evidence=dict(self.evidence),
-                           headline=self.headline)
+        if self.cut_short:  # not finished is no evidence against the model: `what` (why it is missing) is not said
+            return Finding(Status.WARN, self.message, evidence=dict(self.evidence), headline=self.headline)
         return Finding(severity, f"{what}: {self.message}")
 
     @property
@@ -69,8 +68,8 @@ class ProbeGap:
         """The gap's first clause, for a summary."""
         e = self.evidence
         if self.cut_short:
-            return (f"inconclusive, the {e['probe']} probe was cut short by the --budget guard after "
-                    f"{e['steps_done']} of {e['steps_planned']} planned steps")
+            return (f"inconclusive, the {e['probe']} probe was not finished ({e['steps_done']} of "
+                    f"{e['steps_planned']} planned steps when the --budget guard stopped it)")
         return self.message
 
 
@@ -149,7 +148,7 @@ class Check:
         if any(f.evidence.get("inconclusive") for f in findings):
             metrics["inconclusive"] = True  # contract: a probe cut short by --budget
             if "inconclusive" not in summary:
-                summary += "; inconclusive, a probe was cut short by the --budget guard"
+                summary += "; inconclusive, a probe was not finished within the --budget guard"
         return CheckResult(self.id, self.slug, self.item, self.title, status, summary, metrics,
                            tuple(findings), remedy, figures=figures or {})
 

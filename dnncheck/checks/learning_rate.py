@@ -61,7 +61,9 @@ class LearningRate(Check):
     }
 
     def probes(self, ctx) -> dict[str, dict]:
-        return {"learning-rate": {"steps": self.t.steps}}
+        # the one-batch test (shared with overfit) is the second opinion before "no lr learns"
+        return {"learning-rate": {"steps": self.t.steps},
+                "overfit-batch": {"batch": ONE_BATCH["batch"], "max_steps": ONE_BATCH["max_steps"]}}
 
     def measure(self, ctx):
         if not any(p.requires_grad for p in ctx.fresh_model().parameters()):
@@ -77,7 +79,8 @@ class LearningRate(Check):
             [fit.initial_loss] + [e["train_loss"] for e in fit.epochs if e.get("train_loss") is not None])
         return LearningRateMeasurement(ctx.user_lr, tuple(test.lrs), tuple(test.losses), tuple(test.smoothed),
                                        test.stopped_by, compact=ctx.planned("learning-rate").compact,
-                                       fit_losses=fit_losses)
+                                       fit_losses=fit_losses, one_batch_losses=_one_batch_losses(ctx),
+                                       optimizer=ctx.training_recipe()["optimizer"])
 
     @classmethod
     def judge(cls, m: "LearningRateMeasurement", t) -> Verdict:
@@ -92,9 +95,14 @@ class LearningRate(Check):
                                        "learning rate", "loss", x=list(m.lrs), logx=True,
                                        marks={f"your lr {lr:g}": lr}, band=band)}
         summary = findings[0].short if findings else (
-            f"lr {lr:g} lies in the suggested range [{metrics['suggested_lr_min']:.2g}, {metrics['suggested_lr_max']:.2g}]")
-        remedy = "" if not serious(findings) else (f"Set [train] lr inside [{metrics.get('suggested_lr_min', 0):.2g}, "
-                                          f"{metrics.get('suggested_lr_max', 0):.2g}], with warm-up and decay.")
+            f"lr {lr:g} lies in the suggested range [{metrics['suggested_lr_min']:.2g}, {metrics['suggested_lr_max']:.2g}]"
+            f"{_for(m)}")
+        remedy = ""
+        if serious(findings):  # a range to set only when the test found one
+            remedy = (f"Set [train] lr inside [{metrics['suggested_lr_min']:.2g}, {metrics['suggested_lr_max']:.2g}]{_for(m)}, "
+                      "with warm-up and decay." if band else
+                      "Run the one-batch test (overfit) and gradient-health: when no learning rate helps, look at "
+                      "the model's wiring, its outputs and the loss before the learning rate.")
         return Verdict(verdict(findings), summary, tuple(findings), metrics, remedy, figures)
 
 
@@ -108,6 +116,23 @@ class LearningRateMeasurement:
     probe_gap: ProbeGap | None = None
     compact: bool = False  # the compact plan's range test (30 steps on 32 samples): its band is rough
     fit_losses: tuple = ()  # the fit probe's training loss at the user's lr: at init, then per epoch (if it ran)
+    one_batch_losses: tuple = ()  # the one-batch test's losses (overfit's probe), if it ran
+    optimizer: str = ""  # the user's optimizer as the probes build it, e.g. "Adadelta(rho=0.9)"
+
+
+# overfit's one-batch test, shared: the same run is memoised for both checks
+ONE_BATCH = {"batch": 32, "max_steps": 200, "target_ratio": 0.05}
+
+
+def _one_batch_losses(ctx) -> tuple:
+    try:
+        return tuple(ctx.one_batch_fit(ONE_BATCH["batch"], ONE_BATCH["max_steps"], ONE_BATCH["target_ratio"]).losses)
+    except ProbeUnavailable:  # not planned, cut short or cannot train: no second opinion
+        return ()
+
+
+def _for(m) -> str:
+    return f" for {m.optimizer}" if m.optimizer else ""
 
 
 # Smith (2017): the useful range starts about a decade below the steepest descent. Part of the
@@ -116,13 +141,18 @@ STEEPEST_DECADES = 10.0
 MIN_FINITE_POINTS = 5  # fewer finite smoothed losses than this: there is no curve to read
 
 
-def _fit_learned(losses, t) -> str:
-    """'the fit probe's training loss a -> b' when it fell by `fit_learning_drop`, else ''."""
-    if len(losses) < 2 or not all(np.isfinite(losses)) or losses[0] <= 0:
-        return ""
-    if losses[-1] > (1 - t.fit_learning_drop) * losses[0]:
-        return ""
-    return f"the fit probe's training loss {losses[0]:.3g} -> {losses[-1]:.3g}"
+def _fell(losses, drop: float) -> bool:
+    return len(losses) >= 2 and all(np.isfinite(losses)) and losses[0] > 0 and losses[-1] <= (1 - drop) * losses[0]
+
+
+def _fit_learned(m, t) -> str:
+    """What shows that training at the user's lr learns: the fit probe's training loss falling by
+    `fit_learning_drop`, or the one-batch test falling as far as overfit requires of it ('' if neither)."""
+    if _fell(m.fit_losses, t.fit_learning_drop):
+        return f"the fit probe's training loss {m.fit_losses[0]:.3g} -> {m.fit_losses[-1]:.3g}"
+    if _fell(m.one_batch_losses, 1 - ONE_BATCH["target_ratio"]):
+        return f"the one-batch test's loss {m.one_batch_losses[0]:.3g} -> {m.one_batch_losses[-1]:.3g}"
+    return ""
 
 
 def _range_findings(m: LearningRateMeasurement, t):
@@ -139,7 +169,7 @@ def _range_findings(m: LearningRateMeasurement, t):
         # no learning rate helps: the model (or its wiring) is the suspect, not the learning rate
         head = (f"no learning rate from {lrs[0]:.2g} to {lrs[-1]:.2g} makes this model learn (the smoothed loss never "
                 f"falls below {s[at_min] / s[0]:.0%} of its start)")
-        learned = _fit_learned(m.fit_losses, t)
+        learned = _fit_learned(m, t)
         if learned:
             # a sweep of a few steps per decade is too fast for some models (a ViT from scratch, a
             # costly model's compact test): training at the user's rate is the stronger evidence
@@ -148,8 +178,10 @@ def _range_findings(m: LearningRateMeasurement, t):
                     f"training at your lr {lr:g} learns ({learned}): the sweep is too short for this model to show "
                     "its range, your lr is not in question")
             return metrics, [Finding(Status.INFO, note)]
-        return metrics, [Finding(Status.WARN, f"{head}; the learning rate is not the problem: see overfit (one-batch "
-                                 "test) and gradient-health", headline=head)]
+        agrees = (f"; the one-batch test agrees (its loss {m.one_batch_losses[0]:.3g} -> {m.one_batch_losses[-1]:.3g})"
+                  if len(m.one_batch_losses) >= 2 else "")
+        return metrics, [Finding(Status.WARN, f"{head}{agrees}; the learning rate is not the problem: see overfit "
+                                 "(one-batch test) and gradient-health", headline=head)]
     slope = np.gradient(s[: at_min + 1], np.log(lrs[: at_min + 1])) if at_min >= 2 else np.array([0.0])
     steep = lrs[int(np.argmin(slope))] if at_min >= 2 else lrs[0]
     low, high = float(steep) / STEEPEST_DECADES, float(lrs[at_min])

@@ -100,14 +100,14 @@ class Normalization(Check):
         findings = _range_findings(m, t, metrics)
         findings += _leak_findings(m)
         figures = {}
-        if m.probe_gap is not None:
-            findings.append(m.probe_gap.finding("comparison probe not run"))
-        elif m.curves is not None:
+        if m.curves is not None:
             probe_metrics, probe_findings, figures = _probe_findings(m.curves, t)
             metrics.update(probe_metrics)
             findings += probe_findings
-        return Verdict(verdict(findings), _summary(findings, metrics), tuple(findings), metrics,
-                       _remedy(m.is_image, findings), figures)
+        remedy = _remedy(m.is_image, serious(findings))  # about the inputs: never for a probe that did not finish
+        if m.probe_gap is not None:
+            findings.append(m.probe_gap.finding("comparison probe not run"))
+        return Verdict(verdict(findings), _summary(findings, metrics), tuple(findings), metrics, remedy, figures)
 
 
 @dataclass(frozen=True)
@@ -237,8 +237,9 @@ def _probe_findings(c: ProbeCurves, t):
     return metrics, out, figures
 
 
-def _remedy(is_image: bool, findings) -> str:
-    if not findings:
+def _remedy(is_image: bool, inputs_at_fault: bool) -> str:
+    """How to normalise, only when the measured inputs (or the probe comparing them) are at fault."""
+    if not inputs_at_fault:
         return ""
     if is_image:
         return ("Scale pixels to [0, 1] and z-score per channel with the training split's statistics "

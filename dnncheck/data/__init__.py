@@ -27,7 +27,13 @@ def load_dataset(cfg, progress=None) -> Dataset:
     _array_records(ds, settings.worker_count, progress)
     make_missing_splits(ds, cfg.seed, renumber)
     if ds.is_image:
-        ds.image_size = cfg.image_size or default_image_size(ds)
+        if cfg.image_size:
+            ds.image_size = tuple(cfg.image_size)
+            ds.image_size_from = f"[data] image_size in {cfg.origin}"
+        else:
+            ds.image_size = default_image_size(ds)
+        if not ds.image_size_from.startswith("the default"):  # the fallback has its own note
+            ds.notes.append(f"model input {ds.image_size[0]}x{ds.image_size[1]}: {ds.image_size_from}")
     return ds
 
 
@@ -102,11 +108,23 @@ def _check_labels(ds: Dataset) -> None:
 
 
 def default_image_size(ds: Dataset) -> tuple[int, int]:
-    """The native size when every image shares one no larger than MAX_DEFAULT_SIDE, else 64x64."""
+    """The native size when every image shares one: always for arrays and tensors the user prepared
+    (in-memory, .npz, python: sources: resizing them would audit another input than the model's),
+    up to MAX_DEFAULT_SIDE for decoded image files; else 64x64. Sets ds.image_size_from."""
+    from dnncheck.data.files import ImageFiles
+
     sizes = np.concatenate([s.native_sizes for s in ds.splits.values() if s.native_sizes is not None])
     first = tuple(int(v) for v in sizes[0])
-    if np.all(sizes == sizes[0]) and max(first) <= MAX_DEFAULT_SIDE:
+    prepared = not any(isinstance(s.x, ImageFiles) for s in ds.splits.values())
+    shared = bool(np.all(sizes == sizes[0]))
+    if shared and prepared:
+        ds.image_size_from = "the size every input array of the source shares (not resized)"
         return first
+    if shared and max(first) <= MAX_DEFAULT_SIDE:
+        ds.image_size_from = "the size every image file shares"
+        return first
+    ds.image_size_from = (f"the default for images that vary in size or exceed {MAX_DEFAULT_SIDE}px "
+                          "(set [data] image_size to change)")
     ds.notes.append(f"images vary in size or exceed {MAX_DEFAULT_SIDE}px: model input set to "
                     f"{FALLBACK_IMAGE_SIZE[0]}x{FALLBACK_IMAGE_SIZE[1]} (set [data] image_size to change)")
     return FALLBACK_IMAGE_SIZE

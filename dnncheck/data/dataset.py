@@ -75,6 +75,7 @@ class Dataset:
     splits: dict[str, SplitData]
     channels: int = 0  # images only
     image_size: tuple[int, int] | None = None  # model input (H, W), images only
+    image_size_from: str | None = None  # where image_size came from, for the report
     feature_names: list[str] = field(default_factory=list)  # tables only
     made_splits: list[str] = field(default_factory=list)  # splits dnncheck carved out of train
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (sample id, reason)
@@ -118,7 +119,8 @@ class Dataset:
                 "classes": list(self.classes),
                 "splits": {name: len(self.splits[name]) if name in self.splits else 0 for name in SPLITS},
                 "made_splits": list(self.made_splits), "unreadable": len(self.unreadable),
-                **({"image_size": list(self.image_size), "channels": self.channels} if self.is_image else
+                **({"image_size": list(self.image_size), "image_size_from": self.image_size_from,
+                    "channels": self.channels} if self.is_image else
                    {"features": len(self.feature_names)})}
 
 

@@ -137,3 +137,36 @@ def to_probabilities(out: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "log_probabilities":
         return out.exp()
     return torch.softmax(out, dim=1)
+
+
+TRIED_SIDES = (*range(8, 257), 288, 299, 320, 384, 448, 512)  # square input sides tried by accepted_sides
+
+
+def accepted_sides(model: nn.Module, channels: int, sides=TRIED_SIDES) -> list[int]:
+    """Square input sides the model's forward accepts, found on the meta device (shapes only, no
+    arithmetic, no memory): a model with a fixed flatten (a CIFAR LeNet's 16*5*5 dense input) runs
+    on a narrow band of sizes only. Moves `model` to the meta device: pass a model about to be
+    discarded. [] when the model cannot be moved or no size works."""
+    try:
+        model = model.to("meta").eval()
+    except Exception:  # a TorchScript module or a model with non-tensor state
+        return []
+    found = []
+    with torch.no_grad():
+        for side in sides:
+            try:
+                model(torch.empty(2, channels, side, side, device="meta"))
+            except Exception:  # the wrong size: a shape error (or a meta-unsupported op: nothing learned)
+                continue
+            found.append(side)
+    return found
+
+
+def describe_sides(sides: list[int]) -> str:
+    """'32x32' or '32x32 to 35x35' or '28x28, 32x32 and 64x64'."""
+    if not sides:
+        return ""
+    if sides == list(range(sides[0], sides[-1] + 1)):
+        return f"{sides[0]}x{sides[0]}" + (f" to {sides[-1]}x{sides[-1]}" if len(sides) > 1 else "")
+    shown = [f"{s}x{s}" for s in sides[:4]]
+    return ", ".join(shown[:-1]) + f" and {shown[-1]}" + (" (and more)" if len(sides) > 4 else "")

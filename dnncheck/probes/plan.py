@@ -255,6 +255,8 @@ class ProbePlan:
     not_run: tuple[str, ...] = ()  # probes left out because their predicted cost does not fit the budget
     params: dict = field(default_factory=dict)  # name -> the planner parameters the checks asked with
     message: str = ""  # the one sentence that says what runs and what does not, when something does not
+    reason: str = ""  # the message without its advice (the audit's note gives one budget: ProbeRunner.budget_note)
+    cheaper: tuple[str, ...] = ()  # settings that make the probes cheaper (Context.cheaper_settings)
     full_seconds: float = 0.0  # the predicted time of the full plan (before compact variants)
 
     def predicted(self, name: str) -> float | None:
@@ -306,11 +308,16 @@ class ProbePlan:
         self.probes = {name: chosen.get(name, spec) for name, spec in full.items()}
         self.not_run = tuple(n for n in order if n not in chosen)
         if self.not_run or self.compact:
-            self.message = self._say(budget_seconds)
+            self.reason = self._say(budget_seconds)
+            self.message = f"{self.reason}. {completing_advice(self.budget_for_full_plan, self.cheaper)}"
+
+    @property
+    def budget_for_full_plan(self) -> float:
+        """The --budget under which the full plan is predicted to fit (with PLAN_MARGIN), in tens of seconds."""
+        return round_up_ten(self.full_seconds / PLAN_MARGIN)
 
     def _say(self, budget_seconds: float) -> str:
         total = self.full_seconds
-        need = float(-(-total / PLAN_MARGIN // 10) * 10)
         full = [n for n in self.probes if n not in self.not_run and not self.probes[n].compact]
         device = self.speed.name
         parts = []
@@ -321,8 +328,7 @@ class ProbePlan:
         parts.append("not run: " + (", ".join(self.not_run) or "none"))
         return (f"model probes need about {_duration(total)} of {device} time for this model "
                 f"({self.cost.flops / 1e9:.3g} GFLOP per sample), more than --budget {budget_seconds:g} s allows: "
-                f"{'; '.join(parts)}. For the full plan run with --budget {need:g}"
-                + ("" if device == "GPU" else " or on a GPU (--device cuda)"))
+                f"{'; '.join(parts)}")
 
     def __getitem__(self, name: str) -> PlannedProbe:
         return self.probes[name]
@@ -338,6 +344,16 @@ class ProbePlan:
     def estimated_total(self) -> float | None:
         values = [self.estimate(n) for n in self.probes]
         return None if not values or any(v is None for v in values) else float(sum(values))
+
+
+def completing_advice(budget: float, cheaper) -> str:
+    """'For the full plan run with --budget B, or make the probes cheaper: ...' (one budget, the alternatives)."""
+    text = f"For the full plan run with --budget {budget:g}"
+    return text + (f", or make the probes cheaper: {'; '.join(cheaper)}" if cheaper else "")
+
+
+def round_up_ten(seconds: float) -> float:
+    return float(-(-seconds // 10) * 10)
 
 
 def _duration(seconds: float) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dnncheck.errors import ProbeCutShort, ProbeNotRun, ProbeUnavailable, UserError
 from dnncheck.probes.budget import Budget
-from dnncheck.probes.plan import PLANNERS, Calibration, PlanFacts, build_plan
+from dnncheck.probes.plan import PLANNERS, Calibration, PlanFacts, build_plan, completing_advice, round_up_ten
 
 
 class ProbeRunner:
@@ -22,7 +22,7 @@ class ProbeRunner:
         self._outcomes: dict[str, dict] = {}
 
     def plan_probes(self, requests: dict[str, tuple[dict, list[str]]], calibration=None, cost=None,
-                    device_type: str = "cpu") -> None:
+                    device_type: str = "cpu", cheaper=()) -> None:
         """Fix every requested probe's work (probe name -> (planner parameters, check ids)) and, from
         the model's `cost` (probes.cost.ModelCost) on this device type, leave out what cannot fit
         the budget; then, if anything trains, `calibration()` prepares (untimed: loading tensors is
@@ -31,7 +31,7 @@ class ProbeRunner:
         from dnncheck.probes.cost import speed_of
 
         self.plan = build_plan(self.facts, requests)
-        self.plan.cost, self.plan.speed = cost, speed_of(device_type)
+        self.plan.cost, self.plan.speed, self.plan.cheaper = cost, speed_of(device_type), tuple(cheaper)
         self.plan.select_affordable(self.budget_seconds)
         running = [n for n in self.plan.probes if n not in self.plan.not_run]
         self.budget = Budget(self.budget_seconds, planned=("calibration", *running))
@@ -82,6 +82,44 @@ class ProbeRunner:
         spent = self.budget.spent.get(name, 0.0)
         needed = spent * planned / max(1, done)
         return ProbeCutShort(name, done, planned, spent, self.budget.suggest(needed, self.budget.guards[name].seconds))
+
+    def cut_short(self) -> list[str]:
+        return [name for name, outcome in self._outcomes.items() if outcome["cut_short"]]
+
+    def completing_budget(self) -> float | None:
+        """One --budget for the audit under which every planned probe would finish: at the pace
+        measured in this run (a cut-short probe's seconds per step times its planned steps, a probe
+        never started at its estimate), with a 50% margin, and at least what the plan predicts for
+        its full form. None when nothing was cut short and the plan left nothing out."""
+        plan = self.plan
+        if not self.cut_short() and not plan.message:
+            return None
+        needed = self.budget.spent.get("calibration", 0.0)
+        for name, spec in plan.probes.items():
+            if name in plan.not_run:
+                continue
+            outcome, spent = self._outcomes.get(name), self.budget.spent.get(name, 0.0)
+            if outcome is None:
+                needed += plan.estimate(name) or plan.predicted(name) or 0.0
+            elif outcome["cut_short"]:
+                needed += spent * spec.steps / max(1, outcome["steps_done"])
+            else:
+                needed += spent
+        measured = round_up_ten(needed * 1.5) if self.cut_short() else 0.0
+        return max(measured, plan.budget_for_full_plan if plan.message else 0.0)
+
+    def budget_note(self) -> str | None:
+        """The audit's one note on what its budget left undone and the one --budget that completes it."""
+        budget = self.completing_budget()
+        if budget is None:
+            return None
+        parts = [self.plan.reason] if self.plan.reason else []
+        cut = self.cut_short()
+        if cut:
+            parts.append(f"not finished within the --budget guard ({self.budget_seconds:g} s): {', '.join(cut)} "
+                         "(their checks are inconclusive)")
+        return "; ".join(parts) + ". " + completing_advice(budget, self.plan.cheaper).replace(
+            "For the full plan run", "To complete every probe run")
 
     @property
     def spent(self) -> dict[str, float]:

@@ -37,6 +37,10 @@ class ProbeSettings:
     weight_decay: float = 0.0
     momentum: float = 0.9
     record_epochs: bool = True  # evaluate on validation after each epoch (side runs skip it)
+    optimizer_args: tuple = ()  # (key, value) pairs: [train.optimizer_args]
+    scheduler: str | None = None  # [train] scheduler, applied by epoch runs only (probes/optim.py)
+    scheduler_args: tuple = ()
+    search_dir: str = ""  # where pkg.module:factory specs are imported from (the config's folder)
 
 
 @dataclass
@@ -112,13 +116,21 @@ def request_determinism() -> None:
 
 
 def make_optimizer(name: str, params, s: ProbeSettings):
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=s.lr, weight_decay=s.weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-    return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
+    """The user's optimizer (probes/optim.py) at s.lr."""
+    from dnncheck.probes.optim import build_optimizer
+
+    return build_optimizer(name, params, s.lr, s.weight_decay, s.momentum, dict(s.optimizer_args),
+                           (s.search_dir,) if s.search_dir else ())
+
+
+def make_schedule(optimizer, s: ProbeSettings, steps_per_epoch: int):
+    """(scheduler, per_step) for an epoch run of s.max_epochs epochs, or (None, False)."""
+    from dnncheck.probes.optim import build_scheduler
+
+    if optimizer is None:
+        return None, False
+    return build_scheduler(s.scheduler, optimizer, dict(s.scheduler_args), s.max_epochs, steps_per_epoch,
+                           (s.search_dir,) if s.search_dir else ())
 
 
 def autocast(device: str):
@@ -206,6 +218,7 @@ def train_probe(name: str, model: nn.Module, loss_fn, train: tuple, val: tuple |
     run = ProbeRun(name, model, task, settings, len(x_train), 0 if val is None else len(val[0]),
                    planned_steps=steps_per_epoch * settings.max_epochs)
     grad_every = max(MIN_GRAD_EVERY, run.planned_steps // MAX_GRAD_RECORDS)
+    schedule, per_step = make_schedule(optimizer, settings, steps_per_epoch)
     start = time.perf_counter()
     run.initial_loss = _initial_loss(model, loss_fn, x_train, y_train, device)
     task_bar = progress.task(f"probe: {name}", total=settings.max_epochs) if progress else None
@@ -216,6 +229,8 @@ def train_probe(name: str, model: nn.Module, loss_fn, train: tuple, val: tuple |
             idx = order[step * batch:(step + 1) * batch]
             record = (lambda: _record_grads(run, named)) if run.steps % grad_every == 0 else None
             loss, out = train_step(model, loss_fn, optimizer, x_train[idx], y_train[idx], device, record)
+            if per_step:
+                schedule.step()
             if task == "classification" and out.ndim == 2 and out.shape[1] > 1:
                 correct.append((out.detach().argmax(1) == y_train[idx]).float().mean())
             losses.append(loss.detach().float())
@@ -235,6 +250,8 @@ def train_probe(name: str, model: nn.Module, loss_fn, train: tuple, val: tuple |
         else:
             run.epochs.append({"epoch": epoch + 1, "train_loss": float(np.mean(values)) if values else math.nan,
                                "train_acc": train_acc})
+        if schedule is not None and not per_step:
+            _step_per_epoch(schedule, run.epochs[-1])
         if task_bar:
             task_bar.advance()
         if run.stopped_by != "plan" or not all(math.isfinite(v) for v in values):
@@ -342,6 +359,18 @@ def calibrate(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, setti
     start = time.perf_counter()
     forward_all(model, sample, device)
     return float(np.median(times)), (time.perf_counter() - start) / max(1, len(sample))
+
+
+def _step_per_epoch(schedule, epoch: dict) -> None:
+    """Step an epoch schedule as the user's loop does; ReduceLROnPlateau reads the validation loss
+    (the training loss when the run has no validation)."""
+    if isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        metric = epoch.get("val_loss")
+        metric = epoch.get("train_loss") if metric is None or not math.isfinite(metric) else metric
+        if metric is not None and math.isfinite(metric):
+            schedule.step(metric)
+        return
+    schedule.step()
 
 
 def _sync(device: str) -> None:

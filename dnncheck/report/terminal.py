@@ -71,6 +71,11 @@ def plan_table(record: dict, before: bool) -> Table:
                     done.append(" cut short")
                 row += [done, f"{p.get('spent_seconds', 0):.1f}s"]
         table.add_row(*row)
+    training = record.get("training")
+    if training:  # what the probes imitate, so the user can see it is their training
+        title += (f"\nprobes train with {training['optimizer']} at lr {training['lr']:g}, batch {training['batch_size']}"
+                  + (f"; schedule {training['schedule']}" if training.get("schedule") else ""))
+        table.title = title
     said = (record.get("compute") or {}).get("message")
     if said:  # the plan left probes out: said once, here, before anything trains and in the report
         table.caption = said
