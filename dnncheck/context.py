@@ -351,6 +351,18 @@ class Context:
         224-px view costs its memory once, not twice."""
         return self._memo(("inputs", split), lambda: self.normalizer(self._loaded_raw(split)))
 
+    def inputs_once(self, split: str):
+        """inputs(split) when it is already held, else computed for this caller and not kept: for a
+        check that reads a split no probe trains or evaluates on (a 224-px view is 256 MB)."""
+        if self._has(("inputs", split)):
+            return self.inputs(split)
+        return self.normalizer(self._loaded_raw(split))
+
+    def forget_raw_inputs(self) -> None:
+        """Drop the raw views a check asked for (raw_inputs): no later check reads them whole."""
+        for split in list(self.dataset.splits):
+            self._memos.pop(("raw", split), None)
+
     def _loaded_raw(self, split: str):
         """The raw view: the kept one if a check asked for it, else read now and not kept."""
         return self.raw_inputs(split) if self._has(("raw", split)) else self._raw_tensor(self.view(split).x)

@@ -73,6 +73,10 @@ class ProbeGap:
         return self.message
 
 
+FINISH_PROBES = ("Let the probes finish: the audit's 'probe plan' note gives the --budget that completes every "
+                 "probe and cheaper settings (a GPU, a smaller [data] image_size).")
+
+
 def probe_missing(exc: Exception, what: str, inconclusive_measurement):
     """The measurement when the probe a check reads is missing: Skipped("what: reason"), or, when
     the budget guard cut it short, `inconclusive_measurement(gap)`, which carries the gap to judge."""
@@ -149,6 +153,9 @@ class Check:
             metrics["inconclusive"] = True  # contract: a probe cut short by --budget
             if "inconclusive" not in summary:
                 summary += "; inconclusive, a probe was not finished within the --budget guard"
+            if all(f.evidence.get("inconclusive") for f in findings if f.severity is not Status.INFO):
+                # nothing but unfinished probes: no advice about the model, loss or data follows from that
+                remedy = FINISH_PROBES
         return CheckResult(self.id, self.slug, self.item, self.title, status, summary, metrics,
                            tuple(findings), remedy, figures=figures or {})
 

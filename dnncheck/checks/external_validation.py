@@ -175,7 +175,7 @@ def _repeated_splits(ctx) -> dict | None:
     # a stratified 70/30 split needs two samples per class and a place for every class on each side
     if sum(len(ds.splits[n]) for n in names) > MAX_REPEAT_SAMPLES or counts.min() < 2 or len(counts) > min(held_out, len(y) - held_out):
         return None
-    flat = np.concatenate([pixel_rows(ctx.inputs(n)) for n in names])
+    flat = np.concatenate([pixel_rows(ctx.inputs_once(n)) for n in names])  # test's view is not kept for this
     feats = pca_features(flat, ctx.seed)
     scores = []
     splitter = StratifiedShuffleSplit(REPEATS, test_size=0.3, random_state=ctx.seed)

@@ -141,9 +141,12 @@ def _probe_curves(ctx) -> ProbeCurves:
     fed_mode = ctx.normalizer.mode
     other = "none" if fed_mode == "zscore" else "zscore"
     scale = integer_scale(ds.splits["train"].x) if ds.is_image else None
-    alternative = fit_normalizer(other, ctx.raw_inputs("train"), scale, ds.is_image)
-    fed = ctx.fit_probe()
-    alt = ctx.train_probe("normalization", normalizer=alternative)
+    try:
+        alternative = fit_normalizer(other, ctx.raw_inputs("train"), scale, ds.is_image)
+        fed = ctx.fit_probe()
+        alt = ctx.train_probe("normalization", normalizer=alternative)
+    finally:  # the raw views served this comparison only (at 224 px they are 256 MB a split)
+        ctx.forget_raw_inputs()
     return ProbeCurves(fed_mode, other, tuple(fed.step_loss[: alt.steps]), tuple(alt.step_loss))
 
 

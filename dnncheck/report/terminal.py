@@ -68,7 +68,7 @@ def plan_table(record: dict, before: bool) -> Table:
             else:
                 done = Text(f"{p['steps_done']:,}", style="bold yellow" if p.get("cut_short") else "")
                 if p.get("cut_short"):
-                    done.append(" cut short")
+                    done.append(" not finished")
                 row += [done, f"{p.get('spent_seconds', 0):.1f}s"]
         table.add_row(*row)
     training = record.get("training")
@@ -80,8 +80,11 @@ def plan_table(record: dict, before: bool) -> Table:
     if said:  # the plan left probes out: said once, here, before anything trains and in the report
         table.caption = said
     elif before and total is not None and budget is not None and total > budget:
-        table.caption = (f"the estimate exceeds the budget guard: probes may be cut short and their checks inconclusive; "
-                         f"raise --budget above {total * 1.5:.0f} or lower probe.max_train_samples / probe.epochs")
+        from dnncheck.probes.plan import completing_advice, round_up_ten
+
+        table.caption = ("the estimate exceeds the budget guard: probes may not finish and their checks be inconclusive. "
+                         + completing_advice(round_up_ten(total * 1.5), record.get("cheaper") or ()).replace(
+                             "For the full plan run", "To complete every probe run"))
     return table
 
 
