@@ -358,11 +358,6 @@ class Context:
             return self.inputs(split)
         return self.normalizer(self._loaded_raw(split))
 
-    def forget_raw_inputs(self) -> None:
-        """Drop the raw views a check asked for (raw_inputs): no later check reads them whole."""
-        for split in list(self.dataset.splits):
-            self._memos.pop(("raw", split), None)
-
     def _loaded_raw(self, split: str):
         """The raw view: the kept one if a check asked for it, else read now and not kept."""
         return self.raw_inputs(split) if self._has(("raw", split)) else self._raw_tensor(self.view(split).x)

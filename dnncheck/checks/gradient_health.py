@@ -15,7 +15,9 @@ from dnncheck.checks.base import (Check, Finding, ProbeGap, Status, Verdict,
 from dnncheck.errors import ProbeUnavailable
 
 ACTIVATION_SAMPLES = 512
-ACTIVATION_CHUNK = 64  # samples per forward pass when the activations are tallied
+ACTIVATION_CHUNK = 64  # samples per forward pass when the activations are tallied...
+ACTIVATION_VALUES = 2**22  # ...and at most this many input values (27 samples at 3x224x224: a first
+# layer's activations stay under 100 MB instead of 200 MB, plus its copy, at 64 samples)
 
 
 NO_PROBE = "no probe run to read gradients from"
@@ -171,7 +173,8 @@ def _tally_units(model, x, device) -> dict:
     was = model.training
     try:
         with torch.no_grad(), _batch_statistics(model):  # in chunks: 512 photos' activations are GBs
-            for chunk in torch.tensor_split(x, max(1, -(-len(x) // ACTIVATION_CHUNK))):
+            per_chunk = max(1, min(ACTIVATION_CHUNK, ACTIVATION_VALUES // max(1, x[0].numel())))
+            for chunk in torch.tensor_split(x, max(1, -(-len(x) // per_chunk))):
                 model(chunk.to(device))
     finally:
         model.train(was)
@@ -406,8 +409,9 @@ class _UnitTally:
 
         out = out.detach().float().cpu()
         if self.kind == "relu":
-            per_unit = out.transpose(0, 1).reshape(out.shape[1], -1) if out.ndim > 2 else out.t()
-            top = per_unit.max(dim=1).values
+            # the largest output of each unit (channel): reduced in place, no transposed copy of a
+            # 224-px layer's activations
+            top = out.amax(dim=(0, *range(2, out.ndim))) if out.ndim > 2 else out.amax(dim=0)
             seen = self.unit_max.get(len(top))
             self.unit_max[len(top)] = top if seen is None else torch.maximum(seen, top)
             return

@@ -9,7 +9,7 @@ import numpy as np
 
 from dnncheck.figures import Lines
 from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, serious, verdict
-from dnncheck.errors import ProbeUnavailable
+from dnncheck.errors import ProbeNotRun, ProbeUnavailable
 MAX_LISTED = 20
 
 
@@ -135,19 +135,39 @@ class NormalizationMeasurement:
 
 
 def _probe_curves(ctx) -> ProbeCurves:
-    from dnncheck.probes.inputs import fit_normalizer, integer_scale
+    from dnncheck.probes.inputs import integer_scale
 
     ds = ctx.dataset
     fed_mode = ctx.normalizer.mode
     other = "none" if fed_mode == "zscore" else "zscore"
     scale = integer_scale(ds.splits["train"].x) if ds.is_image else None
-    try:
-        alternative = fit_normalizer(other, ctx.raw_inputs("train"), scale, ds.is_image)
-        fed = ctx.fit_probe()
-        alt = ctx.train_probe("normalization", normalizer=alternative)
-    finally:  # the raw views served this comparison only (at 224 px they are 256 MB a split)
-        ctx.forget_raw_inputs()
+    fed = ctx.fit_probe()
+    if "normalization" in ctx.probe_runner.plan.not_run:  # say so before building its tensors
+        raise ProbeNotRun("normalization")
+    alt = ctx.train_probe("normalization", data=_renormalised(ctx, other, scale))
     return ProbeCurves(fed_mode, other, tuple(fed.step_loss[: alt.steps]), tuple(alt.step_loss))
+
+
+def _renormalised(ctx, other: str, scale):
+    """The probe's (train, val) tensors normalised the `other` way, made from the tensors the model
+    is fed (the configured normaliser inverted, then the other applied, in one copy per split): at
+    224 px a raw view beside its normalised copies would cost 256 MB more per split. The other
+    normaliser is fitted on the whole training view, as the configured one was."""
+    from dnncheck.probes.inputs import fit_normalizer
+
+    fed_norm, ds = ctx.normalizer, ctx.dataset
+    tr, vi = ctx.probe_positions("normalization")
+    raw_train = fed_norm.invert(ctx.inputs("train"))  # a copy: the fed tensor is shared with the other checks
+    alternative = fit_normalizer(other, raw_train, scale, ds.is_image)
+    picked = raw_train if len(tr) == len(raw_train) else raw_train[tr]
+    del raw_train
+    train = (alternative.apply_inplace(picked), ctx.targets("train")[tr])
+    val = None
+    if ctx.eval_split is not None:
+        x = ctx.inputs(ctx.eval_split)
+        x = x.clone() if len(vi) == len(x) else x[vi]
+        val = (alternative.apply_inplace(fed_norm.invert(x, inplace=True)), ctx.targets(ctx.eval_split)[vi])
+    return train, val
 
 
 def _range_findings(m: NormalizationMeasurement, t, metrics) -> list[Finding]:

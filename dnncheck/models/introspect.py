@@ -149,14 +149,14 @@ def accepted_sides(model: nn.Module, channels: int, sides=TRIED_SIDES) -> list[i
     discarded. [] when the model cannot be moved or no size works."""
     try:
         model = model.to("meta").eval()
-    except Exception:  # a TorchScript module or a model with non-tensor state
+    except (Exception, SystemExit):  # a TorchScript module or a model with non-tensor state
         return []
     found = []
     with torch.no_grad():
         for side in sides:
             try:
                 model(torch.empty(2, channels, side, side, device="meta"))
-            except Exception:  # the wrong size: a shape error (or a meta-unsupported op: nothing learned)
+            except (Exception, SystemExit):  # the wrong size, a meta-unsupported op, or user code that exits
                 continue
             found.append(side)
     return found

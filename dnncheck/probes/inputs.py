@@ -65,14 +65,23 @@ class Normalizer:
             out.div_(self.divisor.view(shape))
         return t if out is None else out
 
-    def invert(self, t: torch.Tensor) -> torch.Tensor:
+    def invert(self, t: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         """Normalised inputs back in the data's own scale (0..255 for uint8 images), for pictures that
-        look like the user's images."""
-        out = t.clone().float()
+        look like the user's images. `inplace` (a float tensor the caller owns): no copy."""
+        out = t if inplace else t.clone().float()
         if self.shift is not None:
             shape = (1, -1) + (1,) * (t.ndim - 2)
             out.mul_(self.divisor.view(shape)).add_(self.shift.view(shape))
-        return out * self.scale if self.scale else out
+        return out.mul_(self.scale) if self.scale else out
+
+    def apply_inplace(self, t: torch.Tensor) -> torch.Tensor:
+        """self(t) computed in `t` itself (a float tensor the caller owns)."""
+        if self.scale:
+            t.div_(self.scale)
+        if self.shift is not None:
+            shape = (1, -1) + (1,) * (t.ndim - 2)
+            t.sub_(self.shift.view(shape)).div_(self.divisor.view(shape))
+        return t
 
     def describe(self) -> dict:
         d = {"mode": self.mode, "fitted_on": "train" if self.mode in ("zscore", "minmax") else None}
