@@ -283,3 +283,40 @@ def test_audit_takes_training_keyword_arguments_validated_like_the_config():
         dnncheck.audit("sklearn:digits", model="mlp", select=["learning-rate"], lr=-1)
     with pytest.raises(UserError, match="optimizer"):
         dnncheck.audit("sklearn:digits", model="mlp", select=["learning-rate"], optimizer="nope")
+
+
+# -- 6. the time estimate is checked against the measured time, in the JSON -------------------------
+def test_the_json_says_how_far_the_estimate_was_from_the_measured_time(tmp_path):
+    out = tmp_path / "r.json"
+    result = runner.invoke(app, ["audit", "sklearn:digits", "--model", "mlp", "--select", "loss-sanity,overfit",
+                                 "--quiet", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(out.read_text())["model"]["probe_plan"]
+    ratios = {p["name"]: p["spent_over_estimated_seconds"] for p in plan["probes"]}
+    assert ratios["fit"] > 0 and plan["spent_over_estimated_seconds"] > 0
+    # the one-batch test stops at its target: its ratio is over the steps it did, not the 200 planned
+    batch = next(p for p in plan["probes"] if p["name"] == "overfit-batch")
+    assert batch["steps_done"] < batch["steps"] and ratios["overfit-batch"] == pytest.approx(
+        batch["spent_seconds"] / (batch["estimated_seconds"] * batch["steps_done"] / batch["steps"]), rel=0.05, abs=0.05)
+
+
+# -- 7. BLAS threads inside checks ------------------------------------------------------------------
+def test_checks_run_with_the_blas_thread_count_set_explicitly(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    from dnncheck.checks.imbalance import Imbalance
+    from dnncheck.runner import blas_threads
+    from tests.helpers import run_one
+
+    seen = []
+    measure = Imbalance.measure
+
+    def spying(self, ctx):
+        seen.extend(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas")
+        return measure(self, ctx)
+
+    monkeypatch.setattr(Imbalance, "measure", spying)
+    monkeypatch.setattr("dnncheck.runner.blas_threads", lambda: 1)
+    run_one(Imbalance(), source="sklearn:digits", model="mlp")
+    assert seen and set(seen) == {1}
+    assert 1 <= blas_threads() <= 4

@@ -25,13 +25,18 @@ class Client:
     data: str  # "mnist" | "mnist<size>x<channels>" | "digits<size>x<channels>" | "hymenoptera"
     image_size: tuple[int, int]
     loss: str = "cross_entropy"
+    train: dict = field(default_factory=dict)  # [train] keys as the model's own project trains it
+    scheduler_args: dict = field(default_factory=dict)  # [train.scheduler_args]
     # slug -> phrases of warnings that are true of this model on this data (said in README's table)
     expected: dict = field(default_factory=dict)
 
 
 MODELS = "tests.clients.models"
 CLIENTS = (
-    Client("pytorch/examples MNIST net", f"{MODELS}:mnist_net", "mnist", (28, 28), "nll"),
+    # pytorch/examples' MNIST script: Adadelta at lr 1.0, StepLR(step_size=1, gamma=0.7), batch 64
+    Client("pytorch/examples MNIST net", f"{MODELS}:mnist_net", "mnist", (28, 28), "nll",
+           train={"optimizer": "adadelta", "lr": 1.0, "scheduler": "StepLR"},
+           scheduler_args={"step_size": 1, "gamma": 0.7}),
     Client("CIFAR LeNet", f"{MODELS}:cifar_lenet", "mnist32x3", (32, 32)),
     Client("CIFAR ResNet-18", f"{MODELS}:cifar_resnet18", "mnist32x3", (32, 32)),
     Client("torchvision resnet18", f"{MODELS}:tv_resnet18", "hymenoptera", (224, 224)),
@@ -103,8 +108,16 @@ def config_for(client: Client, work: Path, per_class: int | None = None, probe: 
     lines = ["[data]", f'source = "{source_for(client, work, per_class)}"',
              f"image_size = [{client.image_size[0]}, {client.image_size[1]}]",
              "[model]", f'factory = "{client.factory}"', f'loss = "{client.loss}"']
+    if client.train:
+        lines += ["[train]"] + [f"{k} = {_toml(v)}" for k, v in client.train.items()]
+    if client.scheduler_args:
+        lines += ["[train.scheduler_args]"] + [f"{k} = {_toml(v)}" for k, v in client.scheduler_args.items()]
     if probe:
         lines += ["[probe]"] + [f"{k} = {v}" for k, v in probe.items()]
     path = work / (client.factory.rsplit(":", 1)[1] + ".toml")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _toml(value) -> str:
+    return f'"{value}"' if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
