@@ -231,9 +231,6 @@ def apply_table(cfg: AuditConfig, raw: dict, origin: str) -> None:
         if not isinstance(table, dict):
             raise UserError(f"{origin}: [{section}] must be a table of keys, not a single value")
         for key, value in table.items():
-            if section == "train" and key in ("optimizer_args", "scheduler_args") and isinstance(value, dict):
-                _apply_key(cfg, section, key, dict(value), origin)
-                continue
             if section == "checks" and isinstance(value, dict):
                 cfg.thresholds[key] = dict(value)  # validated by the runner, which knows the checks
                 continue

@@ -125,8 +125,11 @@ class Context:
         from dnncheck.probes.optim import validate
 
         c = self.cfg
-        validate(c.optimizer, c.optimizer_args, c.scheduler, c.scheduler_args, c.lr, c.weight_decay, c.momentum,
-                 (c.base_dir,))
+        try:
+            validate(c.optimizer, c.optimizer_args, c.scheduler, c.scheduler_args, c.lr, c.weight_decay, c.momentum,
+                     (c.base_dir,))
+        except UserError as exc:  # say where the setting came from, as the config's own errors do
+            raise UserError(f"{c.origin}: {exc}") from None
 
     def _check_normalize_setting(self) -> None:
         from dnncheck.probes.inputs import check_normalize_width

@@ -62,8 +62,9 @@ class LearningRate(Check):
 
     def probes(self, ctx) -> dict[str, dict]:
         # the one-batch test (shared with overfit) is the second opinion before "no lr learns"
+        t = _overfit_thresholds(ctx)
         return {"learning-rate": {"steps": self.t.steps},
-                "overfit-batch": {"batch": ONE_BATCH["batch"], "max_steps": ONE_BATCH["max_steps"]}}
+                "overfit-batch": {"batch": t.batch_size, "max_steps": t.max_steps}}
 
     def measure(self, ctx):
         if not any(p.requires_grad for p in ctx.fresh_model().parameters()):
@@ -80,6 +81,7 @@ class LearningRate(Check):
         return LearningRateMeasurement(ctx.user_lr, tuple(test.lrs), tuple(test.losses), tuple(test.smoothed),
                                        test.stopped_by, compact=ctx.planned("learning-rate").compact,
                                        fit_losses=fit_losses, one_batch_losses=_one_batch_losses(ctx),
+                                       one_batch_target=_overfit_thresholds(ctx).target_ratio,
                                        optimizer=ctx.training_recipe()["optimizer"])
 
     @classmethod
@@ -117,16 +119,24 @@ class LearningRateMeasurement:
     compact: bool = False  # the compact plan's range test (30 steps on 32 samples): its band is rough
     fit_losses: tuple = ()  # the fit probe's training loss at the user's lr: at init, then per epoch (if it ran)
     one_batch_losses: tuple = ()  # the one-batch test's losses (overfit's probe), if it ran
+    one_batch_target: float = 0.05  # ...and the share of its first loss it must reach (overfit's target_ratio)
     optimizer: str = ""  # the user's optimizer as the probes build it, e.g. "Adadelta(rho=0.9)"
 
 
-# overfit's one-batch test, shared: the same run is memoised for both checks
-ONE_BATCH = {"batch": 32, "max_steps": 200, "target_ratio": 0.05}
+def _overfit_thresholds(ctx):
+    """Overfit's thresholds as configured: the one-batch test is asked for with overfit's settings, so
+    the context runs it once for both checks."""
+    from dnncheck.checks import lookup
+
+    overfit = lookup("overfit", "overfit")
+    configured = next((v for k, v in ctx.cfg.thresholds.items() if lookup(k, k) is overfit), {})
+    return overfit(**configured).t
 
 
 def _one_batch_losses(ctx) -> tuple:
+    t = _overfit_thresholds(ctx)
     try:
-        return tuple(ctx.one_batch_fit(ONE_BATCH["batch"], ONE_BATCH["max_steps"], ONE_BATCH["target_ratio"]).losses)
+        return tuple(ctx.one_batch_fit(t.batch_size, t.max_steps, t.target_ratio).losses)
     except ProbeUnavailable:  # not planned, cut short or cannot train: no second opinion
         return ()
 
@@ -150,7 +160,7 @@ def _fit_learned(m, t) -> str:
     `fit_learning_drop`, or the one-batch test falling as far as overfit requires of it ('' if neither)."""
     if _fell(m.fit_losses, t.fit_learning_drop):
         return f"the fit probe's training loss {m.fit_losses[0]:.3g} -> {m.fit_losses[-1]:.3g}"
-    if _fell(m.one_batch_losses, 1 - ONE_BATCH["target_ratio"]):
+    if _fell(m.one_batch_losses, 1 - m.one_batch_target):
         return f"the one-batch test's loss {m.one_batch_losses[0]:.3g} -> {m.one_batch_losses[-1]:.3g}"
     return ""
 

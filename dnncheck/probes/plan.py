@@ -346,9 +346,9 @@ class ProbePlan:
         return None if not values or any(v is None for v in values) else float(sum(values))
 
 
-def completing_advice(budget: float, cheaper) -> str:
+def completing_advice(budget: float, cheaper, goal: str = "For the full plan") -> str:
     """'For the full plan run with --budget B, or make the probes cheaper: ...' (one budget, the alternatives)."""
-    text = f"For the full plan run with --budget {budget:g}"
+    text = f"{goal} run with --budget {budget:g}"
     return text + (f", or make the probes cheaper: {'; '.join(cheaper)}" if cheaper else "")
 
 

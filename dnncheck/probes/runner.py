@@ -118,8 +118,7 @@ class ProbeRunner:
         if cut:
             parts.append(f"not finished within the --budget guard ({self.budget_seconds:g} s): {', '.join(cut)} "
                          "(their checks are inconclusive)")
-        return "; ".join(parts) + ". " + completing_advice(budget, self.plan.cheaper).replace(
-            "For the full plan run", "To complete every probe run")
+        return "; ".join(parts) + ". " + completing_advice(budget, self.plan.cheaper, "To complete every probe")
 
     @property
     def spent(self) -> dict[str, float]:

@@ -83,8 +83,8 @@ def plan_table(record: dict, before: bool) -> Table:
         from dnncheck.probes.plan import completing_advice, round_up_ten
 
         table.caption = ("the estimate exceeds the budget guard: probes may not finish and their checks be inconclusive. "
-                         + completing_advice(round_up_ten(total * 1.5), record.get("cheaper") or ()).replace(
-                             "For the full plan run", "To complete every probe run"))
+                         + completing_advice(round_up_ten(total * 1.5), record.get("cheaper") or (),
+                                             "To complete every probe"))
     return table
 
 
