@@ -1,7 +1,7 @@
 """Where an audit's memory goes: dnncheck.audit over the generated 224-px Dataset of
 bench_dataset_stream.py with torchvision resnet18, printing per check its time, the peak of the
 process tree's memory while it ran (PSS, bench_scale.tree_memory) and the resident level after it,
-and at the end the main thread's stack at the audit's highest peak.
+and at the end the main thread's stack at each check's peak, highest first.
 
 Run: python benchmarks/profile_memory.py [N] [checks]   (N images, default 1000; checks: --select)
 """
@@ -20,21 +20,25 @@ from bench_dataset_stream import splits  # noqa: E402
 from bench_scale import tree_memory  # noqa: E402
 
 
+SHOW_STACKS = {"loading data", "normalization", "label-noise", "loss-sanity", "separability", "split-leakage",
+               "overfit", "pixel-attack", "gradient-health", "learning-rate", "external-validation"}
+
+
 def main() -> None:
     import dnncheck
     import dnncheck.runner as runner
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     select = sys.argv[2] if len(sys.argv) > 2 else None
-    phase, peaks, top = ["loading data"], {}, {"bytes": 0, "stack": []}
+    phase, peaks, stacks = ["loading data"], {}, {}
     main_thread = threading.main_thread().ident
 
     def sample() -> None:
         while True:
             now = tree_memory(os.getpid())
             peaks[phase[0]] = max(peaks.get(phase[0], 0), now)
-            if now > top["bytes"]:
-                top.update(bytes=now, stack=traceback.format_stack(sys._current_frames()[main_thread]))
+            if now >= peaks[phase[0]] and phase[0] in SHOW_STACKS:
+                stacks[phase[0]] = traceback.format_stack(sys._current_frames()[main_thread])
             time.sleep(0.05)
 
     threading.Thread(target=sample, daemon=True).start()
@@ -51,8 +55,10 @@ def main() -> None:
 
     runner.run_check = timed
     dnncheck.audit(splits(n), model="resnet18", image_size=(224, 224), select=select)
-    print(f"loading data peak {peaks.get('loading data', 0) / 2**30:.2f} GiB; highest {top['bytes'] / 2**30:.2f} GiB at:")
-    print("".join(line for line in top["stack"] if "dnncheck" in line or "sklearn" in line)[-3000:])
+    print(f"loading data peak {peaks.get('loading data', 0) / 2**30:.2f} GiB")
+    for name, stack in sorted(stacks.items(), key=lambda item: -peaks[item[0]]):
+        print(f"-- {name} peaked at {peaks[name] / 2**30:.2f} GiB in:")
+        print("".join(line for line in stack if "dnncheck" in line and "benchmarks" not in line)[-1500:])
 
 
 if __name__ == "__main__":

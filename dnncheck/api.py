@@ -122,9 +122,10 @@ def execute(cfg, progress, command: str, started: float, baseline=None):
     from dnncheck.config import input_paths
     from dnncheck.context import Context
     from dnncheck.data.scan import shutdown
-    from dnncheck.runner import run_audit, select_checks
+    from dnncheck.runner import bound_heap_growth, run_audit, select_checks
 
     checks = select_checks(cfg)
+    bound_heap_growth()
     with progress, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")  # each distinct warning once, into the report, not onto stderr
         try:

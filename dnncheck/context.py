@@ -235,7 +235,7 @@ class Context:
         first tensor, or `logits`): decided once, on two training inputs, and said in the notes."""
         import torch
 
-        from dnncheck.models.build import single_output
+        from dnncheck.models.build import accepts_kept_inputs, single_output
 
         def returns_a_container() -> bool:
             was_training = model.training
@@ -256,7 +256,8 @@ class Context:
                                       "another element, wrap the model to return it")
             return True
 
-        return single_output(model) if self._memo("wraps outputs", returns_a_container) else model
+        audited = single_output(model) if self._memo("wraps outputs", returns_a_container) else model
+        return accepts_kept_inputs(audited)
 
     def _size_advice(self, model, batch) -> str:
         """What to change when the forward failed: the input size the model accepts, when one is
@@ -345,14 +346,24 @@ class Context:
         raw = self._loaded_raw("train")
         fitted = fit_normalizer(self.cfg.normalize, raw, scale, ds.is_image)
         if not self._has(("inputs", "train")):  # the view was read for the fit: keep it as the model sees it
-            self._memos[("inputs", "train")] = (fitted(raw), None)
+            self._memos[("inputs", "train")] = (self._fed(fitted, "train", raw), None)
         return fitted
 
+    def _fed(self, normalizer, split: str, raw=None):
+        """The view of `split` normalised and kept compact (probes.inputs.kept). Normalised in place
+        when no check holds the raw view (raw_inputs), so a 224-px view is never held three times."""
+        from dnncheck.probes.inputs import kept
+
+        shared = self._has(("raw", split))
+        raw = self._loaded_raw(split) if raw is None else raw
+        return kept(normalizer(raw) if shared else normalizer.apply_inplace(raw))
+
     def inputs(self, split: str):
-        """The tensor that enters the model for a split (resized and normalised as configured).
-        Only this is kept: the raw view is held only when a check asks for it (raw_inputs), so a
-        224-px view costs its memory once, not twice."""
-        return self._memo(("inputs", split), lambda: self.normalizer(self._loaded_raw(split)))
+        """The tensor that enters the model for a split (resized and normalised as configured), as
+        kept between checks: float16 for a large image view (probes.inputs.kept; the model's forward
+        casts it back), so read it with .float() or per chunk. Only this is kept: the raw view is
+        held only when a check asks for it (raw_inputs), so a 224-px view costs its memory once."""
+        return self._memo(("inputs", split), lambda: self._fed(self.normalizer, split))
 
     def inputs_once(self, split: str):
         """inputs(split) when it is already held, else computed for this caller and not kept: for a
@@ -366,10 +377,10 @@ class Context:
         return self.raw_inputs(split) if self._has(("raw", split)) else self._raw_tensor(self.view(split).x)
 
     def inputs_of(self, split: str, index):
-        """inputs(split)[index], loading only those samples when the whole view is not loaded yet."""
+        """inputs(split)[index] in float32, loading only those samples when the whole view is not loaded yet."""
         index = np.asarray(index, dtype=np.int64)
         if self._has(("inputs", split)):
-            return self.inputs(split)[index]
+            return self.inputs(split)[index].float()
         return self.normalizer(self._raw_tensor(self.view(split).take(index).x))
 
     def raw_inputs_of(self, split: str, index):

@@ -247,3 +247,52 @@ def test_array_records_in_workers_equal_one_process(monkeypatch):
     finally:
         scan.shutdown()
     assert parallel.tobytes() == array_records(x).tobytes()
+
+
+def test_large_image_views_are_kept_in_float16_and_small_ones_and_tables_not():
+    import torch
+
+    from dnncheck.probes.inputs import FLOAT16_SAFE, KEPT_FLOAT32_BYTES, kept
+
+    side = 224
+    n = KEPT_FLOAT32_BYTES // (4 * 3 * side * side) + 1  # one sample over the limit
+    big = torch.linspace(-2.5, 2.5, n * 3 * side * side).reshape(n, 3, side, side)
+    big[0, 0, 0, :2] = torch.tensor([float("nan"), float("inf")])
+    small, table = big[:4].clone(), torch.randn(n * 100, 2000)
+    compact = kept(big)
+    assert compact.dtype == torch.float16 and compact.shape == big.shape
+    assert float((compact.float() - big).nan_to_num(0, 0, 0).abs().max()) <= 2.5 * 2**-11  # 11 significant bits
+    assert bool(compact[0, 0, 0, 0].isnan()) and bool(compact[0, 0, 0, 1].isinf())
+    assert kept(small) is small and kept(table) is table
+    big[1, 0, 0, 0] = FLOAT16_SAFE  # would lose precision near float16's limit of 65504: stays float32
+    assert kept(big) is big
+
+
+def test_an_audit_on_float16_views_reaches_the_verdicts_of_float32(monkeypatch, tmp_path):
+    """Every check that reads the kept views (statistics, probes, forward passes, figures) gives the
+    same statuses when they are float16, and the views are held at half the bytes."""
+    import dnncheck
+    import dnncheck.probes.inputs as inputs
+    from dnncheck.context import Context
+
+    x, y = blob_images(120, 3, size=24, channels=3, seed=5)
+    data = {"train": (x[:90], y[:90]), "val": (x[90:], y[90:])}
+    checks = "normalization,loss-sanity,separability,gradient-health,pixel-attack,label-noise"
+    held = {}
+    real_inputs = Context.inputs
+
+    def inputs_seen(ctx, split):
+        out = real_inputs(ctx, split)
+        held[split] = out.dtype
+        return out
+
+    monkeypatch.setattr(Context, "inputs", inputs_seen)
+    as_float32 = dnncheck.audit(data, model="smallcnn", select=checks)
+    assert set(held.values()) == {inputs.torch.float32}
+    monkeypatch.setattr(inputs, "KEPT_FLOAT32_BYTES", 0)
+    held.clear()
+    as_float16 = dnncheck.audit(data, model="smallcnn", select=checks)
+    assert set(held.values()) == {inputs.torch.float16}
+    statuses = {r.slug: r.status.value for r in as_float32.checks}
+    assert statuses == {r.slug: r.status.value for r in as_float16.checks}
+    assert "error" not in statuses.values() and len(statuses) == 6, statuses

@@ -153,7 +153,7 @@ def _renormalised(ctx, other: str, scale):
     is fed (the configured normaliser inverted, then the other applied, in one copy per split): at
     224 px a raw view beside its normalised copies would cost 256 MB more per split. The other
     normaliser is fitted on the whole training view, as the configured one was."""
-    from dnncheck.probes.inputs import fit_normalizer
+    from dnncheck.probes.inputs import fit_normalizer, float32_copy
 
     fed_norm, ds = ctx.normalizer, ctx.dataset
     tr, vi = ctx.probe_positions("normalization")
@@ -165,7 +165,7 @@ def _renormalised(ctx, other: str, scale):
     val = None
     if ctx.eval_split is not None:
         x = ctx.inputs(ctx.eval_split)
-        x = x.clone() if len(vi) == len(x) else x[vi]
+        x = float32_copy(x) if len(vi) == len(x) else x[vi].float()
         val = (alternative.apply_inplace(fed_norm.invert(x, inplace=True)), ctx.targets(ctx.eval_split)[vi])
     return train, val
 

@@ -130,6 +130,24 @@ def first_tensor(out):
     raise TypeError(f"the model's forward returned {type(out).__name__}, which holds no tensor")
 
 
+def _float32_input(module, args):
+    """Forward pre-hook: a float16 input (a view kept compact, probes.inputs.kept) as float32."""
+    if args and getattr(args[0], "dtype", None) is not None and str(args[0].dtype) == "torch.float16":
+        return (args[0].float(), *args[1:])
+    return None
+
+
+def accepts_kept_inputs(model):
+    """`model` (in place) with its forward casting float16 inputs to float32, on whatever device they
+    are: every probe, forward pass and feature extraction can be handed slices of the kept views
+    without a float32 copy of a whole view. Not for a model whose own parameters are float16."""
+    import torch
+
+    if not any(p.dtype == torch.float16 for p in model.parameters()):
+        model.register_forward_pre_hook(_float32_input)
+    return model
+
+
 def single_output(model):
     """`model` wrapped so that forward returns one tensor (see first_tensor)."""
     import torch
