@@ -466,7 +466,8 @@ VERIFY_BLURS = (0.5, 0.75, 1.0, 1.25, 1.5)
 BLUR_SIDE_RATIO = 18
 
 
-def verify_pairs(records: "np.ndarray | JoinedRecords", i: np.ndarray, j: np.ndarray, max_shift: int, batch: int = 4096) -> np.ndarray:
+def verify_pairs(records: "np.ndarray | JoinedRecords", i: np.ndarray, j: np.ndarray, max_shift: int,
+                 batch: int = 4096) -> np.ndarray:
     """Blur-tolerant, shift-tolerant correlation of the records' grey copies for pairs (i[k], j[k]):
     the best over shifts of up to max_shift, then, at that shift, over blurring either image with
     each of VERIFY_BLURS (a resampled copy is aligned with its original: the shift search need not be
