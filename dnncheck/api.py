@@ -122,16 +122,18 @@ def execute(cfg, progress, command: str, started: float, baseline=None):
     from dnncheck.config import input_paths
     from dnncheck.context import Context
     from dnncheck.data.scan import shutdown
-    from dnncheck.runner import bound_heap_growth, run_audit, select_checks
+    from dnncheck.runner import (bound_heap_growth, interrupts_remembered, raise_if_interrupted, run_audit,
+                                 select_checks)
 
     checks = select_checks(cfg)
     bound_heap_growth()
-    with progress, warnings.catch_warnings(record=True) as caught:
+    with progress, warnings.catch_warnings(record=True) as caught, interrupts_remembered():
         warnings.simplefilter("default")  # each distinct warning once, into the report, not onto stderr
         try:
             ctx = Context(cfg, progress)
             ctx.prepare()
             result = run_audit(ctx, checks, command, started, baseline)
+            raise_if_interrupted()
         except SystemExit as exc:  # a Dataset, factory or forward called sys.exit: exit 2, not its code
             raise UserCodeExited(exc, "preparing the audit") from None
         finally:

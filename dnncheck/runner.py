@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
@@ -78,6 +79,41 @@ def bound_heap_growth() -> None:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
         pass
+
+
+_INTERRUPTS: list[int] = []
+
+
+@contextlib.contextmanager
+def interrupts_remembered():
+    """Ctrl-C raises KeyboardInterrupt as usual and is also remembered until the audit ends. A
+    Ctrl-C that lands in a ctypes callback (numba compiling UMAP's functions: llvmlite's object-cache
+    callback) is printed as "Exception ignored" and swallowed there, and the audit used to run on to
+    exit 0 and write its report; raise_if_interrupted() re-raises it after the check it hit. A
+    handler the user installed (or SIGINT ignored) is left alone; off the main thread, nothing."""
+    import signal
+    import threading
+
+    _INTERRUPTS.clear()
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def remember(signum, frame):
+        _INTERRUPTS.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, remember)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def raise_if_interrupted() -> None:
+    if _INTERRUPTS:
+        raise KeyboardInterrupt
 
 
 def release_freed_memory() -> None:
@@ -163,6 +199,7 @@ def run_audit(ctx, checks, command: str = "", started: float | None = None, base
     for check in checks:
         ctx.progress.stage(f"{check.id} {check.slug}")
         results.append(run_check(check, ctx))
+        raise_if_interrupted()
         release_freed_memory()
         bar.advance()
     bar.close()

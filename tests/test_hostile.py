@@ -338,6 +338,34 @@ def test_ctrl_c_exits_130_with_a_message_and_no_report(tmp_path):
     assert not out.exists()
 
 
+def test_a_ctrl_c_a_library_swallows_still_stops_the_audit(tmp_path, monkeypatch):
+    """A Ctrl-C landing in a ctypes callback (numba compiling UMAP) is printed and swallowed there;
+    the audit ran on to exit 0 and wrote its report. Now it stops after that check: 130, no report."""
+    import signal
+
+    from typer.testing import CliRunner
+
+    from dnncheck.checks.imbalance import Imbalance
+    from dnncheck.cli import app
+
+    measure = Imbalance.measure
+
+    def swallowing(self, ctx):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:  # as llvmlite's callback wrapper does
+            pass
+        return measure(self, ctx)
+
+    monkeypatch.setattr(Imbalance, "measure", swallowing)
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["audit", "sklearn:digits", "--select", "input-fidelity,imbalance",
+                                      "--json", str(out), "--quiet"])
+    assert result.exit_code == 130, result.output
+    assert not out.exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
 @pytest.mark.parametrize("setting, words", [
     ("[model]\nloss = 'nosuchpkg.losses:focal'\n", ["loss", "nosuchpkg"]),
     ("[model]\nloss = 'userloss:missing'\n", ["loss", "missing"]),

@@ -296,8 +296,14 @@ def test_the_json_says_how_far_the_estimate_was_from_the_measured_time(tmp_path)
     assert ratios["fit"] > 0 and plan["spent_over_estimated_seconds"] > 0
     # the one-batch test stops at its target: its ratio is over the steps it did, not the 200 planned
     batch = next(p for p in plan["probes"] if p["name"] == "overfit-batch")
-    assert batch["steps_done"] < batch["steps"] and ratios["overfit-batch"] == pytest.approx(
-        batch["spent_seconds"] / (batch["estimated_seconds"] * batch["steps_done"] / batch["steps"]), rel=0.05, abs=0.05)
+    assert batch["steps_done"] < batch["steps"]
+    # the JSON rounds seconds to 0.01 (a one-batch test on digits spends a few hundredths), so the
+    # ratio is recomputed within those roundings (5% of the value alone failed at 0.03 s spent); over
+    # all 200 planned steps it would be about 7x lower, outside them
+    done = batch["steps_done"] / batch["steps"]
+    low = (batch["spent_seconds"] - 0.005) / ((batch["estimated_seconds"] + 0.005) * done)
+    high = (batch["spent_seconds"] + 0.005) / (max(batch["estimated_seconds"] - 0.005, 1e-9) * done)
+    assert low - 0.001 <= ratios["overfit-batch"] <= high + 0.001, (ratios["overfit-batch"], batch)
 
 
 # -- 7. BLAS threads inside checks ------------------------------------------------------------------
