@@ -256,8 +256,8 @@ class Context:
                                       "another element, wrap the model to return it")
             return True
 
-        audited = single_output(model) if self._memo("wraps outputs", returns_a_container) else model
-        return accepts_kept_inputs(audited)
+        model = accepts_kept_inputs(model)  # on the user's module itself: a wrapper's callers reach it too
+        return single_output(model) if self._memo("wraps outputs", returns_a_container) else model
 
     def _size_advice(self, model, batch) -> str:
         """What to change when the forward failed: the input size the model accepts, when one is

@@ -212,7 +212,7 @@ def _auxiliary(model, x, device) -> set[str]:
     from dnncheck.models.build import auxiliary_parameters
 
     try:
-        return auxiliary_parameters(model, x[:2].to(device).float())  # the inner model has no cast hook
+        return auxiliary_parameters(model, x[:2].to(device))
     except Exception:  # noqa: BLE001 - a second forward that fails leaves every layer judged as before
         return set()
 

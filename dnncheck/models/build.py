@@ -132,7 +132,9 @@ def first_tensor(out):
 
 def _float32_input(module, args):
     """Forward pre-hook: a float16 input (a view kept compact, probes.inputs.kept) as float32."""
-    if args and getattr(args[0], "dtype", None) is not None and str(args[0].dtype) == "torch.float16":
+    import torch
+
+    if args and isinstance(args[0], torch.Tensor) and args[0].dtype == torch.float16:
         return (args[0].float(), *args[1:])
     return None
 
