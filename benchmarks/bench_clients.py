@@ -4,7 +4,7 @@ resident memory of the whole process tree (sampled from /proc every 0.2 s), the 
 warn/fail/error with its summary, to be read: a warning on a correct model must be a true finding.
 
 Run: make bench-clients  (or python benchmarks/bench_clients.py [--only NAME,NAME] [--work DIR])
-     python benchmarks/bench_clients.py --speeds   (training-step times vs probes/cost.py's prediction)
+     python benchmarks/bench_clients.py --speeds [--device cuda]   (training-step times vs probes/cost.py's prediction)
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ def main() -> None:
     parser.add_argument("--only", default="", help="comma-separated factory names (e.g. mnist_net,tv_resnet18)")
     parser.add_argument("--work", default="", help="folder for generated data, configs and results")
     parser.add_argument("--speeds", action="store_true", help="time training steps of the corpus' models instead")
+    parser.add_argument("--device", default="cpu", help="with --speeds: cpu or cuda")
     args = parser.parse_args()
     if args.speeds:
-        return speeds()
+        return speeds(args.device)
     work = Path(args.work or tempfile.mkdtemp(prefix="dnncheck-clients-"))
     work.mkdir(parents=True, exist_ok=True)
     wanted = {w for w in args.only.split(",") if w}
@@ -63,43 +64,56 @@ SPEED_MODELS = (("tv_resnet18", (3, 224, 224), 2), ("tv_resnet18", (3, 64, 64), 
                 ("mnist_net", (1, 28, 28), 10))
 
 
-def speeds() -> None:
-    """Median Adam training-step time per sample (batches of 16 and 64, after a warm-up step) of the
-    models the CPU constants of probes/cost.py were fitted on, beside the quiet-machine fit
-    (SPEEDS x SHARED_RUNNER_SLOWDOWN undone) and the plan's prediction."""
+def speeds(device: str = "cpu") -> None:
+    """Median Adam training-step time per sample (after warm-up steps) of the models the constants of
+    probes/cost.py were fitted on, beside the plan's prediction. On the CPU (batches of 16 and 64) the
+    quiet-machine fit is printed too (SPEEDS x SHARED_RUNNER_SLOWDOWN undone); on CUDA (batches of 8,
+    64 and 256) steps run as the probes run them: bf16 autocast, channels_last, synchronised timing."""
     import statistics
     import time
 
     import torch
 
     from dnncheck.probes.cost import SHARED_RUNNER_SLOWDOWN, ModelCost, measure_cost, speed_of
+    from dnncheck.probes.train import autocast
     from tests.clients import models
 
+    cuda = device.startswith("cuda")
     build = {"cifar_resnet18": lambda c: models.cifar_resnet18(c, 3), "mnist_net": lambda c: models.mnist_net()}
-    plan = speed_of("cpu")
+    plan = speed_of("cuda" if cuda else "cpu")
+    undo = 1.0 if cuda else SHARED_RUNNER_SLOWDOWN
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    print(f"device {torch.cuda.get_device_name() if cuda else 'cpu'}")
     print("| model | input | batch | GFLOP | activations | measured ms/sample | fit ms/sample | plan ms/sample |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, shape, classes in SPEED_MODELS:
         torch.manual_seed(0)
         model = build.get(name, lambda c, n=name: getattr(models, n)(c))(classes)
         cost: ModelCost = measure_cost(model, torch.randn(1, *shape))
+        model.to(device).train()
+        if cuda:
+            model.to(memory_format=torch.channels_last)
         optimizer, loss = torch.optim.Adam(model.parameters(), 1e-3), torch.nn.CrossEntropyLoss()
-        model.train()
-        for batch in (16, 64):
-            x, y = torch.randn(batch, *shape), torch.randint(0, classes, (batch,))
+        for batch in ((8, 64, 256) if cuda else (16, 64)):
+            x = torch.randn(batch, *shape, device=device)
+            x = x.contiguous(memory_format=torch.channels_last) if cuda else x
+            y = torch.randint(0, classes, (batch,), device=device)
             times = []
-            for _ in range(4):
+            for _ in range(12 if cuda else 4):
+                sync()
                 start = time.perf_counter()
-                optimizer.zero_grad()
-                out = model(x)
-                loss(out[0] if isinstance(out, tuple) else out, y).backward()
+                optimizer.zero_grad(set_to_none=True)
+                with autocast(device):
+                    out = model(x)
+                    value = loss((out[0] if isinstance(out, tuple) else out).float(), y)
+                value.backward()
                 optimizer.step()
+                sync()
                 times.append(time.perf_counter() - start)
-            measured = statistics.median(times[1:]) / batch
+            measured = statistics.median(times[3 if cuda else 1:]) / batch
             predicted = cost.train_seconds(plan, 1, batch) / batch
             print(f"| {name} | {shape[1]} px | {batch} | {cost.flops / 1e9:.3f} | {cost.activations / 1e6:.2f} M | "
-                  f"{measured * 1e3:.1f} | {predicted / SHARED_RUNNER_SLOWDOWN * 1e3:.1f} | {predicted * 1e3:.1f} |",
-                  flush=True)
+                  f"{measured * 1e3:.3f} | {predicted / undo * 1e3:.3f} | {predicted * 1e3:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -220,7 +220,14 @@ def test_learning_rate_edges_around_the_range():
     top = _range_test(1e-3).metrics["suggested_lr_max"]
     bottom = _range_test(1e-3).metrics["suggested_lr_min"]
     assert _range_test(top).status is Status.PASS
-    assert _range_test(top * 1.01).status is Status.WARN
+    # just past the minimum the curve is flat (within the sweep's resolution): a note, not a warning
+    flat = _range_test(top * 1.01)
+    assert flat.status is Status.PASS and flat.metrics["loss_rise_at_user_lr"] < 0.1
+    assert flat.summary == "lr 0.0101 is at the range test's flat bottom"
+    climbed = _range_test(top * 2)  # the smoothed loss has climbed back 17% of its fall: past the bottom
+    assert climbed.status is Status.WARN and climbed.metrics["loss_rise_at_user_lr"] == pytest.approx(0.17, abs=0.01)
+    assert "climbed back 17% of its fall" in climbed.findings[0].message
+    assert climbed.summary.startswith("lr 0.02 is above the suggested range [")
     assert _range_test(top * 10).status is Status.WARN  # fail_factor: strictly above 10x
     assert _range_test(top * 10.01).status is Status.FAIL
     assert _range_test(bottom / 100).status is Status.PASS  # low_factor: strictly below

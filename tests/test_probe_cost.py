@@ -31,6 +31,7 @@ def test_costs_are_counted_from_the_model():
     conv = measure_cost(nn.Conv2d(3, 8, 3, padding=1), torch.zeros(1, 3, 16, 16))
     assert conv.flops == 2 * 3 * 8 * 9 * 16 * 16 and conv.activations == 8 * 16 * 16
     assert measure_cost(torch.jit.script(nn.Linear(4, 2)), torch.zeros(1, 4)) is None
+    assert cost.modules == 2 and conv.modules == 1  # leaf modules: each launches its kernels every step
 
 
 def _plan(cost, budget, device_type="cpu"):
@@ -113,6 +114,32 @@ def test_the_plan_for_cuda_is_exercised_on_cpu():
     assert gpu.not_run == () and speed_of("cuda").name == "GPU"
     assert sum(gpu.predicted(n) for n in PRIORITY) < 300 * 0.7 < sum(_plan(RESNET18_224, 300).predicted(n)
                                                                     for n in PRIORITY)
+
+
+def test_on_a_gpu_the_host_launching_kernels_is_part_of_a_step():
+    """Measured on an H200: small batches cost the same whatever their size, and more per module
+    (efficientnet_b0's 230 leaf modules, 36 ms a step) than a 6-module net's 2.4 ms."""
+    gpu, cpu = speed_of("cuda"), speed_of("cpu")
+    deep, shallow = ModelCost(7.7e8, 2e7, 230), ModelCost(7.7e8, 2e7, 6)
+    assert deep.train_seconds(gpu, 1, 8) > 3 * shallow.train_seconds(gpu, 1, 8)
+    assert deep.train_seconds(cpu, 1, 8) == shallow.train_seconds(cpu, 1, 8)  # the CPU fit has no such term
+    assert 0.025 < deep.train_seconds(gpu, 1, 8) < 0.1  # measured 0.036 s
+
+
+def test_probes_use_bf16_only_on_gpus_that_compute_it_natively(monkeypatch):
+    """bf16 autocast on Ampere and later; float32 on an older GPU (emulated bf16 is slower) and on the CPU."""
+    from dnncheck.probes import train
+
+    asked = []
+    monkeypatch.setattr(torch, "autocast", lambda device_type, dtype=None, enabled=True:
+                        asked.append((device_type, dtype, enabled)))
+    for native in (True, False):
+        train.native_bf16.cache_clear()
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True, n=native: n)
+        train.autocast("cuda:0")
+    train.native_bf16.cache_clear()
+    train.autocast("cpu")
+    assert asked == [("cuda", torch.bfloat16, True), ("cuda", None, False), ("cpu", None, False)]
 
 
 def test_checks_of_probes_not_run_skip_or_say_info_and_never_gate(tmp_path):

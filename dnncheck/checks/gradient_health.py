@@ -90,7 +90,7 @@ class GradientHealth(Check):
             run = ctx.fit_probe()
         except ProbeUnavailable as exc:
             return probe_missing(exc, NO_PROBE, lambda gap: GradientHealthMeasurement({}, {}, {}, {}, {}, gap))
-        fresh = ctx.fresh_model()
+        fresh = ctx.fresh_model().to(ctx.device)  # forwarded beside the trained model, on its device
         sample = ctx.inputs("train")[:ACTIVATION_SAMPLES]
         trained_tallies = _tally_units(run.model, sample, ctx.device)
         fresh_tallies = _tally_units(fresh, sample, ctx.device)
@@ -151,7 +151,7 @@ def _update_ratios(fresh, run) -> dict:
     for name, p0 in fresh.named_parameters():
         if p0.ndim < 2 or name not in trained or not run.steps or not bool(p0.detach().any()):
             continue
-        w0 = p0.detach().float()
+        w0 = p0.detach().float().cpu()
         w1 = trained[name].detach().float().cpu()
         ratios[name] = float((w1 - w0).norm() / max(float(w0.norm()), 1e-12) / run.steps)
     return ratios

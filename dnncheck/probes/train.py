@@ -10,6 +10,7 @@ On CUDA it uses bf16 autocast and keeps the (small) tensors on the device; on CP
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ from dnncheck.probes.budget import Guard, NoGuard
 
 EVAL_BATCH = 1024
 EVAL_VALUES = 2**22  # input values per evaluation chunk (16 MB as float32)
+# on a GPU the chunk's activations live in its memory, not the host's: chunks 8x larger (222 photos
+# at 224 px, whose bf16 activations take well under 1 GB) keep it busy between host copies
+CUDA_EVAL_SCALE = 8
 MAX_GRAD_RECORDS = 200  # gradient norms are kept for at most this many steps per run
 MIN_GRAD_EVERY = 4  # ... and at most every 4th step (a per-step host sync costs ~5% on small nets)
 
@@ -134,9 +138,19 @@ def make_schedule(optimizer, s: ProbeSettings, steps_per_epoch: int):
 
 
 def autocast(device: str):
-    if device.startswith("cuda"):
+    """bf16 autocast on a GPU that computes bf16 natively (Ampere and later); float32 elsewhere: on an
+    older GPU (a T4) bf16 is emulated, slower than float32, and float16 would need loss scaling."""
+    if device.startswith("cuda") and native_bf16():
         return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+    return torch.autocast("cuda" if device.startswith("cuda") else "cpu", enabled=False)
+
+
+@functools.lru_cache(maxsize=None)
+def native_bf16() -> bool:
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch before 2.3 had no emulation to exclude
+        return bool(torch.cuda.is_bf16_supported())
 
 
 def forward_all(model: nn.Module, x: torch.Tensor, device: str, batch: int = EVAL_BATCH,
@@ -146,7 +160,9 @@ def forward_all(model: nn.Module, x: torch.Tensor, device: str, batch: int = EVA
     64x64 held ~2 GB at once (digits and MNIST still go 1,024 at a time). Eval mode, or train mode
     with `train` (BatchNorm on each chunk's statistics, as in a training step; no gradients)."""
     per_row = max(1, x[0].numel()) if len(x) else 1
-    batch = max(min(16, batch), min(batch, EVAL_VALUES // per_row))
+    values = EVAL_VALUES * (CUDA_EVAL_SCALE if device.startswith("cuda") else 1)
+    batch = max(min(16, batch), min(batch, values // per_row))
+    model.to(device)  # a fresh or user model is built on the CPU; probe models are there already
     was_training = model.training
     model.train(train)
     outs = []
@@ -222,12 +238,13 @@ def train_probe(name: str, model: nn.Module, loss_fn, train: tuple, val: tuple |
     start = time.perf_counter()
     run.initial_loss = _initial_loss(model, loss_fn, x_train, y_train, device)
     task_bar = progress.task(f"probe: {name}", total=settings.max_epochs) if progress else None
+    pending = []  # gradient norms still on the device: moved to the host once per epoch
     for epoch in range(settings.max_epochs):
         order = torch.randperm(len(x_train), generator=gen)[: steps_per_epoch * batch].to(device)
         losses, correct = [], []
         for step in range(steps_per_epoch):
             idx = order[step * batch:(step + 1) * batch]
-            record = (lambda: _record_grads(run, named)) if run.steps % grad_every == 0 else None
+            record = (lambda: pending.append(_grad_norms(run, named))) if run.steps % grad_every == 0 else None
             loss, out = train_step(model, loss_fn, optimizer, x_train[idx], y_train[idx], device, record)
             if per_step:
                 schedule.step()
@@ -244,6 +261,7 @@ def train_probe(name: str, model: nn.Module, loss_fn, train: tuple, val: tuple |
                 break
         values = torch.stack(losses).cpu().tolist()
         run.step_loss[-len(values):] = values
+        _keep_grad_norms(run, pending)
         train_acc = float(torch.stack(correct).mean()) if correct else None
         if settings.record_epochs:
             run.epochs.append(_epoch_record(epoch + 1, model, loss_fn, val, task, device, values, train_acc))
@@ -389,19 +407,28 @@ def _initial_loss(model, loss_fn, x, y, device) -> float:
             return math.nan
 
 
-def _record_grads(run: ProbeRun, named) -> None:
-    grads = [p.grad for _, p in named]
-    if not grads or any(g is None for g in grads):
-        present = [(n, p.grad) for n, p in named if p.grad is not None]
-        names, grads = [n for n, _ in present], [g for _, g in present]
-    else:
-        names = [n for n, _ in named]
-    if not grads:
+def _grad_norms(run: ProbeRun, named) -> tuple:
+    """(step, parameter names, their gradient norms as one tensor left on the device): a host copy
+    per record would stall a GPU every few steps."""
+    present = [(n, p.grad) for n, p in named if p.grad is not None]
+    if not present:
+        return run.steps, [], None
+    return run.steps, [n for n, _ in present], torch.stack(torch._foreach_norm([g for _, g in present])).float()
+
+
+def _keep_grad_norms(run: ProbeRun, pending: list) -> None:
+    """Move the epoch's pending gradient norms to the run's record (one host copy) and empty the list."""
+    kept = [(step, names, norms) for step, names, norms in pending if norms is not None]
+    pending.clear()
+    if not kept:
         return
-    norms = torch.stack(torch._foreach_norm(grads)).float().cpu().tolist()
-    for n, v in zip(names, norms):
-        run.grad_norms.setdefault(n, []).append(v)
-    run.grad_steps.append(run.steps)
+    host = torch.cat([norms for _, _, norms in kept]).cpu().tolist()
+    at = 0
+    for step, names, _ in kept:
+        for n, v in zip(names, host[at:at + len(names)]):
+            run.grad_norms.setdefault(n, []).append(v)
+        at += len(names)
+        run.grad_steps.append(step)
 
 
 def _epoch_record(epoch, model, loss_fn, val, task, device, step_losses, train_acc) -> dict:
