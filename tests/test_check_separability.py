@@ -3,7 +3,12 @@ noise while the model stays above chance is flagged (the tutorial's Fig. 3)."""
 
 from __future__ import annotations
 
-from dnncheck.checks.separability import Separability
+import sys
+
+import numpy as np
+import pytest
+
+from dnncheck.checks.separability import Separability, _umap
 from dnncheck.results import Status
 from helpers import messages, run_one
 
@@ -34,6 +39,17 @@ def test_trained_probe_on_digits_passes_with_both_projections():
     assert m["knn_accuracy_features"] > 0.9 and m["silhouette"] > 0.1
     assert m["knn_accuracy_2d_tsne"] > 0.85 and m["knn_accuracy_2d_umap"] > 0.85
     assert result.figures["projection_umap"].coords.shape == (m["samples"], 2)
+    # UMAP ran in a child process: its numba code (~0.22 GiB) did not stay in this one
+    assert "umap" not in sys.modules and "numba" not in sys.modules
+
+
+def test_a_failed_umap_child_is_an_error_that_names_it(monkeypatch):
+    monkeypatch.setattr(sys, "executable", sys.executable + "-missing")
+    with pytest.raises((RuntimeError, OSError)):
+        _umap(np.zeros((20, 4), np.float32), 0)
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    with pytest.raises(RuntimeError, match=r"UMAP's projection failed in its child process \(exit 1\)"):
+        _umap(np.zeros((20, 4), np.float32), 0)
 
 
 def test_accuracy_above_chance_without_class_structure_fails(user_module):

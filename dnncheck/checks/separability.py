@@ -217,14 +217,22 @@ def _tsne(feats, seed):
 
 
 def _umap(feats, seed):
-    import warnings
+    """UMAP's 2-D projection, computed in a child process (dnncheck/umap_worker.py says why)."""
+    import io
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # umap warns that a seed disables its parallelism
-        import umap
-
-        reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(feats) - 1), min_dist=0.1, random_state=seed)
-        return reducer.fit_transform(feats).astype(np.float32)
+    worker = Path(__file__).resolve().parents[1] / "umap_worker.py"
+    sent = io.BytesIO()
+    np.save(sent, np.ascontiguousarray(feats, dtype=np.float32), allow_pickle=False)
+    done = subprocess.run([sys.executable, str(worker), str(int(seed)), str(min(15, len(feats) - 1))],
+                          input=sent.getvalue(), capture_output=True, check=False)
+    if done.returncode != 0:
+        error = done.stderr.decode(errors="replace").strip().splitlines()
+        raise RuntimeError(f"UMAP's projection failed in its child process (exit {done.returncode}): "
+                           f"{error[-1] if error else 'no message'}")
+    return np.load(io.BytesIO(done.stdout), allow_pickle=False)
 
 
 def _fmt(value) -> str:
