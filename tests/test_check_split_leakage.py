@@ -186,6 +186,33 @@ def test_within_split_copies_warn_and_cross_split_ones_still_fail(tmp_path):
     assert result.summary.startswith("3 duplicate pair(s) within splits (3 exact)")
 
 
+def test_copies_between_train_and_the_split_carved_from_it_are_within_the_users_train(tmp_path):
+    """No test split given: dnncheck carves one out of train. Copies stored twice in train that land
+    on both sides of the carving sit inside the user's train folder: within-split duplicates (warn),
+    never cross-split leakage (fail); copies planted in the user's own val still fail."""
+    x, y = _digits()
+    tr, va, _ = stratified_split(y)
+    copies = np.arange(60)
+    x_train, y_train = np.concatenate([x[tr], x[tr][copies]]), np.concatenate([y[tr], y[tr][copies]])
+    path = tmp_path / "carved.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_val=x[va], y_val=y[va])
+    result = run_one(SplitLeakage(), source=str(path))
+    assert result.status is Status.WARN, messages(result)
+    assert result.metrics["exact_duplicate_pairs"] == 0 and result.metrics["near_duplicate_pairs"] == 0
+    assert 60 <= result.metrics["within_split_duplicate_pairs"] <= 61  # the 60 copies and digits' one natural near-twin
+    (finding,) = [f for f in result.findings if "within_split_pairs" in f.evidence]
+    straddling = {k: n for k, n in finding.evidence["by_splits"].items() if len(set(k.split("-"))) == 2}
+    assert set(straddling) == {"train-test"} and "split dnncheck carved out of it for this audit" in finding.message
+    carved = straddling["train-test"]
+    assert f"; {carved} of them pair train with the test split dnncheck carved" in finding.message
+    # a copy in the val split the user made is still leakage
+    x_val = x[va].copy()
+    x_val[0] = x[tr][0]
+    np.savez(path, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y[va])
+    leaked = run_one(SplitLeakage(), source=str(path))
+    assert leaked.status is Status.FAIL and leaked.metrics["exact_duplicate_pairs"] >= 1, messages(leaked)
+
+
 def _mnist_split(n_train=1500, n_val=400):
     """Real MNIST train/val/test (all three given, so sample ids are the arrays' own indices)."""
     data = np.load(shared_data("mnist5k.npz"))
@@ -341,7 +368,7 @@ def test_a_few_lookalikes_across_splits_warn_and_a_share_of_the_split_fails(near
                 "split_a": "train", "split_b": "test"}
 
     def judged(pairs, within=()):
-        m = SimpleNamespace(pairs=pairs, within_pairs=tuple(within), classes=("0", "1"),
+        m = SimpleNamespace(pairs=pairs, within_pairs=tuple(within), classes=("0", "1"), made_splits=(),
                             split_sizes={"train": 3500, "val": 750, "test": 750})
         return _duplicate_findings(m, SplitLeakage.Thresholds())
 

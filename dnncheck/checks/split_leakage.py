@@ -101,15 +101,18 @@ class SplitLeakage(Check):
         found = ctx.artifact(key, lambda: _pairs(ctx, threshold, self.t))
         if self.t.embedding:
             found = found + _embedding_pairs(ctx, self.t, {frozenset((p["a"], p["b"])) for p in found}, self.slug)
-        pairs = [p for p in found if p["split_a"] != p["split_b"]]
-        within = tuple(p for p in found if p["split_a"] == p["split_b"])
+        # a split dnncheck carved out of train is part of the user's train folder: its pairs with train
+        # (or with another carved split) are copies inside one split the user made, not leakage
+        made = tuple(s for s in ("val", "test") if s in ds.made_splits)
+        pairs = [p for p in found if _source(p["split_a"], made) != _source(p["split_b"], made)]
+        within = tuple(p for p in found if _source(p["split_a"], made) == _source(p["split_b"], made))
         train = ds.splits["train"]
         smallest = int(np.bincount(train.y).min()) if ds.task == "classification" else len(train)
         names = [n for n in ("train", "val", "test") if ds.split(n) is not None]
         label_counts = {n: np.bincount(ds.splits[n].y, minlength=ds.num_classes) for n in names} \
             if ds.task == "classification" else {}
         return SplitLeakageMeasurement(
-            tuple(ds.classes), tuple(s for s in ("val", "test") if s in ds.made_splits),
+            tuple(ds.classes), made,
             tuple(s for s in ("val", "test") if ds.split(s) is None), smallest, tuple(pairs), _group_members(ds),
             label_counts, {n: len(part) for n, part in ds.splits.items()},
             _pair_images(ds, (pairs or list(within))[:FIGURE_PAIRS]) if (pairs or within) and ds.is_image else None,
@@ -346,14 +349,22 @@ def _duplicate_findings(m: SplitLeakageMeasurement, t):
         head = f"{len(m.within_pairs)} duplicate pair(s) within splits ({said})"
         listed = m.within_pairs[:MAX_WITHIN_LISTED]
         more = f" (the first {len(listed)} listed)" if len(listed) < len(m.within_pairs) else ""
-        copied = max(len({s for p in m.within_pairs if p["split_a"] == split for s in (p["a"], p["b"])})
-                     / max(1, size) for split, size in m.split_sizes.items())
+        sizes: dict = {}
+        for split, size in m.split_sizes.items():
+            sizes[_source(split, m.made_splits)] = sizes.get(_source(split, m.made_splits), 0) + size
+        copied = max(len({s for p in m.within_pairs if _source(p["split_a"], m.made_splits) == split
+                          for s in (p["a"], p["b"])}) / max(1, size) for split, size in sizes.items())
+        carved = sum(p["split_a"] != p["split_b"] for p in m.within_pairs)
+        carved_said = (f"; {carved} of them pair train with the {' and '.join(m.made_splits)} split dnncheck carved "
+                       "out of it for this audit: copies inside your train folder, not leakage between splits you "
+                       "made") if carved else ""
         # a handful of look-alikes among thousands hardly reweights anything: said, not warned; the same
         # bytes or one photo cropped twice are certain copies and cheap to remove: warned at any count
         certain = any(p["kind"] not in LOOKALIKE_KINDS for p in m.within_pairs)
         severity = Status.WARN if certain or copied >= t.within_warn_share else Status.INFO
         findings.append(Finding(severity, f"{head}: they weight the loss and the statistics towards the copied "
-                                f"samples ({copied:.2%} of a split's samples at most); keep one of each set{more}",
+                                f"samples ({copied:.2%} of a split's samples at most); keep one of each set{more}"
+                                f"{carved_said}",
                                 samples=_pair_samples(listed), headline=head,
                                 evidence={"within_split_pairs": _contract_pairs(listed), "by_splits": by_split,
                                           "largest_split_share": round(copied, 5)}))
@@ -368,6 +379,11 @@ def _duplicate_findings(m: SplitLeakageMeasurement, t):
                                 evidence={"pairs": [{"a": p["a"], "b": p["b"], "label_a": name(p["label_a"]),
                                                      "label_b": name(p["label_b"])} for p in conflicting[:MAX_LISTED]]}))
     return findings
+
+
+def _source(split: str, made: tuple) -> str:
+    """The split as the user made it: "train" for a split dnncheck carved out of train."""
+    return "train" if split in made else split
 
 
 def _count_by_splits(pairs) -> dict:
