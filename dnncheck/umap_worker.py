@@ -3,7 +3,8 @@ feature matrix as .npy on stdin and writes the 2-D float32 projection as .npy on
 
 Why a child process: importing umap-learn and compiling its numba functions leaves about 0.22 GiB
 (LLVM and the compiled code) in a process for good, and every check after separability would carry it;
-a child returns it when it exits. Run by path, it imports neither dnncheck nor torch, so it never
+a child returns it when it exits. Audits of large views (probes/inputs.py: large_view) run it here;
+small ones call `project` in their own process, where later audits reuse the compiled code. Run by path, it imports neither dnncheck nor torch, so it never
 re-runs the user's script (as multiprocessing's spawn would) and starts in about a second before
 umap's own import. The result is the same as in-process: the same library, inputs and seed.
 """
@@ -15,17 +16,24 @@ import sys
 import warnings
 
 
-def main() -> None:
+def project(feats, seed: int, neighbours: int):
+    """UMAP's seeded 2-D projection of `feats` (float32), as float32 points."""
     import numpy as np
 
-    seed, neighbours = int(sys.argv[1]), int(sys.argv[2])
-    feats = np.load(io.BytesIO(sys.stdin.buffer.read()), allow_pickle=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # umap warns that a seed disables its parallelism
         import umap
 
         reducer = umap.UMAP(n_components=2, n_neighbors=neighbours, min_dist=0.1, random_state=seed)
-        points = reducer.fit_transform(feats).astype(np.float32)
+        return reducer.fit_transform(feats).astype(np.float32)
+
+
+def main() -> None:
+    import numpy as np
+
+    seed, neighbours = int(sys.argv[1]), int(sys.argv[2])
+    feats = np.load(io.BytesIO(sys.stdin.buffer.read()), allow_pickle=False)
+    points = project(feats, seed, neighbours)
     out = io.BytesIO()
     np.save(out, points, allow_pickle=False)
     sys.stdout.buffer.write(out.getvalue())

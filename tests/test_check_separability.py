@@ -39,8 +39,27 @@ def test_trained_probe_on_digits_passes_with_both_projections():
     assert m["knn_accuracy_features"] > 0.9 and m["silhouette"] > 0.1
     assert m["knn_accuracy_2d_tsne"] > 0.85 and m["knn_accuracy_2d_umap"] > 0.85
     assert result.figures["projection_umap"].coords.shape == (m["samples"], 2)
-    # UMAP ran in a child process: its numba code (~0.22 GiB) did not stay in this one
-    assert "umap" not in sys.modules and "numba" not in sys.modules
+
+
+def test_umap_runs_in_a_child_for_large_views_with_the_same_points(monkeypatch):
+    """A large audit (224-px views) projects in a child process, which takes UMAP's 0.22 GiB with it;
+    a small one in its own process. Same library, inputs and seed: the same points."""
+    import subprocess
+
+    import torch
+
+    from dnncheck.probes.inputs import KEPT_FLOAT32_BYTES, large_view
+
+    assert large_view(torch.empty(450, 3, 224, 224)) and not large_view(torch.empty(1797, 1, 8, 8))
+    assert not large_view(torch.empty(KEPT_FLOAT32_BYTES // 4, 1))  # a table is never a large view
+    feats = np.random.default_rng(0).normal(size=(60, 8)).astype(np.float32)
+    children, run = [], subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: children.append(a[0]) or run(*a, **k))
+    here = _umap(feats, 0, in_child=False)
+    assert not children
+    child = _umap(feats, 0, in_child=True)
+    assert len(children) == 1 and children[0][1].endswith("umap_worker.py")
+    assert child.shape == (60, 2) and child.dtype == np.float32 and np.array_equal(here, child)
 
 
 def test_a_failed_umap_child_is_an_error_that_names_it(monkeypatch):

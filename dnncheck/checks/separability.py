@@ -91,7 +91,13 @@ class Separability(Check):
             return Skipped("the model has no hookable linear output layer (e.g. TorchScript): features unavailable")
         y = part.y[index]
         projections = {}
-        methods = (("tsne", _tsne), ("umap", _umap)) if self.t.umap else (("tsne", _tsne),)
+        # UMAP leaves 0.22 GiB in whatever process runs it: a large audit runs it in a child process,
+        # a small one (digits, MNIST) in its own, where the compiled code is reused by later audits
+        from dnncheck.probes.inputs import large_view
+
+        in_child = large_view(ctx.inputs(split))
+        umap = (lambda points, seed: _umap(points, seed, in_child))
+        methods = (("tsne", _tsne), ("umap", umap)) if self.t.umap else (("tsne", _tsne),)
         if feats.shape[1] < 2:  # a one-unit penultimate layer: nothing to project into two dimensions
             methods = ()
         for name, project in methods:
@@ -216,17 +222,23 @@ def _tsne(feats, seed):
     return TSNE(2, init="pca", perplexity=perplexity, random_state=seed).fit_transform(feats).astype(np.float32)
 
 
-def _umap(feats, seed):
-    """UMAP's 2-D projection, computed in a child process (dnncheck/umap_worker.py says why)."""
+def _umap(feats, seed, in_child: bool = True):
+    """UMAP's 2-D projection: in a child process (dnncheck/umap_worker.py says why) or in this one.
+    Same library, inputs and seed: the same points either way."""
     import io
     import subprocess
     import sys
     from pathlib import Path
 
-    worker = Path(__file__).resolve().parents[1] / "umap_worker.py"
+    from dnncheck import umap_worker
+
+    feats = np.ascontiguousarray(feats, dtype=np.float32)
+    neighbours = min(15, len(feats) - 1)
+    if not in_child:
+        return umap_worker.project(feats, seed, neighbours)
     sent = io.BytesIO()
-    np.save(sent, np.ascontiguousarray(feats, dtype=np.float32), allow_pickle=False)
-    done = subprocess.run([sys.executable, str(worker), str(int(seed)), str(min(15, len(feats) - 1))],
+    np.save(sent, feats, allow_pickle=False)
+    done = subprocess.run([sys.executable, str(Path(umap_worker.__file__).resolve()), str(int(seed)), str(neighbours)],
                           input=sent.getvalue(), capture_output=True, check=False)
     if done.returncode != 0:
         error = done.stderr.decode(errors="replace").strip().splitlines()

@@ -35,6 +35,12 @@ KEPT_FLOAT32_BYTES = 64 * 2**20  # a fed image view larger than this is kept in 
 FLOAT16_SAFE = 2.0**15  # float16's largest finite value is 65504: values beyond half of it stay float32
 
 
+def large_view(t: torch.Tensor) -> bool:
+    """An image view whose float32 copy exceeds KEPT_FLOAT32_BYTES (224-px photos by the hundred, not
+    digits or MNIST): where memory, more than seconds, decides how the audit holds and computes things."""
+    return t.ndim == 4 and t.numel() * 4 > KEPT_FLOAT32_BYTES
+
+
 def kept(t: torch.Tensor) -> torch.Tensor:
     """The fed tensor of a view as it is held between checks: an image view whose float32 copy
     exceeds KEPT_FLOAT32_BYTES in float16, half the memory (the two 224-px views of 445 samples are
@@ -45,7 +51,7 @@ def kept(t: torch.Tensor) -> torch.Tensor:
     non-finite values stay non-finite. Values beyond FLOAT16_SAFE keep float32. Whatever reads a kept
     tensor casts back to float32: the model through models.build.accepts_kept_inputs, statistics
     per chunk in float64, figures through Normalizer.invert."""
-    if t.ndim != 4 or t.dtype != torch.float32 or t.numel() * 4 <= KEPT_FLOAT32_BYTES:
+    if t.dtype != torch.float32 or not large_view(t):
         return t
     if any(bool(((chunk.abs() >= FLOAT16_SAFE) & torch.isfinite(chunk)).any()) for chunk in torch.split(t, 64)):
         return t
