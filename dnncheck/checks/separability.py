@@ -93,10 +93,11 @@ class Separability(Check):
         projections = {}
         # UMAP leaves 0.22 GiB in whatever process runs it: a large audit runs it in a child process,
         # a small one (digits, MNIST) in its own, where the compiled code is reused by later audits
+        from functools import partial
+
         from dnncheck.probes.inputs import large_view
 
-        in_child = large_view(ctx.inputs(split))
-        umap = (lambda points, seed: _umap(points, seed, in_child))
+        umap = partial(_umap, in_child=large_view(ctx.inputs(split)))
         methods = (("tsne", _tsne), ("umap", umap)) if self.t.umap else (("tsne", _tsne),)
         if feats.shape[1] < 2:  # a one-unit penultimate layer: nothing to project into two dimensions
             methods = ()

@@ -355,7 +355,8 @@ def _duplicate_findings(m: SplitLeakageMeasurement, t):
         copied = max(len({s for p in m.within_pairs if _source(p["split_a"], m.made_splits) == split
                           for s in (p["a"], p["b"])}) / max(1, size) for split, size in sizes.items())
         carved = sum(p["split_a"] != p["split_b"] for p in m.within_pairs)
-        carved_said = (f"; {carved} of them pair train with the {' and '.join(m.made_splits)} split dnncheck carved "
+        splits = f"{' and '.join(m.made_splits)} split{'s' if len(m.made_splits) > 1 else ''}"
+        carved_said = (f"; {carved} of them pair train with the {splits} dnncheck carved "
                        "out of it for this audit: copies inside your train folder, not leakage between splits you "
                        "made") if carved else ""
         # a handful of look-alikes among thousands hardly reweights anything: said, not warned; the same
