@@ -9,7 +9,11 @@ own: the full default audit (cold), `--select input-fidelity` cold, then the sam
 unchanged files (warm: records from the cache). Generated folders are kept in --work (default: a
 temp folder) and reused.
 
-Run: make bench-scale  (or python benchmarks/bench_scale.py --sizes 2000,10000 [--only full|fidelity])
+With --only leakage: split-leakage alone, cold then warm, and (siblings) the share of leaked val
+photos (a variant of a photo that also has one in train) named in its findings; --kind unique makes
+distinct smooth scenes instead (plant.smooth_scene) and says how many near pairs were reported.
+Run: make bench-scale  (or python benchmarks/bench_scale.py --sizes 2000,10000 [--only full|fidelity|leakage|data]
+[--kind siblings|unique])
 """
 
 from __future__ import annotations
@@ -55,26 +59,56 @@ def _make(task) -> None:
         variant(image.convert("RGB"), rng).save(target, quality=90)
 
 
-def generate(root: Path, n: int, seed: int = 0) -> Path:
-    """root/<train|val>/<ants|bees>/<i>.jpg, n photos in all (two processes); reused when complete."""
+def _make_scene(task) -> None:
+    from plant import jpeg, smooth_scene
+
+    i, target, seed = task
+    target.write_bytes(jpeg(smooth_scene(np.random.default_rng([seed, i]))))
+
+
+def generate(root: Path, n: int, seed: int = 0, kind: str = "siblings") -> Path:
+    """root/<train|val>/<class>/<i>.jpg, n images in all (every core); reused when complete.
+    siblings: variants of the ant/bee photos (80% train, 20% val at random: augmenting before
+    splitting), their source photo in root/sources.csv; unique: distinct smooth scenes
+    (plant.smooth_scene, 128x96 JPEG), ten classes by index."""
     from concurrent.futures import ProcessPoolExecutor
 
     done = root / ".complete"
     if done.exists():
         return root
     rng = np.random.default_rng(seed)
-    pool = sources()
-    tasks = []
+    tasks, rows = [], []
+    pool = sources() if kind == "siblings" else []
     for i in range(n):
-        path, label = pool[int(rng.integers(len(pool)))]
+        if kind == "siblings":
+            path, label = pool[int(rng.integers(len(pool)))]
+        else:
+            path, label = None, f"c{i % 10}"
         split = "train" if rng.random() < 0.8 else "val"
         target = root / split / label / f"{i:07d}.jpg"
         target.parent.mkdir(parents=True, exist_ok=True)
-        tasks.append((i, path, label, split, target, seed))
+        tasks.append((i, path, label, split, target, seed) if kind == "siblings" else (i, target, seed))
+        rows.append(f"{split}/{label}/{target.name},{path.name if path else ''}")
     with ProcessPoolExecutor(os.cpu_count() or 1) as workers:
-        list(workers.map(_make, tasks, chunksize=256))
+        list(workers.map(_make if kind == "siblings" else _make_scene, tasks, chunksize=256))
+    (root / "sources.csv").write_text("id,source\n" + "\n".join(rows) + "\n")
     done.write_text(str(n))
     return root
+
+
+def leak_recall(root: Path, results: Path) -> str:
+    """Of the val photos whose source photo also has a variant in train (leaked), the share the
+    split-leakage check names in a finding's samples, and the JSON's size."""
+    import csv
+
+    with open(root / "sources.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    in_train = {r["source"] for r in rows if r["id"].startswith("train/")}
+    leaked = {r["id"] for r in rows if r["id"].startswith("val/") and r["source"] in in_train}
+    check = next(c for c in json.loads(results.read_text())["checks"] if c["slug"] == "split-leakage")
+    named = {s for f in check["findings"] for s in f["samples"]}
+    return (f"leaked val photos named {len(leaked & named)} of {len(leaked)} ({len(leaked & named) / max(1, len(leaked)):.1%}); "
+            f"split-leakage {check['duration_s']:.0f} s; JSON {results.stat().st_size / 2**20:.2f} MiB")
 
 
 def tree_memory(pid: int) -> int:
@@ -143,6 +177,9 @@ def report(n: int, what: str, code: int, wall: float, peak: int, results: Path |
     print(line, flush=True)
 
 
+DATA_WIDE = "input-fidelity,imbalance,split-leakage,normalization"  # the issue's data-wide selection
+
+
 def audit_command(root: Path, results: Path) -> list[str]:
     return [sys.executable, "-m", "dnncheck", "audit", str(root), "--quiet", "--json", str(results)]
 
@@ -150,8 +187,11 @@ def audit_command(root: Path, results: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10000,20000,40000", help="comma-separated photo counts")
-    parser.add_argument("--only", choices=("full", "fidelity"), default=None,
-                        help="only the full default audit, or only the cold/warm input-fidelity pair")
+    parser.add_argument("--only", choices=("full", "fidelity", "leakage", "data"), default=None,
+                        help="only the full default audit, the cold/warm input-fidelity pair, split-leakage alone "
+                             "(warm; siblings: with the share of leaked val photos named) or the data-wide checks")
+    parser.add_argument("--kind", choices=("siblings", "unique"), default="siblings",
+                        help="siblings: variants of the ant/bee photos split at random; unique: distinct smooth scenes")
     parser.add_argument("--work", default="", help="where generated folders are kept (default: a temp folder)")
     args = parser.parse_args()
     if not HYMENOPTERA.exists():
@@ -162,8 +202,23 @@ def main() -> None:
     print(f"record: {RECORD_BYTES} bytes per image; {os.cpu_count()} cores", flush=True)
     for n in (int(s) for s in args.sizes.split(",")):
         start = time.perf_counter()
-        root = generate(work / f"photos{n}", n)
-        print(f"N={n:>7} generated in {time.perf_counter() - start:.0f} s", flush=True)
+        root = generate(work / (f"photos{n}" if args.kind == "siblings" else f"scenes{n}"), n, kind=args.kind)
+        print(f"N={n:>7} {args.kind} generated in {time.perf_counter() - start:.0f} s", flush=True)
+        if args.only in ("leakage", "data"):
+            with tempfile.TemporaryDirectory() as cache:
+                out = Path(cache) / "results.json"
+                chosen = "split-leakage" if args.only == "leakage" else DATA_WIDE
+                command = audit_command(root, out) + ["--select", chosen]
+                report(n, f"{args.only}, cold", *measure(command, Path(cache)), out)
+                if args.only == "leakage":
+                    report(n, "split-leakage, warm", *measure(command, Path(cache)), out)
+                if args.kind == "siblings":
+                    print(f"N={n:>7} {leak_recall(root, out)}", flush=True)
+                else:
+                    check = next(c for c in json.loads(out.read_text())["checks"] if c["slug"] == "split-leakage")
+                    print(f"N={n:>7} near pairs among distinct scenes: {check['metrics'].get('near_duplicate_pairs')} "
+                          f"across, within {check['metrics'].get('within_split_duplicate_pairs')}", flush=True)
+            continue
         if args.only in (None, "full"):
             with tempfile.TemporaryDirectory() as cache:
                 out = Path(cache) / "results.json"

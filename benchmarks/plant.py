@@ -121,3 +121,37 @@ def photo_siblings_folder(source, out, total: int, seed: int = 0, shares=(0.7, 0
             photo_sibling(im.convert("RGB"), rng).save(target, quality=int(rng.integers(70, 95)))
         made[str(target.relative_to(out))] = origin
     return made
+
+
+SCENE_SIZE = (128, 96)  # (width, height) of a generated scene
+
+
+def smooth_scene(rng: np.random.Generator, size=SCENE_SIZE) -> np.ndarray:
+    """A distinct low-texture image: a linear colour gradient in a random direction with two to four
+    flat ellipses and rectangles on it (uint8 HWC). Many such scenes look alike at 16-32 px (the same
+    gradient, small shapes elsewhere): the hard case for near-duplicate search, where no two are copies."""
+    from PIL import Image, ImageDraw
+
+    w, h = size
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:h, 0:w]
+    ramp = (np.cos(angle) * xx / w + np.sin(angle) * yy / h)
+    ramp = (ramp - ramp.min()) / max(np.ptp(ramp), 1e-9)
+    start, end = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    base = start[None, None] + ramp[..., None] * (end - start)[None, None]
+    image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(2, 5))):
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        rx, ry = rng.uniform(4, w / 4), rng.uniform(4, h / 4)
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape([cx - rx, cy - ry, cx + rx, cy + ry], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    return np.asarray(image)
+
+
+def jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()

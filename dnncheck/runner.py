@@ -208,7 +208,7 @@ def run_audit(ctx, checks, command: str = "", started: float | None = None, base
     said = ctx.probe_runner.budget_note()
     if said:  # what the budget left out or undone, and the one budget that completes it, once for the audit
         data["notes"].append(f"probe plan: {said}")
-    data["normalization"] = _safe(lambda: ctx.normalizer.describe())
+    data["normalization"] = _safe(ctx.normalization_summary)
     model = dict(ctx.model_info)
     model["probe_plan"] = ctx.plan_record()
     model["probe_seconds"] = {name: round(s, 2) for name, s in ctx.probe_seconds.items()}

@@ -189,7 +189,7 @@ def _float_index(desc: np.ndarray):
     return index
 
 
-def shift_tolerant_similarity(a, b, max_shift: int = 2, with_shift: bool = False):
+def shift_tolerant_similarity(a, b, max_shift: int = 2, with_shift: bool = False, plane: bool = False):
     """Best normalised cross-correlation of each pair (a[k], b[k]) over shifts up to max_shift.
 
     a, b: N,1,H,W float tensors of the same size. Returns N values in [-1, 1] (and, with_shift, the
@@ -206,7 +206,7 @@ def shift_tolerant_similarity(a, b, max_shift: int = 2, with_shift: bool = False
         for dx in range(-max_shift, max_shift + 1):
             if h - abs(dy) < 2 or w - abs(dx) < 2:
                 continue
-            score = _correlation_at(x, y, dy, dx)
+            score = _correlation_at(x, y, dy, dx, plane)
             better = score > best
             best = torch.where(better, score, best)
             where[better] = torch.tensor([dy, dx])
@@ -214,17 +214,40 @@ def shift_tolerant_similarity(a, b, max_shift: int = 2, with_shift: bool = False
     return (best, where.numpy()) if with_shift else best
 
 
-def _correlation_at(x, y, dy: int, dx: int):
-    """Normalised cross-correlation of x[k] and y[k] (N,H,W) where they overlap with y moved by (dy, dx)."""
+def _correlation_at(x, y, dy: int, dx: int, plane: bool = False):
+    """Normalised cross-correlation of x[k] and y[k] (N,H,W) where they overlap with y moved by (dy, dx),
+    each mean-centred or, with `plane`, with its least-squares plane (a + b.row + c.col) removed: what
+    is left of a smooth scene is its shapes (structure_agrees)."""
     h, w = x.shape[1:]
-    xa = x[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)].reshape(len(x), -1)
-    yb = y[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)].reshape(len(x), -1)
-    xa = xa - xa.mean(1, keepdim=True)
-    yb = yb - yb.mean(1, keepdim=True)
+    centre = _without_plane if plane else _without_mean
+    xa = centre(x[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)])
+    yb = centre(y[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)])
     return (xa * yb).sum(1) / (xa.norm(dim=1) * yb.norm(dim=1)).clamp(min=1e-9)
 
 
-def correlation_at_shifts(a, b, shifts: np.ndarray) -> np.ndarray:
+def _without_mean(images):
+    flat = images.reshape(len(images), -1)
+    return flat - flat.mean(1, keepdim=True)
+
+
+def _without_plane(images):
+    """N,H,W images as N x HW rows minus each one's least-squares plane: centred row and column
+    coordinates are orthogonal to the constant and to each other, so the fit is three projections."""
+    import torch
+
+    n, h, w = images.shape
+    rows = (torch.arange(h, dtype=images.dtype) - (h - 1) / 2)[:, None].expand(h, w).reshape(-1)
+    cols = (torch.arange(w, dtype=images.dtype) - (w - 1) / 2)[None, :].expand(h, w).reshape(-1)
+    flat = images.reshape(n, -1)
+    flat = flat - flat.mean(1, keepdim=True)
+    for axis in (rows, cols):
+        energy = float(axis @ axis)
+        if energy > 0:
+            flat = flat - (flat @ axis)[:, None] * (axis / energy)[None, :]
+    return flat
+
+
+def correlation_at_shifts(a, b, shifts: np.ndarray, plane: bool = False) -> np.ndarray:
     """Normalised cross-correlation of each pair at its own shift (N x 2), grouped by shift."""
     import torch
 
@@ -232,7 +255,7 @@ def correlation_at_shifts(a, b, shifts: np.ndarray) -> np.ndarray:
     out = np.empty(len(x), np.float32)
     for dy, dx in np.unique(shifts, axis=0):
         rows = torch.from_numpy(np.flatnonzero((shifts[:, 0] == dy) & (shifts[:, 1] == dx)))
-        out[rows.numpy()] = _correlation_at(x[rows], y[rows], int(dy), int(dx)).float().numpy()
+        out[rows.numpy()] = _correlation_at(x[rows], y[rows], int(dy), int(dx), plane).float().numpy()
     return out
 
 
@@ -265,8 +288,12 @@ def duplicate_pairs(ds, near_threshold: float, candidate_cosine: float, max_shif
         if min(int(v) for v in records["grey_size"][0]) < MIN_WITHIN_SIDE:
             across = split_of[i] != split_of[j]
             i, j = i[across], j[across]
-        near = _keep(i, j, verify_pairs(records, i, j, max_shift), near_threshold, "near")
-        records.release("grey", "grey_size")
+        scores = verify_pairs(records, i, j, max_shift)
+        alike = scores >= near_threshold
+        alike[alike] = structure_agrees(records, i[alike], j[alike], max_shift) & colours_agree(records, i[alike],
+                                                                                                j[alike])
+        near = _keep(i[alike], j[alike], scores[alike], near_threshold, "near")
+        records.release("grey", "grey_size", "chroma")
         geometric = []
         if np.any(records["kp_count"][:, 0] > 0):
             stage("split-leakage: matching local features")
@@ -467,12 +494,13 @@ BLUR_SIDE_RATIO = 18
 
 
 def verify_pairs(records: "np.ndarray | JoinedRecords", i: np.ndarray, j: np.ndarray, max_shift: int,
-                 batch: int = 4096) -> np.ndarray:
+                 batch: int = 4096, plane: bool = False) -> np.ndarray:
     """Blur-tolerant, shift-tolerant correlation of the records' grey copies for pairs (i[k], j[k]):
     the best over shifts of up to max_shift, then, at that shift, over blurring either image with
     each of VERIFY_BLURS (a resampled copy is aligned with its original: the shift search need not be
     repeated per blur, which made verification 10x slower), on the first record's grid (a copy of
-    another size is resized to it), a batch of pairs at a time."""
+    another size is resized to it), a batch of pairs at a time. `plane`: each image's least-squares
+    plane removed rather than its mean (structure_agrees)."""
     if not len(i):
         return np.zeros(0, np.float32)
     grid = tuple(int(v) for v in records["grey_size"][0])
@@ -480,12 +508,55 @@ def verify_pairs(records: "np.ndarray | JoinedRecords", i: np.ndarray, j: np.nda
     out = []
     for s in range(0, len(i), batch):
         a, b = _greys(records, i[s:s + batch], grid), _greys(records, j[s:s + batch], grid)
-        best, shifts = shift_tolerant_similarity(a, b, max_shift, with_shift=True)
+        best, shifts = shift_tolerant_similarity(a, b, max_shift, with_shift=True, plane=plane)
         for sigma in blurs:
-            best = np.maximum(best, correlation_at_shifts(gaussian_blur(a, sigma), b, shifts))
-            best = np.maximum(best, correlation_at_shifts(a, gaussian_blur(b, sigma), shifts))
+            best = np.maximum(best, correlation_at_shifts(gaussian_blur(a, sigma), b, shifts, plane))
+            best = np.maximum(best, correlation_at_shifts(a, gaussian_blur(b, sigma), shifts, plane))
         out.append(best)
     return np.concatenate(out)
+
+
+# Structure gate for near copies: two smooth scenes whose light falls off the same way correlate at
+# 0.99 through their gradients alone, whatever small shapes lie where (10,000 generated scenes: 57
+# such pairs). With each grey copy's least-squares plane removed, what is left is the shapes: a copy
+# keeps them where they were, a scene with its shape elsewhere does not (test scenes: twins with a shape
+# moved 0.04 at most; copies noised with sigma 8, where noise is most of what is left, 0.58 at least,
+# the other copies 0.9 or more). What this gate lets through, the colour gate below mostly catches.
+STRUCTURE_MIN = 0.5
+
+
+def structure_agrees(records: "np.ndarray | JoinedRecords", i: np.ndarray, j: np.ndarray, max_shift: int) -> np.ndarray:
+    """For pairs (i[k], j[k]) that correlate as near copies: True where they still correlate at
+    STRUCTURE_MIN or more with each grey copy's linear gradient removed (verify_pairs with `plane`)."""
+    if not len(i):
+        return np.zeros(0, dtype=bool)
+    return verify_pairs(records, i, j, max_shift, plane=True) >= STRUCTURE_MIN
+
+
+# Colour gate for near copies (measured on 128x96 images: 10,000 generated smooth scenes and planted
+# copies of the ant/bee photos, of every kind in benchmarks/plant.py): the 57 pairs of distinct scenes
+# whose grey copies correlated at 0.99 had chroma cosines of 0.90 at most; copies of photos whose colour
+# is at least CHROMA_FLOOR strong kept 0.97 or more (contrast stretched and clipped is the lowest).
+# Images nearer grey than the floor carry no colour to compare: only their grey copies judge them.
+CHROMA_FLOOR = 10.0  # rms of a record's chroma (x127 of the value range): about 20 of 255
+CHROMA_COSINE = 0.95
+
+
+def colours_agree(records: "np.ndarray | JoinedRecords", i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """For pairs (i[k], j[k]) of records: False where both images are coloured and their colours
+    (R-G, B-G at 16x16, data/records.py) differ, cosine below CHROMA_COSINE. A copy brightened or
+    with its contrast changed keeps its colours' directions; two scenes with the same gradient and
+    different hues do not. A copy with its channels swapped (BGR) fails this gate: for photos the
+    keypoint search (kind geometric), which works in grey, still finds it."""
+    if not len(i):
+        return np.zeros(0, dtype=bool)
+    chroma = records["chroma"]
+    a = chroma[i].reshape(len(i), -1).astype(np.float64)
+    b = chroma[j].reshape(len(j), -1).astype(np.float64)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    coloured = np.minimum(na, nb) / np.sqrt(a.shape[1]) >= CHROMA_FLOOR
+    cosine = (a * b).sum(1) / np.maximum(na * nb, 1e-12)
+    return ~coloured | (cosine >= CHROMA_COSINE)
 
 
 def gaussian_blur(images, sigma: float):

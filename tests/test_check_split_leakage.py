@@ -187,24 +187,32 @@ def test_within_split_copies_warn_and_cross_split_ones_still_fail(tmp_path):
 
 
 def test_copies_between_train_and_the_split_carved_from_it_are_within_the_users_train(tmp_path):
-    """No test split given: dnncheck carves one out of train. Copies stored twice in train that land
-    on both sides of the carving sit inside the user's train folder: within-split duplicates (warn),
-    never cross-split leakage (fail); copies planted in the user's own val still fail."""
+    """No test split given: dnncheck carves one out of train. Exact copies stored twice in train are
+    kept on one side of the carving; shifted copies (found only later) that land on both sides sit
+    inside the user's train folder: within-split duplicates (warn), never cross-split leakage (fail);
+    copies planted in the user's own val still fail."""
     x, y = _digits()
     tr, va, _ = stratified_split(y)
-    copies = np.arange(60)
-    x_train, y_train = np.concatenate([x[tr], x[tr][copies]]), np.concatenate([y[tr], y[tr][copies]])
+    copies, moved = np.arange(60), np.arange(60, 120)
+    shifted = np.roll(x[tr][moved], 1, axis=2)  # one pixel to the right: near copies, not exact ones
+    x_train = np.concatenate([x[tr], x[tr][copies], shifted])
+    y_train = np.concatenate([y[tr], y[tr][copies], y[tr][moved]])
     path = tmp_path / "carved.npz"
     np.savez(path, x_train=x_train, y_train=y_train, x_val=x[va], y_val=y[va])
     result = run_one(SplitLeakage(), source=str(path))
     assert result.status is Status.WARN, messages(result)
     assert result.metrics["exact_duplicate_pairs"] == 0 and result.metrics["near_duplicate_pairs"] == 0
-    assert 60 <= result.metrics["within_split_duplicate_pairs"] <= 61  # the 60 copies and digits' one natural near-twin
+    assert result.metrics["leaked_evaluation_samples"] == 0
     (finding,) = [f for f in result.findings if "within_split_pairs" in f.evidence]
-    straddling = {k: n for k, n in finding.evidence["by_splits"].items() if len(set(k.split("-"))) == 2}
-    assert set(straddling) == {"train-test"} and "split dnncheck carved out of it for this audit" in finding.message
-    carved = straddling["train-test"]
-    assert f"; {carved} of them pair train with the test split dnncheck carved" in finding.message
+    pairs = finding.evidence["within_split_pairs"]
+    straddling = [p for p in pairs if p["a"].split(":")[0] != p["b"].split(":")[0]]
+    # the carving kept every exact pair together; about 15% of the shifted ones straddle it (8 px digits are
+    # searched for near copies only between splits: MIN_WITHIN_SIDE)
+    assert sum(p["kind"] == "exact" for p in pairs) == 60 and 3 <= len(straddling) <= 20
+    assert all(p["kind"] == "near" for p in straddling), straddling
+    assert set(finding.evidence["by_splits"]) - {"train-train", "test-test"} == {"train-test"}
+    assert f"; {len(straddling)} of them pair train with the test split dnncheck carved" in finding.message
+    assert "split dnncheck carved out of it for this audit" in finding.message
     # a copy in the val split the user made is still leakage
     x_val = x[va].copy()
     x_val[0] = x[tr][0]
@@ -378,3 +386,55 @@ def test_a_few_lookalikes_across_splits_warn_and_a_share_of_the_split_fails(near
     within = {**pair(1), "b": "train:2", "split_b": "train"}
     assert judged([], [within])[0].severity is Status.INFO  # 2 of 3,500 training samples
     assert judged([], [{**within, "kind": "exact"}])[0].severity is Status.WARN
+
+
+def _ramp_scene(angle: float, low, high, shapes, size=(96, 128)) -> np.ndarray:
+    """A linear colour ramp from `low` to `high` at `angle` with flat shapes ((kind, box, colour))."""
+    from PIL import Image, ImageDraw
+
+    h, w = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    ramp = np.cos(angle) * xx / w + np.sin(angle) * yy / h
+    ramp = (ramp - ramp.min()) / np.ptp(ramp)
+    base = np.asarray(low, float) + ramp[..., None] * (np.asarray(high, float) - np.asarray(low, float))
+    image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for kind, box, colour in shapes:
+        (draw.ellipse if kind == "ellipse" else draw.rectangle)(box, fill=tuple(colour))
+    return np.asarray(image)
+
+
+def test_smooth_distinct_scenes_are_not_near_copies_and_their_copies_are(tmp_path):
+    """Low-texture scenes fool a 32 px grey comparison: the same light gradient with a small shape
+    elsewhere (grey twins) or the same layout in other hues (colour twins, equal in grey) correlate
+    at 0.99 or more. Neither is a copy; brightened, re-encoded and contrast-stretched copies are."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from plant import transform
+
+    rng = np.random.default_rng(3)
+    train, twins, copies = [], [], []
+    for k in range(24):
+        angle = rng.uniform(0, 2 * np.pi)
+        # saturated ends: a twin in other hues is told apart by its colour (CHROMA_FLOOR)
+        low, high = rng.permutation([20, 90, 160]), rng.permutation([100, 170, 240])
+        box = [float(v) for v in (rng.uniform(5, 40), rng.uniform(5, 30))]
+        square = ("rect", [box[0], box[1], box[0] + 14, box[1] + 14], rng.integers(0, 256, 3))
+        scene = _ramp_scene(angle, low, high, [square])
+        train.append(scene)
+        if k % 2:  # grey twin: the same gradient, a small shape elsewhere
+            moved = ("ellipse", [box[0] + 60, box[1] + 40, box[0] + 72, box[1] + 52], square[2])
+            twins.append(_ramp_scene(angle, low, high, [moved]))
+        else:  # colour twin: every colour turned around the grey axis, so its grey copy is the same
+            def turned(c):
+                c = np.asarray(c, float)
+                return np.clip(c.mean() + np.roll(c - c.mean(), 1) * -1, 0, 255).astype(int)
+            twins.append(_ramp_scene(angle, turned(low), turned(high), [(square[0], square[1], turned(square[2]))]))
+        copies.append(transform(scene, ("bright20", "jpeg75", "contrast", "noise8")[k % 4], rng))
+    x_val = np.stack(twins + copies)
+    path = tmp_path / "scenes.npz"
+    others = [_ramp_scene(rng.uniform(0, 2 * np.pi), rng.integers(0, 256, 3), rng.integers(0, 256, 3), []) for _ in range(6)]
+    np.savez(path, x_train=np.stack(train), y_train=np.arange(24) % 2, x_val=x_val, y_val=np.arange(48) % 2,
+             x_test=np.stack(others), y_test=np.arange(6) % 2)
+    result = run_one(SplitLeakage(), source=str(path))
+    found = {(p["a"], p["b"]) for f in result.findings for p in f.evidence.get("pairs", []) if p.get("kind") == "near"}
+    assert found == {(f"train:{k}", f"val:{24 + k}") for k in range(24)}, messages(result)

@@ -243,3 +243,22 @@ def test_hymenoptera_real_folder():
     assert ds.image_size == (64, 64)
     assert max(ds.splits["train"].native_sizes.max(axis=0)) >= 375
     assert len(ds.unreadable) == 0
+
+
+def test_carving_keeps_each_set_of_exact_copies_on_one_side():
+    """Samples 0-9 each stored three times: whichever side the carving draws a set's first sample to,
+    the whole set goes there; distinct samples keep the side they were drawn to."""
+    from dnncheck.data.splits import _copies_kept_together
+
+    sets = np.r_[np.arange(10), np.arange(10), np.arange(10), np.arange(10, 50)]
+    carve = np.arange(0, 70, 3)  # every third sample, splitting most sets
+    keep = np.setdiff1d(np.arange(70), carve)
+    kept, carved, straddled = _copies_kept_together(sets, keep, carve)
+    assert straddled == 10 and len(kept) + len(carved) == 70 and not np.intersect1d(kept, carved).size
+    for s in range(10):
+        members = np.flatnonzero(sets == s)
+        side = np.isin(members, carved)
+        assert side.all() or not side.any()
+        assert side[0] == (members[0] in carve)  # the set follows its first sample
+    assert np.array_equal(np.isin(np.arange(30, 70), carved), np.isin(np.arange(30, 70), carve))
+    assert _copies_kept_together(None, keep, carve)[2] == 0

@@ -841,11 +841,13 @@ def _pair(kind, label_b=0):
 def test_split_leakage_clean_passes_and_copies_fail():
     assert _leakage().status is Status.PASS
     v = _leakage([_pair("exact")])
-    assert v.status is Status.FAIL and v.summary == "1 exact copies across splits (1 train-val)"
+    assert v.status is Status.FAIL and v.summary == ("1 exact copies across splits (1 train-val); 1 val sample has "
+                                                     "a sibling in train, in 1 cluster")
     v = _leakage([_pair("near")])  # 1 of 200 val samples: a look-alike too few to inflate val (near_fail_share 1%)
-    assert v.status is Status.WARN and v.summary == "1 near copies across splits (1 train-val)"
+    assert v.status is Status.WARN and v.summary.startswith("1 near copies across splits (1 train-val);")
     v = _leakage([_pair("near"), {**_pair("near"), "a": "train/cat/2.png", "b": "val/cat/2.png"}])  # 2 of 200
-    assert v.status is Status.FAIL and v.summary == "2 near copies across splits (2 train-val)"
+    assert v.status is Status.FAIL and v.summary == ("2 near copies across splits (2 train-val); 2 val samples have "
+                                                     "a sibling in train, in 2 clusters")
     v = _leakage([_pair("exact", label_b=1)])
     assert v.metrics["conflicting_label_pairs"] == 1 and "carry different labels" in v.summary
 
@@ -993,8 +995,52 @@ def test_split_leakage_covariate_shift_edge(auc, status):
     assert v.status is status and v.metrics["split_shift_auc"]["val"] == auc
 
 
+def _siblings(source: int, train: int, val: int) -> list[dict]:
+    """Every pair among the copies of one photo (the square of the cluster's size), `train` of them
+    in train and `val` in val: what augmenting before splitting makes."""
+    members = [("train", f"train/{source}-{k}.jpg") for k in range(train)]
+    members += [("val", f"val/{source}-{k}.jpg") for k in range(val)]
+    return [{"a": a, "b": b, "kind": "geometric", "similarity": 0.5, "inliers": 20, "mirrored": False,
+             "size_ratio": 1.2, "label_a": 0, "label_b": 0, "split_a": sa, "split_b": sb}
+            for k, (sa, a) in enumerate(members) for sb, b in members[k + 1:]]
+
+
+def test_split_leakage_names_clusters_of_siblings_not_only_their_square_of_pairs():
+    """Ten photos, each copied 48 times into train and 12 into val: 17,700 pairs, 10 clusters.
+    The finding names the 120 val samples with a training sibling and the 10 clusters; the pairs
+    listed stop at MAX_PAIRS, with the total beside them."""
+    from dnncheck.checks.split_leakage import MAX_PAIRS, SplitLeakage, SplitLeakageMeasurement
+
+    pairs = [p for source in range(10) for p in _siblings(source, 48, 12)]
+    cross = tuple(p for p in pairs if p["split_a"] != p["split_b"])
+    within = tuple(p for p in pairs if p["split_a"] == p["split_b"])
+    counts = {"train": np.array([240, 240]), "val": np.array([60, 60])}
+    m = SplitLeakageMeasurement(("cat", "dog"), (), (), 240, cross, {}, counts, {"train": 480, "val": 120}, None,
+                                within_pairs=within)
+    v = SplitLeakage.judge(m, SplitLeakage.Thresholds())
+    assert v.status is Status.FAIL and v.metrics["duplicate_clusters_across_splits"] == 10
+    assert v.metrics["leaked_evaluation_samples"] == 120
+    (finding,) = [f for f in v.findings if "pairs" in f.evidence and "clusters" in f.evidence]
+    assert finding.short == ("5760 crops, mirror images or rescaled copies across splits (5760 train-val); 120 val "
+                             "samples have a sibling in train, in 10 clusters")
+    e = finding.evidence
+    assert len(e["pairs"]) == MAX_PAIRS and e["pairs_total"] == 5760 and e["pairs_truncated"]
+    assert e["clusters_total"] == 10 and e["leaked_samples"] == {"val": 120}
+    first = e["clusters"][0]
+    assert first["size"] == 60 and first["splits"] == {"train": 48, "val": 12} and first["leaked"] == {"val": 12}
+    assert len(first["members"]["train"]) == 25 and len(first["members"]["val"]) == 12
+    # a cluster wholly inside train is a set of copies, said in the within-split finding, never leakage
+    alone = tuple(_siblings(99, 5, 0))
+    m = SplitLeakageMeasurement(("cat", "dog"), (), (), 240, (), {}, counts, {"train": 480, "val": 120}, None,
+                                within_pairs=alone)
+    v = SplitLeakage.judge(m, SplitLeakage.Thresholds())
+    assert v.status is Status.WARN and v.metrics["leaked_evaluation_samples"] == 0
+    assert "in 1 set of copies" in v.findings[0].message and v.findings[0].evidence["clusters"][0]["size"] == 5
+
+
 def test_split_leakage_within_split_pairs_warn_and_are_listed_up_to_a_thousand():
-    from dnncheck.checks.split_leakage import MAX_WITHIN_LISTED, SplitLeakage, SplitLeakageMeasurement
+    from dnncheck.checks.split_leakage import MAX_PAIRS as MAX_WITHIN_LISTED
+    from dnncheck.checks.split_leakage import SplitLeakage, SplitLeakageMeasurement
 
     counts = {"train": np.array([500, 500]), "val": np.array([100, 100])}
     within = tuple({"a": f"train:{k}", "b": f"train:{k + 2000}", "kind": "geometric", "similarity": 0.5,
@@ -1007,6 +1053,7 @@ def test_split_leakage_within_split_pairs_warn_and_are_listed_up_to_a_thousand()
     listed = v.findings[0].evidence["within_split_pairs"]
     assert len(listed) == MAX_WITHIN_LISTED and set(listed[0]) == {"a", "b", "kind", "similarity", "inliers",
                                                                    "mirrored", "size_ratio"}
+    assert v.findings[0].evidence["pairs_total"] == MAX_WITHIN_LISTED + 5 and v.findings[0].evidence["pairs_truncated"]
     assert v.summary.startswith(f"{MAX_WITHIN_LISTED + 5} duplicate pair(s) within splits ({MAX_WITHIN_LISTED + 5} geometric)")
     # a cross-split geometric pair fails, named as a crop/mirror/rescaled copy
     cross = {**within[0], "b": "val:1", "split_b": "val"}

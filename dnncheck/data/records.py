@@ -7,7 +7,7 @@ RECORD_BYTES), so an audit's memory does not grow with the number of images beyo
 - per-channel sums, sums of squares, min and max (normalization, over every image of a split);
 - a content digest of the decoded pixels (exact duplicates, conflicting labels);
 - near-duplicate descriptors (split leakage): the 16x16 grey descriptor and four one-pixel shifts of
-  it, and a grey copy of at most 32 pixels a side for verifying candidate pairs; for photos, ORB
+  it, a grey copy of at most 32 pixels a side and the colour at 16x16 for verifying candidate pairs; for photos, ORB
   keypoints of the image and its mirror image (crops, mirror images, rescaled copies).
 
 A record is a pure function of the decoded image: the same for a file read by any worker, by Ray,
@@ -21,10 +21,11 @@ import numpy as np
 from dnncheck.data.keypoints import DESCRIPTOR_BYTES, LOCAL_POINTS, local_features
 from dnncheck.data.resize import resize
 
-RECORD_VERSION = 3  # bump when a field or its computation changes: cached records are then re-read
+RECORD_VERSION = 4  # bump when a field or its computation changes: cached records are then re-read
 CHANNELS = 3  # per-channel statistics of a grey image are those of its channel repeated three times
 GREY_SIDE = 32  # the verification copy's longer side (similarity.VERIFY_MAX_SIDE)
 DESCRIPTOR_SIDE = 16
+CHROMA_SIDE = 16
 SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))  # similarity.QUERY_SHIFTS
 
 RECORD_DTYPE = np.dtype([
@@ -40,6 +41,8 @@ RECORD_DTYPE = np.dtype([
     ("descriptors", "<f2", (len(SHIFTS), DESCRIPTOR_SIDE * DESCRIPTOR_SIDE)),
     ("grey_size", "<i2", (2,)),
     ("grey", "<f2", (GREY_SIDE, GREY_SIDE)),
+    # colour apart from brightness at 16x16: R-G and B-G over the image's value range, x127 (grey: zeros)
+    ("chroma", "i1", (2, CHROMA_SIDE, CHROMA_SIDE)),
     # photos only (data/keypoints.py): ORB keypoints of the image and of its mirror image
     ("kp_count", "u1", (2,)),
     ("kp_xy", "u1", (2, LOCAL_POINTS, 2)),  # x, y in pixels of the (<= 256 px) detection image
@@ -93,6 +96,7 @@ def image_record(image: np.ndarray, native=None, mode: str = "", facts=None) -> 
     grey = resize(image, grid).mean(axis=-1)
     rec["grey_size"] = grid
     rec["grey"][0, : grid[0], : grid[1]] = grey.astype(np.float16)
+    rec["chroma"][0] = _chroma(image, float(rec["min"][0]), float(rec["max"][0]))
     rec["kp_count"][0], rec["kp_xy"][0], rec["kp_desc"][0] = local_features(image)
     return rec
 
@@ -104,6 +108,17 @@ def _descriptor(image: np.ndarray) -> np.ndarray:
     v = v - v.mean()
     norm = np.linalg.norm(v)
     return (v / (norm if norm > 1e-6 else 1.0)).astype(np.float32)
+
+
+def _chroma(image: np.ndarray, low: float, high: float) -> np.ndarray:
+    """R-G and B-G of the image at 16x16 (antialiased), over its value range, x127 as int8: what
+    tells two scenes apart whose grey copies look alike (similarity.colours_agree). Adding light or
+    stretching contrast scales it at most; zeros for a grey image."""
+    if image.shape[-1] < 3:
+        return np.zeros((2, CHROMA_SIDE, CHROMA_SIDE), np.int8)
+    small = resize(image[..., :3], (CHROMA_SIDE, CHROMA_SIDE)).astype(np.float64)
+    chroma = np.stack([small[..., 0] - small[..., 1], small[..., 2] - small[..., 1]]) * (127 / max(high - low, 1e-12))
+    return np.clip(np.round(chroma), -127, 127).astype(np.int8)
 
 
 def shifted(image: np.ndarray, dy: int, dx: int, fill: np.ndarray) -> np.ndarray:

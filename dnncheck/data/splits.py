@@ -22,6 +22,9 @@ def make_missing_splits(ds: Dataset, seed: int, renumber: bool) -> None:
         # fractions are of the data before any carving: 15% of all for each made split
         fraction = SPLIT_FRACTIONS[name] / (1.0 - taken)
         keep, carve, how = _split_indices(train, fraction, seed, ds.task)
+        if train.groups is None:
+            keep, carve, kept = _copies_kept_together(_copy_sets(train), keep, carve)
+            how += f", {kept} set(s) of exact copies kept in one split" if kept else ""
         if ds.task == "classification":
             keep, carve = _every_class_stays_in_train(train.y, keep, carve)
         if len(carve) == 0 or len(keep) == 0:
@@ -57,6 +60,40 @@ def _split_indices(split: SplitData, fraction: float, seed: int, task: str):
         return np.arange(n), np.array([], dtype=np.int64), "not made"
     keep, carve = next(ShuffleSplit(n_splits=1, test_size=n_carve, random_state=seed).split(dummy))
     return np.sort(keep), np.sort(carve), "random (classes too small to stratify)"
+
+
+def _copy_sets(split: SplitData) -> np.ndarray | None:
+    """Per sample, the number of its set of exact copies (the same decoded pixels or feature row), or
+    None when every sample is distinct. Images: the digests of the data pass's records; tables: a
+    hash of each row. Near copies and crops are only found later, by split-leakage, which names the
+    ones that straddle a carved split as copies inside the user's train."""
+    if split.records is not None:
+        keys = np.frombuffer(split.records["digest"].tobytes(), dtype="<u8").reshape(len(split), -1)
+    elif isinstance(split.x, np.ndarray) and split.x.dtype != object:
+        from dnncheck.similarity import content_hashes
+
+        keys = np.frombuffer(b"".join(content_hashes(split.x.reshape(len(split), -1))), dtype="<u8").reshape(len(split), -1)
+    else:
+        return None
+    _, sets = np.unique(keys, axis=0, return_inverse=True)
+    sets = sets.reshape(-1)
+    return None if sets.max(initial=-1) + 1 == len(split) else sets
+
+
+def _copies_kept_together(sets: np.ndarray | None, keep: np.ndarray, carve: np.ndarray):
+    """Each set of exact copies moved to the side its first sample was drawn to: a copy on each side
+    of the carving would grade the carved split on what train holds. Returns keep, carve and how
+    many sets straddled."""
+    if sets is None or not len(carve):
+        return keep, carve, 0
+    carved = np.zeros(len(sets), dtype=bool)
+    carved[carve] = True
+    first = np.full(sets.max() + 1, -1)
+    order = np.arange(len(sets))[::-1]
+    first[sets[order]] = order  # the last write per set wins: its lowest index
+    side = carved[first[sets]]
+    straddling = len(np.unique(sets[side != carved]))
+    return np.flatnonzero(~side), np.flatnonzero(side), straddling
 
 
 def _every_class_stays_in_train(y: np.ndarray, keep: np.ndarray, carve: np.ndarray):
