@@ -110,6 +110,7 @@ class Context:
 
         request_determinism()  # before anything touches CUDA
         self.dataset  # noqa: B018 - read the data now
+        _release_loading_memory()
         self._note_sampling()
         self.device  # noqa: B018
         model = self.user_model()  # build and load weights now so errors surface before checks
@@ -315,7 +316,7 @@ class Context:
         Its ids and labels line up with inputs(split) and targets(split)."""
         def restricted():
             part, index = self.dataset.splits[split], self.sample_index(split)
-            return part if len(index) == len(part) else part.take(index)
+            return part if len(index) == len(part) else part.take(index, with_records=False)
 
         return self._memo(("view", split), restricted)
 
@@ -684,3 +685,12 @@ class Context:
             env["data_pass"] = dict(self.dataset.scan)
         return env
 
+
+
+def _release_loading_memory() -> None:
+    """The data pass frees what it read through (a cached record per file, 25,000 small arrays), but
+    glibc keeps the freed heap: 0.22 GiB of 1.38 after loading 25,000 photos' records, under every
+    later check's peak. Handed back once, as after each check (runner.release_freed_memory)."""
+    from dnncheck.runner import release_freed_memory
+
+    release_freed_memory()

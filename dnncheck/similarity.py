@@ -78,6 +78,29 @@ class JoinedRecords:
         for field in fields:
             self._joined.pop(field, None)
 
+    def rows(self, field: str, index: np.ndarray) -> np.ndarray:
+        """records[field][index] gathered from the splits' own records, without joining the whole field
+        (the keypoint codes of 25,000 photos joined were 102 MB for a stage that reads them a chunk at a time)."""
+        if field in self._joined or len(self.parts) == 1:
+            return self[field][index]
+        index = np.asarray(index, dtype=np.int64)
+        starts = np.cumsum([0] + [len(r) for r in self.parts])
+        first = self.parts[0][field]
+        out = np.empty((len(index), *first.shape[1:]), dtype=first.dtype)
+        part_of = np.searchsorted(starts, index, side="right") - 1
+        for k, part in enumerate(self.parts):
+            chosen = part_of == k
+            if chosen.any():
+                out[chosen] = part[field][index[chosen] - starts[k]]
+        return out
+
+
+def gather(records: "np.ndarray | JoinedRecords", field: str, index: np.ndarray) -> np.ndarray:
+    """records[field][index] for a record array or JoinedRecords (without joining the field)."""
+    if isinstance(records, JoinedRecords):
+        return records.rows(field, index)
+    return records[field][index]
+
 
 def content_hashes(x) -> list[bytes]:
     """One digest per sample of its decoded content (shape included)."""
@@ -281,8 +304,9 @@ def duplicate_pairs(ds, near_threshold: float, candidate_cosine: float, max_shif
         records = JoinedRecords(layout.parts)
         exact = exact_pairs([bytes(d) for d in records["digest"]])
         stage("split-leakage: near-duplicate candidates")
-        i, j = block_candidates(records["descriptors"].transpose(1, 0, 2).astype(np.float32), starts,
-                                candidate_cosine)
+        # float16 as stored: each search converts its own block (all five variants of 25,000 photos in
+        # float32 were 128 MB)
+        i, j = block_candidates(records["descriptors"].transpose(1, 0, 2), starts, candidate_cosine)
         records.release("digest", "descriptors")
         stage("split-leakage: verifying candidates")
         if min(int(v) for v in records["grey_size"][0]) < MIN_WITHIN_SIDE:
@@ -293,7 +317,7 @@ def duplicate_pairs(ds, near_threshold: float, candidate_cosine: float, max_shif
         alike[alike] = structure_agrees(records, i[alike], j[alike], max_shift) & colours_agree(records, i[alike],
                                                                                                 j[alike])
         near = _keep(i[alike], j[alike], scores[alike], near_threshold, "near")
-        records.release("grey", "grey_size", "chroma")
+        records.release("grey_size")
         geometric = []
         if np.any(records["kp_count"][:, 0] > 0):
             stage("split-leakage: matching local features")
@@ -380,7 +404,7 @@ def geometric_pairs(records: "np.ndarray | JoinedRecords", min_inliers: int) -> 
     owner, point = _points(counts[:, 0])
     if not len(owner):
         return [], {}
-    index = _binary_index(records["kp_desc"][owner, 0, point])
+    index = _binary_index(_codes(records, owner, point, 0))
     verified: dict = {}
     for view in (0, 1):
         # query images a chunk at a time: the matches of all 20,000 photos' keypoints at once were
@@ -400,7 +424,7 @@ def _votes(index, records, counts, owner, point, images, view):
     q_owner, q_point = _points(counts[:, view], images)
     if not len(q_owner):
         return (np.zeros(0, np.int64),) * 4
-    dist, idx = index.search(np.ascontiguousarray(records["kp_desc"][q_owner, view, q_point]), MATCHES_PER_DESCRIPTOR)
+    dist, idx = index.search(_codes(records, q_owner, q_point, view), MATCHES_PER_DESCRIPTOR)
     qa = np.repeat(q_owner, MATCHES_PER_DESCRIPTOR)
     qp = np.repeat(q_point, MATCHES_PER_DESCRIPTOR)
     hit, hamming = idx.reshape(-1), dist.reshape(-1)
@@ -416,6 +440,21 @@ def _votes(index, records, counts, owner, point, images, view):
     qa, qp, db, dp = qa[order], qp[order], db[order], dp[order]
     first = np.r_[True, (qa[1:] != qa[:-1]) | (db[1:] != db[:-1]) | (qp[1:] != qp[:-1])]
     return qa[first], qp[first], db[first], dp[first]
+
+
+CODE_CHUNK = 1 << 16  # keypoints whose codes are gathered at a time (about 1,000 images' records)
+
+
+def _codes(records, owner: np.ndarray, point: np.ndarray, view: int) -> np.ndarray:
+    """The ORB codes of keypoints (owner image, point) in `view`, contiguous, gathered a chunk of
+    images at a time from the records (owner is sorted by image, as _points makes it)."""
+    from dnncheck.data.keypoints import DESCRIPTOR_BYTES
+
+    out = np.empty((len(owner), DESCRIPTOR_BYTES), dtype=np.uint8)
+    for start in range(0, len(owner), CODE_CHUNK):
+        images, where = np.unique(owner[start:start + CODE_CHUNK], return_inverse=True)
+        out[start:start + CODE_CHUNK] = gather(records, "kp_desc", images)[where, view, point[start:start + CODE_CHUNK]]
+    return out
 
 
 def _verify(records, counts, view, a, b, qp, dp, min_inliers, verified) -> None:
@@ -550,9 +589,8 @@ def colours_agree(records: "np.ndarray | JoinedRecords", i: np.ndarray, j: np.nd
     keypoint search (kind geometric), which works in grey, still finds it."""
     if not len(i):
         return np.zeros(0, dtype=bool)
-    chroma = records["chroma"]
-    a = chroma[i].reshape(len(i), -1).astype(np.float64)
-    b = chroma[j].reshape(len(j), -1).astype(np.float64)
+    a = gather(records, "chroma", i).reshape(len(i), -1).astype(np.float64)
+    b = gather(records, "chroma", j).reshape(len(j), -1).astype(np.float64)
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
     coloured = np.minimum(na, nb) / np.sqrt(a.shape[1]) >= CHROMA_FLOOR
     cosine = (a * b).sum(1) / np.maximum(na * nb, 1e-12)
@@ -592,7 +630,7 @@ def _greys(records: "np.ndarray | JoinedRecords", index: np.ndarray, grid: tuple
     sizes = records["grey_size"][index]
     for h, w in np.unique(sizes, axis=0):
         rows = np.flatnonzero((sizes[:, 0] == h) & (sizes[:, 1] == w))
-        grey = torch.from_numpy(records["grey"][index[rows], :h, :w].astype(np.float32))[:, None]
+        grey = torch.from_numpy(gather(records, "grey", index[rows])[:, :h, :w].astype(np.float32))[:, None]
         if (int(h), int(w)) != grid:
             grey = F.interpolate(grey, size=grid, mode="bilinear", antialias=True, align_corners=False)
         out[torch.from_numpy(rows)] = grey

@@ -180,26 +180,35 @@ def _without_timings(doc):
     return doc
 
 
-def test_ray_engine_gives_the_same_results_as_local_processes(image_folder, tmp_path):
+def test_ray_engine_on_a_two_node_cluster_gives_the_local_engines_json(image_folder, tmp_path):
+    """A real multi-node run: a local Ray cluster of two nodes (ray.cluster_utils.Cluster, one CPU
+    each), reached through --ray-address as an existing cluster is; the records are computed on both
+    nodes and the audit's JSON equals the local engine's (timings and environment aside)."""
     ray = pytest.importorskip("ray", reason="the Ray engine is an optional extra: pip install 'dnncheck[ray]'")
+    from ray.cluster_utils import Cluster
     from typer.testing import CliRunner
 
     from dnncheck.cli import app
 
-    root = image_folder(per_class=8, rgb=True)
+    root = image_folder(per_class=12, rgb=True)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     outputs = {}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
         for engine in ("local", "ray"):
             out = tmp_path / f"{engine}.json"
-            result = CliRunner().invoke(app, ["audit", str(root), "--engine", engine, "--no-cache", "--quiet",
+            extra = ["--ray-address", cluster.address] if engine == "ray" else []
+            result = CliRunner().invoke(app, ["audit", str(root), "--engine", engine, "--no-cache", "--quiet", *extra,
                                               "--select", "input-fidelity,split-leakage,imbalance", "--json", str(out)])
             assert result.exit_code in (0, 1), result.output
             outputs[engine] = json.loads(out.read_text())
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
     finally:
         ray.shutdown()
-    assert outputs["ray"]["environment"]["data_pass"]["engine"] == "ray"
-    assert _without_timings(outputs["ray"])["data"] == _without_timings(outputs["local"])["data"]
+        cluster.shutdown()
+    data_pass = outputs["ray"]["environment"]["data_pass"]
+    assert data_pass["engine"] == "ray" and data_pass["ray_nodes"] == 2, data_pass
     assert _without_timings(outputs["ray"]) == _without_timings(outputs["local"])
 
 

@@ -104,5 +104,6 @@ def build_image_dataset(source: str, entries: list[FileEntry], classes: list[str
     dataset.notes += scan.notes
     dataset.scan = {"files": len(entries), "decoded": scan.decoded, "from_cache": len(entries) - scan.decoded,
                     "engine": settings.engine, "workers": settings.worker_count if settings.engine == "local" else None,
+                    **({"ray_nodes": scan.ray_nodes} if scan.ray_nodes is not None else {}),
                     "seconds": round(seconds, 2), "images_per_second": round(len(entries) / max(seconds, 1e-9), 1)}
     return dataset

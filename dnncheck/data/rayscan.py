@@ -16,6 +16,8 @@ BATCH_FILES = 32
 
 
 def _records_of_batch(batch: dict, max_side: int, with_digest: bool = True) -> dict:
+    import ray
+
     from dnncheck.data.scan import record_file
 
     blobs, reasons, digests = [], [], []
@@ -24,8 +26,9 @@ def _records_of_batch(batch: dict, max_side: int, with_digest: bool = True) -> d
         blobs.append(record.tobytes())
         reasons.append(reason)
         digests.append(digest)
+    node = ray.get_runtime_context().get_node_id()  # which machine did the work (the data pass says how many)
     return {"index": batch["index"], "record": np.array(blobs, dtype=object), "reason": np.array(reasons, dtype=object),
-            "digest": np.array(digests, dtype=object)}
+            "digest": np.array(digests, dtype=object), "node": np.array([node] * len(blobs), dtype=object)}
 
 
 def _connect(address: str | None):
@@ -44,25 +47,31 @@ def _connect(address: str | None):
     return ray
 
 
-def ray_records(paths: list[str], settings, advance=None) -> list[tuple[np.ndarray, str, str]]:
+def ray_records(paths: list[str], settings, advance=None, nodes: set | None = None):
+    """(position in `paths`, record, reason, digest) per file, in the order Ray's batches arrive: the
+    driver writes each into the audit's records as it comes and keeps no second copy of them. `nodes`
+    collects the ids of the Ray nodes that computed records."""
     import warnings
 
     with warnings.catch_warnings():  # Ray's own deprecation notices are not findings about the data
         warnings.simplefilter("ignore")
-        return _gather(paths, settings, advance)
+        yield from _stream(paths, settings, advance, nodes if nodes is not None else set())
 
 
-def _gather(paths: list[str], settings, advance=None) -> list[tuple[np.ndarray, str, str]]:
+def _stream(paths: list[str], settings, advance, nodes: set):
     from dnncheck.data.records import RECORD_DTYPE
 
     ray = _connect(settings.ray_address)
     items = ray.data.from_items([{"index": i, "path": p} for i, p in enumerate(paths)])
-    done = items.map_batches(_records_of_batch, batch_size=BATCH_FILES, batch_format="numpy",
+    # batches of up to BATCH_FILES, fewer for a small pass so that every CPU of the cluster gets some
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    batch = int(np.clip(len(paths) // (2 * cpus), 1, BATCH_FILES))
+    done = items.map_batches(_records_of_batch, batch_size=batch, batch_format="numpy",
                              fn_kwargs={"max_side": settings.max_side, "with_digest": settings.cache})
-    out: list = [None] * len(paths)
-    for batch in done.iter_batches(batch_size=BATCH_FILES, batch_format="numpy"):
-        for index, blob, reason, digest in zip(batch["index"], batch["record"], batch["reason"], batch["digest"]):
-            out[int(index)] = (np.frombuffer(blob, dtype=RECORD_DTYPE).copy(), str(reason), str(digest))
+    for part in done.iter_batches(batch_size=batch, batch_format="numpy"):
+        for index, blob, reason, digest, node in zip(part["index"], part["record"], part["reason"], part["digest"],
+                                                     part["node"]):
+            nodes.add(str(node))
+            yield int(index), np.frombuffer(blob, dtype=RECORD_DTYPE)[0], str(reason), str(digest)
         if advance:
-            advance(len(batch["index"]))
-    return [(rec[0], reason, digest) for rec, reason, digest in out]
+            advance(len(part["index"]))

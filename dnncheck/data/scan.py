@@ -247,6 +247,7 @@ class ScanResult:
     reasons: list[str]  # "" or why the file could not be decoded
     decoded: int  # files read in this pass (the rest came from the cache)
     notes: list[str]
+    ray_nodes: int | None = None  # engine ray: how many nodes computed records
 
 
 def scan_files(paths: list[Path], settings: ScanSettings, progress=None) -> ScanResult:
@@ -256,21 +257,17 @@ def scan_files(paths: list[Path], settings: ScanSettings, progress=None) -> Scan
     records, reasons = empty_records(len(names)), [""] * len(names)
     keys = [file_key(p) for p in paths]
     cache = RecordCache(cache_dir(), f"max_side={settings.max_side}") if settings.cache else None
-    hits = cache.get_many([k for k in keys if k]) if cache else {}
+    hit, digests = _from_cache(cache, keys, records, reasons)
     notes = []
-    if hits and settings.verify_cache:
-        hits, changed = _verified(hits, keys, names, settings.worker_count)
-        if changed:
-            notes.append(f"--verify-cache: {changed} file(s) changed since their cached record although size and "
+    if digests and settings.verify_cache:
+        changed = _changed_since_cached(digests, names, settings.worker_count)
+        hit[changed] = False
+        if len(changed):
+            notes.append(f"--verify-cache: {len(changed)} file(s) changed since their cached record although size and "
                          "times did not; they were decoded again")
-    todo = []
-    for i, key in enumerate(keys):
-        if key in hits:
-            records[i], reasons[i] = hits[key][0][0], hits[key][1]
-        else:
-            todo.append(i)
+    todo = np.flatnonzero(~hit).tolist()
     found = len(names) - len(todo)
-    del hits  # a copy of every cached record: not kept beside `records`
+    nodes: set = set()  # Ray nodes that computed records (engine ray)
     task = progress.task("reading images", total=len(names), unit="images") if progress else None
     if task and found:
         task.advance(found)
@@ -280,11 +277,12 @@ def scan_files(paths: list[Path], settings: ScanSettings, progress=None) -> Scan
         if settings.engine == "ray":
             from dnncheck.data.rayscan import ray_records
 
-            done = ray_records(todo_names, settings, advance)
+            done = ray_records(todo_names, settings, advance, nodes)
         else:
             done = _local_records(todo_names, settings, advance)
         pending = []  # written to the cache as the pass goes: an interrupted pass keeps what it read
-        for i, (rec, reason, digest) in zip(todo, done):
+        for k, rec, reason, digest in done:
+            i = todo[k]
             records[i], reasons[i] = rec, reason
             if cache and keys[i]:
                 pending.append((keys[i], records[i:i + 1], reason, digest))
@@ -299,28 +297,45 @@ def scan_files(paths: list[Path], settings: ScanSettings, progress=None) -> Scan
         if cache.problem:
             notes.append(cache.problem)
         cache.close()
-    return ScanResult(records, reasons, len(todo), notes)
+    return ScanResult(records, reasons, len(todo), notes, len(nodes) if settings.engine == "ray" else None)
 
 
-def _verified(hits: dict, keys: list, names: list[str], workers: int) -> tuple[dict, int]:
-    """The cache hits whose file still has the content hash stored with its record (hashed in the
-    workers), and how many did not."""
+def _from_cache(cache, keys: list, records: np.ndarray, reasons: list) -> tuple[np.ndarray, dict[int, str]]:
+    """Cached records written straight into `records` (and `reasons`): which positions were found,
+    and the content digest stored with each (for --verify-cache)."""
+    hit = np.zeros(len(keys), dtype=bool)
+    digests: dict[int, str] = {}
+    if cache is None:
+        return hit, digests
+    where: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        if key:
+            where.setdefault(key, []).append(i)  # one file listed twice: both positions get its record
+    for key, record, reason, digest in cache.iter_many(list(where)):
+        for i in where[key]:
+            records[i], reasons[i], hit[i], digests[i] = record[0], reason, True, digest
+    return hit, digests
+
+
+def _changed_since_cached(digests: dict[int, str], names: list[str], workers: int) -> np.ndarray:
+    """Positions of cache hits whose file no longer has the content hash stored with its record
+    (hashed in the workers)."""
     from dnncheck.data.cache import digest_chunk
 
-    hit_names = [names[i] for i, key in enumerate(keys) if key in hits]
-    hit_keys = [key for key in keys if key in hits]
-    digests = [d for part in _run_chunks(digest_chunk, _chunks(hit_names), (), workers) for d in part]
-    kept = {key: hits[key] for key, digest in zip(hit_keys, digests) if digest and digest == hits[key][2]}
-    return kept, len(hit_keys) - len(kept)
+    positions = sorted(digests)
+    now = [d for part in _run_chunks(digest_chunk, _chunks([names[i] for i in positions]), (), workers) for d in part]
+    return np.array([i for i, d in zip(positions, now) if not d or d != digests[i]], dtype=np.int64)
 
 
 def _local_records(names: list[str], settings: ScanSettings, advance=None):
-    """(record, reason, digest) per file, in order, as the worker processes finish their chunks."""
+    """(position, record, reason, digest) per file, in order, as the worker processes finish their chunks."""
+    position = 0
     for chunk_records, chunk_reasons, chunk_digests, caught in _run_chunks(
             record_chunk, _chunks(names), (settings.max_side, settings.cache), settings.worker_count, advance):
         reraise_warnings(caught)
         for k in range(len(chunk_reasons)):
-            yield chunk_records[k], chunk_reasons[k], chunk_digests[k]
+            yield position, chunk_records[k], chunk_reasons[k], chunk_digests[k]
+            position += 1
 
 
 def records_of_arrays(x, workers: int, on_done=None) -> np.ndarray:
