@@ -10,7 +10,8 @@ noise sigma 12, brightness -30..30), split 70/15/15; wall time and peak memory o
 input-fidelity, each in its own process.
 Photos: 3,000 siblings of the 398 real ant/bee photos (random crops to 60-100% of the side, mirror
 images, brightness/contrast, rescaling, JPEG; plant.photo_siblings_folder) split 70/15/15 at random:
-leaked evaluation photos named with a training sibling, pair precision; the original folder's pairs.
+leaked evaluation photos named in the findings (their clusters reach train), the precision of the pairs
+listed (the first 1,000) and how many listed clusters hold one original's photos; the original folder's pairs.
 Photo scale: 20,000 such siblings, time and peak memory of split-leakage.
 Run: make bench-leakage  (or python benchmarks/bench_leakage.py [--skip-scale])
 """
@@ -109,8 +110,13 @@ def photos(tmp: Path, total: int = 3000) -> None:
     origin = made.__getitem__
     in_train = Counter(origin(p) for p in made if p.startswith("train/"))
     leaked = {p for p in made if not p.startswith("train/") and in_train[origin(p)]}
-    named = {e for p in cross if origin(p["a"]) == origin(p["b"])
-             for t, e in ((p["a"], p["b"]), (p["b"], p["a"])) if t.startswith("train/") and e in leaked}
+    # named: in a cross-split finding's samples (every evaluation sample of a cluster that reaches an
+    # earlier split: the pairs listed stop at 1,000); clusters listed are checked for one origin each
+    findings = out["result"]["findings"]
+    named = leaked & {s for f in findings if "clusters" in f["evidence"] and "pairs" in f["evidence"]
+                      for s in f["samples"]}
+    clusters = [c for f in findings for c in f["evidence"].get("clusters", [])]
+    pure = sum(len({origin(m) for ids in c["members"].values() for m in ids}) == 1 for c in clusters)
     right = sum(origin(p["a"]) == origin(p["b"]) for p in cross)
     right_within = sum(origin(p["a"]) == origin(p["b"]) for p in within)
     kinds = Counter(p["kind"] for p in cross)
@@ -118,7 +124,8 @@ def photos(tmp: Path, total: int = 3000) -> None:
           f"with a training sibling")
     print(f"  named with a training sibling {len(named)}/{len(leaked)} ({len(named) / max(1, len(leaked)):.3f}); "
           f"cross-split pairs {len(cross)} {dict(kinds)}, precision {right / max(1, len(cross)):.3f}; within-split "
-          f"pairs {len(within)}, precision {right_within / max(1, len(within)):.3f}; check {out['check_s']:.1f} s "
+          f"pairs {len(within)}, precision {right_within / max(1, len(within)):.3f}; clusters listed {len(clusters)}, "
+          f"of one origin {pure}; check {out['check_s']:.1f} s "
           f"(loading {out['load_s']:.1f} s)")
     original = run_check(HYMENOPTERA, "split-leakage")
     cross, within = _photo_pairs(original)

@@ -57,6 +57,11 @@ def test_planted_copies_of_every_kind_are_found(tmp_path):
         assert set(pair) == {"a", "b", "kind", "similarity"}
     assert len(pairs) <= len(planted) + 1  # nothing else (at most one natural near-twin)
     assert len(TRANSFORMS) * 4 == len(planted)
+    # each copy and its original make a cluster; the HTML shows the first ones as rows of thumbnails
+    assert result.metrics["leaked_evaluation_samples"] >= len(planted) - 1  # two plants may share a source
+    rows = [result.figures[f"duplicate_cluster_{k}"] for k in range(1, 5)]
+    assert all(len(r.images) == len(r.ids) >= 2 and r.title.startswith(f"Duplicate cluster {k}:")
+               for k, r in enumerate(rows, 1))
 
 
 def test_copies_with_different_labels_are_flagged(tmp_path):
@@ -438,3 +443,43 @@ def test_smooth_distinct_scenes_are_not_near_copies_and_their_copies_are(tmp_pat
     result = run_one(SplitLeakage(), source=str(path))
     found = {(p["a"], p["b"]) for f in result.findings for p in f.evidence.get("pairs", []) if p.get("kind") == "near"}
     assert found == {(f"train:{k}", f"val:{24 + k}") for k in range(24)}, messages(result)
+
+
+def _turned(colour):
+    """The colour with its chroma negated about its grey level: the same grey, opposite hue."""
+    c = np.asarray(colour, float)
+    return np.clip(2 * c.mean() - c, 0, 255).astype(int)
+
+
+def test_flat_scenes_of_one_layout_are_not_crops_of_each_other_and_a_crop_is(tmp_path, monkeypatch):
+    """ORB sees grey: a scene and its twin in opposite hues (the same grey image) agree on one
+    transform at every corner of their rectangles, and only their colours, moved by that transform,
+    tell them apart. A crop of the scene is still found."""
+    from PIL import Image
+
+    import dnncheck.similarity as similarity
+
+    rng = np.random.default_rng(5)
+    boxes = [[20, 15, 60, 50], [70, 40, 115, 85], [30, 60, 55, 90], [85, 5, 120, 30], [5, 70, 20, 92]]
+    train, val = [], []
+    for k in range(6):
+        colours = [rng.integers(0, 256, 3) for _ in range(2 + len(boxes))]
+        shapes = [("rect", box, c) for box, c in zip(boxes, colours[2:])]
+        train.append(_ramp_scene(0.3, colours[0], colours[1], shapes))
+        val.append(_ramp_scene(0.3, _turned(colours[0]), _turned(colours[1]),
+                               [(kind, box, _turned(c)) for kind, box, c in shapes]))
+    val.append(np.asarray(Image.fromarray(train[0][8:88, 10:118]).resize((128, 96))))  # a real crop
+    for split, images in (("train", train), ("val", val)):
+        for k, image in enumerate(images):
+            (tmp_path / split / f"c{k % 2}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(tmp_path / split / f"c{k % 2}" / f"{k}.png")
+
+    def geometric(result):
+        return {frozenset((p["a"], p["b"])) for f in result.findings
+                for key in ("pairs", "within_split_pairs") for p in f.evidence.get(key, []) if p.get("kind") == "geometric"}
+
+    found = geometric(run_one(SplitLeakage(), source=str(tmp_path), image_size=(32, 32)))
+    assert found == {frozenset(("train/c0/0.png", "val/c0/6.png"))}, found
+    monkeypatch.setattr(similarity, "GEOMETRIC_CHROMA_COSINE", -1.0)  # without the colour gate: the twins pair up
+    without = geometric(run_one(SplitLeakage(), source=str(tmp_path), image_size=(32, 32), cache=False))
+    assert frozenset(("train/c0/0.png", "val/c0/0.png")) in without and len(without) >= 3, without
