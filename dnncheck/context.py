@@ -685,7 +685,6 @@ class Context:
         return env
 
 
-
 LARGE_RECORDS_BYTES = 64 * 2**20  # records of about 7,000 images: below, the 85 ms a release costs buys little
 
 

@@ -517,12 +517,8 @@ def _colours_agree_under(records, a: int, b: int, view: int, model: np.ndarray) 
     inside = cv2.warpAffine(np.ones(side, np.float32), warp, side, flags=cv2.INTER_LINEAR) > 0.99
     if inside.sum() < MIN_OVERLAP_CELLS:
         return True
-    x, y = moved[:, inside].reshape(-1).astype(np.float64), target[:, inside].reshape(-1).astype(np.float64)
-    nx, ny = np.linalg.norm(x), np.linalg.norm(y)
-    cells = np.sqrt(len(x))
-    if min(nx, ny) / cells < CHROMA_FLOOR:
-        return True
-    return float(x @ y) / (nx * ny) >= GEOMETRIC_CHROMA_COSINE
+    return bool(_chroma_match(moved[:, inside].reshape(1, -1), target[:, inside].reshape(1, -1),
+                              GEOMETRIC_CHROMA_COSINE)[0])
 
 
 def _best_candidates(qa: np.ndarray, db: np.ndarray):
@@ -635,12 +631,18 @@ def colours_agree(records: "np.ndarray | JoinedRecords", i: np.ndarray, j: np.nd
     keypoint search (kind geometric), which works in grey, still finds it."""
     if not len(i):
         return np.zeros(0, dtype=bool)
-    a = gather(records, "chroma", i).reshape(len(i), -1).astype(np.float64)
-    b = gather(records, "chroma", j).reshape(len(j), -1).astype(np.float64)
+    return _chroma_match(gather(records, "chroma", i).reshape(len(i), -1),
+                         gather(records, "chroma", j).reshape(len(j), -1), CHROMA_COSINE)
+
+
+def _chroma_match(a: np.ndarray, b: np.ndarray, minimum: float) -> np.ndarray:
+    """Per row pair of chroma values: True unless both are coloured (rms >= CHROMA_FLOOR) and their
+    cosine is below `minimum`."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
     na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    coloured = np.minimum(na, nb) / np.sqrt(a.shape[1]) >= CHROMA_FLOOR
+    coloured = np.minimum(na, nb) / np.sqrt(max(1, a.shape[1])) >= CHROMA_FLOOR
     cosine = (a * b).sum(1) / np.maximum(na * nb, 1e-12)
-    return ~coloured | (cosine >= CHROMA_COSINE)
+    return ~coloured | (cosine >= minimum)
 
 
 def gaussian_blur(images, sigma: float):

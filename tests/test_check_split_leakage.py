@@ -374,7 +374,7 @@ def test_a_few_lookalikes_across_splits_warn_and_a_share_of_the_split_fails(near
     near copies fail. An exact copy fails at any count."""
     from types import SimpleNamespace
 
-    from dnncheck.checks.split_leakage import SplitLeakage, _duplicate_findings
+    from dnncheck.checks.split_leakage import SplitLeakage, _duplicate_findings, duplicate_clusters
 
     def pair(k, kind="near"):
         return {"a": f"train:{k}", "b": f"test:{k}", "kind": kind, "similarity": 0.991, "label_a": 1, "label_b": 1,
@@ -383,7 +383,7 @@ def test_a_few_lookalikes_across_splits_warn_and_a_share_of_the_split_fails(near
     def judged(pairs, within=()):
         m = SimpleNamespace(pairs=pairs, within_pairs=tuple(within), classes=("0", "1"), made_splits=(),
                             split_sizes={"train": 3500, "val": 750, "test": 750})
-        return _duplicate_findings(m, SplitLeakage.Thresholds())
+        return _duplicate_findings(m, SplitLeakage.Thresholds(), duplicate_clusters((*pairs, *within), ()))
 
     found = judged([pair(k) for k in range(near_pairs)])
     assert found[0].severity is status and found[0].evidence["largest_split_share"] == round(near_pairs / 750, 5)

@@ -333,8 +333,8 @@ def duplicate_clusters(pairs, made: tuple) -> list[dict]:
     ids); `kinds` (of all its pairs) and `kinds_across` (of its pairs between two splits the user
     made); `first_split` (the earliest split the user made among its members); `leaked` (split ->
     members whose split the user made comes after it: val/test samples with a sibling in train, test
-    samples with one in val). A split dnncheck
-    carved out of train counts as train. Clusters that leak first, then the largest."""
+    samples with one in val). A split dnncheck carved out of train counts as train. Clusters that
+    leak first, then the largest."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -416,9 +416,7 @@ def _listed(pairs, key: str) -> dict:
     return {key: _contract_pairs(listed), "pairs_total": len(pairs), "pairs_truncated": len(listed) < len(pairs)}
 
 
-def _duplicate_findings(m: SplitLeakageMeasurement, t, clusters: list[dict] | None = None):
-    if clusters is None:
-        clusters = duplicate_clusters((*m.pairs, *m.within_pairs), m.made_splits)
+def _duplicate_findings(m: SplitLeakageMeasurement, t, clusters: list[dict]):
     findings = []
     for kind, label in KIND_LABELS:
         chosen = [p for p in m.pairs if p["kind"] == kind]

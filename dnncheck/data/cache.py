@@ -102,7 +102,7 @@ def _is_busy(exc: BaseException) -> bool:
 
 
 class RecordCache:
-    """get_many / put_many of (record, reason, digest) per file key, for one set of decode settings."""
+    """iter_many / put_many of (record, reason, digest) per file key, for one set of decode settings."""
 
     def __init__(self, directory: Path, settings: str):
         self.directory = directory
@@ -155,9 +155,6 @@ class RecordCache:
         return hashlib.blake2b(b"\0".join([key.encode(), self.settings.encode(), blob,
                                            reason.encode("utf-8", "surrogateescape"), digest.encode()]),
                                digest_size=16).digest()
-
-    def get_many(self, keys: list[str]) -> dict[str, tuple[np.ndarray, str, str]]:
-        return {key: (record.copy(), reason, digest) for key, record, reason, digest in self.iter_many(keys)}
 
     def iter_many(self, keys: list[str]):
         """(key, record, reason, digest) of each valid entry among `keys`, 500 at a time: the caller

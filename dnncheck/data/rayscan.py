@@ -40,9 +40,11 @@ def _connect(address: str | None):
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                      ignore_reinit_error=True)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
+        except (ConnectionError, ValueError, RuntimeError, SystemExit) as exc:
+            # an unreachable address: Ray retries for about two minutes, then calls sys.exit from its core
             where = address or "a local instance"
-            raise UserError(f"--ray-address {where}: cannot connect to Ray ({' '.join(str(exc).split())[:200]}); "
+            why = " ".join(str(exc).split())[:200] if not isinstance(exc, SystemExit) else "no answer from its head node"
+            raise UserError(f"--ray-address {where}: cannot connect to Ray ({why}); "
                             "check the address (ray://HEAD:10001 or auto) or use --engine local") from None
     return ray
 

@@ -88,9 +88,7 @@ def _copies_kept_together(sets: np.ndarray | None, keep: np.ndarray, carve: np.n
         return keep, carve, 0
     carved = np.zeros(len(sets), dtype=bool)
     carved[carve] = True
-    first = np.full(sets.max() + 1, -1)
-    order = np.arange(len(sets))[::-1]
-    first[sets[order]] = order  # the last write per set wins: its lowest index
+    first = np.unique(sets, return_index=True)[1]  # each set's first sample (sets are numbered 0..k-1)
     side = carved[first[sets]]
     straddling = len(np.unique(sets[side != carved]))
     return np.flatnonzero(~side), np.flatnonzero(side), straddling
