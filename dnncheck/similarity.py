@@ -24,6 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dnncheck.data.records import RECORD_DTYPE
+from dnncheck.data.store import StoredRecords
+
 
 @dataclass(frozen=True)
 class Pair:
@@ -69,6 +72,8 @@ class JoinedRecords:
         return sum(len(r) for r in self.parts)
 
     def __getitem__(self, field: str) -> np.ndarray:
+        """A field of every record, joined (for the light fields; the heavy ones of stored records, which
+        live on disk, are read with `rows` or `chunks`)."""
         if field not in self._joined:
             columns = [r[field] for r in self.parts]
             self._joined[field] = columns[0] if len(columns) == 1 else np.concatenate(columns)
@@ -81,24 +86,31 @@ class JoinedRecords:
     def rows(self, field: str, index: np.ndarray) -> np.ndarray:
         """records[field][index] gathered from the splits' own records, without joining the whole field
         (the keypoint codes of 25,000 photos joined were 102 MB for a stage that reads them a chunk at a time)."""
-        if field in self._joined or len(self.parts) == 1:
+        if field in self._joined:
             return self[field][index]
         index = np.asarray(index, dtype=np.int64)
+        if len(self.parts) == 1:
+            return gather(self.parts[0], field, index)
         starts = np.cumsum([0] + [len(r) for r in self.parts])
-        first = self.parts[0][field]
-        out = np.empty((len(index), *first.shape[1:]), dtype=first.dtype)
+        base = RECORD_DTYPE.fields[field][0]
+        out = np.empty((len(index), *base.shape), dtype=base.base)
         part_of = np.searchsorted(starts, index, side="right") - 1
         for k, part in enumerate(self.parts):
             chosen = part_of == k
             if chosen.any():
-                out[chosen] = part[field][index[chosen] - starts[k]]
+                out[chosen] = gather(part, field, index[chosen] - starts[k])
         return out
+
+    def chunks(self, field: str, lo: int, hi: int, size: int = 8192):
+        """(start, values) of `field` for rows lo..hi, `size` rows at a time (read from disk for stored records)."""
+        for start in range(lo, hi, size):
+            yield start, self.rows(field, np.arange(start, min(hi, start + size)))
 
 
 def gather(records: "np.ndarray | JoinedRecords", field: str, index: np.ndarray) -> np.ndarray:
     """records[field][index] for a record array or JoinedRecords (without joining the field)."""
-    if isinstance(records, JoinedRecords):
-        return records.rows(field, index)
+    if isinstance(records, (JoinedRecords, StoredRecords)):
+        return records.rows(field, index) if isinstance(records, JoinedRecords) else records.gather(field, index)
     return records[field][index]
 
 
@@ -149,43 +161,101 @@ def row_similarity(z: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
 
 FLAT_INDEX_MAX = 4096  # below this many indexed vectors an exact (flat) search is as fast as an approximate one
 IVF_PROBES = 8
+# Above this many indexed vectors the inverted file keeps product-quantised codes (PQ_BYTES a vector)
+# rather than the vectors (1 KB each in float32: 0.8 GB for 800,000 training images); its approximate
+# cosines only choose candidates (kept from PQ_MARGIN below the bar), which are then scored exactly
+# from the stored descriptors, so the bar means the same at every size.
+PQ_FROM = 1 << 18
+PQ_BYTES = 32
+PQ_MARGIN = 0.05
+QUERY_ROWS = 16384  # samples whose variants search the index at a time
 
 
-def neighbour_pairs(index_desc: np.ndarray, variants: np.ndarray, keep: float, neighbours: int = 10,
-                    same: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(query, match, cosine) for each query's best `neighbours` matches with cosine >= keep.
+class Variants:
+    """S,N,D unit descriptors to search with (S variants of each of N samples; variant 0 is the one
+    indexed), read a block of samples at a time: from an array, or from the records' descriptors,
+    which for stored records live on disk (data/store.py)."""
 
-    index_desc: N,D unit descriptors to search in. variants: S,Q,D descriptors to search with, each
-    variant s of query q searching on q's behalf (its best cosine counts). same: queries are the
-    indexed samples themselves (a sample is not its own match). faiss does the search: an exact
-    inner-product index for small sets, an inverted file (k-means cells, IVF_PROBES probed) above.
+    def __init__(self, read, n: int, count: int):
+        self.read, self.n, self.count = read, n, count
+
+    @classmethod
+    def of_array(cls, variants: np.ndarray) -> "Variants":
+        return cls(lambda rows: variants[:, rows], variants.shape[1], variants.shape[0])
+
+    @classmethod
+    def of_records(cls, records) -> "Variants":
+        from dnncheck.data.records import SHIFTS
+
+        return cls(lambda rows: gather(records, "descriptors", rows).transpose(1, 0, 2), len(records), len(SHIFTS))
+
+    def block(self, lo: int, hi: int) -> np.ndarray:
+        return self.read(np.arange(lo, hi))
+
+    def indexed(self, rows: np.ndarray) -> np.ndarray:
+        """Variant 0 of samples `rows`, float32 N,D."""
+        return np.ascontiguousarray(self.read(np.asarray(rows, dtype=np.int64))[0], dtype=np.float32)
+
+
+def neighbour_pairs(variants: Variants, index_rows: tuple[int, int], query_rows: tuple[int, int], keep: float,
+                    neighbours: int = 10, same: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(query, match, cosine) for each query's best `neighbours` matches with cosine >= keep; query and
+    match relative to the first row of query_rows and of index_rows.
+
+    Variant 0 of samples index_rows (lo, hi) is indexed; every variant s of each sample q in query_rows
+    searches on q's behalf (its best cosine counts). same: the queries are the indexed samples themselves
+    (a sample is not its own match). faiss does the search: an exact inner-product index for small sets,
+    an inverted file (k-means cells, IVF_PROBES probed) above, with compressed codes above PQ_FROM.
     """
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
-    n, queries = len(index_desc), variants.shape[1]
-    if n == 0 or queries == 0 or (same and n < 2):
+    (ilo, ihi), (slo, shi) = (int(v) for v in index_rows), (int(v) for v in query_rows)
+    n, queries = ihi - ilo, shi - slo
+    if n <= 0 or queries <= 0 or (same and n < 2):
         return empty
-    index = _float_index(np.ascontiguousarray(index_desc, dtype=np.float32))
+    index, compressed = _float_index(variants, ilo, ihi)
     k = min(n, neighbours + int(same))
-    found_q, found_j, found_s = [], [], []
-    for variant in variants:
-        sims, idx = index.search(np.ascontiguousarray(variant, dtype=np.float32), k)
-        q = np.repeat(np.arange(queries), k)
-        j, sim = idx.reshape(-1), sims.reshape(-1)
-        ok = (j >= 0) & (sim >= keep) & ~(same & (j == q))
-        found_q.append(q[ok]), found_j.append(j[ok]), found_s.append(sim[ok])
-    q, j, sim = np.concatenate(found_q), np.concatenate(found_j), np.concatenate(found_s)
-    if not len(q):
+    bar = keep - PQ_MARGIN if compressed else keep
+    out = []
+    for first in range(slo, shi, QUERY_ROWS):
+        block = variants.block(first, min(shi, first + QUERY_ROWS))
+        found_q, found_j, found_s = [], [], []
+        for variant in block:
+            sims, idx = index.search(np.ascontiguousarray(variant, dtype=np.float32), k)
+            q = np.repeat(np.arange(block.shape[1]), k)
+            j, sim = idx.reshape(-1), sims.reshape(-1)
+            ok = (j >= 0) & (sim >= bar) & ~(same & (j + ilo == q + first))
+            found_q.append(q[ok]), found_j.append(j[ok]), found_s.append(sim[ok])
+        q, j, sim = np.concatenate(found_q), np.concatenate(found_j), np.concatenate(found_s)
+        if compressed and len(q):  # exact cosines, each variant's best, from the stored descriptors
+            q, j, sim = _exact_cosines(variants, block, q, j, ilo, keep)
+        if len(q):
+            out.append(_best_per_query(q + (first - slo), j, sim, neighbours))
+    if not out:
         return empty
-    # distinct (query, match) pairs with their best cosine over the variants
+    return tuple(np.concatenate(parts) for parts in zip(*out))
+
+
+def _best_per_query(q, j, sim, neighbours):
+    """Distinct (query, match) pairs with their best cosine over the variants, each query keeping its
+    best `neighbours` over all its variants (not that many per variant)."""
     order = np.lexsort((-sim, j, q))
     q, j, sim = q[order], j[order], sim[order]
     first = np.r_[True, (q[1:] != q[:-1]) | (j[1:] != j[:-1])]
     q, j, sim = q[first], j[first], sim[first]
-    # each query keeps its best `neighbours` over all its variants (not that many per variant)
     order = np.lexsort((-sim, q))
     q, j, sim = q[order], j[order], sim[order]
     keep_rank = _rank_in_runs(q) < neighbours
     return q[keep_rank], j[keep_rank], np.minimum(sim[keep_rank], 1.0)
+
+
+def _exact_cosines(variants: Variants, block: np.ndarray, q, j, ilo: int, keep: float):
+    """For candidate (query, match) pairs of a compressed index: the best exact cosine over the query's
+    variants, pairs under `keep` dropped."""
+    matches, where = np.unique(j, return_inverse=True)
+    indexed = variants.indexed(matches + ilo)[where]
+    sims = np.max(np.einsum("sqd,qd->sq", block[:, q].astype(np.float32), indexed), axis=0)
+    ok = sims >= keep
+    return q[ok], j[ok], sims[ok].astype(np.float32)
 
 
 def _rank_in_runs(keys: np.ndarray) -> np.ndarray:
@@ -196,20 +266,29 @@ def _rank_in_runs(keys: np.ndarray) -> np.ndarray:
     return np.arange(len(keys)) - np.repeat(starts, np.diff(np.r_[starts, len(keys)]))
 
 
-def _float_index(desc: np.ndarray):
+def _float_index(variants: Variants, lo: int, hi: int):
+    """(faiss index over variant 0 of samples lo..hi, whether its scores are approximate), built a
+    block at a time."""
     import faiss
 
-    n, dims = desc.shape
+    n, dims = hi - lo, variants.indexed(np.array([lo])).shape[1]
+    compressed = False
     if n <= FLAT_INDEX_MAX:
         index = faiss.IndexFlatIP(dims)
     else:
         cells = int(min(4096, 4 * np.sqrt(n), n // 39))  # faiss wants 39 training points a cell
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dims), dims, cells, faiss.METRIC_INNER_PRODUCT)
+        quantizer = faiss.IndexFlatIP(dims)
+        compressed = n > PQ_FROM and dims % PQ_BYTES == 0
+        if compressed:
+            index = faiss.IndexIVFPQ(quantizer, dims, cells, PQ_BYTES, 8, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFFlat(quantizer, dims, cells, faiss.METRIC_INNER_PRODUCT)
         # k-means on a fixed, evenly spaced sample (faiss seeds its own clustering): same cells every run
-        index.train(desc[np.linspace(0, n - 1, min(n, 40 * cells)).astype(np.int64)])
+        index.train(variants.indexed(lo + np.linspace(0, n - 1, min(n, 40 * cells)).astype(np.int64)))
         index.nprobe = IVF_PROBES
-    index.add(desc)
-    return index
+    for first in range(lo, hi, QUERY_ROWS):
+        index.add(variants.indexed(np.arange(first, min(hi, first + QUERY_ROWS))))
+    return index, compressed
 
 
 def shift_tolerant_similarity(a, b, max_shift: int = 2, with_shift: bool = False, plane: bool = False):
@@ -306,7 +385,7 @@ def duplicate_pairs(ds, near_threshold: float, candidate_cosine: float, max_shif
         stage("split-leakage: near-duplicate candidates")
         # float16 as stored: each search converts its own block (all five variants of 25,000 photos in
         # float32 were 128 MB)
-        i, j = block_candidates(records["descriptors"].transpose(1, 0, 2), starts, candidate_cosine)
+        i, j = block_candidates(Variants.of_records(records), starts, candidate_cosine)
         records.release("digest", "descriptors")
         stage("split-leakage: verifying candidates")
         if min(int(v) for v in records["grey_size"][0]) < MIN_WITHIN_SIDE:
@@ -328,7 +407,7 @@ def duplicate_pairs(ds, near_threshold: float, candidate_cosine: float, max_shif
         near, geometric = [], []
         if samples.shape[1] >= MIN_NEAR_FEATURES:
             z = table_zscores(samples)
-            i, j = block_candidates(unit_rows(z)[None], starts, near_threshold)
+            i, j = block_candidates(Variants.of_array(unit_rows(z)[None]), starts, near_threshold)
             near = _keep(i, j, row_similarity(z, i, j) if len(i) else np.zeros(0), near_threshold, "near")
     out, seen = [], set()
     for p in exact + near + geometric:  # a pair is reported once, as its strongest kind
@@ -354,7 +433,7 @@ NEIGHBOURS_WITHIN = 3
 NEIGHBOURS_REVERSE = 1
 
 
-def block_candidates(variants: np.ndarray, starts: np.ndarray, keep: float) -> tuple[np.ndarray, np.ndarray]:
+def block_candidates(variants: "Variants", starts: np.ndarray, keep: float) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs (global indices, i < j) between every two splits and within each: each
     split's index searched by the samples of its own and of every later split."""
     found_i, found_j = [], []
@@ -368,7 +447,7 @@ def block_candidates(variants: np.ndarray, starts: np.ndarray, keep: float) -> t
             searches = [(lo, hi, qlo, qhi, NEIGHBOURS_WITHIN if a == b else NEIGHBOURS_ACROSS)]
             searches += [(qlo, qhi, lo, hi, NEIGHBOURS_REVERSE)] if a != b else []
             for ilo, ihi, slo, shi, k in searches:
-                q, j, _ = neighbour_pairs(variants[0, ilo:ihi], variants[:, slo:shi], keep, k, same=(a == b))
+                q, j, _ = neighbour_pairs(variants, (ilo, ihi), (slo, shi), keep, k, same=(a == b))
                 gi, gj = q + slo, j + ilo
                 found_i.append(np.minimum(gi, gj)), found_j.append(np.maximum(gi, gj))
     if not found_i:
@@ -462,8 +541,8 @@ def _verify(records, counts, view, a, b, qp, dp, min_inliers, verified) -> None:
     goes into `verified` (its best fit over both views kept) when enough agree at a sane scale."""
     import cv2
 
-    src = records["kp_xy"][a, view, qp].astype(np.float32)
-    dst = records["kp_xy"][b, 0, dp].astype(np.float32)
+    src = gather(records, "kp_xy", np.array([a]))[0, view, qp].astype(np.float32)
+    dst = gather(records, "kp_xy", np.array([b]))[0, 0, dp].astype(np.float32)
     model, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PIXELS,
                                                 maxIters=500, confidence=0.99)
     if model is None:

@@ -278,8 +278,9 @@ def _split_stats(ctx) -> tuple[dict, dict]:
     ds = ctx.dataset
     if ds.is_image:
         from dnncheck.data.records import channel_summary
+        from dnncheck.data.store import light_fields
 
-        every = np.concatenate([part.records for part in ds.splits.values()])
+        every = np.concatenate([light_fields(part.records) for part in ds.splits.values()])
         return channel_summary(every, ds.channels), channel_summary(ds.splits["train"].records, ds.channels)
     import torch
 

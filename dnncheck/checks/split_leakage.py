@@ -579,11 +579,11 @@ def _embedding_pairs(ctx, t, known: set, slug: str) -> list[dict]:
     """Pairs whose learned embeddings (embeddings.py) have cosine >= embedding_cosine, not found by the
     other searches; across splits and within each, like them."""
     from dnncheck.embeddings import embed_all
-    from dnncheck.similarity import Pair, SplitLayout, block_candidates
+    from dnncheck.similarity import Pair, SplitLayout, Variants, block_candidates
 
     layout = SplitLayout(ctx.dataset)
     emb = embed_all(ctx, t.embedding, layout.names, slug)
-    i, j = block_candidates(emb[None], layout.starts, t.embedding_cosine)
+    i, j = block_candidates(Variants.of_array(emb[None]), layout.starts, t.embedding_cosine)
     found = [layout.pair(Pair(a, b, "embedding", float(emb[a] @ emb[b]))) for a, b in zip(i.tolist(), j.tolist())]
     found = [p for p in found if frozenset((p["a"], p["b"])) not in known]
     return sorted(found, key=lambda d: (d["split_a"] == d["split_b"], -d["similarity"]))

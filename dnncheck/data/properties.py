@@ -62,9 +62,11 @@ def categorical_properties(records: np.ndarray, ids) -> dict[str, np.ndarray]:
 SHARPNESS_CHUNK = 4096
 
 
-def _sharpness(records: np.ndarray) -> np.ndarray:
+def _sharpness(records) -> np.ndarray:
     """Variance of the 4-neighbour Laplacian of the grey copy over the copy's variance: scale-free, low
     for blurred or upscaled images (measured on the <= 32 px copy, so it sees coarse blur only)."""
+    from dnncheck.similarity import gather
+
     out = np.zeros(len(records))
     for size in {tuple(s) for s in records["grey_size"].tolist()}:
         h, w = size
@@ -73,7 +75,7 @@ def _sharpness(records: np.ndarray) -> np.ndarray:
             continue
         for start in range(0, len(rows), SHARPNESS_CHUNK):  # float64 copies of 100,000 copies would be 0.8 GB
             part = rows[start:start + SHARPNESS_CHUNK]
-            grey = records["grey"][part, :h, :w].astype(np.float64)
+            grey = gather(records, "grey", part)[:, :h, :w].astype(np.float64)
             lap = (grey[:, 1:-1, :-2] + grey[:, 1:-1, 2:] + grey[:, :-2, 1:-1] + grey[:, 2:, 1:-1]
                    - 4 * grey[:, 1:-1, 1:-1])
             variance = grey.reshape(len(part), -1).var(axis=1)

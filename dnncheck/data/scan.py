@@ -243,7 +243,7 @@ def _chunks(items: list[str], size: int = CHUNK_FILES) -> list[list[str]]:
 # -- the data pass ----------------------------------------------------------------------------------
 @dataclass
 class ScanResult:
-    records: np.ndarray  # RECORD_DTYPE, aligned with the paths
+    records: "StoredRecords"  # aligned with the paths; heavy fields on disk (data/store.py)
     reasons: list[str]  # "" or why the file could not be decoded
     decoded: int  # files read in this pass (the rest came from the cache)
     notes: list[str]
@@ -253,11 +253,13 @@ class ScanResult:
 def scan_files(paths: list[Path], settings: ScanSettings, progress=None) -> ScanResult:
     from dnncheck.data.cache import RecordCache, cache_dir, file_key
 
+    from dnncheck.data.store import RecordStore, scratch_folder
+
     names = [str(p) for p in paths]
-    records, reasons = empty_records(len(names)), [""] * len(names)
+    store, reasons = RecordStore(len(names), scratch_folder() if settings.cache else None), [""] * len(names)
     keys = [file_key(p) for p in paths]
     cache = RecordCache(cache_dir(), f"max_side={settings.max_side}") if settings.cache else None
-    hit, digests = _from_cache(cache, keys, records, reasons)
+    hit, digests = _from_cache(cache, keys, store, reasons)
     notes = []
     if digests and settings.verify_cache:
         changed = _changed_since_cached(digests, names, settings.worker_count)
@@ -283,9 +285,11 @@ def scan_files(paths: list[Path], settings: ScanSettings, progress=None) -> Scan
         pending = []  # written to the cache as the pass goes: an interrupted pass keeps what it read
         for k, rec, reason, digest in done:
             i = todo[k]
-            records[i], reasons[i] = rec, reason
+            rec = np.array(rec, dtype=RECORD_DTYPE).reshape(1)  # a copy: the chunk it came from goes
+            store.add(i, rec)
+            reasons[i] = reason
             if cache and keys[i]:
-                pending.append((keys[i], records[i:i + 1], reason, digest))
+                pending.append((keys[i], rec, reason, digest))
             if len(pending) >= CACHE_WRITE_EVERY:
                 cache.put_many(pending)
                 pending = []
@@ -297,11 +301,11 @@ def scan_files(paths: list[Path], settings: ScanSettings, progress=None) -> Scan
         if cache.problem:
             notes.append(cache.problem)
         cache.close()
-    return ScanResult(records, reasons, len(todo), notes, len(nodes) if settings.engine == "ray" else None)
+    return ScanResult(store.records(), reasons, len(todo), notes, len(nodes) if settings.engine == "ray" else None)
 
 
-def _from_cache(cache, keys: list, records: np.ndarray, reasons: list) -> tuple[np.ndarray, dict[int, str]]:
-    """Cached records written straight into `records` (and `reasons`): which positions were found,
+def _from_cache(cache, keys: list, store, reasons: list) -> tuple[np.ndarray, dict[int, str]]:
+    """Cached records written straight into the record store (and `reasons`): which positions were found,
     and the content digest stored with each (for --verify-cache)."""
     hit = np.zeros(len(keys), dtype=bool)
     digests: dict[int, str] = {}
@@ -313,7 +317,8 @@ def _from_cache(cache, keys: list, records: np.ndarray, reasons: list) -> tuple[
             where.setdefault(key, []).append(i)  # one file listed twice: both positions get its record
     for key, record, reason, digest in cache.iter_many(list(where)):
         for i in where[key]:
-            records[i], reasons[i], hit[i], digests[i] = record[0], reason, True, digest
+            store.add(i, record)
+            reasons[i], hit[i], digests[i] = reason, True, digest
     return hit, digests
 
 
