@@ -124,12 +124,24 @@ def content_hashes(x) -> list[bytes]:
             for im in x]
 
 
-def exact_pairs(hashes: list[bytes]) -> list[Pair]:
-    groups: dict[bytes, list[int]] = {}
-    for i, h in enumerate(hashes):
-        groups.setdefault(h, []).append(i)
+def exact_pairs(hashes) -> list[Pair]:
+    """Every pair of samples with equal digests: a list of bytes, or an array of 16-byte digests
+    (records["digest"]: grouped by sorting, without a Python object per sample)."""
+    if isinstance(hashes, np.ndarray):
+        keys = np.frombuffer(np.ascontiguousarray(hashes).tobytes(), dtype="<u8").reshape(len(hashes), -1)
+        _, group, sizes = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+        shared = np.flatnonzero(sizes[group.reshape(-1)] > 1)
+        members_of: dict[int, list[int]] = {}
+        for i in shared.tolist():
+            members_of.setdefault(int(group.reshape(-1)[i]), []).append(i)
+        groups = members_of.values()
+    else:
+        table: dict[bytes, list[int]] = {}
+        for i, h in enumerate(hashes):
+            table.setdefault(h, []).append(i)
+        groups = table.values()
     pairs = []
-    for members in groups.values():
+    for members in groups:
         for k, i in enumerate(members):
             pairs += [Pair(i, j, "exact", 1.0) for j in members[k + 1:]]
     return pairs
@@ -381,7 +393,7 @@ def duplicate_pairs(ds, near_threshold: float, candidate_cosine: float, max_shif
     extra = {}
     if ds.is_image:  # from the records of the data pass: no pixels needed
         records = JoinedRecords(layout.parts)
-        exact = exact_pairs([bytes(d) for d in records["digest"]])
+        exact = exact_pairs(records["digest"])
         stage("split-leakage: near-duplicate candidates")
         # float16 as stored: each search converts its own block (all five variants of 25,000 photos in
         # float32 were 128 MB)
@@ -400,7 +412,7 @@ def duplicate_pairs(ds, near_threshold: float, candidate_cosine: float, max_shif
         geometric = []
         if np.any(records["kp_count"][:, 0] > 0):
             stage("split-leakage: matching local features")
-            geometric, extra = geometric_pairs(records, geometric_inliers)
+            geometric, extra = geometric_pairs(records, geometric_inliers, starts)
     else:
         samples = np.concatenate([p.x for p in layout.parts]).reshape(int(starts[-1]), -1)
         exact = exact_pairs(content_hashes(samples))
@@ -471,7 +483,14 @@ RANSAC_PIXELS = 4.0  # reprojection error at the 256 px detection size
 MAX_SIZE_RATIO = 2.5
 
 
-def geometric_pairs(records: "np.ndarray | JoinedRecords", min_inliers: int) -> tuple[list[Pair], dict]:
+# Above this many keypoints (about 130,000 photos of 64 keypoints, 380,000 scenes of 22) the pairs to
+# check come from visual words (_pairs_by_words) rather than from every keypoint's nearest codes: the
+# codes' index alone would grow by 40 bytes a keypoint, and its search with them.
+EXACT_MATCHING_MAX_KEYPOINTS = 1 << 23
+
+
+def geometric_pairs(records: "np.ndarray | JoinedRecords", min_inliers: int,
+                    starts: np.ndarray | None = None) -> tuple[list[Pair], dict]:
     """Pairs of photos whose ORB keypoints (data/keypoints.py) agree on one similarity transform
     (rotation, scale, translation; mirror images through the mirrored view's keypoints): crops,
     mirror images, rescaled and re-exposed copies. Candidates: every keypoint's nearest descriptors
@@ -480,6 +499,9 @@ def geometric_pairs(records: "np.ndarray | JoinedRecords", min_inliers: int) -> 
     share of the smaller keypoint set. Also returns, per pair, its inliers, mirroring and scale."""
     counts = records["kp_count"].astype(np.int64)
     n = len(records)
+    if starts is not None and counts[:, 0].sum() > EXACT_MATCHING_MAX_KEYPOINTS:
+        verified = _pairs_by_words(records, counts, starts, min_inliers)
+        return [Pair(a, b, "geometric", v.pop("similarity")) for (a, b), v in sorted(verified.items())], verified
     owner, point = _points(counts[:, 0])
     if not len(owner):
         return [], {}
@@ -519,6 +541,109 @@ def _votes(index, records, counts, owner, point, images, view):
     qa, qp, db, dp = qa[order], qp[order], db[order], dp[order]
     first = np.r_[True, (qa[1:] != qa[:-1]) | (db[1:] != db[:-1]) | (qp[1:] != qp[:-1])]
     return qa[first], qp[first], db[first], dp[first]
+
+
+# -- photos at scale: candidates from visual words ------------------------------------------------------
+# The bag-of-visual-words retrieval of Sivic & Zisserman ("Video Google", ICCV 2003): each keypoint's
+# code is replaced by its nearest of VOCABULARY binary centroids (k-means in Hamming space, faiss), each
+# image becomes the histogram of its words (square-rooted and L2-normalised, the "power normalisation"
+# of Jegou et al., TPAMI 2012), and images whose histograms are each other's nearest neighbours, cosine
+# WORDS_COSINE or more, become candidate pairs. A crop keeps most of its keypoints' words, a mirror
+# image keeps them in its mirrored view's histogram. Each candidate pair is then matched keypoint to
+# keypoint (_closest_codes), both ways, and verified by the same
+# RANSAC fit as the exact matching. Memory: one histogram block at a time and the index's codes
+# (product-quantised above PQ_FROM images), never every keypoint's code.
+# What it costs, measured on one split of 3,000 sibling photos (benchmarks/bench_scale.py's augment-
+# before-split set): 3,930 verified pairs, all between variants of one photo, against the exact
+# matching's 6,055 (65%; a leaked photo is named when one of its siblings is found); on 20,000
+# distinct generated scenes 8 pairs of flat shapes in the same places (the exact matching: 0). The bar
+# WORDS_COSINE was chosen there: the true pairs' histograms met at cosines of 0.31 (1st percentile) to
+# 0.44 (median); a higher bar loses more of them (0.4: a quarter fewer pairs).
+VOCABULARY = 512
+VOCABULARY_SAMPLE = 1 << 17  # codes the words are trained on (evenly spaced over the images)
+WORDS_COSINE = 0.35
+WORDS_ROWS = 4096  # images whose histograms are made at a time
+RATIO_TEST = 0.75
+PAIR_BATCH = 1024  # candidate pairs whose keypoints are read at a time
+_POPCOUNT = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint16)
+
+
+def _pairs_by_words(records, counts: np.ndarray, starts: np.ndarray, min_inliers: int) -> dict:
+    words = _vocabulary(records, counts)
+    variants = Variants(lambda rows: _word_histograms(records, counts, words, rows), len(records), 2)
+    i, j = block_candidates(variants, starts, WORDS_COSINE)
+    verified: dict = {}
+    for s in range(0, len(i), PAIR_BATCH):
+        a, b = i[s:s + PAIR_BATCH], j[s:s + PAIR_BATCH]
+        images, where = np.unique(np.r_[a, b], return_inverse=True)
+        codes = gather(records, "kp_desc", images)
+        for k in range(len(a)):
+            # both ways, as every image queries in the exact matching: a crop's keypoints find their
+            # originals more often than the reverse
+            for query, target in ((int(a[k]), int(b[k])), (int(b[k]), int(a[k]))):
+                q, t = where[k if query == a[k] else len(a) + k], where[len(a) + k if query == a[k] else k]
+                for view in (0, 1):
+                    qp, dp = _closest_codes(codes[q, view, :counts[query, view]], codes[t, 0, :counts[target, 0]])
+                    if len(qp) >= MIN_VOTES:
+                        _verify(records, counts, view, query, target, qp, dp, min_inliers, verified)
+    return verified
+
+
+def _vocabulary(records, counts: np.ndarray):
+    """VOCABULARY binary centroids (a faiss binary k-means, trained on an evenly spaced sample of view-0
+    codes: the same words every run), as a flat binary index to assign codes with."""
+    import faiss
+
+    with_points = np.flatnonzero(counts[:, 0] > 0)
+    per_image = max(1, int(counts[with_points, 0].mean()))
+    chosen = with_points[np.linspace(0, len(with_points) - 1, min(len(with_points),
+                                                                   VOCABULARY_SAMPLE // per_image)).astype(np.int64)]
+    owner, point = _points(counts[:, 0], chosen)
+    sample = _codes(records, owner, point, 0)
+    bits = sample.shape[1] * 8
+    count = int(np.clip(len(sample) // 39, 2, VOCABULARY))  # faiss's k-means wants 39 points a centroid
+    trainer = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, count)
+    trainer.train(sample)
+    words = faiss.IndexBinaryFlat(bits)
+    words.add(faiss.vector_to_array(faiss.downcast_IndexBinary(trainer.quantizer).xb).reshape(count, -1))
+    return words
+
+
+def _word_histograms(records, counts: np.ndarray, words, rows: np.ndarray) -> np.ndarray:
+    """2, len(rows), words: each image's histogram of words in view 0 and in its mirrored view 1,
+    square-rooted and L2-normalised (zeros for an image without keypoints)."""
+    size = words.ntotal
+    out = np.zeros((2, len(rows), size), np.float32)
+    for first in range(0, len(rows), WORDS_ROWS):
+        part = rows[first:first + WORDS_ROWS]
+        codes = gather(records, "kp_desc", part)
+        for view in (0, 1):
+            per = counts[part, view]
+            owner = np.repeat(np.arange(len(part)), per)
+            point = np.arange(len(owner)) - np.repeat(np.cumsum(per) - per, per)
+            if not len(owner):
+                continue
+            _, word = words.search(np.ascontiguousarray(codes[owner, view, point]), 1)
+            hist = np.bincount(owner * size + word[:, 0], minlength=len(part) * size)
+            block = np.sqrt(hist.reshape(len(part), size).astype(np.float32))
+            out[view, first:first + len(part)] = block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+def _closest_codes(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(keypoint of a, its closest keypoint of b) for a's codes with a code of b within HAMMING_MAX
+    that passes Lowe's ratio test (IJCV 2004: clearly closer than b's next best code). Without it, two
+    images' 64 x 64 keypoints pair up by chance often enough to fit a transform: 151 pairs among
+    20,000 distinct generated scenes, 8 with it."""
+    if not len(a) or not len(b):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    hamming = _POPCOUNT[np.bitwise_xor(a[:, None, :], b[None, :, :])].sum(-1)
+    order = np.argsort(hamming, axis=1, kind="stable")
+    rows = np.arange(len(a))
+    best = hamming[rows, order[:, 0]]
+    second = hamming[rows, order[:, 1]] if len(b) > 1 else np.full(len(a), 8 * a.shape[1])
+    ok = (best <= HAMMING_MAX) & (best < RATIO_TEST * second)
+    return np.flatnonzero(ok), order[ok, 0]
 
 
 CODE_CHUNK = 1 << 16  # keypoints whose codes are gathered at a time (about 1,000 images' records)
