@@ -62,7 +62,7 @@ def load_manifest(frame, path: Path, settings, progress=None) -> Dataset:
         file = file if file.is_absolute() else base / file
         if not file.is_file():
             missing.append(rel)
-        entries.append(FileEntry(rel, file, int(labels[i]), splits[i] if splits is not None else "train",
+        entries.append(FileEntry(rel, str(file), int(labels[i]), splits[i] if splits is not None else "train",
                                  groups[i] if groups is not None else None))
     if len(missing) == len(entries):
         raise UserError(f"{path}: none of the {len(entries)} paths exist (first: {missing[0]}); "

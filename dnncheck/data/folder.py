@@ -89,7 +89,8 @@ def load_folder(root: Path, settings, progress=None) -> Dataset:
         for class_dir in _subdirs(directory):
             for path in _walk_files(class_dir, root):
                 if is_image_file(str(path)):
-                    entries.append(FileEntry(path.relative_to(root).as_posix(), path, class_to_idx[class_dir.name], split))
+                    entries.append(FileEntry(path.relative_to(root).as_posix(), str(path), class_to_idx[class_dir.name],
+                                             split))
     if not entries:
         raise UserError(f"{root}: the class folders hold no image files ({', '.join(extensions)}); "
                         "check the folder is the dataset's root")
