@@ -49,6 +49,31 @@ def test_json_to_a_character_device_writes_through_and_keeps_the_device(tiny_npz
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "full", "null"]  # no temp file left
 
 
+def _read_fifo(path, ready, got, seconds: float = 60.0):
+    """Everything written to FIFO `path`, opened for reading at once (non-blocking, then `ready` set):
+    reads until a writer has written and closed it, or `seconds` pass."""
+    import time
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    ready.set()
+    data, deadline = b"", time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except BlockingIOError:  # a writer is connected, nothing to read yet
+                chunk = None
+            if chunk:
+                data += chunk
+            elif chunk == b"" and data:  # the writer closed after writing: the end
+                break
+            else:  # no writer yet (a FIFO without writers reads as empty), or no data yet
+                time.sleep(0.01)
+    finally:
+        os.close(fd)
+    got.append(data)
+
+
 def test_a_fifo_is_written_through_and_one_without_reader_is_refused(tiny_npz, tmp_path):
     import threading
 
@@ -56,15 +81,14 @@ def test_a_fifo_is_written_through_and_one_without_reader_is_refused(tiny_npz, t
     os.mkfifo(fifo)
     out = _audit(tiny_npz, "--json", str(fifo))
     assert out.exit_code == 2 and "no process is reading" in out.stderr  # not a hang
-    got = []
-    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()))
+    got, ready = [], threading.Event()
+    reader = threading.Thread(target=_read_fifo, args=(fifo, ready, got))
     reader.start()
+    ready.wait(10)  # the reader holds the FIFO open before the audit looks for one (a busy machine raced it)
     try:
         out = _audit(tiny_npz, "--json", str(fifo))
     finally:
-        if reader.is_alive():  # unblock the reader whatever happened
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        reader.join(10)
+        reader.join(30)
     assert out.exit_code in (0, 1), out.output
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and json.loads(got[0])["schema_version"] == 1
 
