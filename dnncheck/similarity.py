@@ -260,14 +260,24 @@ def _best_per_query(q, j, sim, neighbours):
     return q[keep_rank], j[keep_rank], np.minimum(sim[keep_rank], 1.0)
 
 
+EXACT_PAIRS = 8192  # candidate pairs rescored at a time (their variants in float32: 42 MB)
+
+
 def _exact_cosines(variants: Variants, block: np.ndarray, q, j, ilo: int, keep: float):
     """For candidate (query, match) pairs of a compressed index: the best exact cosine over the query's
-    variants, pairs under `keep` dropped."""
-    matches, where = np.unique(j, return_inverse=True)
-    indexed = variants.indexed(matches + ilo)[where]
-    sims = np.max(np.einsum("sqd,qd->sq", block[:, q].astype(np.float32), indexed), axis=0)
-    ok = sims >= keep
-    return q[ok], j[ok], sims[ok].astype(np.float32)
+    variants, pairs under `keep` dropped. Each distinct pair once (every variant proposes most of
+    them again), a batch at a time: all of a block's candidates at once were 4.6 GB."""
+    base = int(j.max()) + 1
+    key = np.unique(q.astype(np.int64) * base + j)
+    q, j = key // base, key % base
+    best = np.empty(len(q), np.float32)
+    for s in range(0, len(q), EXACT_PAIRS):
+        part_q, part_j = q[s:s + EXACT_PAIRS], j[s:s + EXACT_PAIRS]
+        matches, where = np.unique(part_j, return_inverse=True)
+        indexed = variants.indexed(matches + ilo)[where]
+        best[s:s + EXACT_PAIRS] = np.max(np.einsum("sqd,qd->sq", block[:, part_q].astype(np.float32), indexed), axis=0)
+    ok = best >= keep
+    return q[ok], j[ok], best[ok]
 
 
 def _rank_in_runs(keys: np.ndarray) -> np.ndarray:
