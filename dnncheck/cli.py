@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import shlex
+import os
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,9 @@ def user_errors_exit_2(fn):
             return fn(*args, **kwargs)
         except UserError as exc:
             _say_error(str(exc))
+            if exc.end_process:  # nothing was written yet; threads a library left would keep us waiting
+                sys.stdout.flush(), sys.stderr.flush()
+                os._exit(2)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:  # reports are written only at the end, atomically: none is half-written
             print("dnncheck: interrupted; no report was written", file=sys.stderr)

@@ -12,6 +12,9 @@ class UserError(Exception):
     """
 
     exit_code = 2
+    # True when a library left threads behind that keep the interpreter from exiting (Ray after a
+    # failed connection): the CLI then ends the process at once after printing the message
+    end_process = False
 
 
 class ProbeUnavailable(Exception):

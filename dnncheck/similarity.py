@@ -181,6 +181,7 @@ PQ_FROM = 1 << 18
 PQ_BYTES = 32
 PQ_MARGIN = 0.05
 QUERY_ROWS = 16384  # samples whose variants search the index at a time
+TRAIN_ROWS = 1 << 16  # vectors an inverted file's cells are trained on
 
 
 class Variants:
@@ -188,8 +189,9 @@ class Variants:
     indexed), read a block of samples at a time: from an array, or from the records' descriptors,
     which for stored records live on disk (data/store.py)."""
 
-    def __init__(self, read, n: int, count: int):
-        self.read, self.n, self.count = read, n, count
+    def __init__(self, read, n: int, count: int, read_first=None):
+        """read(rows) -> S, len(rows), D; read_first(rows) -> variant 0 alone, where that is cheaper."""
+        self.read, self.n, self.count, self.read_first = read, n, count, read_first
 
     @classmethod
     def of_array(cls, variants: np.ndarray) -> "Variants":
@@ -206,7 +208,9 @@ class Variants:
 
     def indexed(self, rows: np.ndarray) -> np.ndarray:
         """Variant 0 of samples `rows`, float32 N,D."""
-        return np.ascontiguousarray(self.read(np.asarray(rows, dtype=np.int64))[0], dtype=np.float32)
+        rows = np.asarray(rows, dtype=np.int64)
+        first = self.read_first(rows) if self.read_first else self.read(rows)[0]
+        return np.ascontiguousarray(first, dtype=np.float32)
 
 
 def neighbour_pairs(variants: Variants, index_rows: tuple[int, int], query_rows: tuple[int, int], keep: float,
@@ -298,7 +302,9 @@ def _float_index(variants: Variants, lo: int, hi: int):
     if n <= FLAT_INDEX_MAX:
         index = faiss.IndexFlatIP(dims)
     else:
-        cells = int(min(4096, 4 * np.sqrt(n), n // 39))  # faiss wants 39 training points a cell
+        # faiss wants 39 training points a cell; at most TRAIN_ROWS of them (the training sample is held
+        # at once: 160,000 word histograms of a million scenes were 0.7 GB with their mirrored views)
+        cells = int(min(4096, 4 * np.sqrt(n), n // 39, TRAIN_ROWS // 40))
         quantizer = faiss.IndexFlatIP(dims)
         compressed = n > PQ_FROM and dims % PQ_BYTES == 0
         if compressed:
@@ -580,7 +586,8 @@ _POPCOUNT = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint16)
 
 def _pairs_by_words(records, counts: np.ndarray, starts: np.ndarray, min_inliers: int) -> dict:
     words = _vocabulary(records, counts)
-    variants = Variants(lambda rows: _word_histograms(records, counts, words, rows), len(records), 2)
+    variants = Variants(lambda rows: _word_histograms(records, counts, words, rows), len(records), 2,
+                        lambda rows: _word_histograms(records, counts, words, rows, views=(0,))[0])
     i, j = block_candidates(variants, starts, WORDS_COSINE)
     verified: dict = {}
     for s in range(0, len(i), PAIR_BATCH):
@@ -619,15 +626,15 @@ def _vocabulary(records, counts: np.ndarray):
     return words
 
 
-def _word_histograms(records, counts: np.ndarray, words, rows: np.ndarray) -> np.ndarray:
+def _word_histograms(records, counts: np.ndarray, words, rows: np.ndarray, views=(0, 1)) -> np.ndarray:
     """2, len(rows), words: each image's histogram of words in view 0 and in its mirrored view 1,
     square-rooted and L2-normalised (zeros for an image without keypoints)."""
     size = words.ntotal
-    out = np.zeros((2, len(rows), size), np.float32)
+    out = np.zeros((len(views), len(rows), size), np.float32)
     for first in range(0, len(rows), WORDS_ROWS):
         part = rows[first:first + WORDS_ROWS]
         codes = gather(records, "kp_desc", part)
-        for view in (0, 1):
+        for slot, view in enumerate(views):
             per = counts[part, view]
             owner = np.repeat(np.arange(len(part)), per)
             point = np.arange(len(owner)) - np.repeat(np.cumsum(per) - per, per)
@@ -636,7 +643,7 @@ def _word_histograms(records, counts: np.ndarray, words, rows: np.ndarray) -> np
             _, word = words.search(np.ascontiguousarray(codes[owner, view, point]), 1)
             hist = np.bincount(owner * size + word[:, 0], minlength=len(part) * size)
             block = np.sqrt(hist.reshape(len(part), size).astype(np.float32))
-            out[view, first:first + len(part)] = block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+            out[slot, first:first + len(part)] = block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
     return out
 
 

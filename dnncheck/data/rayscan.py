@@ -44,8 +44,10 @@ def _connect(address: str | None):
             # an unreachable address: Ray retries for about two minutes, then calls sys.exit from its core
             where = address or "a local instance"
             why = " ".join(str(exc).split())[:200] if not isinstance(exc, SystemExit) else "no answer from its head node"
-            raise UserError(f"--ray-address {where}: cannot connect to Ray ({why}); "
-                            "check the address (ray://HEAD:10001 or auto) or use --engine local") from None
+            error = UserError(f"--ray-address {where}: cannot connect to Ray ({why}); "
+                              "check the address (ray://HEAD:10001 or auto) or use --engine local")
+            error.end_process = True  # Ray's core keeps threads that block the interpreter's exit
+            raise error from None
     return ray
 
 
