@@ -189,9 +189,12 @@ class Variants:
     indexed), read a block of samples at a time: from an array, or from the records' descriptors,
     which for stored records live on disk (data/store.py)."""
 
-    def __init__(self, read, n: int, count: int, read_first=None):
-        """read(rows) -> S, len(rows), D; read_first(rows) -> variant 0 alone, where that is cheaper."""
-        self.read, self.n, self.count, self.read_first = read, n, count, read_first
+    def __init__(self, read, n: int, count: int, read_first=None, rescore: bool = True):
+        """read(rows) -> S, len(rows), D; read_first(rows) -> variant 0 alone, where that is cheaper.
+        rescore: a compressed index's candidates are scored again exactly (False where reading the
+        matches' vectors back costs more than the candidates are worth: word histograms are remade
+        from the keypoints, and their pairs are verified anyway)."""
+        self.read, self.n, self.count, self.read_first, self.rescore = read, n, count, read_first, rescore
 
     @classmethod
     def of_array(cls, variants: np.ndarray) -> "Variants":
@@ -230,7 +233,8 @@ def neighbour_pairs(variants: Variants, index_rows: tuple[int, int], query_rows:
         return empty
     index, compressed = _float_index(variants, ilo, ihi)
     k = min(n, neighbours + int(same))
-    bar = keep - PQ_MARGIN if compressed else keep
+    rescore = compressed and variants.rescore
+    bar = keep - PQ_MARGIN if rescore else keep
     out = []
     for first in range(slo, shi, QUERY_ROWS):
         block = variants.block(first, min(shi, first + QUERY_ROWS))
@@ -242,7 +246,7 @@ def neighbour_pairs(variants: Variants, index_rows: tuple[int, int], query_rows:
             ok = (j >= 0) & (sim >= bar) & ~(same & (j + ilo == q + first))
             found_q.append(q[ok]), found_j.append(j[ok]), found_s.append(sim[ok])
         q, j, sim = np.concatenate(found_q), np.concatenate(found_j), np.concatenate(found_s)
-        if compressed and len(q):  # exact cosines, each variant's best, from the stored descriptors
+        if rescore and len(q):  # exact cosines, each variant's best, from the stored descriptors
             q, j, sim = _exact_cosines(variants, block, q, j, ilo, keep)
         if len(q):
             out.append(_best_per_query(q + (first - slo), j, sim, neighbours))
@@ -587,7 +591,7 @@ _POPCOUNT = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint16)
 def _pairs_by_words(records, counts: np.ndarray, starts: np.ndarray, min_inliers: int) -> dict:
     words = _vocabulary(records, counts)
     variants = Variants(lambda rows: _word_histograms(records, counts, words, rows), len(records), 2,
-                        lambda rows: _word_histograms(records, counts, words, rows, views=(0,))[0])
+                        lambda rows: _word_histograms(records, counts, words, rows, views=(0,))[0], rescore=False)
     i, j = block_candidates(variants, starts, WORDS_COSINE)
     verified: dict = {}
     for s in range(0, len(i), PAIR_BATCH):
