@@ -8,6 +8,8 @@ shared or network file system). With no `ray_address`, a local Ray instance is s
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from dnncheck.errors import UserError
@@ -31,12 +33,19 @@ def _records_of_batch(batch: dict, max_side: int, with_digest: bool = True) -> d
             "digest": np.array(digests, dtype=object), "node": np.array([node] * len(blobs), dtype=object)}
 
 
+RAY_CONNECT_TRIES = 3
+
+
 def _connect(address: str | None):
     try:
         import ray
     except ImportError:
         raise UserError('--engine ray: Ray is not installed; pip install "dnncheck[ray]" (or use --engine local)') from None
     if not ray.is_initialized():
+        if address:
+            # Ray tries an unreachable head ~20 times, ~40 s each (13 min); three tries say it sooner.
+            # A value the user set is kept.
+            os.environ.setdefault("RAY_gcs_server_port_wait_time_s", str(RAY_CONNECT_TRIES))
         try:
             ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                      ignore_reinit_error=True)
