@@ -101,11 +101,6 @@ class JoinedRecords:
                 out[chosen] = gather(part, field, index[chosen] - starts[k])
         return out
 
-    def chunks(self, field: str, lo: int, hi: int, size: int = 8192):
-        """(start, values) of `field` for rows lo..hi, `size` rows at a time (read from disk for stored records)."""
-        for start in range(lo, hi, size):
-            yield start, self.rows(field, np.arange(start, min(hi, start + size)))
-
 
 def gather(records: "np.ndarray | JoinedRecords", field: str, index: np.ndarray) -> np.ndarray:
     """records[field][index] for a record array or JoinedRecords (without joining the field)."""
@@ -189,22 +184,20 @@ class Variants:
     indexed), read a block of samples at a time: from an array, or from the records' descriptors,
     which for stored records live on disk (data/store.py)."""
 
-    def __init__(self, read, n: int, count: int, read_first=None, rescore: bool = True):
+    def __init__(self, read, read_first=None, rescore: bool = True):
         """read(rows) -> S, len(rows), D; read_first(rows) -> variant 0 alone, where that is cheaper.
         rescore: a compressed index's candidates are scored again exactly (False where reading the
         matches' vectors back costs more than the candidates are worth: word histograms are remade
         from the keypoints, and their pairs are verified anyway)."""
-        self.read, self.n, self.count, self.read_first, self.rescore = read, n, count, read_first, rescore
+        self.read, self.read_first, self.rescore = read, read_first, rescore
 
     @classmethod
     def of_array(cls, variants: np.ndarray) -> "Variants":
-        return cls(lambda rows: variants[:, rows], variants.shape[1], variants.shape[0])
+        return cls(lambda rows: variants[:, rows])
 
     @classmethod
     def of_records(cls, records) -> "Variants":
-        from dnncheck.data.records import SHIFTS
-
-        return cls(lambda rows: gather(records, "descriptors", rows).transpose(1, 0, 2), len(records), len(SHIFTS))
+        return cls(lambda rows: gather(records, "descriptors", rows).transpose(1, 0, 2))
 
     def block(self, lo: int, hi: int) -> np.ndarray:
         return self.read(np.arange(lo, hi))
@@ -590,7 +583,7 @@ _POPCOUNT = np.array([bin(v).count("1") for v in range(256)], dtype=np.uint16)
 
 def _pairs_by_words(records, counts: np.ndarray, starts: np.ndarray, min_inliers: int) -> dict:
     words = _vocabulary(records, counts)
-    variants = Variants(lambda rows: _word_histograms(records, counts, words, rows), len(records), 2,
+    variants = Variants(lambda rows: _word_histograms(records, counts, words, rows),
                         lambda rows: _word_histograms(records, counts, words, rows, views=(0,))[0], rescore=False)
     i, j = block_candidates(variants, starts, WORDS_COSINE)
     verified: dict = {}
