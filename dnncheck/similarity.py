@@ -102,10 +102,12 @@ class JoinedRecords:
         return out
 
 
-def gather(records: "np.ndarray | JoinedRecords", field: str, index: np.ndarray) -> np.ndarray:
-    """records[field][index] for a record array or JoinedRecords (without joining the field)."""
-    if isinstance(records, (JoinedRecords, StoredRecords)):
-        return records.rows(field, index) if isinstance(records, JoinedRecords) else records.gather(field, index)
+def gather(records: "np.ndarray | StoredRecords | JoinedRecords", field: str, index: np.ndarray) -> np.ndarray:
+    """records[field][index] for a record array, StoredRecords or JoinedRecords, reading only those rows."""
+    if isinstance(records, JoinedRecords):
+        return records.rows(field, index)
+    if isinstance(records, StoredRecords):
+        return records.gather(field, index)
     return records[field][index]
 
 
