@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 import traceback
 
@@ -104,11 +105,21 @@ def interrupts_remembered():
         _INTERRUPTS.append(signum)
         raise KeyboardInterrupt
 
+    def quiet_about_remembered_interrupts(unraisable):
+        # The swallowed Ctrl-C would print "Exception ignored ... Traceback ... KeyboardInterrupt"
+        # before dnncheck's own one-line message; it is remembered, so that print says nothing new.
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _INTERRUPTS:
+            return
+        previous_hook(unraisable)
+
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = quiet_about_remembered_interrupts
     signal.signal(signal.SIGINT, remember)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        sys.unraisablehook = previous_hook
 
 
 def raise_if_interrupted() -> None:

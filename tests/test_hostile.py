@@ -351,19 +351,32 @@ def test_a_ctrl_c_a_library_swallows_still_stops_the_audit(tmp_path, monkeypatch
     measure = Imbalance.measure
 
     def swallowing(self, ctx):
-        try:
+        # A real ctypes callback, as llvmlite's: Python prints the exception as "Exception ignored"
+        # through sys.unraisablehook and the C caller goes on.
+        import ctypes
+
+        @ctypes.CFUNCTYPE(None)
+        def callback():
             signal.raise_signal(signal.SIGINT)
-        except KeyboardInterrupt:  # as llvmlite's callback wrapper does
-            pass
+
+        callback()
         return measure(self, ctx)
 
+    printed_as_ignored = []
+
+    def record_ignored(unraisable):
+        printed_as_ignored.append(unraisable.exc_value)
+
     monkeypatch.setattr(Imbalance, "measure", swallowing)
+    monkeypatch.setattr(sys, "unraisablehook", record_ignored)
     out = tmp_path / "r.json"
     result = CliRunner().invoke(app, ["audit", "sklearn:digits", "--select", "input-fidelity,imbalance",
                                       "--json", str(out), "--quiet"])
     assert result.exit_code == 130, result.output
     assert not out.exists()
+    assert printed_as_ignored == []  # the remembered Ctrl-C is not printed as a traceback
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert sys.unraisablehook is record_ignored  # and so is the hook for swallowed exceptions
 
 
 @pytest.mark.parametrize("setting, words", [
