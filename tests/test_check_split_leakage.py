@@ -503,6 +503,7 @@ def test_flat_scenes_of_one_layout_are_not_crops_of_each_other_and_a_crop_is(tmp
 
     found = geometric(run_one(SplitLeakage(), source=str(tmp_path), image_size=(32, 32)))
     assert found == {frozenset(("train/c0/0.png", "val/c0/6.png"))}, found
-    monkeypatch.setattr(similarity, "GEOMETRIC_CHROMA_COSINE", -1.0)  # without the colour gate: the twins pair up
+    monkeypatch.setattr(similarity, "GEOMETRIC_CHROMA_COSINE", -1.0)  # without the colour gates: the twins pair up
+    monkeypatch.setattr(similarity, "LOCAL_CHROMA_COSINE", -1.0)
     without = geometric(run_one(SplitLeakage(), source=str(tmp_path), image_size=(32, 32), cache=False))
     assert frozenset(("train/c0/0.png", "val/c0/0.png")) in without and len(without) >= 3, without
