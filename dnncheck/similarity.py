@@ -530,8 +530,12 @@ def geometric_pairs(records: "np.ndarray | JoinedRecords", min_inliers: int,
         for first in range(0, n, QUERY_IMAGES):
             chunk = np.arange(first, min(n, first + QUERY_IMAGES))
             qa, qp, db, dp = _votes(index, records, counts, owner, point, chunk, view)
-            for s, e in _best_candidates(qa, db):
-                _verify(records, counts, view, int(qa[s]), int(db[s]), qp[s:e], dp[s:e], min_inliers, verified)
+            runs = _best_candidates(qa, db)
+            if not runs:
+                continue
+            fields = _FitFields(records, np.r_[qa[[s for s, _ in runs]], db[[s for s, _ in runs]]])
+            for s, e in runs:
+                _verify(fields, counts, view, int(qa[s]), int(db[s]), qp[s:e], dp[s:e], min_inliers, verified)
     pairs = [Pair(a, b, "geometric", v.pop("similarity")) for (a, b), v in sorted(verified.items())]
     return pairs, verified
 
@@ -595,6 +599,7 @@ def _pairs_by_words(records, counts: np.ndarray, starts: np.ndarray, min_inliers
         a, b = i[s:s + PAIR_BATCH], j[s:s + PAIR_BATCH]
         images, where = np.unique(np.r_[a, b], return_inverse=True)
         codes = gather(records, "kp_desc", images)
+        fields = _FitFields(records, images)
         wa, wb = where[:len(a)], where[len(a):]
         # both ways, as every image queries in the exact matching (a crop's keypoints find their
         # originals more often than the reverse), and each way from both views of the query
@@ -606,7 +611,7 @@ def _pairs_by_words(records, counts: np.ndarray, starts: np.ndarray, min_inliers
             for (qw, tw, query, target, view), (ok, best) in zip(tries, found):
                 qp = np.flatnonzero(ok[k])
                 if len(qp) >= MIN_VOTES:
-                    _verify(records, counts, view, int(query[k]), int(target[k]), qp, best[k, qp], min_inliers, verified)
+                    _verify(fields, counts, view, int(query[k]), int(target[k]), qp, best[k, qp], min_inliers, verified)
     return verified
 
 
@@ -709,13 +714,26 @@ def _codes(records, owner: np.ndarray, point: np.ndarray, view: int) -> np.ndarr
     return out
 
 
-def _verify(records, counts, view, a, b, qp, dp, min_inliers, verified) -> None:
+class _FitFields:
+    """The keypoint positions and colour grids of a set of images, read at once for the fits among
+    them: read per fit (four positioned reads) they were 13% of split-leakage on 25,000 photos."""
+
+    def __init__(self, records, images: np.ndarray):
+        self.records, self.images = records, np.unique(images)
+        self.kp_xy = gather(records, "kp_xy", self.images)
+        self.chroma = gather(records, "chroma", self.images)
+
+    def at(self, image: int) -> int:
+        return int(np.searchsorted(self.images, image))
+
+
+def _verify(fields: _FitFields, counts, view, a, b, qp, dp, min_inliers, verified) -> None:
     """RANSAC fit of a similarity transform between image a's keypoints (in `view`) and b's; a pair
     goes into `verified` (its best fit over both views kept) when enough agree at a sane scale."""
     import cv2
 
-    src = gather(records, "kp_xy", np.array([a]))[0, view, qp].astype(np.float32)
-    dst = gather(records, "kp_xy", np.array([b]))[0, 0, dp].astype(np.float32)
+    src = fields.kp_xy[fields.at(a), view, qp].astype(np.float32)
+    dst = fields.kp_xy[fields.at(b), 0, dp].astype(np.float32)
     model, inliers = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PIXELS,
                                                 maxIters=500, confidence=0.99)
     if model is None:
@@ -724,7 +742,7 @@ def _verify(records, counts, view, a, b, qp, dp, min_inliers, verified) -> None:
     scale = max(float(np.sqrt(abs(np.linalg.det(model[:, :2])))), 1e-9)
     if agreeing < min_inliers or max(scale, 1 / scale) > MAX_SIZE_RATIO:
         return  # too few agree, or a degenerate fit that squeezes one image's points together
-    if not _colours_agree_under(records, a, b, view, model, dst[inliers[:, 0] > 0]):
+    if not _colours_agree_under(fields, a, b, view, model, dst[inliers[:, 0] > 0]):
         return  # the keypoints agree on a transform, the colours it maps onto each other do not
     key = (min(a, b), max(a, b))
     share = agreeing / max(1, min(counts[a, view], counts[b, 0]))
@@ -750,7 +768,7 @@ LOCAL_CHROMA_COSINE = 0.8
 MIN_LOCAL_CELLS = 4  # cells under the agreeing keypoints' hull: fewer is one small object's edge
 
 
-def _colours_agree_under(records, a: int, b: int, view: int, model: np.ndarray, points: np.ndarray) -> bool:
+def _colours_agree_under(fields: _FitFields, a: int, b: int, view: int, model: np.ndarray, points: np.ndarray) -> bool:
     """Whether a's colours (R-G, B-G at 16x16, mirrored for view 1), moved by `model` (a's detection
     frame to b's), agree with b's where they overlap: cosine >= GEOMETRIC_CHROMA_COSINE when both are
     coloured there (CHROMA_FLOOR), and >= LOCAL_CHROMA_COSINE in the cells under the agreeing
@@ -761,12 +779,12 @@ def _colours_agree_under(records, a: int, b: int, view: int, model: np.ndarray, 
     from dnncheck.data.records import CHROMA_SIDE
 
     def to_grid(k):  # detection pixels -> chroma cells of image k (the 16x16 grid spans the whole image)
-        h, w = (int(v) for v in records["decoded"][k])
+        h, w = (int(v) for v in fields.records["decoded"][k])
         det = min(1.0, LOCAL_SIDE / max(h, w))
         return np.diag([CHROMA_SIDE / max(1.0, w * det), CHROMA_SIDE / max(1.0, h * det)])
 
-    source = gather(records, "chroma", np.array([a]))[0].astype(np.float32)  # 2, 16, 16
-    target = gather(records, "chroma", np.array([b]))[0].astype(np.float32)
+    source = fields.chroma[fields.at(a)].astype(np.float32)  # 2, 16, 16
+    target = fields.chroma[fields.at(b)].astype(np.float32)
     if view:
         source = source[:, :, ::-1]
     linear = to_grid(b) @ model[:, :2] @ np.linalg.inv(to_grid(a))

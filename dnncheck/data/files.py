@@ -33,18 +33,24 @@ class ImageFiles:
 
     dtype = np.dtype(np.uint8)
 
-    def __init__(self, paths: list[str], max_side: int, channels: int, workers: int = 1):
-        self.paths, self.max_side, self.channels, self.workers = list(paths), max_side, channels, workers
+    def __init__(self, paths: list[str], max_side: int, channels: int, workers: int = 1, root: str = ""):
+        """paths: the files' paths, relative to `root` when one is given (a folder's files are named by
+        their sample ids: the ids' own strings serve, not a second, absolute copy of each: 0.1 KB a
+        file)."""
+        self.paths, self.max_side, self.channels, self.workers, self.root = list(paths), max_side, channels, workers, root
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def path(self, i: int) -> str:
+        return self.root + self.paths[i]
 
     def __getitem__(self, i):
         if isinstance(i, slice):
             return self.take(np.arange(len(self))[i])
         from dnncheck.data.scan import decode_for_model
 
-        return decode_for_model(self.paths[int(i)], self.max_side, self.channels)
+        return decode_for_model(self.path(int(i)), self.max_side, self.channels)
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
@@ -53,19 +59,36 @@ class ImageFiles:
         return bool(self.paths)
 
     def take(self, index) -> "ImageFiles":
-        return ImageFiles([self.paths[int(i)] for i in index], self.max_side, self.channels, self.workers)
+        return ImageFiles([self.paths[int(i)] for i in index], self.max_side, self.channels, self.workers, self.root)
 
     def with_channels(self, channels: int) -> "ImageFiles":
-        return ImageFiles(self.paths, self.max_side, channels, self.workers)
+        return ImageFiles(self.paths, self.max_side, channels, self.workers, self.root)
 
     @staticmethod
     def concat(parts: list["ImageFiles"], channels: int) -> "ImageFiles":
-        return ImageFiles([p for part in parts for p in part.paths], parts[0].max_side, channels, parts[0].workers)
+        first = parts[0]
+        if all(part.root == first.root for part in parts):
+            return ImageFiles([p for part in parts for p in part.paths], first.max_side, channels, first.workers, first.root)
+        return ImageFiles([part.path(i) for part in parts for i in range(len(part))], first.max_side, channels,
+                          first.workers)
 
     def resized(self, size: tuple[int, int], progress=None):
         from dnncheck.data.scan import load_resized
 
-        return load_resized(self.paths, self.max_side, self.channels, size, self.workers, progress)
+        return load_resized([self.path(i) for i in range(len(self))], self.max_side, self.channels, size,
+                            self.workers, progress)
+
+
+def _image_files(entries: list[FileEntry], max_side: int, channels: int, workers: int) -> ImageFiles:
+    """The entries' files, named by their sample ids under one root where every path is root + id
+    (a class folder's files), else by their own paths (a manifest's)."""
+    if entries:
+        first = entries[0]
+        root = first.path[:len(first.path) - len(first.sample_id)]
+        if all(e.path.startswith(root) and e.path.endswith(e.sample_id) and len(e.path) == len(root) + len(e.sample_id)
+               for e in entries):
+            return ImageFiles([e.sample_id for e in entries], max_side, channels, workers, root)
+    return ImageFiles([e.path for e in entries], max_side, channels, workers)
 
 
 def _mode_names(modes: np.ndarray) -> list[str]:
@@ -99,7 +122,7 @@ def build_image_dataset(source: str, entries: list[FileEntry], classes: list[str
             name=name,
             ids=[entries[i].sample_id for i in idx],
             y=np.array([entries[i].label for i in idx], dtype=np.int64),
-            x=ImageFiles([entries[i].path for i in idx], settings.max_side, channels, settings.worker_count),
+            x=_image_files([entries[i] for i in idx], settings.max_side, channels, settings.worker_count),
             groups=np.array([str(entries[i].group) for i in idx], dtype=object) if has_groups else None,
             native_sizes=records["native"].astype(np.int64),
             modes=_mode_names(records["mode"]),

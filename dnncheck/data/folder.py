@@ -26,7 +26,7 @@ def _subdirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _walk_files(top: Path, root: Path) -> list[Path]:
+def _walk_files(top: Path, root: Path) -> list[str]:
     """Files under `top`, sorted as torchvision's make_dataset sorts them (by folder, then name).
 
     Symbolic links to folders are followed only when they lead outside `root`'s real tree and to a
@@ -50,7 +50,8 @@ def _walk_files(top: Path, root: Path) -> list[Path]:
             keep.append(name)
         dirs[:] = keep
         found.append((current, files))
-    return [Path(current, name) for current, files in sorted(found) for name in sorted(files)]
+    # paths as text: a Path per file (and pathlib's interning of every name) was 0.16 KB a file
+    return [os.path.join(current, name) for current, files in sorted(found) for name in sorted(files)]
 
 
 def load_folder(root: Path, settings, progress=None) -> Dataset:
@@ -76,7 +77,7 @@ def load_folder(root: Path, settings, progress=None) -> Dataset:
     ignored: list[str] = []
 
     def is_image_file(path: str) -> bool:
-        name = Path(path).name
+        name = os.path.basename(path)
         if name.startswith("."):
             return False
         if has_file_allowed_extension(path, extensions):
@@ -85,12 +86,13 @@ def load_folder(root: Path, settings, progress=None) -> Dataset:
         return False
 
     entries = []
+    prefix = os.path.join(str(root), "")
     for split, directory in layout.items():
         for class_dir in _subdirs(directory):
             for path in _walk_files(class_dir, root):
-                if is_image_file(str(path)):
-                    entries.append(FileEntry(path.relative_to(root).as_posix(), str(path), class_to_idx[class_dir.name],
-                                             split))
+                if is_image_file(path):
+                    sample_id = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)
+                    entries.append(FileEntry(sample_id.replace(os.sep, "/"), path, class_to_idx[class_dir.name], split))
     if not entries:
         raise UserError(f"{root}: the class folders hold no image files ({', '.join(extensions)}); "
                         "check the folder is the dataset's root")

@@ -155,7 +155,7 @@ class RecordStore:
 
     def records(self) -> "StoredRecords":
         self.flush()
-        return StoredRecords(self.light, self, np.arange(len(self.light), dtype=np.int64))
+        return StoredRecords(self.light, self.columns, np.arange(len(self.light), dtype=np.int64))
 
 
 class StoredRecords:
@@ -164,8 +164,11 @@ class StoredRecords:
 
     dtype = RECORD_DTYPE
 
-    def __init__(self, light: np.ndarray, store: RecordStore, rows: np.ndarray):
-        self.light, self.store, self.rows = light, store, rows
+    def __init__(self, light: np.ndarray, columns: dict, rows: np.ndarray):
+        """columns: the store's heavy columns, not the store itself: a split's records then keep only
+        their own light fields, not every record's (which held 211 MB of a million images' light
+        fields alive beside the splits' copies)."""
+        self.light, self.columns, self.rows = light, columns, rows
 
     def __len__(self) -> int:
         return len(self.light)
@@ -177,16 +180,16 @@ class StoredRecords:
     def __getitem__(self, key):
         if isinstance(key, str):
             if key in HEAVY_FIELDS:
-                return self.store.columns[key].read(self.rows)
+                return self.columns[key].read(self.rows)
             return self.light[key]
         if isinstance(key, (int, np.integer)):  # one whole record, read in
             return self[np.array([key])].materialize()[0]
-        return StoredRecords(self.light[key], self.store, self.rows[key])
+        return StoredRecords(self.light[key], self.columns, self.rows[key])
 
     def gather(self, field: str, index) -> np.ndarray:
         """records[field][index] without reading the field's other rows."""
         if field in HEAVY_FIELDS:
-            return self.store.columns[field].read(self.rows[np.asarray(index, dtype=np.int64)])
+            return self.columns[field].read(self.rows[np.asarray(index, dtype=np.int64)])
         return self.light[field][index]
 
     def chunks(self, field: str, size: int = CHUNK_ROWS):
