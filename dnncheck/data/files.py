@@ -37,7 +37,8 @@ class ImageFiles:
         """paths: the files' paths, relative to `root` when one is given (a folder's files are named by
         their sample ids: the ids' own strings serve, not a second, absolute copy of each: 0.1 KB a
         file)."""
-        self.paths, self.max_side, self.channels, self.workers, self.root = list(paths), max_side, channels, workers, root
+        self.paths, self.root = list(paths), root
+        self.max_side, self.channels, self.workers = max_side, channels, workers
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -68,7 +69,8 @@ class ImageFiles:
     def concat(parts: list["ImageFiles"], channels: int) -> "ImageFiles":
         first = parts[0]
         if all(part.root == first.root for part in parts):
-            return ImageFiles([p for part in parts for p in part.paths], first.max_side, channels, first.workers, first.root)
+            return ImageFiles([p for part in parts for p in part.paths], first.max_side, channels, first.workers,
+                              first.root)
         return ImageFiles([part.path(i) for part in parts for i in range(len(part))], first.max_side, channels,
                           first.workers)
 
