@@ -507,3 +507,63 @@ def test_flat_scenes_of_one_layout_are_not_crops_of_each_other_and_a_crop_is(tmp
     monkeypatch.setattr(similarity, "LOCAL_CHROMA_COSINE", -1.0)
     without = geometric(run_one(SplitLeakage(), source=str(tmp_path), image_size=(32, 32), cache=False))
     assert frozenset(("train/c0/0.png", "val/c0/0.png")) in without and len(without) >= 3, without
+
+
+def test_one_shape_fitted_onto_another_is_no_crop_unless_what_lies_beside_it_agrees():
+    """ORB's keypoints sit on a flat shape's outline, and one ellipse fits another of like proportions:
+    the photometric gate moves the grey copy by the fitted transform and compares what lies beside
+    the shape. A real crop agrees there; a scene with that ellipse in the same place and other shapes
+    beside it does not; with nothing beside the ellipse on either side nothing can disagree."""
+    from PIL import Image
+
+    import dnncheck.similarity as similarity
+    from dnncheck.data.records import image_record
+
+    low, high, ellipse = (200, 60, 40), (40, 90, 210), ("ellipse", [40, 30, 70, 50], (250, 240, 90))
+    scene = _ramp_scene(0.7, low, high, [ellipse, ("rect", [80, 12, 110, 40], (20, 160, 60)),
+                                         ("rect", [20, 58, 50, 80], (120, 30, 150))])
+    crop = np.asarray(Image.fromarray(scene[12:84, 16:112]).resize((128, 96), Image.BILINEAR))
+    # the crop's frame: x' = (x - 16) * 4/3, y' = (y - 12) * 4/3
+    model = np.array([[4 / 3, 0, -16 * 4 / 3], [0, 4 / 3, -12 * 4 / 3]])
+    moved = ("ellipse", [(40 - 16) * 4 / 3, (30 - 12) * 4 / 3, (70 - 16) * 4 / 3, (50 - 12) * 4 / 3], ellipse[2])
+    other = _ramp_scene(0.7, low, high, [moved, ("rect", [8, 60, 40, 90], (30, 30, 200)),
+                                         ("ellipse", [95, 5, 125, 30], (240, 120, 200))])
+    alone = _ramp_scene(0.7, low, high, [moved])
+    scene_alone = _ramp_scene(0.7, low, high, [ellipse])
+    records = np.concatenate([image_record(v) for v in (scene, crop, other, alone, scene_alone)])
+    fields = similarity._FitFields(records, np.arange(len(records)))
+    angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    outline = np.stack([(55 - 16 + 15 * np.cos(angles)) * 4 / 3, (40 - 12 + 10 * np.sin(angles)) * 4 / 3], 1)
+
+    def agrees(a, b):
+        return similarity._shapes_agree_beside(fields, a, b, 0, model, outline.astype(np.float32))
+
+    assert agrees(0, 1)  # the crop
+    assert not agrees(0, 2)  # the same ellipse in the same place, other shapes beside it
+    assert agrees(4, 3)  # one ellipse on a plain gradient each: nothing beside it to disagree
+
+
+def test_scenes_alike_but_for_their_shapes_colours_are_not_near_copies(tmp_path):
+    """Two small saturated shapes on one strongly coloured gradient, their hues turned (the same grey
+    image): the whole grids' colours still meet at a cosine of 0.95-0.99 (the gradient is most of them),
+    what is left beside the gradient points elsewhere. Their copies are still found."""
+    from plant import transform
+
+    rng = np.random.default_rng(11)
+    train, twins, copies = [], [], []
+    for k in range(8):
+        low, high = rng.permutation([10, 80, 200]), rng.permutation([60, 150, 250])
+        angle = rng.uniform(0, 2 * np.pi)
+        x, y = int(rng.integers(5, 30)), int(rng.integers(5, 20))
+        boxes = [[x, y, x + 11, y + 11], [x + 60, y + 35, x + 71, y + 46]]
+        colours = [rng.permutation([0, 120, 250]) for _ in boxes]
+        train.append(_ramp_scene(angle, low, high, [("rect", b, c) for b, c in zip(boxes, colours)]))
+        twins.append(_ramp_scene(angle, low, high, [("rect", b, _turned(c)) for b, c in zip(boxes, colours)]))
+        copies.append(transform(train[-1], ("bright20", "jpeg75", "contrast", "noise8")[k % 4], rng))
+    path = tmp_path / "hues.npz"
+    other = _ramp_scene(1.0, (200, 30, 30), (30, 30, 200), [("ellipse", [40, 30, 80, 60], (250, 250, 250))])
+    np.savez(path, x_train=np.stack(train), y_train=np.arange(8) % 2, x_val=np.stack(twins + copies),
+             y_val=np.arange(16) % 2, x_test=other[None], y_test=np.zeros(1, int))
+    result = run_one(SplitLeakage(), source=str(path))
+    near = [p for f in result.findings for p in f.evidence.get("pairs", []) if p.get("kind") == "near"]
+    assert {(p["a"], p["b"]) for p in near} == {(f"train:{k}", f"val:{8 + k}") for k in range(8)}, messages(result)
