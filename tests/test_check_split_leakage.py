@@ -567,3 +567,19 @@ def test_scenes_alike_but_for_their_shapes_colours_are_not_near_copies(tmp_path)
     result = run_one(SplitLeakage(), source=str(path))
     near = [p for f in result.findings for p in f.evidence.get("pairs", []) if p.get("kind") == "near"]
     assert {(p["a"], p["b"]) for p in near} == {(f"train:{k}", f"val:{8 + k}") for k in range(8)}, messages(result)
+
+
+def test_keypoints_that_match_no_other_image_give_no_pairs_and_no_error():
+    """A collection where one image has a keypoint and the rest none (flat scenes): every match is the
+    image's own, none is left to vote (this raised an IndexError and split-leakage became an error)."""
+    from PIL import Image
+
+    from dnncheck.data.records import image_record
+    from dnncheck.similarity import geometric_pairs
+    from plant import photo_sibling, smooth_scene
+
+    rng = np.random.default_rng(0)
+    scene = Image.fromarray(smooth_scene(rng))
+    records = np.concatenate([image_record(np.asarray(photo_sibling(scene, rng))) for _ in range(2)])
+    assert records["kp_count"][:, 0].tolist() == [1, 0]
+    assert geometric_pairs(records, 10) == ([], {})
