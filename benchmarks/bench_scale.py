@@ -12,8 +12,11 @@ temp folder) and reused.
 With --only leakage: split-leakage alone, cold then warm, and (siblings) the share of leaked val
 photos (a variant of a photo that also has one in train) named in its findings; --kind unique makes
 distinct smooth scenes instead (plant.smooth_scene) and says how many near pairs were reported.
+With --peers PYTHON (an interpreter where fastdup and cleanvision are installed: a separate virtual
+environment, so that their pinned dependencies never touch dnncheck's; neither is a dependency), the
+input-fidelity runs are followed by fastdup and cleanvision on the same folder, measured the same way.
 Run: make bench-scale  (or python benchmarks/bench_scale.py --sizes 2000,10000 [--only full|fidelity|leakage|data]
-[--kind siblings|unique])
+[--kind siblings|unique] [--peers /path/to/venv/bin/python])
 """
 
 from __future__ import annotations
@@ -193,6 +196,8 @@ def main() -> None:
     parser.add_argument("--kind", choices=("siblings", "unique"), default="siblings",
                         help="siblings: variants of the ant/bee photos split at random; unique: distinct smooth scenes")
     parser.add_argument("--work", default="", help="where generated folders are kept (default: a temp folder)")
+    parser.add_argument("--peers", default="", help="a Python with fastdup and cleanvision installed: measure them "
+                                                    "on the same folder after input-fidelity")
     args = parser.parse_args()
     if not HYMENOPTERA.exists():
         sys.exit(f"{HYMENOPTERA} is absent: this benchmark needs the shared real data beside the project")
@@ -232,6 +237,21 @@ def main() -> None:
                 warm = measure(fidelity, Path(cache))
                 report(n, "input-fidelity, warm", *warm, out)
                 print(f"N={n:>7} warm/cold wall ratio {warm[1] / cold[1]:.2f} (target <= 0.33)", flush=True)
+            if args.peers:
+                measure_peers(Path(args.peers), root, n, cold)
+
+
+PEERS = Path(__file__).parent / "peers"
+
+
+def measure_peers(python: Path, root: Path, n: int, ours: tuple[int, float, int]) -> None:
+    """fastdup and cleanvision on `root` under `python`, beside dnncheck's cold input-fidelity run."""
+    for name in ("fastdup", "cleanvision"):
+        with tempfile.TemporaryDirectory() as scratch:
+            code, wall, peak = measure([str(python), str(PEERS / f"{name}_run.py"), str(root)], Path(scratch))
+        report(n, f"{name} (peer)", code, wall, peak)
+        print(f"N={n:>7} dnncheck input-fidelity cold / {name}: wall {ours[1] / wall:.2f}, peak {ours[2] / max(1, peak):.2f}",
+              flush=True)
 
 
 if __name__ == "__main__":
