@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import platform
+import sys
 
 import numpy as np
 
@@ -105,12 +106,24 @@ class Context:
         return bool(self.cfg.weights)
 
     # -- set-up that may refuse to start (exit 2) -------------------------------------------
-    def prepare(self) -> None:
-        from dnncheck.probes.train import request_determinism
+    def prepare(self, uses_model: bool = True) -> None:
+        """`uses_model` False (the selected checks read the data only): the model is not built nor the
+        training recipe validated, so such an audit does not import torch (its import alone is about
+        480 MB resident); a loss or a normalisation the user set is still validated (and refused)."""
+        if uses_model:
+            from dnncheck.probes.train import request_determinism
 
-        request_determinism()  # before anything touches CUDA
+            request_determinism()  # before anything touches CUDA
         _release_loading_memory(self.dataset)  # reads the data now
         self._note_sampling()
+        if not uses_model:
+            self.model_info = {"spec": self.model_spec, "built": False}
+            # what the user set is still refused now when it is bad, whatever the selection
+            if self.cfg.loss is not None:
+                self.custom_loss  # noqa: B018
+            if isinstance(self.cfg.normalize, dict):
+                self._check_normalize_setting()
+            return
         self.device  # noqa: B018
         model = self.user_model()  # build and load weights now so errors surface before checks
         self.model_info = {"spec": self.model_spec, **self._param_counts(model)}
@@ -479,9 +492,11 @@ class Context:
                 continue
             for name, params in wanted.items():
                 requests.setdefault(name, (params, []))[1].append(check.id)
-        cost = self._model_cost() if requests else None
-        self.probe_runner.plan_probes(requests, self._calibration, cost, "cuda" if self.device.startswith("cuda")
-                                      else "cpu", self.cheaper_settings())
+        if not requests:  # nothing trains: no device to ask torch about (nor torch to import)
+            self.probe_runner.plan_probes(requests, self._calibration, None, "cpu", [])
+            return
+        self.probe_runner.plan_probes(requests, self._calibration, self._model_cost(),
+                                      "cuda" if self.device.startswith("cuda") else "cpu", self.cheaper_settings())
 
     def cheaper_settings(self) -> list[str]:
         """Settings that make the probes cheaper, for the budget advice: the device, the pixels (a
@@ -521,10 +536,17 @@ class Context:
         return {**self.probe_runner.record(), "training": self.training_recipe()}
 
     def training_recipe(self) -> dict:
-        """The user's optimizer, learning rate and schedule as the probes apply them."""
+        """The user's optimizer, learning rate and schedule as the probes apply them (as configured
+        when no probe runs: naming them as torch.optim spells them would import torch for nothing)."""
+        c = self.cfg
+        if not self.probe_runner.record().get("probes"):
+            def written(spec, args):
+                return spec + (f"({', '.join(f'{k}={v!r}' for k, v in args.items())})" if args else "")
+
+            return {"optimizer": written(c.optimizer, c.optimizer_args), "lr": c.lr, "batch_size": c.batch_size,
+                    "schedule": written(c.scheduler, c.scheduler_args) if c.scheduler else None}
         from dnncheck.probes.optim import describe_optimizer, describe_schedule
 
-        c = self.cfg
         return {"optimizer": describe_optimizer(c.optimizer, c.optimizer_args), "lr": c.lr,
                 "batch_size": c.batch_size, "schedule": describe_schedule(c.scheduler, c.scheduler_args)}
 
@@ -674,15 +696,23 @@ class Context:
         return self._memo(("artifact", key), compute)
 
     def environment(self) -> dict:
+        if "torch" not in sys.modules:  # an audit of data-only checks: nothing ran on a device
+            from importlib.metadata import version
+
+            device = self.cfg.device if self.cfg.device != "auto" else "cpu"
+            return {"python": platform.python_version(), "torch": version("torch"), "device": device,
+                    "platform": platform.platform(terse=True), **self._data_pass()}
         import torch
 
         env = {"python": platform.python_version(), "torch": torch.__version__, "device": self.device,
-               "platform": platform.platform(terse=True)}
+               "platform": platform.platform(terse=True), **self._data_pass()}
         if self.device.startswith("cuda"):
             env["gpu"] = torch.cuda.get_device_name(torch.device(self.device))
-        if self.dataset.scan:  # how this run read the files (differs between a cold and a cached run)
-            env["data_pass"] = dict(self.dataset.scan)
         return env
+
+    def _data_pass(self) -> dict:
+        """How this run read the files (differs between a cold and a cached run)."""
+        return {"data_pass": dict(self.dataset.scan)} if self.dataset.scan else {}
 
 
 LARGE_RECORDS_BYTES = 64 * 2**20  # records of about 7,000 images: below, the 85 ms a release costs buys little

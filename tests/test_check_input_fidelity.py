@@ -106,3 +106,32 @@ def test_hymenoptera_with_four_planted_defects(tmp_path):
     check = json.loads(out.read_text())["checks"][0]
     named = {s for f in check["findings"] for s in f["samples"]}
     assert {"train/ants/truncated.jpg", "train/ants/empty.jpg", "train/ants/notes.jpg", "train/ants/black.png"} <= named
+
+
+def test_a_folders_input_fidelity_audit_never_imports_torch(tmp_path):
+    """torch's import alone is about 480 MB resident: an audit of data-only checks does without it
+    (the model is not built, files are resized in the workers, the environment names torch's version
+    from its metadata). torchvision's image extensions are written out for the same reason: they agree."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    from dnncheck.data.folder import TORCHVISION_EXTENSIONS
+
+    assert TORCHVISION_EXTENSIONS == tuple(IMG_EXTENSIONS)
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        (tmp_path / "data" / f"c{k % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "data" / f"c{k % 2}" / f"{k}.png")
+    code = ("import sys, json\n"
+            "from dnncheck.api import audit\n"
+            f"result = audit({str(tmp_path / 'data')!r}, select=['input-fidelity'])\n"
+            "print(json.dumps({'torch': 'torch' in sys.modules, 'status': result.checks[0].status.value}))\n")
+    env = {**os.environ, "DNNCHECK_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    said = json.loads(out.stdout.strip().splitlines()[-1])
+    assert said["torch"] is False and said["status"] in ("pass", "warn"), said

@@ -103,6 +103,9 @@ class Check:
     item: ClassVar[int | None] = None
     title: ClassVar[str] = ""
     needs: ClassVar[str] = "data"  # what it needs, for `dnncheck checks`
+    # False for a check that reads the data only: an audit of such checks alone neither builds the
+    # model nor imports torch (Context.prepare)
+    uses_model: ClassVar[bool] = True
     # name -> (default, what it means)
     thresholds: ClassVar[dict[str, tuple[Any, str]]] = {}
 

@@ -63,6 +63,7 @@ class InputFidelity(Check):
     item = 1
     title = "Input fidelity"
     needs = "data"
+    uses_model = False
     thresholds = {
         "low_information_ratio": (0.05, "near-constant: an image's std below this times the dataset's median std"),
         "aspect_outlier_factor": (2.5, "aspect ratio off the median by more than this factor is an outlier"),
@@ -335,12 +336,10 @@ def _knn_score(x, y, size, seed) -> float:
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
 
-    from dnncheck.probes.inputs import raw_tensor
-
     folds = min(3, int(np.bincount(y).min()))
     if folds < 2:
         return float("nan")
-    feats = raw_tensor(x, size).reshape(len(y), -1).numpy()
+    feats = _pixels_at(x, size).reshape(len(y), -1)
     feats -= feats.mean(axis=1, keepdims=True)  # in place: at 128x128 the features are 196 KB a sample
     feats /= np.linalg.norm(feats, axis=1, keepdims=True) + 1e-8
     distances = _unit_distances(feats)
@@ -348,6 +347,16 @@ def _knn_score(x, y, size, seed) -> float:
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
     knn = KNeighborsClassifier(5, metric="precomputed")
     return float(cross_val_score(knn, distances, y, cv=cv, scoring="balanced_accuracy").mean())
+
+
+def _pixels_at(x, size) -> np.ndarray:
+    """N,C,H,W float32 pixels resized to `size`: image files in the data pass's workers, without torch
+    (a folder's input-fidelity audit then never imports it), in-memory images as the probes resize them."""
+    if hasattr(x, "resized_array"):
+        return x.resized_array(size)
+    from dnncheck.probes.inputs import raw_tensor
+
+    return raw_tensor(x, size).numpy()
 
 
 def _unit_distances(feats: np.ndarray) -> np.ndarray:
@@ -361,14 +370,15 @@ def _montage(ctx) -> ImageGrid:
     """A few training samples per class at the model's input size, before normalisation: integer
     images as they are (0..255 for uint8), float images rescaled per image for display. (Normalised
     values rescaled per image distorted colours, and needed the normaliser fitted on the whole view.)"""
-    from dnncheck.probes.inputs import integer_scale
+    from dnncheck.data.dataset import integer_scale
 
     ds = ctx.dataset
     train = ctx.view("train")
     picks = []
     for c in range(min(ds.num_classes, MONTAGE_CLASSES)):
         picks += list(np.flatnonzero(train.y == c)[:MONTAGE_PER_CLASS])
-    images = ctx.raw_inputs_of("train", picks).permute(0, 2, 3, 1).numpy() if picks else np.zeros((0, 1, 1, 1))
+    images = _pixels_at(train.take(np.array(picks)).x, ds.image_size).transpose(0, 2, 3, 1) if picks \
+        else np.zeros((0, 1, 1, 1))
     images = np.nan_to_num(images, nan=0.0, posinf=0.0, neginf=0.0)  # NaN/Inf are reported, shown as 0
     scale = integer_scale(ds.splits["train"].x)
     if scale:

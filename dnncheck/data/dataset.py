@@ -214,3 +214,11 @@ def to_hwc(array: np.ndarray, where: str) -> np.ndarray:
             return np.ascontiguousarray(array.transpose(0, 2, 3, 1))
         return array
     raise UserError(f"{where}: images must be N,H,W or N,H,W,C (uint8) or N,C,H,W (float); got shape {array.shape}")
+
+
+def integer_scale(x) -> float | None:
+    """The divisor that maps integer images to [0, 1] (255 for uint8), None for float data."""
+    dtype = x.dtype if hasattr(x, "dtype") else (x[0].dtype if len(x) else np.float32)
+    if np.issubdtype(dtype, np.integer):
+        return float(np.iinfo(dtype).max)
+    return None

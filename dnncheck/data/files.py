@@ -75,10 +75,16 @@ class ImageFiles:
                           first.workers)
 
     def resized(self, size: tuple[int, int], progress=None):
-        from dnncheck.data.scan import load_resized
+        import torch
 
-        return load_resized([self.path(i) for i in range(len(self))], self.max_side, self.channels, size,
-                            self.workers, progress)
+        return torch.from_numpy(self.resized_array(size, progress))
+
+    def resized_array(self, size: tuple[int, int], progress=None) -> np.ndarray:
+        """N,C,H,W float32 numpy array of the files resized to `size` (no torch import)."""
+        from dnncheck.data.scan import load_resized_array
+
+        return load_resized_array([self.path(i) for i in range(len(self))], self.max_side, self.channels, size,
+                                  self.workers, progress)
 
 
 def _image_files(entries: list[FileEntry], max_side: int, channels: int, workers: int) -> ImageFiles:

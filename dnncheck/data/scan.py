@@ -365,8 +365,14 @@ def load_resized(paths: list[str], max_side: int, channels: int, size: tuple[int
     """N,C,H,W float32 tensor of the files decoded and resized to the model's input size."""
     import torch
 
+    return torch.from_numpy(load_resized_array(paths, max_side, channels, size, workers, progress))
+
+
+def load_resized_array(paths: list[str], max_side: int, channels: int, size: tuple[int, int], workers: int,
+                       progress=None) -> np.ndarray:
+    """load_resized as a numpy array, for callers that never need torch (input-fidelity)."""
     if not paths:
-        return torch.empty((0, channels, *size))
+        return np.empty((0, channels, *size), dtype=np.float32)
     task = progress.task("loading samples", total=len(paths), unit="images") if progress and len(paths) >= INLINE_BELOW else None
     out = np.empty((len(paths), channels, *size), dtype=np.float32)  # filled chunk by chunk: no second copy
     start = 0
@@ -376,7 +382,7 @@ def load_resized(paths: list[str], max_side: int, channels: int, size: tuple[int
         start += len(part)
     if task:
         task.close()
-    return torch.from_numpy(out)
+    return out
 
 
 assert RECORD_DTYPE.itemsize < 10240  # a record stays a few KB (README: bytes per record)

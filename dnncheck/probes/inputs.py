@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dnncheck.data.dataset import integer_scale  # noqa: F401 - re-exported: the probes' callers import it here
+
 from dnncheck.errors import UserError
 
 
@@ -70,14 +72,6 @@ def resize_batch(batch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     for chunk in torch.split(batch, 2048):  # bounded temporary memory
         out.append(F.interpolate(chunk, size=size, mode="bilinear", antialias=True, align_corners=False))
     return torch.cat(out)
-
-
-def integer_scale(x) -> float | None:
-    """The divisor that maps integer images to [0, 1] (255 for uint8), None for float data."""
-    dtype = x.dtype if hasattr(x, "dtype") else (x[0].dtype if len(x) else np.float32)
-    if np.issubdtype(dtype, np.integer):
-        return float(np.iinfo(dtype).max)
-    return None
 
 
 @dataclass(frozen=True)
