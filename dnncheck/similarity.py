@@ -212,16 +212,17 @@ class Variants:
 
 
 def neighbour_pairs(variants: Variants, index_rows: tuple[int, int], query_rows: tuple[int, int], keep: float,
-                    neighbours: int = 10, same: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(query, match, cosine) for each query's best `neighbours` matches with cosine >= keep; query and
-    match relative to the first row of query_rows and of index_rows.
+                    neighbours: int = 10, same: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(query, match) int32 for each query's best `neighbours` matches with cosine >= keep; query and
+    match relative to the first row of query_rows and of index_rows (int32 and no cosines: at a million
+    images a search returns millions of pairs, and the caller only keeps their keys).
 
     Variant 0 of samples index_rows (lo, hi) is indexed; every variant s of each sample q in query_rows
     searches on q's behalf (its best cosine counts). same: the queries are the indexed samples themselves
     (a sample is not its own match). faiss does the search: an exact inner-product index for small sets,
     an inverted file (k-means cells, IVF_PROBES probed) above, with compressed codes above PQ_FROM.
     """
-    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+    empty = (np.zeros(0, np.int32), np.zeros(0, np.int32))
     (ilo, ihi), (slo, shi) = (int(v) for v in index_rows), (int(v) for v in query_rows)
     n, queries = ihi - ilo, shi - slo
     if n <= 0 or queries <= 0 or (same and n < 2):
@@ -244,7 +245,8 @@ def neighbour_pairs(variants: Variants, index_rows: tuple[int, int], query_rows:
         if rescore and len(q):  # exact cosines, each variant's best, from the stored descriptors
             q, j, sim = _exact_cosines(variants, block, q, j, ilo, keep)
         if len(q):
-            out.append(_best_per_query(q + (first - slo), j, sim, neighbours))
+            q, j, _ = _best_per_query(q + (first - slo), j, sim, neighbours)
+            out.append((q.astype(np.int32), j.astype(np.int32)))
     if not out:
         return empty
     return tuple(np.concatenate(parts) for parts in zip(*out))
@@ -486,13 +488,26 @@ def block_candidates(variants: "Variants", starts: np.ndarray, keep: float) -> t
             searches = [(lo, hi, qlo, qhi, NEIGHBOURS_WITHIN if a == b else NEIGHBOURS_ACROSS)]
             searches += [(qlo, qhi, lo, hi, NEIGHBOURS_REVERSE)] if a != b else []
             for ilo, ihi, slo, shi, k in searches:
-                q, j, _ = neighbour_pairs(variants, (ilo, ihi), (slo, shi), keep, k, same=(a == b))
-                gi, gj = q + slo, j + ilo
+                q, j = neighbour_pairs(variants, (ilo, ihi), (slo, shi), keep, k, same=(a == b))
+                gi, gj = q.astype(np.int64) + slo, j.astype(np.int64) + ilo
                 found = np.minimum(gi, gj) * total + np.maximum(gi, gj)
                 del q, j, gi, gj
                 keys = np.union1d(keys, found)
     index = np.int32 if total < 2**31 else np.int64  # half the memory of the pairs to verify
-    return (keys // total).astype(index), (keys % total).astype(index)
+    pairs = (keys // total).astype(index), (keys % total).astype(index)
+    del keys
+    if total >= LARGE_SEARCH:  # the searches' and merges' arrays: freed, but kept by the C heap
+        _give_back_freed_memory()
+    return pairs
+
+
+LARGE_SEARCH = 100_000  # samples from which handing freed memory back (85 ms) is worth it
+
+
+def _give_back_freed_memory() -> None:
+    from dnncheck.runner import release_freed_memory
+
+    release_freed_memory()
 
 
 # -- photos: local features and geometric verification ---------------------------------------------
