@@ -1021,14 +1021,20 @@ def colours_agree(records: "np.ndarray | JoinedRecords", i: np.ndarray, j: np.nd
     brightened or with its contrast changed keeps its colours' directions; two scenes with the same
     gradient and different hues do not. A copy with its channels swapped (BGR) fails this gate: for
     photos the keypoint search (kind geometric), which works in grey, still finds it."""
-    if not len(i):
-        return np.zeros(0, dtype=bool)
-    a = gather(records, "chroma", i).astype(np.float64)
-    b = gather(records, "chroma", j).astype(np.float64)
-    agree = _chroma_match(a.reshape(len(i), -1), b.reshape(len(j), -1), CHROMA_COSINE)
-    left_a, left_b = _without_gradients(a), _without_gradients(b)
-    traced = np.minimum(_rms(left_a), _rms(left_b)) >= CHROMA_TRACE
-    return agree & (~traced | (_cosines(left_a, left_b) >= CHROMA_STRUCTURE_COSINE))
+    out = np.zeros(len(i), dtype=bool)
+    # a batch of pairs at a time: all at once, the 16x16 grids of the pairs a million scenes' near
+    # search passed (as float64, with their gradients removed) peaked at 3.55 GiB
+    for s in range(0, len(i), COLOUR_BATCH):
+        a = gather(records, "chroma", i[s:s + COLOUR_BATCH]).astype(np.float32)
+        b = gather(records, "chroma", j[s:s + COLOUR_BATCH]).astype(np.float32)
+        agree = _chroma_match(a.reshape(len(a), -1), b.reshape(len(b), -1), CHROMA_COSINE)
+        left_a, left_b = _without_gradients(a), _without_gradients(b)
+        traced = np.minimum(_rms(left_a), _rms(left_b)) >= CHROMA_TRACE
+        out[s:s + COLOUR_BATCH] = agree & (~traced | (_cosines(left_a, left_b) >= CHROMA_STRUCTURE_COSINE))
+    return out
+
+
+COLOUR_BATCH = 4096  # pairs whose colour grids are compared at a time (about 100 MB of work arrays)
 
 
 def _rms(rows: np.ndarray) -> np.ndarray:
