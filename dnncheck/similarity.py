@@ -492,7 +492,7 @@ def block_candidates(variants: "Variants", starts: np.ndarray, keep: float) -> t
                 gi, gj = q.astype(np.int64) + slo, j.astype(np.int64) + ilo
                 found = np.minimum(gi, gj) * total + np.maximum(gi, gj)
                 del q, j, gi, gj
-                keys = np.union1d(keys, found)
+                keys = _merged(keys, found)
     index = np.int32 if total < 2**31 else np.int64  # half the memory of the pairs to verify
     pairs = (keys // total).astype(index), (keys % total).astype(index)
     del keys
@@ -502,6 +502,17 @@ def block_candidates(variants: "Variants", starts: np.ndarray, keep: float) -> t
 
 
 LARGE_SEARCH = 100_000  # samples from which handing freed memory back (85 ms) is worth it
+
+
+def _merged(keys: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """The sorted, distinct union of `keys` (sorted, distinct) and `found`: only the keys not yet
+    known are inserted, each where it belongs. np.union1d concatenates, copies and sorts both, four
+    arrays the size of all the keys at its peak (14 M keys at a million images: 0.45 GB)."""
+    found = np.unique(found)
+    at = np.searchsorted(keys, found)
+    known = at < len(keys)
+    known[known] = keys[at[known]] == found[known]
+    return np.insert(keys, at[~known], found[~known])
 
 
 def _give_back_freed_memory() -> None:
