@@ -266,8 +266,8 @@ def measure_peers(python: Path, root: Path, n: int, ours: tuple[int, float, int]
                   flush=True)
             continue
         report(n, f"{name} (peer)", code, wall, peak)
-        print(f"N={n:>7} dnncheck input-fidelity cold / {name}: wall {ours[1] / wall:.2f}, peak {ours[2] / max(1, peak):.2f}",
-              flush=True)
+        print(f"N={n:>7} dnncheck input-fidelity cold / {name}: wall {ours[1] / wall:.2f}, "
+              f"peak {ours[2] / max(1, peak):.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -124,8 +124,9 @@ def test_a_folders_input_fidelity_audit_never_imports_torch(tmp_path):
     assert TORCHVISION_EXTENSIONS == tuple(IMG_EXTENSIONS)
     rng = np.random.default_rng(0)
     for k in range(12):
-        (tmp_path / "data" / f"c{k % 2}").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / "data" / f"c{k % 2}" / f"{k}.png")
+        folder = tmp_path / "data" / f"c{k % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / f"{k}.png")
     code = ("import sys, json\n"
             "from dnncheck.api import audit\n"
             f"result = audit({str(tmp_path / 'data')!r}, select=['input-fidelity'])\n"
