@@ -291,7 +291,7 @@ class Context:
         stored, so that building the model never fits the normaliser on a whole view."""
         if self._has("normalizer"):
             return self.inputs_of("train", range(2))
-        from dnncheck.probes.inputs import integer_scale
+        from dnncheck.data.dataset import integer_scale
 
         raw = self.raw_inputs_of("train", range(2))
         scale = integer_scale(self.dataset.splits["train"].x) if self.dataset.is_image else None
@@ -352,7 +352,8 @@ class Context:
 
     @memoized
     def normalizer(self):
-        from dnncheck.probes.inputs import fit_normalizer, integer_scale
+        from dnncheck.data.dataset import integer_scale
+        from dnncheck.probes.inputs import fit_normalizer
 
         ds = self.dataset
         scale = integer_scale(ds.splits["train"].x) if ds.is_image else None

@@ -83,7 +83,7 @@ def _backbone(name: str, slug: str, ctx):
     import torch.nn.functional as F
     import torchvision
 
-    from dnncheck.probes.inputs import integer_scale
+    from dnncheck.data.dataset import integer_scale
 
     weights = cached_weights(name, slug)
     model = torchvision.models.get_model(name, weights=weights)

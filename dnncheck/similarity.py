@@ -497,7 +497,9 @@ def block_candidates(variants: "Variants", starts: np.ndarray, keep: float) -> t
     pairs = (keys // total).astype(index), (keys % total).astype(index)
     del keys
     if total >= LARGE_SEARCH:  # the searches' and merges' arrays: freed, but kept by the C heap
-        _give_back_freed_memory()
+        from dnncheck.runner import release_freed_memory
+
+        release_freed_memory()
     return pairs
 
 
@@ -513,12 +515,6 @@ def _merged(keys: np.ndarray, found: np.ndarray) -> np.ndarray:
     known = at < len(keys)
     known[known] = keys[at[known]] == found[known]
     return np.insert(keys, at[~known], found[~known])
-
-
-def _give_back_freed_memory() -> None:
-    from dnncheck.runner import release_freed_memory
-
-    release_freed_memory()
 
 
 # -- photos: local features and geometric verification ---------------------------------------------

@@ -399,8 +399,9 @@ def _montage(ctx) -> ImageGrid:
     picks = []
     for c in range(min(ds.num_classes, MONTAGE_CLASSES)):
         picks += list(np.flatnonzero(train.y == c)[:MONTAGE_PER_CLASS])
-    images = _pixels_at(train.take(np.array(picks)).x, ds.image_size).transpose(0, 2, 3, 1) if picks \
-        else np.zeros((0, 1, 1, 1))
+    images = np.zeros((0, 1, 1, 1))
+    if picks:
+        images = _pixels_at(train.take(np.array(picks)).x, ds.image_size).transpose(0, 2, 3, 1)
     images = np.nan_to_num(images, nan=0.0, posinf=0.0, neginf=0.0)  # NaN/Inf are reported, shown as 0
     scale = integer_scale(ds.splits["train"].x)
     if scale:

@@ -135,7 +135,7 @@ class NormalizationMeasurement:
 
 
 def _probe_curves(ctx) -> ProbeCurves:
-    from dnncheck.probes.inputs import integer_scale
+    from dnncheck.data.dataset import integer_scale
 
     ds = ctx.dataset
     fed_mode = ctx.normalizer.mode

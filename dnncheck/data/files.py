@@ -81,9 +81,9 @@ class ImageFiles:
 
     def resized_array(self, size: tuple[int, int], progress=None) -> np.ndarray:
         """N,C,H,W float32 numpy array of the files resized to `size` (no torch import)."""
-        from dnncheck.data.scan import load_resized_array
+        from dnncheck.data.scan import load_resized
 
-        return load_resized_array([self.path(i) for i in range(len(self))], self.max_side, self.channels, size,
+        return load_resized([self.path(i) for i in range(len(self))], self.max_side, self.channels, size,
                                   self.workers, progress)
 
 

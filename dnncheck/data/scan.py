@@ -361,16 +361,9 @@ def records_of_arrays(x, workers: int, on_done=None) -> np.ndarray:
 
 
 def load_resized(paths: list[str], max_side: int, channels: int, size: tuple[int, int], workers: int,
-                 progress=None):
-    """N,C,H,W float32 tensor of the files decoded and resized to the model's input size."""
-    import torch
-
-    return torch.from_numpy(load_resized_array(paths, max_side, channels, size, workers, progress))
-
-
-def load_resized_array(paths: list[str], max_side: int, channels: int, size: tuple[int, int], workers: int,
-                       progress=None) -> np.ndarray:
-    """load_resized as a numpy array, for callers that never need torch (input-fidelity)."""
+                 progress=None) -> np.ndarray:
+    """N,C,H,W float32 array of the files decoded and resized to the model's input size (numpy: the
+    callers that want a tensor wrap it, input-fidelity never imports torch)."""
     if not paths:
         return np.empty((0, channels, *size), dtype=np.float32)
     task = progress.task("loading samples", total=len(paths), unit="images") if progress and len(paths) >= INLINE_BELOW else None

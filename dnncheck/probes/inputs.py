@@ -16,8 +16,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dnncheck.data.dataset import integer_scale  # noqa: F401 - re-exported: the probes' callers import it here
-
 from dnncheck.errors import UserError
 
 
