@@ -131,7 +131,7 @@ def execute(cfg, progress, command: str, started: float, baseline=None):
         warnings.simplefilter("default")  # each distinct warning once, into the report, not onto stderr
         try:
             ctx = Context(cfg, progress)
-            ctx.prepare(uses_model=any(check.uses_model for check in checks))
+            ctx.prepare(uses_model=any(check.uses_model and check.applies_to(ctx.dataset.task) for check in checks))
             result = run_audit(ctx, checks, command, started, baseline)
             raise_if_interrupted()
         except SystemExit as exc:  # a Dataset, factory or forward called sys.exit: exit 2, not its code

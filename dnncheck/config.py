@@ -24,12 +24,14 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")  # the common ones; any torch.o
 METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "mse", "mae", "r2")
 FAIL_ON = ("fail", "warn", "never")
 ENGINES = ("local", "ray")
+TASKS = ("classification", "regression", "segmentation", "multilabel")
 DEFAULT_CONFIG_NAME = "dnncheck.toml"
 
 
 @dataclass
 class AuditConfig:
     source: str | None = None
+    task: str | None = None  # None: inferred from the source (data/tasks.py)
     how_to_get: str | None = None  # said when the source is missing: where the data comes from
     image_size: tuple[int, int] | None = None  # None: decided from the data (see data.dataset)
     normalize: Any = "auto"
@@ -131,6 +133,7 @@ def _is_device(v):
 SCHEMA: dict[str, dict[str, tuple]] = {
     "data": {
         "source": (_is_str, "a path or a built-in source such as \"sklearn:digits\""),
+        "task": (lambda v: v in TASKS, f"one of {', '.join(TASKS)} (left out: inferred from the source)"),
         "image_size": (_is_image_size, f"two integers [H, W] between 1 and {MAX_IMAGE_SIDE} (or one for a square)"),
         "normalize": (_is_normalize, f"one of {', '.join(NORMALIZE_MODES)} or {{mean=[..], std=[..]}} with positive stds"),
         "external": (_is_str, "a path to an external validation set"),

@@ -210,14 +210,14 @@ class Context:
     def model_spec(self) -> str:
         from dnncheck.models.build import resolve_spec
 
-        return resolve_spec(self.cfg.model, self.dataset.modality)
+        return resolve_spec(self.cfg.model, self.dataset.modality, self.dataset.task)
 
     @memoized
     def model_inputs(self):
         from dnncheck.models.build import ModelInputs
 
         ds = self.dataset
-        outputs = ds.num_classes if ds.task == "classification" else 1
+        outputs = 1 if ds.task == "regression" else ds.num_classes  # segmentation: channels of N,C,H,W
         if ds.is_image:
             return ModelInputs(outputs, ds.channels, tuple(ds.image_size))
         return ModelInputs(outputs, len(ds.feature_names), None)
@@ -428,7 +428,12 @@ class Context:
         import torch
 
         y = self.view(split).y
-        return torch.as_tensor(y, dtype=torch.long if self.dataset.task == "classification" else torch.float32)
+        task = self.dataset.task
+        if task == "segmentation":  # masks at the model's input size, as the images are resized
+            from dnncheck.data.resize import nearest_masks
+
+            return torch.as_tensor(nearest_masks(y, tuple(self.dataset.image_size)), dtype=torch.long)
+        return torch.as_tensor(y, dtype=torch.long if task == "classification" else torch.float32)
 
     @property
     def eval_split(self) -> str | None:
@@ -485,6 +490,8 @@ class Context:
         """Decide every probe's work for the selected checks, then time a few steps for the estimate."""
         requests: dict[str, tuple[dict, list[str]]] = {}
         for check in checks:
+            if not check.applies_to(self.dataset.task):
+                continue
             try:
                 wanted = check.probes(self)
             except UserError:

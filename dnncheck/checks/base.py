@@ -106,6 +106,8 @@ class Check:
     # False for a check that reads the data only: an audit of such checks alone neither builds the
     # model nor imports torch (Context.prepare)
     uses_model: ClassVar[bool] = True
+    # the tasks (data.dataset.Dataset.task) the check is written for; on others it is skipped, said
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
     # name -> (default, what it means)
     thresholds: ClassVar[dict[str, tuple[Any, str]]] = {}
 
@@ -135,7 +137,13 @@ class Check:
     def judge(cls, measurement, t) -> Verdict:  # pragma: no cover - every check overrides it
         raise NotImplementedError
 
+    def applies_to(self, task: str) -> bool:
+        return task in self.tasks
+
     def run(self, ctx) -> CheckResult:
+        task = ctx.dataset.task
+        if not self.applies_to(task):
+            return self.skip(f"not adapted to {task} data yet (it handles {', '.join(self.tasks)})")
         measurement = self.measure(ctx)
         if isinstance(measurement, Skipped):
             return self.skip(measurement.reason)

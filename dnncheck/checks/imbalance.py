@@ -69,7 +69,9 @@ class Imbalance(Check):
         "relabel_gain": (0.25, "fail when the best one-to-one renaming of the evaluation split's classes raises the probe's accuracy by this"),
         "min_eval_per_class": (20, "evaluated samples a class needs for its recall to be judged; the renaming test needs it in every class (and a split the user made)"),
         "out_of_range_share": (0.05, "regression: share of val/test targets outside train's range that warns"),
+        "together_share": (0.95, "multilabel: warn when two labels' Jaccard overlap on train reaches this (they always occur together)"),
     }
+    tasks = ("classification", "regression", "segmentation", "multilabel")
 
     def probes(self, ctx) -> dict[str, dict]:
         return {"fit": {}} if ctx.dataset.task == "classification" and ctx.eval_split is not None else {}
@@ -80,6 +82,8 @@ class Imbalance(Check):
             targets = {name: ds.splits[name].y for name in ("train", "val", "test") if ds.split(name) is not None}
             ids = {name: tuple(ds.splits[name].ids) for name in targets}
             return ImbalanceMeasurement("regression", tuple(ds.classes), {}, targets=targets, target_ids=ids)
+        if ds.task in ("segmentation", "multilabel"):
+            return _per_label_measurement(ds)
         counts = {name: np.bincount(part.y, minlength=ds.num_classes) for name, part in ds.splits.items() if len(part)}
         predictions, gap, note = None, None, None
         if ctx.eval_split is None:
@@ -101,6 +105,8 @@ class Imbalance(Check):
     def judge(cls, m: "ImbalanceMeasurement", t) -> Verdict:
         if m.task == "regression":
             return _judge_regression(m, t)
+        if m.task in ("segmentation", "multilabel"):
+            return _judge_per_label(m, t)
         train = m.counts["train"]
         present = train[train > 0]
         ratio = float(present.max() / present.min())
@@ -145,6 +151,10 @@ class ImbalanceMeasurement:
     no_recall_note: str | None = None  # why per-class recall was not measured, when it was not
     targets: dict | None = None  # regression: split -> target values
     target_ids: dict | None = None  # regression: split -> sample ids
+    pixels: dict | None = None  # segmentation: split -> pixels per class (counts: images holding each class)
+    together: np.ndarray | None = None  # multilabel: (C, C) samples of train holding both labels
+    label_sets: dict | None = None  # multilabel: split -> (mean labels per sample, samples with no label)
+    samples: int = 0  # training samples (segmentation, multilabel)
 
 
 # -- findings ---------------------------------------------------------------------------------
@@ -357,3 +367,95 @@ def _summary(num_classes, train, ratio, probe_metrics) -> str:
         text += (f"; probe balanced accuracy {probe_metrics['probe_balanced_accuracy']:.2f} "
                  f"vs majority baseline {probe_metrics['majority_baseline_accuracy']:.2f}")
     return text
+
+
+# -- segmentation and multi-label -------------------------------------------------------------------
+UBIQUITOUS_SHARE = 0.95  # segmentation: a class held by this share of training images is background
+def _per_label_measurement(ds) -> ImbalanceMeasurement:
+    """Per split: images holding each class and pixels per class (segmentation), or samples carrying
+    each label, labels per sample and train's co-occurrence counts (multilabel). Every sample counts."""
+    from dnncheck.masks import pixel_counts, presence
+
+    parts = {name: part for name, part in ds.splits.items() if len(part)}
+    c = ds.num_classes
+    if ds.task == "segmentation":
+        return ImbalanceMeasurement("segmentation", tuple(ds.classes),
+                                    {name: presence(p.y, c).sum(0) for name, p in parts.items()},
+                                    pixels={name: pixel_counts(p.y, c) for name, p in parts.items()},
+                                    samples=len(ds.splits["train"]))
+    train = ds.splits["train"].y.astype(np.int64)
+    return ImbalanceMeasurement("multilabel", tuple(ds.classes),
+                                {name: p.y.sum(0).astype(np.int64) for name, p in parts.items()},
+                                together=train.T @ train,
+                                label_sets={name: (float(p.y.sum(1).mean()), int(np.sum(p.y.sum(1) == 0)))
+                                            for name, p in parts.items()}, samples=len(train))
+
+
+def _judge_per_label(m: ImbalanceMeasurement, t) -> Verdict:
+    """Coverage of every class (label) in every split, the ratio between the rarest and the commonest
+    (images holding a class for segmentation, whose pixel shares are reported beside it; samples
+    carrying a label for multilabel) and, for multilabel, labels that always occur together."""
+    train = m.counts["train"]
+    # a class in (nearly) every training image is the background every mask has: rare classes are
+    # rare against each other, not against it
+    ubiquitous = train >= UBIQUITOUS_SHARE * m.samples if m.task == "segmentation" else np.zeros(len(train), bool)
+    compared = np.flatnonzero((train > 0) & ~ubiquitous)
+    if len(compared) == 0:
+        compared = np.flatnonzero(train > 0)
+    present = train[compared]
+    ratio = float(present.max() / present.min())
+    unit = "images holding it" if m.task == "segmentation" else "samples carrying it"
+    metrics = {"imbalance_ratio": round(ratio, 3), "min_class_count": int(present.min()),
+               "max_class_count": int(present.max()), "classes": len(m.classes), "count_of": unit,
+               "ratio_leaves_out": [m.classes[i] for i in np.flatnonzero(ubiquitous)]}
+    findings = _coverage_findings(m.classes, m.counts)
+    findings += _ratio_findings([m.classes[i] for i in compared], present, ratio, t)
+    figures = {"class_counts": Bars(f"Per class: {unit}, per split", list(m.classes),
+                                    {s: c.tolist() for s, c in m.counts.items()}, "samples")}
+    if m.task == "segmentation":
+        findings += _pixel_share_findings(m, metrics)
+        figures["pixel_share"] = Bars("Share of pixels per class", list(m.classes),
+                                      {s: (p / max(1, p.sum())).round(4).tolist() for s, p in m.pixels.items()}, "share")
+        left_out = metrics["ratio_leaves_out"]
+        what = (f"{len(m.classes)} classes, {int(present.min())}-{int(present.max())} training images hold each"
+                + (f" (besides {', '.join(left_out[:3])}, in nearly every image)" if left_out else ""))
+    else:
+        findings += _together_findings(m, t, metrics)
+        metrics["labels_per_sample"] = {s: round(v[0], 3) for s, v in m.label_sets.items()}
+        metrics["samples_without_label"] = {s: v[1] for s, v in m.label_sets.items()}
+        what = (f"{len(m.classes)} labels, {int(present.min())}-{int(present.max())} training samples carry each, "
+                f"{m.label_sets['train'][0]:.2f} labels per sample")
+    summary = with_reason(f"{what}, imbalance ratio {ratio:.1f}", findings)
+    remedy = ("Collect images of the missing or rare classes; weight the loss by inverse class frequency (or use a "
+              "Dice loss for segmentation); report per-class IoU/Dice or per-label average precision, not accuracy."
+              if findings else "")
+    return Verdict(verdict(findings), summary, tuple(findings), metrics, remedy, figures)
+
+
+def _pixel_share_findings(m: ImbalanceMeasurement, metrics) -> list:
+    pixels = m.pixels["train"]
+    share = pixels / max(1, pixels.sum())
+    metrics["pixel_share"] = {name: {c: round(float(v), 4) for c, v in zip(m.classes, p / max(1, p.sum()))}
+                              for name, p in m.pixels.items()}
+    top = int(np.argmax(share))
+    head = f"class {m.classes[top]} covers {share[top]:.0%} of the training pixels"
+    return [Finding(Status.INFO, f"{head}: a model predicting it everywhere scores {share[top]:.2f} pixel accuracy; "
+                    "judge the model by per-class IoU or Dice", evidence={"pixel_share": metrics["pixel_share"]["train"]},
+                    headline=head)]
+
+
+def _together_findings(m: ImbalanceMeasurement, t, metrics) -> list:
+    both = m.together
+    counts = np.diag(both).astype(float)
+    union = counts[:, None] + counts[None, :] - both
+    jaccard = np.divide(both, union, out=np.zeros_like(union), where=union > 0)
+    pairs = [(i, j) for i in range(len(counts)) for j in range(i + 1, len(counts))
+             if counts[i] > 0 and jaccard[i, j] >= t.together_share]
+    metrics["labels_always_together"] = len(pairs)
+    if not pairs:
+        return []
+    shown = ", ".join(f"{m.classes[i]} & {m.classes[j]} ({jaccard[i, j]:.0%})" for i, j in pairs[:5])
+    head = f"{len(pairs)} label pair(s) occur together in almost every training sample that has either: {shown}"
+    return [Finding(Status.WARN, f"{head}; the model cannot learn to tell them apart (duplicated columns, or one "
+                    "label implied by the other)", evidence={"pairs": [[m.classes[i], m.classes[j]] for i, j in pairs]},
+                    headline=head)]

@@ -64,12 +64,17 @@ class InputFidelity(Check):
     title = "Input fidelity"
     needs = "data"
     uses_model = False
+    tasks = ("classification", "regression", "segmentation", "multilabel")
     thresholds = {
         "low_information_ratio": (0.05, "near-constant: an image's std below this times the dataset's median std"),
         "aspect_outlier_factor": (2.5, "aspect ratio off the median by more than this factor is an outlier"),
         "tiny_side_ratio": (0.25, "shorter side below this fraction of the median's is an outlier"),
         "resize_drop_warn": (0.05, "warn when resizing to image_size costs more balanced accuracy than this"),
         "clipped_share_warn": (0.01, "warn when reading a 16/32-bit or float image as torchvision's loader does clips this share of its pixels"),
+        "mask_interpolated_share": (0.1, "segmentation: fail when this share of a split's class-boundary pixels hold an id between their neighbours'"),
+        "mask_offset_px": (2, "segmentation: fail when a split's mask boundaries best match its image edges this many pixels off"),
+        "mask_offset_gain": (1.2, "segmentation: ... and edges agree this many times better there than unshifted"),
+        "mask_class_lost_warn": (0.5, "segmentation: warn when resizing masks to image_size loses this share of a class's pixels (or of the images holding it)"),
     }
 
     # -- measuring ------------------------------------------------------------------------------
@@ -82,12 +87,18 @@ class InputFidelity(Check):
         if not ds.is_image:
             return m
         parts = [p for p in ds.splits.values() if p.native_sizes is not None]
+        segmentation = ds.task == "segmentation"
+        if segmentation:
+            from dnncheck.checks.mask_fidelity import measure_masks
+
+            m = replace(m, masks=measure_masks(ds, ctx.seed))
         return replace(m, channels=ds.channels,
                        modes=tuple((i, mode) for part in ds.splits.values() if part.modes
                                    for i, mode in zip(part.ids, part.modes)),
                        native_sizes=np.concatenate([p.native_sizes for p in parts]).astype(float),
                        native_ids=np.concatenate([np.array(p.ids) for p in parts]),
-                       resolution=_resolution_test(ctx), montage=_montage(ctx), decoding=_decoding(ds))
+                       resolution=_resolution_test(ctx) if ds.task == "classification" else None,
+                       montage=_montage(ctx), decoding=_decoding(ds))
 
     # -- judging --------------------------------------------------------------------------------
     @classmethod
@@ -103,6 +114,10 @@ class InputFidelity(Check):
             res_metrics, res_findings = _resolution_findings(m.resolution, t)
             metrics.update(res_metrics)
             findings += res_findings
+            if m.masks is not None:
+                from dnncheck.checks.mask_fidelity import mask_findings
+
+                findings += mask_findings(m.masks, t, metrics)
             if m.montage is not None and len(m.montage.images):
                 figures["montage"] = m.montage
         return Verdict(verdict(findings), _summary(metrics, findings), tuple(findings), metrics, _remedy(findings),
@@ -135,6 +150,7 @@ class InputFidelityMeasurement:
     resolution: ResolutionTest | None = None
     montage: ImageGrid | None = None
     decoding: dict | None = None  # image files: id, mode, clipped, src_nonfinite, orientation, frames per file
+    masks: object = None  # segmentation: checks.mask_fidelity.MaskMeasurement
 
 
 def _decoding(ds) -> dict | None:
@@ -396,8 +412,14 @@ def _montage(ctx) -> ImageGrid:
 
     ds = ctx.dataset
     train = ctx.view("train")
+    if ds.task == "segmentation":
+        from dnncheck.checks.mask_fidelity import tinted_montage
+
+        return tinted_montage(ds, train)
     picks = []
-    for c in range(min(ds.num_classes, MONTAGE_CLASSES)):
+    if ds.task == "multilabel":
+        picks = list(range(min(len(train), MONTAGE_PER_CLASS * MONTAGE_CLASSES)))
+    for c in range(min(ds.num_classes, MONTAGE_CLASSES)) if ds.task == "classification" else ():
         picks += list(np.flatnonzero(train.y == c)[:MONTAGE_PER_CLASS])
     images = np.zeros((0, 1, 1, 1))
     if picks:
@@ -413,7 +435,9 @@ def _montage(ctx) -> ImageGrid:
         display = np.clip((images - lo) / np.maximum(hi - lo, 1e-8) * 255, 0, 255).astype(np.uint8)
         how = "float values rescaled per image to 0..255"
     note = f"at the model's input size ({ds.image_size[0]}x{ds.image_size[1]}), before normalisation; {how}"
-    return ImageGrid(f"What the model sees - {note}", display, [ds.classes[train.y[i]] for i in picks], cols=8,
+    captions = ["|".join(ds.classes[c] for c in np.flatnonzero(train.y[i])) or "(none)" for i in picks] \
+        if ds.task == "multilabel" else [ds.classes[train.y[i]] for i in picks]
+    return ImageGrid(f"What the model sees - {note}", display, captions, cols=8,
                      ids=[train.ids[i] for i in picks])
 
 

@@ -11,6 +11,11 @@ import numpy as np
 from dnncheck.data.dataset import Dataset, SplitData
 from dnncheck.errors import UserError, refuse_system_path, require_regular_file
 
+# what each task needs, said when the configured task does not match the source (DESIGN section 3)
+TASK_SOURCES = {"segmentation": "segmentation masks are read from an .npz with mask_<split> arrays; ",
+                "multilabel": "multi-label rows are read from an .npz with (N, C) 0/1 y_<split> arrays; ",
+                "regression": "a regression target is read from a table CSV's `target` column; ",
+                "classification": ""}
 MAX_DEFAULT_SIDE = 128  # a common native size up to this is used as the model's input size
 FALLBACK_IMAGE_SIZE = (64, 64)
 
@@ -18,6 +23,9 @@ FALLBACK_IMAGE_SIZE = (64, 64)
 def load_dataset(cfg, progress=None) -> Dataset:
     """Read cfg.source, make missing splits, settle channels and the model's input size."""
     ds, renumber = _read_source(cfg.source, cfg, progress)
+    if cfg.task is not None and cfg.task != ds.task:
+        raise UserError(f"{cfg.origin}: [data] task = {cfg.task!r} but {ds.source} holds {ds.task} data; "
+                        f"{TASK_SOURCES.get(cfg.task, '')}remove task to let dnncheck read it as {ds.task}")
     from dnncheck.data.splits import make_missing_splits
 
     _check_labels(ds)
@@ -66,7 +74,7 @@ def _read_source(source: str, cfg, progress):
     if suffix == ".npz":
         from dnncheck.data.arrays import load_npz
 
-        return load_npz(path), True
+        return load_npz(path, cfg.task), True
     if suffix == ".csv":
         from dnncheck.data.csvfile import load_csv
 
@@ -100,6 +108,9 @@ def _check_labels(ds: Dataset) -> None:
     train = ds.splits["train"]
     if len(train) == 0:
         raise UserError(f"{ds.source}: the train split is empty")
+    if ds.task == "segmentation" and len(np.unique(train.y)) < 2:
+        raise UserError(f"{ds.source}: every training mask holds the single class {ds.classes[int(train.y.flat[0])]}; "
+                        "a segmentation model needs at least two classes among the training pixels")
     if ds.task == "classification":
         present = np.unique(train.y)
         if len(present) < 2:

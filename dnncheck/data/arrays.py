@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from dnncheck.data.dataset import SPLITS, Dataset, SplitData, class_labels, to_hwc
+from dnncheck.data.tasks import infer_task
 from dnncheck.errors import UserError
 
 
@@ -35,7 +36,7 @@ def _memory_bytes() -> int | None:
         return None
 
 
-def load_npz(path: Path) -> Dataset:
+def load_npz(path: Path, task: str | None = None) -> Dataset:
     if not zipfile.is_zipfile(path):  # np.load would try to unpickle it
         raise UserError(f"{path}: not an .npz archive (not a zip file); save arrays with numpy.savez")
     try:
@@ -57,31 +58,36 @@ def load_npz(path: Path) -> Dataset:
         raise UserError(f"{path}: not a readable .npz archive ({exc}); save it with numpy.savez") from None
     except ValueError as exc:
         raise UserError(f"{path}: holds object arrays ({exc}); save plain numeric arrays") from None
-    missing = [k for k in ("x_train", "y_train") if k not in arrays]
+    has_masks = "mask_train" in arrays or any(k.startswith("mask_") for k in arrays)
+    target = "mask" if has_masks else "y"
+    missing = [k for k in ("x_train", f"{target}_train") if k not in arrays]
     if missing:
         raise UserError(f"{path}: missing {' and '.join(missing)} (found: {', '.join(sorted(arrays)) or 'nothing'}); "
-                        "save arrays named x_train, y_train[, x_val, y_val, x_test, y_test]")
-    names = [s for s in (*SPLITS, "external") if f"x_{s}" in arrays or f"y_{s}" in arrays]
+                        "save arrays named x_train, y_train[, x_val, y_val, x_test, y_test]"
+                        + (" (segmentation: mask_train, mask_val, ... beside them)" if has_masks else ""))
+    names = [s for s in (*SPLITS, "external") if f"x_{s}" in arrays or f"{target}_{s}" in arrays]
     for s in names:
-        for k in (f"x_{s}", f"y_{s}"):
+        for k in (f"x_{s}", f"{target}_{s}"):
             if k not in arrays:
-                raise UserError(f"{path}: has {'x' if k[0] == 'y' else 'y'}_{s} but no {k}; save both")
-        if len(arrays[f"x_{s}"]) != len(arrays[f"y_{s}"]):
-            raise UserError(f"{path}: x_{s} has {len(arrays[f'x_{s}'])} samples but y_{s} has "
-                            f"{len(arrays[f'y_{s}'])}; they must match")
-        if f"group_{s}" in arrays and len(arrays[f"group_{s}"]) != len(arrays[f"y_{s}"]):
-            raise UserError(f"{path}: group_{s} length differs from y_{s}")
+                raise UserError(f"{path}: has {'x' if k[0] != 'x' else target}_{s} but no {k}; save both")
+        if len(arrays[f"x_{s}"]) != len(arrays[f"{target}_{s}"]):
+            raise UserError(f"{path}: x_{s} has {len(arrays[f'x_{s}'])} samples but {target}_{s} has "
+                            f"{len(arrays[f'{target}_{s}'])}; they must match")
+        if f"group_{s}" in arrays and len(arrays[f"group_{s}"]) != len(arrays[f"x_{s}"]):
+            raise UserError(f"{path}: group_{s} length differs from x_{s}")
     table = arrays["x_train"].ndim == 2
-    for s in names:
-        if arrays[f"y_{s}"].ndim != 1:  # one-hot or (N, 1): refused with what was found, never flattened
-            class_labels(arrays[f"y_{s}"], f"{path} y_{s}")
-    all_y = np.concatenate([arrays[f"y_{s}"] for s in names])
+    if has_masks and table:
+        raise UserError(f"{path}: masks need images, but x_train is a table {arrays['x_train'].shape}; "
+                        "store images as N,H,W[,C]")
+    if task == "regression":
+        raise UserError(f"{path}: [data] task = \"regression\": an .npz holds class labels, masks or multi-label rows; "
+                        "a regression target goes in a table CSV's `target` column")
+    task = infer_task(task, has_masks, [arrays[f"y_{s}"] for s in names if f"y_{s}" in arrays], str(path))
     label_notes: list[str] = []
-    all_labels, classes = class_labels(all_y, f"{path} y arrays", label_notes)
-    offsets = np.cumsum([0] + [len(arrays[f"y_{s}"]) for s in names])
+    ys, classes, mask_facts = _targets(arrays, names, task, path, table, label_notes)
     splits, external = {}, None
-    for k, s in enumerate(names):
-        y = all_labels[offsets[k]:offsets[k + 1]]
+    for s in names:
+        y = ys[s]
         x = arrays[f"x_{s}"]
         if (x.ndim == 2) != table:
             raise UserError(f"{path}: x_{s} has shape {x.shape} but x_train has {arrays['x_train'].shape}")
@@ -98,8 +104,8 @@ def load_npz(path: Path) -> Dataset:
             external = part
         else:
             splits[s] = part
-    ds = Dataset(source=str(path), modality="table" if table else "image", task="classification",
-                 classes=classes, splits=splits,
+    ds = Dataset(source=str(path), modality="table" if table else "image", task=task,
+                 classes=classes, splits=splits, mask_facts=mask_facts,
                  channels=0 if table else splits["train"].x.shape[-1],
                  feature_names=[f"x{i}" for i in range(arrays["x_train"].shape[1])] if table else [],
                  notes=label_notes)
@@ -111,6 +117,27 @@ def load_npz(path: Path) -> Dataset:
                         f"{x_train.shape[-1]} channel(s)) although float images are documented as N,C,H,W; if your "
                         "model takes N,C,H,W tensors, check your pipeline transposes them the same way")
     return ds
+
+
+def _targets(arrays, names, task, path, table, notes):
+    """split -> y as the task wants it, the class (or label) names, and the masks' storage facts."""
+    from dnncheck.data.tasks import multilabel_targets, segmentation_targets
+
+    if task == "segmentation":
+        images = {s: to_hwc(arrays[f"x_{s}"], f"{path} x_{s}") for s in names}
+        if any(f"y_{s}" in arrays for s in names):
+            notes.append(f"{path}: y_<split> arrays are ignored: a segmentation source's targets are its mask_<split> arrays")
+        return segmentation_targets({s: arrays[f"mask_{s}"] for s in names}, images, str(path), notes)
+    if task == "multilabel":
+        ys, classes = multilabel_targets({s: arrays[f"y_{s}"] for s in names}, str(path))
+        return ys, classes, None
+    for s in names:
+        if arrays[f"y_{s}"].ndim != 1:  # one-hot or (N, 1): refused with what was found, never flattened
+            class_labels(arrays[f"y_{s}"], f"{path} y_{s}")
+    all_y = np.concatenate([arrays[f"y_{s}"] for s in names])
+    all_labels, classes = class_labels(all_y, f"{path} y arrays", notes)
+    offsets = np.cumsum([0] + [len(arrays[f"y_{s}"]) for s in names])
+    return {s: all_labels[offsets[k]:offsets[k + 1]] for k, s in enumerate(names)}, classes, None
 
 
 def load_sklearn(name: str) -> Dataset:

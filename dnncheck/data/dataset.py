@@ -22,7 +22,8 @@ SPLIT_FRACTIONS = {"val": 0.15, "test": 0.15}  # of all labelled data, when a sp
 class SplitData:
     name: str
     ids: list[str]
-    y: np.ndarray  # int64 class indices, or float targets for regression
+    y: np.ndarray  # int64 class indices; float targets (regression); (N,H,W) class ids (segmentation);
+    # (N,C) 0/1 rows (multilabel)
     x: object  # np.ndarray (N,H,W,C) / (N,F), or list of HWC arrays
     groups: np.ndarray | None = None
     native_sizes: np.ndarray | None = None  # (N, 2) H, W as found in the file, before any downscale
@@ -73,7 +74,7 @@ class SplitData:
 class Dataset:
     source: str
     modality: str  # "image" | "table"
-    task: str  # "classification" | "regression"
+    task: str  # "classification" | "regression" | "segmentation" | "multilabel" (data/tasks.py)
     classes: list[str]
     splits: dict[str, SplitData]
     channels: int = 0  # images only
@@ -86,6 +87,7 @@ class Dataset:
     notes: list[str] = field(default_factory=list)  # how the data was interpreted, for the report
     decode_max_side: int | None = None
     external: SplitData | None = None  # an external validation set, when the source holds one
+    mask_facts: object = None  # segmentation: data.tasks.MaskFacts, how the masks were stored
     scan: dict | None = None  # the data pass over image files: files, decoded, from_cache, engine, workers
 
     @property

@@ -45,3 +45,14 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     tall = (rows @ pixels.reshape(h, w * c)).reshape(size[0], w, c)  # BLAS matrix products, not loops
     out = cols @ tall.transpose(1, 0, 2).reshape(w, size[0] * c)  # W', H'*C
     return np.ascontiguousarray(out.reshape(size[1], size[0], c).transpose(1, 0, 2))
+
+
+def nearest_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, H, W) class-id masks resized to (H', W') by nearest neighbour (pixel centres mapped as the
+    images' resize maps them): class ids are labels, so no value between two of them may appear."""
+    h, w = masks.shape[1:3]
+    if (h, w) == tuple(size):
+        return masks
+    rows = np.minimum(((np.arange(size[0]) + 0.5) * h / size[0]).astype(np.int64), h - 1)
+    cols = np.minimum(((np.arange(size[1]) + 0.5) * w / size[1]).astype(np.int64), w - 1)
+    return masks[:, rows][:, :, cols]

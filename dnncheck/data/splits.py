@@ -59,7 +59,8 @@ def _split_indices(split: SplitData, fraction: float, seed: int, task: str):
     if n_carve < 1 or n_carve >= n:
         return np.arange(n), np.array([], dtype=np.int64), "not made"
     keep, carve = next(ShuffleSplit(n_splits=1, test_size=n_carve, random_state=seed).split(dummy))
-    return np.sort(keep), np.sort(carve), "random (classes too small to stratify)"
+    return np.sort(keep), np.sort(carve), ("random" if task in ("segmentation", "multilabel") else
+                                           "random (classes too small to stratify)")
 
 
 def _copy_sets(split: SplitData) -> np.ndarray | None:
@@ -106,6 +107,8 @@ def _every_class_stays_in_train(y: np.ndarray, keep: np.ndarray, carve: np.ndarr
 
 
 def _strata(y: np.ndarray, task: str):
+    if task in ("segmentation", "multilabel"):  # no one class per sample to keep shares of: random
+        return None
     if task == "classification":
         return y.astype(np.int64)
     if len(y) < 20:

@@ -9,7 +9,7 @@ from pathlib import Path
 from dnncheck.errors import UserError, first_line, raised, require_regular_file
 from dnncheck.importing import import_object
 
-BUILTINS = ("mlp", "smallcnn", "resnet18")
+BUILTINS = ("mlp", "smallcnn", "resnet18", "segnet")
 TORCHSCRIPT_SUFFIXES = (".ts", ".pt", ".pth", ".jit")
 
 
@@ -21,8 +21,10 @@ class ModelInputs:
     image_size: tuple[int, int] | None  # None for tables
 
 
-def resolve_spec(spec: str, modality: str) -> str:
+def resolve_spec(spec: str, modality: str, task: str = "classification") -> str:
     if spec == "auto":
+        if task == "segmentation":
+            return "segnet"
         return "smallcnn" if modality == "image" else "mlp"
     return spec
 
@@ -58,6 +60,8 @@ def _builtin(name: str, inputs: ModelInputs):
         raise UserError(f"--model {name}: needs images but the data is a table; use --model mlp")
     if name == "smallcnn":
         return nets.SmallCNN(inputs.in_channels, inputs.num_classes, inputs.image_size)
+    if name == "segnet":
+        return nets.SegNet(inputs.in_channels, inputs.num_classes)
     return nets.resnet18(inputs.in_channels, inputs.num_classes)
 
 

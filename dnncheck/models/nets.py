@@ -56,6 +56,33 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
+class SegNet(nn.Module):
+    """A two-level U-Net (Ronneberger et al. 2015) in miniature for segmentation probes: two 3x3 conv
+    blocks at full resolution (8 channels), two at half (16), upsampled and joined with the
+    full-resolution features by a skip connection, a 1x1 convolution to one channel per class. About
+    6,000 parameters: it trains in a probe's budget on MNIST-sized masks. Outputs N,C,H,W logits at
+    the input's size (odd sizes included)."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 8):
+        super().__init__()
+
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                                 nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                                 nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+        self.down = block(in_channels, width)
+        self.bottom = block(width, 2 * width)
+        self.up = block(3 * width, width)
+        self.head = nn.Conv2d(width, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        full = self.down(x)
+        half = self.bottom(nn.functional.max_pool2d(full, 2, ceil_mode=True))
+        back = nn.functional.interpolate(half, size=full.shape[2:], mode="nearest")
+        return self.head(self.up(torch.cat([full, back], dim=1)))
+
+
 def resnet18(in_channels: int, num_classes: int) -> nn.Module:
     """torchvision's ResNet-18, randomly initialised (weights only ever come from a local file)."""
     from torchvision.models import resnet18 as tv_resnet18

@@ -19,8 +19,12 @@ from dnncheck.errors import UserError
 from dnncheck.importing import import_object
 
 
+DEFAULT_LOSSES = {"classification": "cross_entropy", "segmentation": "cross_entropy", "multilabel": "bce",
+                  "regression": "mse"}
+
+
 def resolve_loss_name(name: str | None, task: str) -> str:
-    return name or ("cross_entropy" if task == "classification" else "mse")
+    return name or DEFAULT_LOSSES[task]
 
 
 BUILTIN_LOSSES = ("cross_entropy", "nll", "bce", "mse")
@@ -61,6 +65,9 @@ def make_loss(name: str, task: str, outputs_in_unit_range: bool, custom=None):
 
 
 def _targets_like(out: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    if task == "multilabel" or (task == "segmentation" and out.ndim == 4):
+        # one 0/1 target per label; per pixel and class for a segmentation output (N,C,H,W)
+        return y.float() if task == "multilabel" else F.one_hot(y.long(), out.shape[1]).permute(0, 3, 1, 2).float()
     out = out.reshape(len(y), -1)
     if task == "regression" or out.shape[1] == 1:
         return y.float().reshape(out.shape)
