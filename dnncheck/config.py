@@ -21,7 +21,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 NORMALIZE_MODES = ("auto", "none", "zscore", "minmax")
 LOSSES = ("cross_entropy", "nll", "bce", "mse")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")  # the common ones; any torch.optim name works (probes/optim.py)
-METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "mse", "mae", "r2")
+METRICS = ("accuracy", "balanced_accuracy", "f1_macro", "mse", "mae", "r2", "iou", "dice", "average_precision")
 FAIL_ON = ("fail", "warn", "never")
 ENGINES = ("local", "ray")
 TASKS = ("classification", "regression", "segmentation", "multilabel")

@@ -14,12 +14,17 @@ def digit_masks(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.where(x >= INK, (y + 1)[:, None, None], 0).astype(np.uint8)
 
 
-def digits_uint8():
-    """scikit-learn's digits as uint8 8x8 images (0..255) and their labels."""
+def digits_uint8(side: int = 24):
+    """scikit-learn's digits as uint8 images (0..255) enlarged from 8x8 to side x side (antialiased
+    bilinear, so strokes have edges a few pixels wide as in real scans), and their labels."""
     from sklearn.datasets import load_digits
 
+    from dnncheck.data.resize import resize
+
     d = load_digits()
-    return np.round(d.images * (255.0 / 16.0)).astype(np.uint8), d.target.astype(np.int64)
+    small = (d.images * (255.0 / 16.0)).astype(np.float32)
+    big = np.stack([resize(im[..., None], (side, side))[..., 0] for im in small])
+    return np.clip(np.round(big), 0, 255).astype(np.uint8), d.target.astype(np.int64)
 
 
 def mnist(path) -> tuple[np.ndarray, np.ndarray]:
@@ -33,7 +38,8 @@ def segmentation_arrays(x: np.ndarray, y: np.ndarray, n_train: int, n_val: int, 
     - "255": masks saved as 0/255 (foreground 255) instead of class ids;
     - "shift": val masks shifted 4 pixels right against their images;
     - "absent": the digit 3 never appears in train (its samples moved to val);
-    - "bilinear": masks resized down and back up with interpolation, stored as uint8."""
+    - "bilinear": masks resized down and back up with interpolation, stored as uint8;
+    - "thin": a new class drawn as a line 1 px wide on every mask (column 13)."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
     if defect == "absent":
@@ -46,6 +52,9 @@ def segmentation_arrays(x: np.ndarray, y: np.ndarray, n_train: int, n_val: int, 
         masks = np.where(masks > 0, 255, 0).astype(np.uint8)
     if defect == "bilinear":
         masks = _interpolated(masks)
+    if defect == "thin":  # a class 1 px wide (a vessel, a crack) drawn on every mask
+        masks = masks.copy()
+        masks[:, :, 13] = masks.max() + 1
     mask_val = masks[val]
     if defect == "shift":
         mask_val = np.roll(mask_val, 4, axis=2)

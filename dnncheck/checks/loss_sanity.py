@@ -9,10 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, serious, verdict
+from dnncheck.checks.task_losses import initial_bce_findings, multilabel_findings, segmentation_findings
 from dnncheck.errors import ProbeUnavailable
 
 MAX_LISTED = 20
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro")
+TASK_METRICS = ("iou", "dice", "average_precision")  # segmentation (IoU, Dice) and multilabel (average precision)
 INITIAL_LOSS_SAMPLES = 512
 MIXING_HALF = 16  # samples per batch in the batch-mixing test (only sample 0's outputs are compared)
 
@@ -59,6 +61,7 @@ class LossSanity(Check):
     item = 4
     title = "Loss and target sanity"
     needs = "data, model, probe run"
+    tasks = ("classification", "regression", "segmentation", "multilabel")
     thresholds = {
         "initial_loss_tolerance": (0.5, "warn when |initial - ln C| exceeds this fraction of ln C (cross-entropy/NLL)"),
         "min_fall_ratio": (0.9, "warn when the probe's final loss is above this fraction of its initial loss"),
@@ -92,9 +95,15 @@ class LossSanity(Check):
                                    run.compact)
         except ProbeUnavailable as exc:
             gap = ProbeGap.of(exc)
+        layout = None
+        if ds.task in ("segmentation", "multilabel"):
+            from dnncheck.checks.task_losses import output_layout
+
+            layout = output_layout(out, y.shape[1:])
         return LossSanityMeasurement(ds.task, ctx.loss_name, tuple(ds.classes), describe_model_outputs(model, x, out),
                                      final_activation(model), any(True for _ in model.parameters()), train.y,
-                                     tuple(train.ids), initial, loss_error, ctx.metric, curve, gap, mixing)
+                                     tuple(train.ids), initial, loss_error, ctx.metric, curve, gap, mixing, layout,
+                                     _largest_share(ds.task, train.y, ds.classes))
 
     # -- judging --------------------------------------------------------------------------------
     @classmethod
@@ -111,10 +120,18 @@ class LossSanity(Check):
                                     headline="the model has no parameters"))
         elif m.task == "classification":
             findings += _classification_findings(m)
+        elif m.task == "segmentation":
+            findings += segmentation_findings(m.layout, len(m.classes), m.loss)
+        elif m.task == "multilabel":
+            findings += multilabel_findings(m.layout, len(m.classes), m.loss, m.head)
         else:
             findings += _regression_findings(m, t)
-        if m.task == "classification":
+        if m.layout is not None:
+            metrics["output_shape"] = list(m.layout.shape)
+        if m.task in ("classification", "segmentation"):
             metrics["expected_initial_loss"] = round(expected_initial_loss(len(m.classes)), 4)
+        elif m.task == "multilabel":
+            metrics["expected_initial_loss"] = round(math.log(2), 4)
         else:
             # a fresh regressor outputs about 0, so MSE starts near mean(y^2)
             metrics["expected_initial_loss"] = round(float(np.mean(m.train_y.astype(float) ** 2)), 4)
@@ -122,8 +139,10 @@ class LossSanity(Check):
         problem = _initial_loss_problem(m)
         if problem:
             findings.append(problem)
-        elif m.task == "classification" and m.loss in ("cross_entropy", "nll"):
+        elif m.task in ("classification", "segmentation") and m.loss in ("cross_entropy", "nll") and not serious(findings):
             findings += _initial_loss_findings(m.initial_loss, metrics["expected_initial_loss"], t)
+        elif m.task == "multilabel" and m.loss == "bce" and not serious(findings):
+            findings += initial_bce_findings(m.initial_loss, t.initial_loss_tolerance)
         findings += _batch_mixing_findings(m, metrics)
         findings += _metric_findings(m, t)
         curve_metrics, curve_findings = _curve_findings(m, t)
@@ -158,6 +177,8 @@ class LossSanityMeasurement:
     curve: ProbeLossCurve | None = None
     probe_gap: ProbeGap | None = None
     batch_mixing: float | None = None  # relative change of sample 0's outputs when the rest of its batch changes
+    layout: object = None  # segmentation/multilabel: checks.task_losses.OutputLayout of the fresh model's outputs
+    largest_share: tuple | None = None  # segmentation: (class, share of training pixels) of the commonest class
 
 
 # -- classification -----------------------------------------------------------------------------
@@ -275,6 +296,11 @@ def _metric_findings(m: LossSanityMeasurement, t):
         return [Finding(Status.FAIL, f"train.metric = {metric} on a continuous target; use mse, mae or r2")]
     if m.task == "classification" and metric in ("mse", "mae", "r2"):
         return [Finding(Status.WARN, f"train.metric = {metric} on class labels; use balanced_accuracy or f1_macro")]
+    if m.task in ("segmentation", "multilabel"):
+        return _task_metric_findings(m, metric)
+    if metric in TASK_METRICS:
+        return [Finding(Status.WARN, f"train.metric = {metric} is a segmentation/multi-label metric but the target is "
+                        f"{'continuous' if m.task == 'regression' else 'one class per sample'}")]
     if m.task == "classification" and metric == "accuracy":
         counts = np.bincount(m.train_y, minlength=len(m.classes))
         counts = counts[counts > 0]
@@ -284,6 +310,32 @@ def _metric_findings(m: LossSanityMeasurement, t):
             return [Finding(Status.WARN, f"{head}: accuracy rewards the majority class; use balanced_accuracy or "
                             "f1_macro", headline=head)]
     return []
+
+
+def _task_metric_findings(m: LossSanityMeasurement, metric: str) -> list:
+    if m.task == "segmentation" and metric in ("accuracy", "balanced_accuracy") and m.largest_share:
+        name, share = m.largest_share
+        if share >= 0.5:
+            head = f"train.metric = {metric} on masks where class {name} covers {share:.0%} of the pixels"
+            return [Finding(Status.WARN, f"{head}: predicting {name} everywhere already scores {share:.2f}; use "
+                            "per-class IoU (Jaccard) or Dice", headline=head)]
+    if m.task == "multilabel" and metric in ("accuracy", "balanced_accuracy", "f1_macro"):
+        return [Finding(Status.WARN, f"train.metric = {metric} on multi-label targets: single-label metrics count a "
+                        "sample right only when one class is; use per-label average precision or F1 per label")]
+    if metric in ("mse", "mae", "r2"):
+        return [Finding(Status.WARN, f"train.metric = {metric} on {m.task} targets; use IoU/Dice (segmentation) or "
+                        "average precision (multilabel)")]
+    return []
+
+
+def _largest_share(task: str, y, classes) -> tuple | None:
+    if task != "segmentation":
+        return None
+    from dnncheck.masks import pixel_counts
+
+    counts = pixel_counts(y, len(classes))
+    top = int(counts.argmax())
+    return classes[top], float(counts[top] / max(1, counts.sum()))
 
 
 # -- the probe's curve --------------------------------------------------------------------------

@@ -1,0 +1,258 @@
+"""Segmentation masks and multi-label rows (issue 27): loading, and each adapted check on digits with
+one planted defect at a time, beside the clean case that must not be flagged."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import taskdata as T
+from conftest import shared_data
+from dnncheck.checks.imbalance import Imbalance
+from dnncheck.checks.input_fidelity import InputFidelity
+from dnncheck.checks.label_noise import LabelNoise
+from dnncheck.checks.loss_sanity import LossSanity
+from dnncheck.config import AuditConfig
+from dnncheck.data import load_dataset
+from dnncheck.errors import UserError
+from dnncheck.results import Status
+from helpers import messages, run_one
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return T.digits_uint8()
+
+
+def _save(tmp_path, arrays, name="data.npz"):
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return str(path)
+
+
+def _seg(tmp_path, digits, defect=None):
+    return _save(tmp_path, T.segmentation_arrays(*digits, 1200, 400, defect))
+
+
+def _multi(tmp_path, digits, defect=None):
+    return _save(tmp_path, T.multilabel_arrays(*digits, 1200, 400, defect))
+
+
+# -- loading ------------------------------------------------------------------------------------
+def test_masks_make_a_segmentation_dataset_with_class_ids_per_pixel(tmp_path, digits):
+    ds = load_dataset(AuditConfig(source=_seg(tmp_path, digits)))
+    assert ds.task == "segmentation" and ds.classes == [str(i) for i in range(11)]
+    assert ds.splits["train"].y.shape == (1200 - len(ds.splits["test"]), 24, 24)
+    assert ds.summary()["task"] == "segmentation"
+
+
+def test_masks_stored_as_0_255_are_read_as_two_classes_and_the_mapping_said(tmp_path, digits):
+    ds = load_dataset(AuditConfig(source=_seg(tmp_path, digits, "255")))
+    assert ds.classes == ["0", "255"] and set(np.unique(ds.splits["train"].y)) == {0, 1}
+    assert any("255 -> 1" in note for note in ds.notes)
+
+
+def test_colour_map_masks_get_one_class_per_colour(tmp_path, digits):
+    arrays = T.segmentation_arrays(*digits, 300, 100)
+    palette = np.array([[0, 0, 0]] + [[20 * k, 255 - 20 * k, 7 * k] for k in range(1, 11)], dtype=np.uint8)
+    arrays["mask_train"], arrays["mask_val"] = palette[arrays["mask_train"]], palette[arrays["mask_val"]]
+    ds = load_dataset(AuditConfig(source=_save(tmp_path, arrays)))
+    assert ds.mask_facts.colour_map and len(ds.classes) == 11 and ds.classes[0] == "#000000"
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda a: a.update(mask_train=a["mask_train"][:, :20]), "a mask needs one class id per image pixel"),
+    (lambda a: a.update(mask_train=a["mask_train"][:-1]), "x_train has 300 samples but mask_train has 299"),
+    (lambda a: a.pop("mask_val"), "has x_val but no mask_val"),
+    (lambda a: a.update(mask_train=a["mask_train"].astype(np.float32) * np.nan), "NaN or Inf"),
+    (lambda a: a.update(mask_train=np.zeros_like(a["mask_train"]), mask_val=np.zeros_like(a["mask_val"])),
+     "at least two classes"),
+])
+def test_bad_masks_are_refused_with_one_line_naming_the_array(tmp_path, digits, change, expected):
+    arrays = T.segmentation_arrays(*digits, 300, 100)
+    change(arrays)
+    with pytest.raises(UserError, match=expected):
+        load_dataset(AuditConfig(source=_save(tmp_path, arrays)))
+
+
+def test_multi_hot_rows_are_multilabel_and_one_hot_rows_stay_refused(tmp_path, digits):
+    ds = load_dataset(AuditConfig(source=_multi(tmp_path, digits)))
+    assert ds.task == "multilabel" and ds.splits["train"].y.shape[1] == 10
+    x, y = digits
+    one_hot = np.eye(10, dtype=np.uint8)[y]
+    path = _save(tmp_path, {"x_train": x, "y_train": one_hot}, "onehot.npz")
+    with pytest.raises(UserError, match="looks one-hot"):
+        load_dataset(AuditConfig(source=path))
+    ds = load_dataset(AuditConfig(source=path, task="multilabel"))
+    assert ds.task == "multilabel"
+
+
+def test_a_task_the_source_cannot_hold_is_refused(tmp_path, digits, image_folder):
+    with pytest.raises(UserError, match="segmentation masks are read from an .npz with mask_<split>"):
+        load_dataset(AuditConfig(source=str(image_folder()), task="segmentation"))
+    with pytest.raises(UserError, match="holds mask_<split> arrays but"):
+        load_dataset(AuditConfig(source=_seg(tmp_path, digits), task="classification"))
+
+
+def test_the_task_key_is_validated_with_the_valid_values(tmp_path):
+    from dnncheck.config import build_config
+    from conftest import write_config
+
+    path = write_config(tmp_path, '[data]\nsource = "sklearn:digits"\ntask = "detection"\n')
+    with pytest.raises(UserError, match="data.task = 'detection' is not valid; expected one of classification"):
+        build_config(str(path), {})
+
+
+# -- input-fidelity ------------------------------------------------------------------------------
+def test_clean_digit_masks_pass_input_fidelity(tmp_path, digits):
+    result = run_one(InputFidelity(), source=_seg(tmp_path, digits))
+    assert result.status is Status.PASS, messages(result)
+    assert result.metrics["mask_offset"]["val"] == [0, 0]
+
+
+@pytest.mark.parametrize("defect, expected", [
+    ("255", "masks hold 0 and 255, not class ids 0 and 1"),
+    ("shift", "val's masks sit 4 px right of their images' edges"),
+    ("bilinear", "hold an id between their neighbours' ids"),
+])
+def test_each_planted_mask_defect_fails_input_fidelity_naming_it(tmp_path, digits, defect, expected):
+    result = run_one(InputFidelity(), source=_seg(tmp_path, digits, defect))
+    assert result.status is Status.FAIL
+    assert expected in messages(result)
+
+
+def test_thin_classes_lost_at_the_model_size_are_named(tmp_path, digits):
+    result = run_one(InputFidelity(), source=_seg(tmp_path, digits, "thin"), image_size=(6, 6))
+    assert result.status is Status.WARN
+    assert "resizing masks to 6x6 loses thin classes (11: 100% of its pixels, gone from" in messages(result)
+    assert "lost_share" in str(result.findings[0].evidence) and "'0'" not in str(result.findings[0].evidence)
+
+
+def test_the_montage_tints_masks_over_their_images(tmp_path, digits):
+    result = run_one(InputFidelity(), source=_seg(tmp_path, digits))
+    grid = result.figures["montage"]
+    assert grid.images.shape[-1] == 3 and "Masks over their images" in grid.title
+    assert all(caption for caption in grid.captions)
+
+
+# -- imbalance ----------------------------------------------------------------------------------
+def test_segmentation_imbalance_leaves_the_background_out_and_fails_on_a_class_train_lacks(tmp_path, digits):
+    clean = run_one(Imbalance(), source=_seg(tmp_path, digits))
+    assert clean.status is Status.PASS, messages(clean)
+    assert clean.metrics["ratio_leaves_out"] == ["0"] and clean.metrics["imbalance_ratio"] < 3
+    absent = run_one(Imbalance(), source=_save(tmp_path, T.segmentation_arrays(*digits, 1200, 400, "absent"), "a.npz"))
+    assert absent.status is Status.FAIL and "val has classes that train lacks: 4" in messages(absent)
+
+
+def test_multilabel_imbalance_finds_a_label_train_lacks_and_labels_always_together(tmp_path, digits):
+    assert run_one(Imbalance(), source=_multi(tmp_path, digits)).status is Status.PASS
+    absent = run_one(Imbalance(), source=_save(tmp_path, T.multilabel_arrays(*digits, 1200, 400, "absent"), "a.npz"))
+    assert absent.status is Status.FAIL and "val has classes that train lacks: 3" in messages(absent)
+    arrays = T.multilabel_arrays(*digits, 1200, 400)
+    for split in ("train", "val"):
+        arrays[f"y_{split}"][:, 9] = arrays[f"y_{split}"][:, 8]  # label 9 copies label 8
+    twins = run_one(Imbalance(), source=_save(tmp_path, arrays, "twins.npz"))
+    assert twins.status is Status.WARN and "8 & 9 (100%)" in messages(twins)
+
+
+# -- loss-sanity --------------------------------------------------------------------------------
+SEG_MODELS = '''
+import torch
+from torch import nn
+
+
+class Wrong(nn.Module):
+    def __init__(self, in_channels, num_classes, dim=2, channels=None):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, channels or num_classes, 3, padding=1)
+        self.dim = dim
+
+    def forward(self, x):
+        return torch.softmax(self.conv(x), dim=self.dim)
+
+
+def softmax_over_height(num_classes, in_channels):
+    return Wrong(in_channels, num_classes, dim=2)
+
+
+def too_few_channels(num_classes, in_channels):
+    return nn.Conv2d(in_channels, 2, 3, padding=1)
+
+
+def shrinks(num_classes, in_channels):
+    return nn.Conv2d(in_channels, num_classes, 3, stride=2, padding=1)
+
+
+def softmax_head(num_classes, in_channels, image_size):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size[0] * image_size[1], num_classes),
+                         nn.Softmax(dim=1))
+'''
+FAST = {"epochs": 2, "max_train_samples": 400}
+
+
+@pytest.mark.parametrize("factory, expected", [
+    ("softmax_over_height", "softmax over dimension 2 (the height), not over the classes"),
+    ("too_few_channels", "the model outputs 2 channel(s) but the masks hold 11 classes"),
+    ("shrinks", "the model's score maps are 12x12 but the masks are 24x24"),
+])
+def test_segmentation_models_with_a_wrong_head_fail_loss_sanity(tmp_path, digits, user_module, factory, expected):
+    module = user_module(SEG_MODELS)
+    result = run_one(LossSanity(), source=_seg(tmp_path, digits), model=f"{module}:{factory}", **FAST)
+    assert result.status is Status.FAIL and expected in messages(result)
+
+
+def test_the_built_in_segmentation_net_passes_loss_sanity_near_ln_c(tmp_path, digits):
+    result = run_one(LossSanity(), source=_seg(tmp_path, digits), **FAST)
+    assert result.status is Status.PASS, messages(result)
+    assert result.metrics["output_shape"] == [11, 24, 24]
+    assert abs(result.metrics["initial_loss"] - np.log(11)) < 0.5 * np.log(11)
+    assert result.metrics["probe_final_loss"] < result.metrics["probe_initial_loss"]
+
+
+def test_pixel_accuracy_on_background_dominated_masks_is_named_misleading(tmp_path, digits):
+    result = run_one(LossSanity(), source=_seg(tmp_path, digits), metric="accuracy", **FAST)
+    assert result.status is Status.WARN and "where class 0 covers" in messages(result)
+
+
+def test_multilabel_softmax_head_with_bce_fails_and_logits_with_bce_pass(tmp_path, digits, user_module):
+    module = user_module(SEG_MODELS)
+    source = _multi(tmp_path, digits)
+    bad = run_one(LossSanity(), source=source, model=f"{module}:softmax_head", **FAST)
+    assert bad.status is Status.FAIL and "a softmax head with binary cross-entropy" in messages(bad)
+    good = run_one(LossSanity(), source=source, model="smallcnn", **FAST)
+    assert good.status is Status.PASS, messages(good)
+    assert good.metrics["loss"] == "bce" and abs(good.metrics["initial_loss"] - np.log(2)) < 0.2
+
+
+def test_multi_class_cross_entropy_on_multilabel_targets_fails(tmp_path, digits):
+    result = run_one(LossSanity(), source=_multi(tmp_path, digits), loss="cross_entropy", **FAST)
+    assert result.status is Status.FAIL and "makes the labels compete" in messages(result)
+
+
+# -- the checks not adapted yet ------------------------------------------------------------------
+def test_a_check_not_adapted_to_the_task_is_skipped_saying_so(tmp_path, digits):
+    result = run_one(LabelNoise(), source=_seg(tmp_path, digits))
+    assert result.status is Status.SKIP and "not adapted to segmentation data yet" in result.summary
+
+
+def test_a_default_audit_of_masks_runs_every_check_without_an_error(tmp_path, digits):
+    out = tmp_path / "r.json"
+    proc = subprocess.run([sys.executable, "-m", "dnncheck", "audit", _seg(tmp_path, digits), "--quiet", "--json",
+                           str(out), "--budget", "30"], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    checks = json.loads(out.read_text())["checks"]
+    assert not [c["slug"] for c in checks if c["status"] == "error"]
+    assert {c["slug"]: c["status"] for c in checks}["input-fidelity"] == "pass"
+
+
+def test_real_mnist_masks_pass_input_fidelity_and_imbalance(tmp_path):
+    x, y = T.mnist(shared_data("mnist5k.npz"))
+    source = _save(tmp_path, T.segmentation_arrays(x, y, 2000, 600))
+    for check in (InputFidelity(), Imbalance()):
+        result = run_one(check, source=source)
+        assert result.status is Status.PASS, messages(result)
