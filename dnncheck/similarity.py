@@ -49,7 +49,10 @@ class SplitLayout:
         self.starts = np.r_[0, np.cumsum([len(p) for p in self.parts])].astype(np.int64)
         self.split_of = np.concatenate([np.full(len(p), k) for k, p in enumerate(self.parts)])
         self.ids = [i for p in self.parts for i in p.ids]
-        self.labels = np.concatenate([p.y for p in self.parts])
+        from dnncheck.data.tasks import annotation_keys
+
+        # equal exactly when two samples' annotations are (a class, a label set, a mask)
+        self.labels, self.label_names = annotation_keys(ds, self.parts)
 
     def pair(self, p: Pair, **extra) -> dict:
         a, b = (p.a, p.b) if (self.split_of[p.a], p.a) <= (self.split_of[p.b], p.b) else (p.b, p.a)

@@ -256,3 +256,24 @@ def test_real_mnist_masks_pass_input_fidelity_and_imbalance(tmp_path):
     for check in (InputFidelity(), Imbalance()):
         result = run_one(check, source=source)
         assert result.status is Status.PASS, messages(result)
+
+
+# -- split-leakage ------------------------------------------------------------------------------
+def test_images_copied_across_splits_leak_and_a_copy_with_another_mask_is_a_conflict(tmp_path, digits):
+    from dnncheck.checks.split_leakage import SplitLeakage
+
+    # digits hold a few genuine near copies (enlarged, the search sees them): their masks differ as
+    # the images do, which is no label conflict
+    clean = run_one(SplitLeakage(), source=_seg(tmp_path, digits))
+    assert clean.status is not Status.FAIL and "carry different labels" not in messages(clean), messages(clean)
+    arrays = T.segmentation_arrays(*digits, 1200, 400)
+    arrays["x_val"][:30] = arrays["x_train"][:30]
+    arrays["mask_val"][:30] = arrays["mask_train"][:30]
+    arrays["mask_val"][0] = 0  # one copy annotated differently: its mask is empty
+    arrays["mask_val"][0, 0, 0] = 1
+    leaked = run_one(SplitLeakage(), source=_save(tmp_path, arrays, "leak.npz"))
+    assert leaked.status is Status.FAIL
+    text = messages(leaked)
+    assert "30 of 400 val samples" in text or "across splits" in text
+    conflict = next(f for f in leaked.findings if "carry different labels" in f.message)
+    assert conflict.evidence["pairs"][0]["label_a"].startswith("mask ") and "val:0" in conflict.samples

@@ -97,6 +97,9 @@ def _thresholds_record(check_cls):
     return make_dataclass(f"{check_cls.__name__}Thresholds", fields, frozen=True)
 
 
+ALL_TASKS = ("classification", "regression", "segmentation", "multilabel")
+
+
 class Check:
     id: ClassVar[str] = ""
     slug: ClassVar[str] = ""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.figures import Lines
-from dnncheck.checks.base import (Check, Finding, ProbeGap, Status, Verdict,
+from dnncheck.checks.base import (ALL_TASKS, Check, Finding, ProbeGap, Status, Verdict,
                                   headline, inconclusive, probe_missing, verdict)
 from dnncheck.errors import ProbeUnavailable
 
@@ -70,6 +70,7 @@ class GradientHealth(Check):
     item = None
     title = "Gradient health"
     needs = "probe run"
+    tasks = ALL_TASKS
     thresholds = {
         "vanishing_ratio": (1e-3, "first layer's gradient norm below this times the last layer's: vanishing"),
         "exploding_norm": (1e3, "a gradient norm above this: exploding"),

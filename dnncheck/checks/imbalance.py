@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.figures import Bars
-from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, verdict, with_reason
+from dnncheck.checks.base import ALL_TASKS, Check, Finding, ProbeGap, Status, Verdict, verdict, with_reason
 from dnncheck.errors import ProbeUnavailable
 
 MAX_LISTED = 20
@@ -71,7 +71,7 @@ class Imbalance(Check):
         "out_of_range_share": (0.05, "regression: share of val/test targets outside train's range that warns"),
         "together_share": (0.95, "multilabel: warn when two labels' Jaccard overlap on train reaches this (they always occur together)"),
     }
-    tasks = ("classification", "regression", "segmentation", "multilabel")
+    tasks = ALL_TASKS
 
     def probes(self, ctx) -> dict[str, dict]:
         return {"fit": {}} if ctx.dataset.task == "classification" and ctx.eval_split is not None else {}

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dnncheck.figures import ImageGrid
-from dnncheck.checks.base import Check, Finding, Status, Verdict, headline, verdict
+from dnncheck.checks.base import ALL_TASKS, Check, Finding, Status, Verdict, headline, verdict
 from dnncheck.data.sampling import subsample_index
 
 MAX_LISTED = 50
@@ -64,7 +64,7 @@ class InputFidelity(Check):
     title = "Input fidelity"
     needs = "data"
     uses_model = False
-    tasks = ("classification", "regression", "segmentation", "multilabel")
+    tasks = ALL_TASKS
     thresholds = {
         "low_information_ratio": (0.05, "near-constant: an image's std below this times the dataset's median std"),
         "aspect_outlier_factor": (2.5, "aspect ratio off the median by more than this factor is an outlier"),

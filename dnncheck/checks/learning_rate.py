@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.figures import Lines
-from dnncheck.checks.base import (Check, Finding, ProbeGap, Skipped, Status,
+from dnncheck.checks.base import (ALL_TASKS, Check, Finding, ProbeGap, Skipped, Status,
                                   Verdict, inconclusive, probe_missing, serious, verdict)
 from dnncheck.errors import ProbeUnavailable
 
@@ -56,6 +56,7 @@ class LearningRate(Check):
     item = None
     title = "Learning-rate range"
     needs = "data, model, one probe run"
+    tasks = ALL_TASKS
     thresholds = {
         "steps": (100, "steps of the range test"),
         "lr_start": (1e-7, "first learning rate of the test"),

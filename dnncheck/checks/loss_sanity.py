@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, serious, verdict
+from dnncheck.checks.base import ALL_TASKS, Check, Finding, ProbeGap, Status, Verdict, headline, serious, verdict
 from dnncheck.checks.task_losses import initial_bce_findings, multilabel_findings, segmentation_findings
 from dnncheck.errors import ProbeUnavailable
 
@@ -61,7 +61,7 @@ class LossSanity(Check):
     item = 4
     title = "Loss and target sanity"
     needs = "data, model, probe run"
-    tasks = ("classification", "regression", "segmentation", "multilabel")
+    tasks = ALL_TASKS
     thresholds = {
         "initial_loss_tolerance": (0.5, "warn when |initial - ln C| exceeds this fraction of ln C (cross-entropy/NLL)"),
         "min_fall_ratio": (0.9, "warn when the probe's final loss is above this fraction of its initial loss"),

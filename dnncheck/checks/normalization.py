@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.figures import Lines
-from dnncheck.checks.base import Check, Finding, ProbeGap, Status, Verdict, headline, serious, verdict
+from dnncheck.checks.base import ALL_TASKS, Check, Finding, ProbeGap, Status, Verdict, headline, serious, verdict
 from dnncheck.errors import ProbeNotRun, ProbeUnavailable
 MAX_LISTED = 20
 
@@ -56,6 +56,7 @@ class Normalization(Check):
     item = 2
     title = "Normalization"
     needs = "data, probe runs (2)"
+    tasks = ALL_TASKS
     thresholds = {
         "max_abs_value": (20.0, "fail when an input value exceeds this in magnitude (e.g. raw 0..255 pixels)"),
         "max_abs_mean": (1.0, "warn when a channel/feature mean is further than this from 0"),

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dnncheck.figures import ImageGrid
-from dnncheck.checks.base import Check, Finding, Status, Verdict, verdict
+from dnncheck.checks.base import ALL_TASKS, Check, Finding, Status, Verdict, verdict
 from dnncheck.similarity import SPLIT_ORDER
 
 MAX_LISTED = 50
@@ -72,6 +72,7 @@ class SplitLeakage(Check):
     item = 6
     title = "Leakage-free splits"
     needs = "data"
+    tasks = ALL_TASKS
     thresholds = {
         "near_threshold": (0.99, "shift-tolerant correlation at or above which two images are near duplicates"),
         "candidate_cosine": (0.9, "descriptor cosine a candidate pair needs before verification"),
@@ -113,13 +114,14 @@ class SplitLeakage(Check):
         label_counts = {n: np.bincount(ds.splits[n].y, minlength=ds.num_classes) for n in names} \
             if ds.task == "classification" else {}
         return SplitLeakageMeasurement(
-            tuple(ds.classes), made,
+            tuple(ds.classes) if ds.task == "classification" else tuple(annotation_names(ds)), made,
             tuple(s for s in ("val", "test") if ds.split(s) is None), smallest, tuple(pairs), _group_members(ds),
             label_counts, {n: len(part) for n, part in ds.splits.items()},
             _pair_images(ds, (pairs or list(within))[:FIGURE_PAIRS]) if (pairs or within) and ds.is_image else None,
             {} if ds.is_image else _single_feature_scores(ds, ctx.seed), _split_shift(ds, ctx.seed),
             None if ds.is_image else _feature_count(ds), within,
-            _cluster_images(ds, duplicate_clusters((*pairs, *within), made)) if ds.is_image else ())
+            _cluster_images(ds, duplicate_clusters((*pairs, *within), made)) if ds.is_image else (),
+            ds.task == "segmentation")
 
     # -- judging --------------------------------------------------------------------------------
     @classmethod
@@ -148,7 +150,7 @@ class SplitLeakage(Check):
                    "duplicate_clusters_across_splits": sum(bool(c["leaked"]) for c in clusters),
                    "leaked_evaluation_samples": sum(n for c in clusters for n in c["leaked"].values()),
                    "leaked_groups": len({p["group"] for p in group_pairs}),
-                   "conflicting_label_pairs": sum(p["label_a"] != p["label_b"] for p in pairs),
+                   "conflicting_label_pairs": len(_conflicting(m, pairs)),
                    "splits": dict(m.split_sizes), **shift_metrics, **metrics_extra,
                    **({"split_shift_auc": dict(m.shift_auc)} if m.shift_auc else {})}
         figures = {"duplicate_pairs": m.pair_figure} if m.pair_figure is not None else {}
@@ -158,7 +160,7 @@ class SplitLeakage(Check):
 
 @dataclass(frozen=True)
 class SplitLeakageMeasurement:
-    classes: tuple[str, ...]
+    classes: tuple[str, ...]  # segmentation/multilabel: the names of the annotations label_a/label_b index
     made_splits: tuple[str, ...]  # val/test carved from train by dnncheck for this audit
     missing_splits: tuple[str, ...]
     smallest_train_class: int  # (regression: the training split's size)
@@ -172,6 +174,15 @@ class SplitLeakageMeasurement:
     table_features: int | None = None  # tables: columns per row (images: None)
     within_pairs: tuple[dict, ...] = ()  # duplicates inside one split, same fields as pairs
     cluster_figures: tuple[ImageGrid, ...] = ()  # the largest clusters, a row of thumbnails each (images only)
+    masks: bool = False  # segmentation: label_a/label_b name masks
+
+
+def annotation_names(ds) -> list[str]:
+    """Names of the annotation keys pairs carry as label_a/label_b (data.tasks.annotation_keys):
+    label sets or masks for multilabel and segmentation data."""
+    from dnncheck.similarity import SplitLayout
+
+    return SplitLayout(ds).label_names or []
 
 
 def _feature_count(ds) -> int:
@@ -446,7 +457,7 @@ def _duplicate_findings(m: SplitLeakageMeasurement, t, clusters: list[dict]):
                                 evidence=evidence))
     if m.within_pairs:
         findings.append(_within_finding(m, t, [c for c in clusters if not c["leaked"]]))
-    conflicting = [p for p in (*m.pairs, *m.within_pairs) if p["label_a"] != p["label_b"]]
+    conflicting = _conflicting(m, (*m.pairs, *m.within_pairs))
     if conflicting:
         def name(label):
             return m.classes[label] if m.classes else label
@@ -458,6 +469,12 @@ def _duplicate_findings(m: SplitLeakageMeasurement, t, clusters: list[dict]):
                                 evidence={"pairs": [{"a": p["a"], "b": p["b"], "label_a": name(p["label_a"]),
                                                      "label_b": name(p["label_b"])} for p in conflicting[:MAX_LISTED]]}))
     return findings
+
+
+def _conflicting(m: SplitLeakageMeasurement, pairs) -> list[dict]:
+    """Pairs whose two samples carry different labels; for masks only exact copies count, since a
+    look-alike's mask differs from its twin's as the images do."""
+    return [p for p in pairs if p["label_a"] != p["label_b"] and not (m.masks and p["kind"] in LOOKALIKE_KINDS)]
 
 
 def _conflict_severity(conflicting: list[dict], m: SplitLeakageMeasurement, t) -> tuple[Status, str]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dnncheck.figures import Lines
-from dnncheck.checks.base import Check, ProbeGap, Status, Verdict, headline, inconclusive, probe_missing, serious, verdict
+from dnncheck.checks.base import (ALL_TASKS, Check, ProbeGap, Status, Verdict, headline, inconclusive, probe_missing,
+                                  serious, verdict)
 from dnncheck.errors import ProbeUnavailable
 
 
@@ -55,6 +56,7 @@ class TrainingCurves(Check):
     item = None
     title = "Training curves"
     needs = "probe run (audit) or a history file (curves)"
+    tasks = ALL_TASKS
     thresholds = {
         "overfit_rise_warn": (0.1, "validation loss rise since its best at which to warn"),
         "overfit_rise_fail": (0.5, "validation loss rise since its best at which to fail"),

@@ -146,3 +146,26 @@ def _value_name(value, colour_map: bool) -> str:
         v = int(value)
         return f"#{(v >> 16) & 255:02x}{(v >> 8) & 255:02x}{v & 255:02x}"
     return str(int(value))
+
+
+def annotation_keys(ds, parts) -> tuple[np.ndarray, list[str] | None]:
+    """One integer per sample of `parts` (splits laid end to end) that is equal for two samples exactly
+    when their annotations are, and the names of those integers when they are not class indices:
+    the class (classification), the target (regression), the label set (multilabel: "2|7"), the mask
+    (segmentation: identical bytes, named by a digest and the classes it holds)."""
+    if ds.task not in ("segmentation", "multilabel"):
+        return np.concatenate([p.y for p in parts]), None
+    import hashlib
+
+    if ds.task == "multilabel":
+        rows = np.concatenate([p.y for p in parts])
+        distinct, keys = np.unique(rows, axis=0, return_inverse=True)
+        names = ["|".join(ds.classes[c] for c in np.flatnonzero(row)) or "(no label)" for row in distinct]
+        return keys.ravel().astype(np.int64), names
+    digests = [hashlib.blake2b(np.ascontiguousarray(m).tobytes(), digest_size=8).hexdigest()
+               for p in parts for m in p.y]
+    distinct, keys = np.unique(np.array(digests), return_inverse=True)
+    first = {d: i for i, d in reversed(list(enumerate(digests)))}
+    masks = np.concatenate([p.y for p in parts]) if len(parts) > 1 else parts[0].y
+    names = [f"mask {d} ({', '.join(ds.classes[c] for c in np.unique(masks[first[d]]))})" for d in distinct]
+    return keys.astype(np.int64), names
