@@ -3,7 +3,7 @@ tutorial's guidance, and what a briefly trained probe does with the minority cla
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -74,7 +74,8 @@ class Imbalance(Check):
     tasks = ALL_TASKS
 
     def probes(self, ctx) -> dict[str, dict]:
-        return {"fit": {}} if ctx.dataset.task == "classification" and ctx.eval_split is not None else {}
+        wants = ctx.dataset.task in ("classification", "segmentation") and ctx.eval_split is not None
+        return {"fit": {}} if wants else {}
 
     def measure(self, ctx) -> "ImbalanceMeasurement":
         ds = ctx.dataset
@@ -83,7 +84,8 @@ class Imbalance(Check):
             ids = {name: tuple(ds.splits[name].ids) for name in targets}
             return ImbalanceMeasurement("regression", tuple(ds.classes), {}, targets=targets, target_ids=ids)
         if ds.task in ("segmentation", "multilabel"):
-            return _per_label_measurement(ds)
+            m = _per_label_measurement(ds)
+            return replace(m, iou=_probe_iou(ctx)) if ds.task == "segmentation" else m
         counts = {name: np.bincount(part.y, minlength=ds.num_classes) for name, part in ds.splits.items() if len(part)}
         predictions, gap, note = None, None, None
         if ctx.eval_split is None:
@@ -155,6 +157,7 @@ class ImbalanceMeasurement:
     together: np.ndarray | None = None  # multilabel: (C, C) samples of train holding both labels
     label_sets: dict | None = None  # multilabel: split -> (mean labels per sample, samples with no label)
     samples: int = 0  # training samples (segmentation, multilabel)
+    iou: dict | None = None  # segmentation: per-class IoU of the probe on the evaluation split (or its gap)
 
 
 # -- findings ---------------------------------------------------------------------------------
@@ -414,6 +417,7 @@ def _judge_per_label(m: ImbalanceMeasurement, t) -> Verdict:
                                     {s: c.tolist() for s, c in m.counts.items()}, "samples")}
     if m.task == "segmentation":
         findings += _pixel_share_findings(m, metrics)
+        findings += _iou_findings(m, metrics, figures)
         figures["pixel_share"] = Bars("Share of pixels per class", list(m.classes),
                                       {s: (p / max(1, p.sum())).round(4).tolist() for s, p in m.pixels.items()}, "share")
         left_out = metrics["ratio_leaves_out"]
@@ -430,6 +434,55 @@ def _judge_per_label(m: ImbalanceMeasurement, t) -> Verdict:
               "Dice loss for segmentation); report per-class IoU/Dice or per-label average precision, not accuracy."
               if findings else "")
     return Verdict(verdict(findings), summary, tuple(findings), metrics, remedy, figures)
+
+
+def _probe_iou(ctx) -> dict | None:
+    """Per-class intersection over union of the shared probe's class maps on (a sample of) the
+    evaluation split: {"split", "iou": [per class, NaN where a class is in neither], "baseline"
+    (mean IoU of predicting the commonest training class everywhere)}; {"gap": ProbeGap} when the
+    probe did not finish; None without an evaluation split."""
+    from dnncheck.masks import pixel_counts
+
+    if ctx.eval_split is None:
+        return None
+    try:
+        run = ctx.fit_probe()
+    except ProbeUnavailable as exc:
+        return {"gap": ProbeGap.of(exc)}
+    if run.val_outputs is None:
+        return None
+    truth = ctx.targets(ctx.eval_split)[ctx.probe_positions("fit")[1]].numpy().astype(np.int64)
+    guess = run.val_outputs.numpy().astype(np.int64)
+    classes = ctx.dataset.num_classes
+    common = int(np.argmax(pixel_counts(ctx.dataset.splits["train"].y, classes)))
+    return {"split": ctx.eval_split, "iou": _iou(truth, guess, classes).tolist(),
+            "baseline": float(np.nanmean(_iou(truth, np.full_like(truth, common), classes)))}
+
+
+def _iou(truth: np.ndarray, guess: np.ndarray, classes: int) -> np.ndarray:
+    both = np.bincount(truth[truth == guess].ravel(), minlength=classes)[:classes].astype(float)
+    union = (np.bincount(truth.ravel(), minlength=classes)[:classes] +
+             np.bincount(guess.ravel(), minlength=classes)[:classes] - both)
+    return np.divide(both, union, out=np.full(classes, np.nan), where=union > 0)
+
+
+def _iou_findings(m: ImbalanceMeasurement, metrics, figures) -> list:
+    if not m.iou:
+        return []
+    if "gap" in m.iou:
+        return [m.iou["gap"].finding("per-class IoU not measured")]
+    iou = np.array(m.iou["iou"], dtype=float)
+    metrics["per_class_iou"] = {c: (None if np.isnan(v) else round(float(v), 4)) for c, v in zip(m.classes, iou)}
+    metrics["probe_mean_iou"] = round(float(np.nanmean(iou)), 4)
+    metrics["background_baseline_mean_iou"] = round(m.iou["baseline"], 4)
+    figures["per_class_iou"] = Bars(f"Per-class IoU of the probe on {m.iou['split']}", list(m.classes),
+                                    {"IoU": [0.0 if np.isnan(v) else round(float(v), 4) for v in iou]}, "IoU")
+    worst = [int(i) for i in np.argsort(np.nan_to_num(iou, nan=np.inf))[:3] if not np.isnan(iou[i])]
+    shown = ", ".join(f"{m.classes[i]} ({iou[i]:.2f})" for i in worst)
+    head = (f"the probe's mean IoU on {m.iou['split']} is {metrics['probe_mean_iou']:.2f} against "
+            f"{metrics['background_baseline_mean_iou']:.2f} for the commonest class everywhere; lowest: {shown}")
+    return [Finding(Status.INFO, f"{head} (a brief probe: which classes are hard, not how good a model can get)",
+                    evidence={"per_class_iou": metrics["per_class_iou"]}, headline=head)]
 
 
 def _pixel_share_findings(m: ImbalanceMeasurement, metrics) -> list:

@@ -16,6 +16,7 @@ MAX_LISTED = 20
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro")
 TASK_METRICS = ("iou", "dice", "average_precision")  # segmentation (IoU, Dice) and multilabel (average precision)
 INITIAL_LOSS_SAMPLES = 512
+DENSE_SCORES = 2**24  # segmentation: output scores held for the initial loss (64 MB of float32)
 MIXING_HALF = 16  # samples per batch in the batch-mixing test (only sample 0's outputs are compared)
 
 
@@ -79,8 +80,11 @@ class LossSanity(Check):
 
         ds = ctx.dataset
         model = ctx.fresh_model()
-        x = ctx.inputs("train")[:INITIAL_LOSS_SAMPLES]
-        y = ctx.targets("train")[:INITIAL_LOSS_SAMPLES]
+        rows = INITIAL_LOSS_SAMPLES
+        if ds.task == "segmentation":  # N,C,H,W scores: as many masks as keep them near 2**24 values
+            rows = max(16, min(rows, DENSE_SCORES // max(1, len(ds.classes) * int(np.prod(ds.image_size)))))
+        x = ctx.inputs("train")[:rows]
+        y = ctx.targets("train")[:rows]
         # train mode in batches of the training batch size: BatchNorm uses batch statistics, as in
         # the first step (512 photos at 224 px in one forward held ~3 GB of activations)
         out = forward_all(model, x, "cpu", batch=ctx.cfg.batch_size, train=True)

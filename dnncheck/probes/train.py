@@ -23,6 +23,7 @@ from dnncheck.probes.budget import Guard, NoGuard
 
 EVAL_BATCH = 1024
 EVAL_VALUES = 2**22  # input values per evaluation chunk (16 MB as float32)
+DENSE_INITIAL_VALUES = 2**25  # segmentation: output scores of the initial-loss pass (masks' pixels x 32 classes)
 # on a GPU the chunk's activations live in its memory, not the host's: chunks 8x larger (222 photos
 # at 224 px, whose bf16 activations take well under 1 GB) keep it busy between host copies
 CUDA_EVAL_SCALE = 8
@@ -173,6 +174,31 @@ def forward_all(model: nn.Module, x: torch.Tensor, device: str, batch: int = EVA
     return torch.cat(outs) if outs else torch.empty(0)
 
 
+def dense_pass(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, device: str) -> tuple[float, torch.Tensor]:
+    """(mean loss, predicted class maps as uint8/int16 N,H,W) of a segmentation model over x, in eval
+    mode, chunk by chunk: no more than about EVAL_VALUES output scores are held at once."""
+    if not len(x):
+        return math.nan, torch.empty(0, dtype=torch.uint8)
+    was_training = model.training
+    model.to(device).eval()
+    total, rows, maps = 0.0, 0, []
+    with torch.no_grad(), autocast(device):
+        first = model(x[:1].to(device)).float()
+        batch = max(1, EVAL_VALUES // max(1, first[0].numel()))
+        for start in range(0, len(x), batch):
+            out = model(x[start:start + batch].to(device, non_blocking=True)).float()
+            target = y[start:start + batch].to(device)
+            try:
+                total += float(loss_fn(out, target)) * len(out)
+            except Exception:
+                total = math.nan
+            rows += len(out)
+            classes = out.argmax(1)
+            maps.append(classes.to(torch.uint8 if out.shape[1] <= 256 else torch.int16).cpu())
+    model.train(was_training)
+    return total / rows, torch.cat(maps)
+
+
 def mean_loss(loss_fn, out: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return float(loss_fn(out, y))
@@ -236,7 +262,7 @@ def train_probe(name: str, model: nn.Module, loss_fn, train: tuple, val: tuple |
     grad_every = max(MIN_GRAD_EVERY, run.planned_steps // MAX_GRAD_RECORDS)
     schedule, per_step = make_schedule(optimizer, settings, steps_per_epoch)
     start = time.perf_counter()
-    run.initial_loss = _initial_loss(model, loss_fn, x_train, y_train, device)
+    run.initial_loss = _initial_loss(model, loss_fn, x_train, y_train, device, task)
     task_bar = progress.task(f"probe: {name}", total=settings.max_epochs) if progress else None
     pending = []  # gradient norms still on the device: moved to the host once per epoch
     for epoch in range(settings.max_epochs):
@@ -281,7 +307,10 @@ def train_probe(name: str, model: nn.Module, loss_fn, train: tuple, val: tuple |
     if optimizer is not None:  # a memoised run keeps its model, not the last step's gradients (45 MB for resnet18)
         optimizer.zero_grad(set_to_none=True)
     if val is not None and run.stopped_by != "budget":
-        run.val_outputs = forward_all(model, val[0], device)
+        # segmentation: the predicted class maps, not N,C,H,W scores (2,000 masks of 21 classes at
+        # 224 px would be 8 GB of float32)
+        run.val_outputs = dense_pass(model, loss_fn, val[0], val[1], device)[1] if task == "segmentation" else \
+            forward_all(model, val[0], device)
     run.seconds = time.perf_counter() - start
     return run
 
@@ -398,11 +427,15 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _initial_loss(model, loss_fn, x, y, device) -> float:
-    """The loss before any update, on up to 512 training samples (train-mode BatchNorm)."""
+def _initial_loss(model, loss_fn, x, y, device, task: str = "classification") -> float:
+    """The loss before any update, on up to 512 training samples (train-mode BatchNorm); masks: as
+    many as keep the scores near DENSE_INITIAL_VALUES (16 at 224 px and 21 classes)."""
+    rows = 512
+    if task == "segmentation" and len(y):
+        rows = max(16, min(rows, DENSE_INITIAL_VALUES // max(1, y[0].numel() * 32)))
     with torch.no_grad(), autocast(device):
         try:
-            return float(loss_fn(model(x[:512]), y[:512]))
+            return float(loss_fn(model(x[:rows]), y[:rows]))
         except Exception:
             return math.nan
 
@@ -436,7 +469,10 @@ def _epoch_record(epoch, model, loss_fn, val, task, device, step_losses, train_a
     extra pass over the training data) and a full pass over validation."""
     record = {"epoch": epoch, "train_loss": float(np.mean(step_losses)) if step_losses else math.nan,
               "train_acc": train_acc}
-    if val is not None:
+    if val is not None and task == "segmentation":
+        record["val_loss"], _ = dense_pass(model, loss_fn, val[0], val[1], device)
+        record["val_acc"] = None
+    elif val is not None:
         out = forward_all(model, val[0], device)
         try:
             record["val_loss"] = mean_loss(loss_fn, out, val[1])
