@@ -96,3 +96,23 @@ def multilabel_arrays(x: np.ndarray, y: np.ndarray, n_train: int, n_val: int, de
         flip = rng.random(y_train.shape) < 0.10
         y_train[flip] ^= 1
     return {"x_train": images[train], "y_train": y_train, "x_val": images[val], "y_val": labels[val]}
+
+
+def write_mask_folder(root, arrays: dict, palette: bool = False, mask_suffix: str = ".png") -> None:
+    """root/<split>/images/<i>.png and root/<split>/masks/<i><mask_suffix> from x_<split>/mask_<split>;
+    `palette`: masks saved as palette PNGs (mode P, Pascal VOC's way), else 8-bit greyscale."""
+    from PIL import Image
+
+    for key in arrays:
+        if not key.startswith("x_"):
+            continue
+        split = key[2:]
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        (root / split / "masks").mkdir(parents=True, exist_ok=True)
+        for i, (image, mask) in enumerate(zip(arrays[key], arrays[f"mask_{split}"])):
+            Image.fromarray(image).save(root / split / "images" / f"{i:05d}.png")
+            saved = Image.fromarray(mask.astype(np.uint8))
+            if palette:
+                saved = saved.convert("P")
+                saved.putpalette([v for k in range(256) for v in ((k * 37) % 256, (k * 91) % 256, (k * 53) % 256)])
+            saved.save(root / split / "masks" / f"{i:05d}{mask_suffix}")

@@ -277,3 +277,36 @@ def test_images_copied_across_splits_leak_and_a_copy_with_another_mask_is_a_conf
     assert "30 of 400 val samples" in text or "across splits" in text
     conflict = next(f for f in leaked.findings if "carry different labels" in f.message)
     assert conflict.evidence["pairs"][0]["label_a"].startswith("mask ") and "val:0" in conflict.samples
+
+
+# -- segmentation folders -----------------------------------------------------------------------
+def test_a_folder_of_images_and_palette_masks_is_read_as_segmentation(tmp_path, digits):
+    root = tmp_path / "seg"
+    T.write_mask_folder(root, T.segmentation_arrays(*digits, 300, 100), palette=True)
+    ds = load_dataset(AuditConfig(source=str(root)))
+    assert ds.task == "segmentation" and ds.classes == [str(i) for i in range(11)]
+    assert set(ds.splits) == {"train", "val", "test"} and ds.splits["val"].y.shape[1:] == (24, 24)
+    assert ds.splits["train"].ids[0].startswith("train/images/")
+    result = run_one(InputFidelity(), source=str(root))
+    assert result.status is Status.PASS, messages(result)
+
+
+def test_an_image_without_its_mask_is_refused_naming_it(tmp_path, digits):
+    root = tmp_path / "seg"
+    T.write_mask_folder(root, T.segmentation_arrays(*digits, 60, 20))
+    (root / "val" / "masks" / "00003.png").unlink()
+    with pytest.raises(UserError, match=r"1 image\(s\) have no mask of the same name under masks/ \(val/images/00003.png\)"):
+        load_dataset(AuditConfig(source=str(root)))
+
+
+def test_a_mask_stored_at_another_size_than_its_image_fails_input_fidelity(tmp_path, digits):
+    from PIL import Image
+
+    root = tmp_path / "seg"
+    T.write_mask_folder(root, T.segmentation_arrays(*digits, 300, 100))
+    path = root / "train" / "masks" / "00007.png"
+    Image.open(path).resize((12, 12), Image.NEAREST).save(path)
+    result = run_one(InputFidelity(), source=str(root))
+    assert result.status is Status.FAIL
+    assert "1 mask(s) are stored at another size than their image (e.g. 12x12 vs 24x24)" in messages(result)
+    assert "train/images/00007.png" in result.findings[0].samples

@@ -42,7 +42,7 @@ def measure_masks(ds, seed: int) -> MaskMeasurement:
 
     aligned, between = {}, {}
     for name, part in ds.splits.items():
-        if not len(part) or not isinstance(part.x, np.ndarray):
+        if not len(part):
             continue
         index = subsample_index(np.zeros(len(part)), INTERPOLATION_SAMPLES, seed, False)
         masks = part.y[index]
@@ -52,7 +52,7 @@ def measure_masks(ds, seed: int) -> MaskMeasurement:
         worst = order[per_mask[order] > 0][:MAX_LISTED]
         between[name] = (float(inside.sum() / max(1, edge.sum())), [part.ids[i] for i in index[worst]])
         few = index[:256] if len(index) > 256 else index
-        aligned[name] = asdict(alignment(part.x[few], part.y[few]))
+        aligned[name] = asdict(alignment(images_at_mask_size(part, few), part.y[few]))
     train = ds.splits["train"]
     stored = tuple(int(v) for v in train.y.shape[1:3])
     model = tuple(int(v) for v in ds.image_size)
@@ -66,9 +66,30 @@ def measure_masks(ds, seed: int) -> MaskMeasurement:
     return MaskMeasurement(tuple(ds.classes), facts, aligned, between, model, stored, resize)
 
 
+def images_at_mask_size(part, index) -> np.ndarray:
+    """The images at `index` as N,H,W,C on their masks' grid: as stored for arrays (masks share their
+    images' size), resized for image files (whose masks were read at the model's input size)."""
+    if isinstance(part.x, np.ndarray):
+        return part.x[index]
+    return part.x.take(index).resized_array(tuple(part.y.shape[1:3])).transpose(0, 2, 3, 1)
+
+
 def mask_findings(m: MaskMeasurement, t, metrics: dict) -> list:
-    return [*_storage_findings(m, metrics), *_interpolation_findings(m, t, metrics), *_alignment_findings(m, t, metrics),
+    return [*_size_mismatch_findings(m, metrics), *_storage_findings(m, metrics), *_interpolation_findings(m, t, metrics), *_alignment_findings(m, t, metrics),
             *_resize_findings(m, t, metrics)]
+
+
+def _size_mismatch_findings(m: MaskMeasurement, metrics) -> list:
+    mismatched = m.facts.get("size_mismatch", []) if m.facts else []
+    metrics["masks_of_another_size"] = len(mismatched)
+    if not mismatched:
+        return []
+    sample, mask, image = mismatched[0]
+    head = f"{len(mismatched)} mask(s) are stored at another size than their image (e.g. {mask[0]}x{mask[1]} vs {image[0]}x{image[1]})"
+    return [Finding(Status.FAIL, f"{head}: a mask resized apart from its image no longer lines up pixel for pixel; "
+                    "export each mask at its image's size", samples=tuple(s for s, _, _ in mismatched[:MAX_LISTED]),
+                    evidence={"sizes": {s: {"mask": a, "image": b} for s, a, b in mismatched[:MAX_LISTED]}},
+                    headline=head)]
 
 
 def _storage_findings(m: MaskMeasurement, metrics) -> list:
@@ -160,14 +181,16 @@ def _resize_findings(m: MaskMeasurement, t, metrics) -> list:
 
 def tinted_montage(ds, view) -> ImageGrid:
     """Training images with their masks tinted over them (class 0 left clear), at the stored size."""
+    from dnncheck.data.dataset import integer_scale
+
     count = min(MONTAGE_IMAGES, len(view))
-    images = np.asarray(view.x[:count], dtype=np.float32)
-    scale = float(np.iinfo(view.x.dtype).max) if np.issubdtype(view.x.dtype, np.integer) else max(1e-8, float(images.max()))
+    images = np.asarray(images_at_mask_size(view, np.arange(count)), dtype=np.float32)
+    scale = integer_scale(ds.splits["train"].x) or max(1e-8, float(images.max()))
     grey = np.clip(images.mean(axis=-1) / scale * 255.0, 0, 255)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     masks = view.y[:count].astype(np.int64)
     colour = TINT[(masks - 1) % len(TINT)]
     tinted = np.where((masks > 0)[..., None], 0.45 * rgb + 0.55 * colour, rgb)
     captions = [", ".join(ds.classes[c] for c in np.unique(mk) if c > 0) or ds.classes[0] for mk in masks]
-    return ImageGrid("Masks over their images (class 0 untinted, as stored)", tinted.round().astype(np.uint8),
+    return ImageGrid("Masks over their images (class 0 untinted)", tinted.round().astype(np.uint8),
                      captions, cols=8, ids=list(view.ids[:count]))

@@ -12,7 +12,8 @@ from dnncheck.data.dataset import Dataset, SplitData
 from dnncheck.errors import UserError, refuse_system_path, require_regular_file
 
 # what each task needs, said when the configured task does not match the source (DESIGN section 3)
-TASK_SOURCES = {"segmentation": "segmentation masks are read from an .npz with mask_<split> arrays; ",
+TASK_SOURCES = {"segmentation": "segmentation masks are read from an .npz with mask_<split> arrays or a folder "
+                                "<split>/images + <split>/masks; ",
                 "multilabel": "multi-label rows are read from an .npz with (N, C) 0/1 y_<split> arrays; ",
                 "regression": "a regression target is read from a table CSV's `target` column; ",
                 "classification": ""}
@@ -28,13 +29,7 @@ def load_dataset(cfg, progress=None) -> Dataset:
                         f"{TASK_SOURCES.get(cfg.task, '')}remove task to let dnncheck read it as {ds.task}")
     from dnncheck.data.splits import make_missing_splits
 
-    _check_labels(ds)
-    settings = _scan_settings(cfg)
-    if settings.capped_note:
-        ds.notes.append(settings.capped_note)
-    _array_records(ds, settings.worker_count, progress)
-    make_missing_splits(ds, cfg.seed, renumber)
-    if ds.is_image:
+    if ds.is_image:  # decided first: a segmentation folder's masks are read at this size
         if cfg.image_size:
             ds.image_size = tuple(cfg.image_size)
             ds.image_size_from = f"[data] image_size in {cfg.origin}"
@@ -42,7 +37,35 @@ def load_dataset(cfg, progress=None) -> Dataset:
             ds.image_size = default_image_size(ds)
         if not ds.image_size_from.startswith("the default"):  # the fallback has its own note
             ds.notes.append(f"model input {ds.image_size[0]}x{ds.image_size[1]}: {ds.image_size_from}")
+    if ds.pending_masks is not None:
+        _read_pending_masks(ds)
+    _check_labels(ds)
+    settings = _scan_settings(cfg)
+    if settings.capped_note:
+        ds.notes.append(settings.capped_note)
+    _array_records(ds, settings.worker_count, progress)
+    make_missing_splits(ds, cfg.seed, renumber)
     return ds
+
+
+def _read_pending_masks(ds: Dataset) -> None:
+    """A segmentation folder's masks, read at the model's input size into each split's y; masks whose
+    stored size differs from their image's are kept in the mask facts (input-fidelity reports them)."""
+    from dnncheck.data.maskfiles import read_masks
+    from dnncheck.data.tasks import segmentation_targets
+
+    masks, mismatched = {}, []
+    for name, part in ds.splits.items():
+        stored, native = read_masks([ds.pending_masks[i] for i in part.ids], tuple(ds.image_size))
+        masks[name] = stored
+        for sample_id, mask_size, image_size in zip(part.ids, native, part.native_sizes):
+            if tuple(mask_size) != tuple(int(v) for v in image_size):
+                mismatched.append((sample_id, [int(v) for v in mask_size], [int(v) for v in image_size]))
+    ys, ds.classes, ds.mask_facts = segmentation_targets(masks, None, ds.source, ds.notes)
+    ds.mask_facts.size_mismatch = mismatched
+    for name, part in ds.splits.items():
+        part.y = ys[name]
+    ds.pending_masks = None
 
 
 def _read_source(source: str, cfg, progress):

@@ -88,6 +88,7 @@ class Dataset:
     decode_max_side: int | None = None
     external: SplitData | None = None  # an external validation set, when the source holds one
     mask_facts: object = None  # segmentation: data.tasks.MaskFacts, how the masks were stored
+    pending_masks: dict | None = None  # segmentation folders: sample id -> mask file, until read at image_size
     scan: dict | None = None  # the data pass over image files: files, decoded, from_cache, engine, workers
 
     @property

@@ -69,6 +69,10 @@ def load_folder(root: Path, settings, progress=None) -> Dataset:
     layout = {p.name: p for p in split_dirs} if split_dirs else {"train": root}
     if split_dirs and "train" not in layout:
         raise UserError(f"{root}: has {', '.join(layout)} split folders but no train/; add {root}/train/<class>/")
+    from dnncheck.data.maskfiles import is_mask_layout
+
+    if is_mask_layout(layout):
+        return _load_mask_folder(root, layout, settings, progress)
     class_names = sorted({c.name for d in layout.values() for c in _subdirs(d)})
     if not class_names:
         raise UserError(f"{root}: no class subfolders inside {', '.join(str(d) for d in layout.values())}; "
@@ -99,4 +103,36 @@ def load_folder(root: Path, settings, progress=None) -> Dataset:
                         "check the folder is the dataset's root")
     dataset = build_image_dataset(str(root), entries, class_names, settings, progress)
     dataset.ignored_files = ignored
+    return dataset
+
+
+def _load_mask_folder(root: Path, layout: dict[str, Path], settings, progress=None) -> Dataset:
+    """root/<split>/images + root/<split>/masks: the images as files (one placeholder class), their
+    masks paired by name and kept as paths until the model's input size is known (load_dataset)."""
+    from dnncheck.data.maskfiles import pair_masks, unmatched_masks
+
+    extensions = TORCHVISION_EXTENSIONS + EXTRA_EXTENSIONS
+    prefix = os.path.join(str(root), "")
+    triples, ignored = [], []
+    for split, directory in layout.items():
+        for path in _walk_files(directory / "images", root):
+            relative = (path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)).replace(os.sep, "/")
+            if os.path.basename(path).startswith("."):
+                continue
+            if path.lower().endswith(extensions):
+                triples.append((relative, path, split))
+            else:
+                ignored.append(relative)
+    if not triples:
+        raise UserError(f"{root}: the images/ folders hold no image files ({', '.join(extensions)})")
+    paired = pair_masks(root, layout, triples, _walk_files)
+    entries = [FileEntry(sample_id, path, 0, split) for sample_id, path, split in triples]
+    dataset = build_image_dataset(str(root), entries, ["image"], settings, progress)
+    dataset.ignored_files = ignored
+    dataset.task = "segmentation"
+    dataset.pending_masks = {sample_id: paired[sample_id] for part in dataset.splits.values() for sample_id in part.ids}
+    spare = unmatched_masks(paired, layout, _walk_files, root)
+    if spare:
+        dataset.notes.append(f"{len(spare)} mask file(s) have no image of the same name and were not read "
+                             f"(first: {spare[0]})")
     return dataset

@@ -29,6 +29,7 @@ class MaskFacts:
     non_integer_share: float = 0.0  # share of pixels whose float value is not a whole number
     mapped: bool = False  # stored values were not 0..C-1 and were renumbered
     mapping: list = field(default_factory=list)  # stored value -> class id, when mapped (first 32)
+    size_mismatch: list = field(default_factory=list)  # (sample id, mask H,W, image H,W) stored at other sizes
 
 
 def infer_task(requested: str | None, has_masks: bool, y_arrays: list[np.ndarray], where: str) -> str:
@@ -70,7 +71,7 @@ def multilabel_targets(arrays: dict[str, np.ndarray], where: str) -> tuple[dict[
     return {s: y.astype(np.uint8) for s, y in arrays.items()}, [str(i) for i in range(width)]
 
 
-def segmentation_targets(masks: dict[str, np.ndarray], images: dict[str, np.ndarray], where: str,
+def segmentation_targets(masks: dict[str, np.ndarray], images: dict[str, np.ndarray] | None, where: str,
                          notes: list[str]) -> tuple[dict[str, np.ndarray], list[str], MaskFacts]:
     """split -> (N, H, W) class ids, the class names, and how the masks were stored.
 
@@ -80,7 +81,7 @@ def segmentation_targets(masks: dict[str, np.ndarray], images: dict[str, np.ndar
     are (data.dataset.class_labels)."""
     from dnncheck.data.dataset import _plain_number
 
-    squeezed = {s: _mask_shape(m, images[s], f"{where} mask_{s}") for s, m in masks.items()}
+    squeezed = {s: m if images is None else _mask_shape(m, images[s], f"{where} mask_{s}") for s, m in masks.items()}
     colour = {m.ndim == 4 for m in squeezed.values()}
     if len(colour) > 1:
         raise UserError(f"{where}: some mask arrays are colour maps (N,H,W,3) and others class ids (N,H,W); "
