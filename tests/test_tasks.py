@@ -310,3 +310,16 @@ def test_a_mask_stored_at_another_size_than_its_image_fails_input_fidelity(tmp_p
     assert result.status is Status.FAIL
     assert "1 mask(s) are stored at another size than their image (e.g. 12x12 vs 24x24)" in messages(result)
     assert "train/images/00007.png" in result.findings[0].samples
+
+
+# -- label-noise on label sets ------------------------------------------------------------------
+def test_flipped_label_bits_fail_label_noise_and_clean_label_sets_pass(tmp_path, digits):
+    def pairs(defect=None):
+        return _save(tmp_path, T.multilabel_arrays(*digits, 700, 100, defect), f"{defect}.npz")
+
+    clean = run_one(LabelNoise(), source=pairs(), epochs=4, budget_seconds=3000)
+    assert clean.status is Status.PASS, messages(clean)
+    assert clean.metrics["unit"] == "label bits" and "probe" in clean.metrics["estimators"]
+    flipped = run_one(LabelNoise(), source=pairs("flip"), epochs=4, budget_seconds=3000)
+    assert flipped.status is Status.FAIL, messages(flipped)
+    assert flipped.metrics["estimated_noise_rate"] > 0.05

@@ -55,6 +55,9 @@ class LabelNoise(Check):
         weak evidence (the given labels are then close to coin flips) and is information, not a failure.
         Measured on 3,500 real MNIST digits with 10% of labels flipped: see benchmarks/.
 
+        Multi-label rows: per-label estimates and cleanlab's multi-label filter, the rate over label
+        bits (checks/multilabel_noise.py).
+
     How to fix
         Review the top suspects (the figure shows them with both labels); relabel or drop the
         wrong ones and retrain. Where relabelling is impossible, prefer lower-capacity models or
@@ -75,7 +78,11 @@ class LabelNoise(Check):
         "min_estimator_skill": (0.6, "below this estimator skill (confidence and accuracy vs chance), suspects warn at most"),
     }
 
+    tasks = ("classification", "regression", "multilabel")
+
     def _folds(self, ctx) -> int:
+        if ctx.dataset.task == "multilabel":  # samples dealt round-robin: any split into folds works
+            return int(min(self.t.folds, len(ctx.view("train"))))
         counts = np.bincount(ctx.view("train").y, minlength=ctx.dataset.num_classes)
         return int(min(self.t.folds, counts[counts > 0].min()))
 
@@ -83,13 +90,21 @@ class LabelNoise(Check):
         return bool(self.t.probe) and ctx.output_info.units == ctx.dataset.num_classes
 
     def probes(self, ctx) -> dict[str, dict]:
-        if ctx.dataset.task != "classification" or self._folds(ctx) < 2 or not self._uses_probe(ctx):
+        if ctx.dataset.task not in ("classification", "multilabel") or self._folds(ctx) < 2 or not self._uses_probe(ctx):
             return {}
         return {"label-noise": {"folds": self._folds(ctx)}}
 
     # -- measuring ------------------------------------------------------------------------------
     def measure(self, ctx):
         ds = ctx.dataset
+        if ds.task == "multilabel":
+            from dnncheck.checks import multilabel_noise
+
+            try:
+                return multilabel_noise.measure(ctx, self._folds(ctx), bool(self.t.probe) and self._uses_probe(ctx))
+            except ProbeCutShort as exc:
+                return LabelNoiseMeasurement(tuple(ds.classes), tuple(ctx.view("train").ids), ctx.view("train").y,
+                                             self._folds(ctx), (), probe_gap=ProbeGap.of(exc))
         if ds.task != "classification":
             return Skipped("label noise applies to classification; the target is continuous")
         train = ctx.view("train")  # every training sample, or max_train_samples of them (stratified)
@@ -111,6 +126,10 @@ class LabelNoise(Check):
     # -- judging --------------------------------------------------------------------------------
     @classmethod
     def judge(cls, m: "LabelNoiseMeasurement", t) -> Verdict:
+        from dnncheck.checks import multilabel_noise
+
+        if isinstance(m, multilabel_noise.MultilabelNoise):
+            return multilabel_noise.judge(m, t)
         conflict_findings = _conflict_findings(m.conflicts)
         if m.probe_gap is not None:
             findings = [m.probe_gap.finding("label noise not estimated"), *conflict_findings]

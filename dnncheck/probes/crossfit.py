@@ -113,20 +113,24 @@ def probe_probabilities(x, y, fold: np.ndarray, classes: int, train_on, output_k
     from dnncheck.probes.train import forward_all
 
     labels = y.numpy()
+    multilabel = labels.ndim == 2  # (N, C) 0/1 rows: per-label probabilities, neighbours' label shares
     out = {"probe": np.zeros((len(y), classes)), "deep_knn": np.zeros((len(y), classes))}
     rng = np.random.default_rng(seed)
     for k in np.unique(fold):
         fit = np.flatnonzero(fold != k)
-        fit = fit[subsample_index(labels[fit], max_train_samples, seed + int(k), True)]
+        fit = fit[subsample_index(labels[fit], max_train_samples, seed + int(k), not multilabel)]
         held = np.flatnonzero(fold == k)
         model = train_on(fit, int(k))
         reference = fit if len(fit) <= DEEP_KNN_REFERENCE else np.sort(rng.choice(fit, DEEP_KNN_REFERENCE, replace=False))
         with capture_penultimate(model) as captured:
             outputs = forward_all(model, x[np.concatenate([held, reference])], device)
-        out["probe"][held] = to_probabilities(outputs[: len(held)], output_kind)[:, :classes].numpy()
+        scores = outputs[: len(held)]
+        out["probe"][held] = (label_probabilities(scores, output_kind) if multilabel else
+                              to_probabilities(scores, output_kind))[:, :classes].numpy()
         if captured:
             feats = torch_cat_normalised(captured)
-            out["deep_knn"][held] = _knn_vote(feats[len(held):], labels[reference], feats[: len(held)], classes)
+            vote = _label_vote if multilabel else _knn_vote
+            out["deep_knn"][held] = vote(feats[len(held):], labels[reference], feats[: len(held)], classes)
         else:
             out.pop("deep_knn", None)  # no hookable output layer (TorchScript): softmax only
     return out
@@ -161,6 +165,44 @@ def torch_cat_normalised(chunks) -> np.ndarray:
 
     feats = torch.cat(chunks).reshape(sum(len(c) for c in chunks), -1).numpy()
     return feats / (np.linalg.norm(feats, axis=1, keepdims=True) + 1e-8)
+
+
+def label_probabilities(out, kind: str):
+    """Per-label probabilities of a multi-label model's outputs: as they are when already in [0, 1]
+    (a sigmoid or softmax head), else the sigmoid of the logits (BCEWithLogitsLoss's reading)."""
+    import torch
+
+    out = out.float()
+    return out.clamp(0, 1) if kind in ("sigmoid", "probabilities") else torch.sigmoid(out)
+
+
+def _label_vote(ref: np.ndarray, ref_labels: np.ndarray, query: np.ndarray, classes: int) -> np.ndarray:
+    """Per label, the distance-weighted share of the 10 nearest reference samples carrying it."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(10, len(ref))
+    distance, index = NearestNeighbors(n_neighbors=k).fit(ref).kneighbors(query)
+    weight = 1.0 / np.maximum(distance, 1e-12)
+    weight /= weight.sum(axis=1, keepdims=True)
+    return np.einsum("nk,nkc->nc", weight, ref_labels[index].astype(float))[:, :classes]
+
+
+def label_estimates(features: np.ndarray, labels: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Out-of-sample per-label probabilities of the classical estimator (classical_probabilities on
+    each label as its own two-class problem; a label constant in a fold's training part predicts
+    that constant)."""
+    probs = np.zeros(labels.shape)
+    for c in range(labels.shape[1]):
+        column = labels[:, c].astype(np.int64)
+        if column.min() == column.max():
+            probs[:, c] = column[0]
+            continue
+        try:
+            estimates = classical_probabilities(features, column, fold, 2)
+            probs[:, c] = np.mean([p[:, 1] for p in estimates.values()], axis=0)
+        except ValueError:  # a rare label absent from one fold's training part: its prevalence
+            probs[:, c] = column.mean()
+    return probs
 
 
 def _knn_vote(ref: np.ndarray, ref_labels: np.ndarray, query: np.ndarray, classes: int) -> np.ndarray:
