@@ -77,7 +77,8 @@ def multilabel_arrays(x: np.ndarray, y: np.ndarray, n_train: int, n_val: int, de
                       seed: int = 0) -> dict:
     """Pairs of digits side by side, y = which digits the pair shows ((N, 10) 0/1); `defect`:
     - "absent": label 3 never present in train (pairs with a 3 moved to val);
-    - "flip": 10% of train's label bits flipped."""
+    - "flip": 10% of train's label bits flipped;
+    - "flip3": label 3's bit flipped on 30% of train's samples."""
     rng = np.random.default_rng(seed)
     n = n_train + n_val
     left, right = rng.integers(0, len(y), size=(2, 3 * n))
@@ -95,6 +96,9 @@ def multilabel_arrays(x: np.ndarray, y: np.ndarray, n_train: int, n_val: int, de
     if defect == "flip":
         flip = rng.random(y_train.shape) < 0.10
         y_train[flip] ^= 1
+    if defect == "flip3":  # one annotator's slip: label 3's bit flipped on 30% of train
+        flip = rng.random(len(y_train)) < 0.30
+        y_train[flip, 3] ^= 1
     return {"x_train": images[train], "y_train": y_train, "x_val": images[val], "y_val": labels[val]}
 
 

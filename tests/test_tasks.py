@@ -313,13 +313,16 @@ def test_a_mask_stored_at_another_size_than_its_image_fails_input_fidelity(tmp_p
 
 
 # -- label-noise on label sets ------------------------------------------------------------------
-def test_flipped_label_bits_fail_label_noise_and_clean_label_sets_pass(tmp_path, digits):
+def test_one_labels_flipped_bits_are_found_by_label_noise_and_clean_label_sets_pass(tmp_path, digits):
+    # the SVM per label alone (no probes: the suite's budget); the model's probes join it in an audit,
+    # measured on MNIST pairs in the README
     def pairs(defect=None):
         return _save(tmp_path, T.multilabel_arrays(*digits, 700, 100, defect), f"{defect}.npz")
 
-    clean = run_one(LabelNoise(), source=pairs(), epochs=4, budget_seconds=3000)
+    clean = run_one(LabelNoise(probe=False), source=pairs())
     assert clean.status is Status.PASS, messages(clean)
-    assert clean.metrics["unit"] == "label bits" and "probe" in clean.metrics["estimators"]
-    flipped = run_one(LabelNoise(), source=pairs("flip"), epochs=4, budget_seconds=3000)
-    assert flipped.status is Status.FAIL, messages(flipped)
-    assert flipped.metrics["estimated_noise_rate"] > 0.05
+    assert clean.metrics["unit"] == "label bits" and clean.metrics["estimators"] == ["svm"]
+    flipped = run_one(LabelNoise(probe=False), source=pairs("flip3"))  # 3% of the bits: 5.6% estimated
+    assert flipped.status in (Status.WARN, Status.FAIL), messages(flipped)
+    assert flipped.metrics["estimated_noise_rate"] > 0.02
+    assert "most suspect bits on labels 3" in messages(flipped)
