@@ -202,6 +202,8 @@ def main() -> None:
     parser.add_argument("--kind", choices=("siblings", "unique"), default="siblings",
                         help="siblings: variants of the ant/bee photos split at random; unique: distinct smooth scenes")
     parser.add_argument("--work", default="", help="where generated folders are kept (default: a temp folder)")
+    parser.add_argument("--budget", default="", help="--budget SECONDS for the audits (e.g. 3600, so that every "
+                                                     "probe finishes and runs of two sizes compare)")
     parser.add_argument("--peers", default="", help="a Python with fastdup and cleanvision installed: measure them "
                                                     "on the same folder after input-fidelity")
     args = parser.parse_args()
@@ -219,10 +221,9 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as cache:
                 out = Path(cache) / "results.json"
                 chosen = "split-leakage" if args.only == "leakage" else DATA_WIDE
-                command = audit_command(root, out) + ["--select", chosen]
+                command = audit_command(root, out) + ["--select", chosen] + (["--budget", args.budget] if args.budget else [])
                 report(n, f"{args.only}, cold", *measure(command, Path(cache)), out)
-                if args.only == "leakage":
-                    report(n, "split-leakage, warm", *measure(command, Path(cache)), out)
+                report(n, f"{args.only}, warm", *measure(command, Path(cache)), out)
                 if args.kind == "siblings":
                     print(f"N={n:>7} {leak_recall(root, out)}", flush=True)
                 else:
