@@ -221,7 +221,8 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as cache:
                 out = Path(cache) / "results.json"
                 chosen = "split-leakage" if args.only == "leakage" else DATA_WIDE
-                command = audit_command(root, out) + ["--select", chosen] + (["--budget", args.budget] if args.budget else [])
+                budget = ["--budget", args.budget] if args.budget else []
+                command = audit_command(root, out) + ["--select", chosen] + budget
                 report(n, f"{args.only}, cold", *measure(command, Path(cache)), out)
                 report(n, f"{args.only}, warm", *measure(command, Path(cache)), out)
                 if args.kind == "siblings":
