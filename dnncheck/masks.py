@@ -112,3 +112,9 @@ def pixel_counts(masks: np.ndarray, classes: int) -> np.ndarray:
     for start in range(0, len(masks), 1024):
         counts += np.bincount(masks[start:start + 1024].ravel(), minlength=classes)[:classes]
     return counts
+
+
+def train_pixel_counts(ctx) -> np.ndarray:
+    """pixel_counts of every training mask, counted once per audit (imbalance and loss-sanity)."""
+    ds = ctx.dataset
+    return ctx.artifact(("pixel counts", "train"), lambda: pixel_counts(ds.splits["train"].y, ds.num_classes))

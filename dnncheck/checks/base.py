@@ -18,6 +18,7 @@ import inspect
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, ClassVar
 
+from dnncheck.config import TASKS
 from dnncheck.errors import ProbeCutShort, ProbeNotRun, UserError, closest
 from dnncheck.results import CheckResult, Finding, Status
 
@@ -97,7 +98,7 @@ def _thresholds_record(check_cls):
     return make_dataclass(f"{check_cls.__name__}Thresholds", fields, frozen=True)
 
 
-ALL_TASKS = ("classification", "regression", "segmentation", "multilabel")
+ALL_TASKS = TASKS  # a check written for every task ([data] task's values)
 
 
 class Check:

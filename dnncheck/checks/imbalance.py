@@ -84,7 +84,7 @@ class Imbalance(Check):
             ids = {name: tuple(ds.splits[name].ids) for name in targets}
             return ImbalanceMeasurement("regression", tuple(ds.classes), {}, targets=targets, target_ids=ids)
         if ds.task in ("segmentation", "multilabel"):
-            m = _per_label_measurement(ds)
+            m = _per_label_measurement(ctx)
             return replace(m, iou=_probe_iou(ctx)) if ds.task == "segmentation" else m
         counts = {name: np.bincount(part.y, minlength=ds.num_classes) for name, part in ds.splits.items() if len(part)}
         predictions, gap, note = None, None, None
@@ -374,17 +374,19 @@ def _summary(num_classes, train, ratio, probe_metrics) -> str:
 
 # -- segmentation and multi-label -------------------------------------------------------------------
 UBIQUITOUS_SHARE = 0.95  # segmentation: a class held by this share of training images is background
-def _per_label_measurement(ds) -> ImbalanceMeasurement:
+def _per_label_measurement(ctx) -> ImbalanceMeasurement:
     """Per split: images holding each class and pixels per class (segmentation), or samples carrying
     each label, labels per sample and train's co-occurrence counts (multilabel). Every sample counts."""
-    from dnncheck.masks import pixel_counts, presence
+    from dnncheck.masks import pixel_counts, presence, train_pixel_counts
 
+    ds = ctx.dataset
     parts = {name: part for name, part in ds.splits.items() if len(part)}
     c = ds.num_classes
     if ds.task == "segmentation":
         return ImbalanceMeasurement("segmentation", tuple(ds.classes),
                                     {name: presence(p.y, c).sum(0) for name, p in parts.items()},
-                                    pixels={name: pixel_counts(p.y, c) for name, p in parts.items()},
+                                    pixels={name: train_pixel_counts(ctx) if name == "train" else pixel_counts(p.y, c)
+                                            for name, p in parts.items()},
                                     samples=len(ds.splits["train"]))
     train = ds.splits["train"].y.astype(np.int64)
     return ImbalanceMeasurement("multilabel", tuple(ds.classes),
@@ -419,7 +421,7 @@ def _judge_per_label(m: ImbalanceMeasurement, t) -> Verdict:
         findings += _pixel_share_findings(m, metrics)
         findings += _iou_findings(m, metrics, figures)
         figures["pixel_share"] = Bars("Share of pixels per class", list(m.classes),
-                                      {s: (p / max(1, p.sum())).round(4).tolist() for s, p in m.pixels.items()}, "share")
+                                      {s: list(shares.values()) for s, shares in metrics["pixel_share"].items()}, "share")
         left_out = metrics["ratio_leaves_out"]
         what = (f"{len(m.classes)} classes, {int(present.min())}-{int(present.max())} training images hold each"
                 + (f" (besides {', '.join(left_out[:3])}, in nearly every image)" if left_out else ""))
@@ -432,7 +434,7 @@ def _judge_per_label(m: ImbalanceMeasurement, t) -> Verdict:
     summary = with_reason(f"{what}, imbalance ratio {ratio:.1f}", findings)
     remedy = ("Collect images of the missing or rare classes; weight the loss by inverse class frequency (or use a "
               "Dice loss for segmentation); report per-class IoU/Dice or per-label average precision, not accuracy."
-              if findings else "")
+              if verdict(findings) is not Status.PASS else "")
     return Verdict(verdict(findings), summary, tuple(findings), metrics, remedy, figures)
 
 
@@ -441,7 +443,7 @@ def _probe_iou(ctx) -> dict | None:
     evaluation split: {"split", "iou": [per class, NaN where a class is in neither], "baseline"
     (mean IoU of predicting the commonest training class everywhere)}; {"gap": ProbeGap} when the
     probe did not finish; None without an evaluation split."""
-    from dnncheck.masks import pixel_counts
+    from dnncheck.masks import train_pixel_counts
 
     if ctx.eval_split is None:
         return None
@@ -454,7 +456,7 @@ def _probe_iou(ctx) -> dict | None:
     truth = ctx.targets(ctx.eval_split)[ctx.probe_positions("fit")[1]].numpy().astype(np.int64)
     guess = run.val_outputs.numpy().astype(np.int64)
     classes = ctx.dataset.num_classes
-    common = int(np.argmax(pixel_counts(ctx.dataset.splits["train"].y, classes)))
+    common = int(np.argmax(train_pixel_counts(ctx)))
     return {"split": ctx.eval_split, "iou": _iou(truth, guess, classes).tolist(),
             "baseline": float(np.nanmean(_iou(truth, np.full_like(truth, common), classes)))}
 

@@ -87,8 +87,7 @@ class InputFidelity(Check):
         if not ds.is_image:
             return m
         parts = [p for p in ds.splits.values() if p.native_sizes is not None]
-        segmentation = ds.task == "segmentation"
-        if segmentation:
+        if ds.task == "segmentation":
             from dnncheck.checks.mask_fidelity import measure_masks
 
             m = replace(m, masks=measure_masks(ds, ctx.seed))

@@ -16,7 +16,6 @@ MAX_LISTED = 20
 CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1_macro")
 TASK_METRICS = ("iou", "dice", "average_precision")  # segmentation (IoU, Dice) and multilabel (average precision)
 INITIAL_LOSS_SAMPLES = 512
-DENSE_SCORES = 2**24  # segmentation: output scores held for the initial loss (64 MB of float32)
 MIXING_HALF = 16  # samples per batch in the batch-mixing test (only sample 0's outputs are compared)
 
 
@@ -76,13 +75,13 @@ class LossSanity(Check):
     # -- measuring ------------------------------------------------------------------------------
     def measure(self, ctx) -> "LossSanityMeasurement":
         from dnncheck.models.introspect import describe_model_outputs, final_activation
-        from dnncheck.probes.train import forward_all
+        from dnncheck.probes.train import dense_rows, forward_all
 
         ds = ctx.dataset
         model = ctx.fresh_model()
         rows = INITIAL_LOSS_SAMPLES
-        if ds.task == "segmentation":  # N,C,H,W scores: as many masks as keep them near 2**24 values
-            rows = max(16, min(rows, DENSE_SCORES // max(1, len(ds.classes) * int(np.prod(ds.image_size)))))
+        if ds.task == "segmentation":  # N,C,H,W scores: as many masks as keep them bounded
+            rows = dense_rows(len(ds.classes) * int(np.prod(ds.image_size)), rows)
         x = ctx.inputs("train")[:rows]
         y = ctx.targets("train")[:rows]
         # train mode in batches of the training batch size: BatchNorm uses batch statistics, as in
@@ -107,7 +106,7 @@ class LossSanity(Check):
         return LossSanityMeasurement(ds.task, ctx.loss_name, tuple(ds.classes), describe_model_outputs(model, x, out),
                                      final_activation(model), any(True for _ in model.parameters()), train.y,
                                      tuple(train.ids), initial, loss_error, ctx.metric, curve, gap, mixing, layout,
-                                     _largest_share(ds.task, train.y, ds.classes))
+                                     _largest_share(ctx))
 
     # -- judging --------------------------------------------------------------------------------
     @classmethod
@@ -332,14 +331,15 @@ def _task_metric_findings(m: LossSanityMeasurement, metric: str) -> list:
     return []
 
 
-def _largest_share(task: str, y, classes) -> tuple | None:
-    if task != "segmentation":
+def _largest_share(ctx) -> tuple | None:
+    """Segmentation: (the commonest class in the training pixels, its share)."""
+    if ctx.dataset.task != "segmentation":
         return None
-    from dnncheck.masks import pixel_counts
+    from dnncheck.masks import train_pixel_counts
 
-    counts = pixel_counts(y, len(classes))
+    counts = train_pixel_counts(ctx)
     top = int(counts.argmax())
-    return classes[top], float(counts[top] / max(1, counts.sum()))
+    return ctx.dataset.classes[top], float(counts[top] / max(1, counts.sum()))
 
 
 # -- the probe's curve --------------------------------------------------------------------------

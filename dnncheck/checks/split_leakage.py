@@ -113,8 +113,11 @@ class SplitLeakage(Check):
         names = [n for n in ("train", "val", "test") if ds.split(n) is not None]
         label_counts = {n: np.bincount(ds.splits[n].y, minlength=ds.num_classes) for n in names} \
             if ds.task == "classification" else {}
+        # label sets or masks: named only when a pair's two annotations differ (hashing every mask again)
+        named = ds.task not in ("segmentation", "multilabel") or not any(
+            p["label_a"] != p["label_b"] for p in (*pairs, *within))
         return SplitLeakageMeasurement(
-            tuple(ds.classes) if ds.task == "classification" else tuple(annotation_names(ds)), made,
+            tuple(ds.classes) if named else tuple(annotation_names(ds)), made,
             tuple(s for s in ("val", "test") if ds.split(s) is None), smallest, tuple(pairs), _group_members(ds),
             label_counts, {n: len(part) for n, part in ds.splits.items()},
             _pair_images(ds, (pairs or list(within))[:FIGURE_PAIRS]) if (pairs or within) and ds.is_image else None,
@@ -160,7 +163,7 @@ class SplitLeakage(Check):
 
 @dataclass(frozen=True)
 class SplitLeakageMeasurement:
-    classes: tuple[str, ...]  # segmentation/multilabel: the names of the annotations label_a/label_b index
+    classes: tuple[str, ...]  # segmentation/multilabel with differing annotations: names of what label_a/b index
     made_splits: tuple[str, ...]  # val/test carved from train by dnncheck for this audit
     missing_splits: tuple[str, ...]
     smallest_train_class: int  # (regression: the training split's size)

@@ -58,7 +58,7 @@ def load_npz(path: Path, task: str | None = None) -> Dataset:
         raise UserError(f"{path}: not a readable .npz archive ({exc}); save it with numpy.savez") from None
     except ValueError as exc:
         raise UserError(f"{path}: holds object arrays ({exc}); save plain numeric arrays") from None
-    has_masks = "mask_train" in arrays or any(k.startswith("mask_") for k in arrays)
+    has_masks = any(k.startswith("mask_") for k in arrays)
     target = "mask" if has_masks else "y"
     missing = [k for k in ("x_train", f"{target}_train") if k not in arrays]
     if missing:

@@ -84,7 +84,7 @@ class ImageFiles:
         from dnncheck.data.scan import load_resized
 
         return load_resized([self.path(i) for i in range(len(self))], self.max_side, self.channels, size,
-                                  self.workers, progress)
+                            self.workers, progress)
 
 
 def _image_files(entries: list[FileEntry], max_side: int, channels: int, workers: int) -> ImageFiles:

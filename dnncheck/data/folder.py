@@ -23,6 +23,7 @@ from dnncheck.errors import UserError, refuse_system_path
 # imported torch, 480 MB resident, in audits that never touch a model (tests assert they agree)
 TORCHVISION_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 EXTRA_EXTENSIONS = (".gif",)
+IMAGE_EXTENSIONS = TORCHVISION_EXTENSIONS + EXTRA_EXTENSIONS
 
 
 def _subdirs(path: Path) -> list[Path]:
@@ -78,60 +79,50 @@ def load_folder(root: Path, settings, progress=None) -> Dataset:
         raise UserError(f"{root}: no class subfolders inside {', '.join(str(d) for d in layout.values())}; "
                         "expected <split>/<class>/<file>")
     class_to_idx = {name: i for i, name in enumerate(class_names)}
-    extensions = TORCHVISION_EXTENSIONS + EXTRA_EXTENSIONS
     ignored: list[str] = []
-
-    def is_image_file(path: str) -> bool:
-        name = os.path.basename(path)
-        if name.startswith("."):
-            return False
-        if path.lower().endswith(extensions):  # as torchvision's has_file_allowed_extension
-            return True
-        ignored.append(Path(path).relative_to(root).as_posix())
-        return False
-
-    entries = []
-    prefix = os.path.join(str(root), "")
-    for split, directory in layout.items():
-        for class_dir in _subdirs(directory):
-            for path in _walk_files(class_dir, root):
-                if is_image_file(path):
-                    sample_id = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)
-                    entries.append(FileEntry(sample_id.replace(os.sep, "/"), path, class_to_idx[class_dir.name], split))
+    entries = [FileEntry(sample_id, path, class_to_idx[class_dir.name], split)
+               for split, directory in layout.items() for class_dir in _subdirs(directory)
+               for sample_id, path in _image_files(class_dir, root, ignored)]
     if not entries:
-        raise UserError(f"{root}: the class folders hold no image files ({', '.join(extensions)}); "
+        raise UserError(f"{root}: the class folders hold no image files ({', '.join(IMAGE_EXTENSIONS)}); "
                         "check the folder is the dataset's root")
     dataset = build_image_dataset(str(root), entries, class_names, settings, progress)
     dataset.ignored_files = ignored
     return dataset
 
 
+def _image_files(top: Path, root: Path, ignored: list[str]) -> list[tuple[str, str]]:
+    """(sample id, path) of the image files under `top` (by torchvision's extensions, as its
+    has_file_allowed_extension; hidden files skipped); other files' ids are added to `ignored`."""
+    prefix = os.path.join(str(root), "")
+    found = []
+    for path in _walk_files(top, root):
+        if os.path.basename(path).startswith("."):
+            continue
+        sample_id = (path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)).replace(os.sep, "/")
+        if path.lower().endswith(IMAGE_EXTENSIONS):
+            found.append((sample_id, path))
+        else:
+            ignored.append(sample_id)
+    return found
+
+
 def _load_mask_folder(root: Path, layout: dict[str, Path], settings, progress=None) -> Dataset:
     """root/<split>/images + root/<split>/masks: the images as files (one placeholder class), their
     masks paired by name and kept as paths until the model's input size is known (load_dataset)."""
-    from dnncheck.data.maskfiles import pair_masks, unmatched_masks
+    from dnncheck.data.maskfiles import pair_masks
 
-    extensions = TORCHVISION_EXTENSIONS + EXTRA_EXTENSIONS
-    prefix = os.path.join(str(root), "")
-    triples, ignored = [], []
-    for split, directory in layout.items():
-        for path in _walk_files(directory / "images", root):
-            relative = (path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)).replace(os.sep, "/")
-            if os.path.basename(path).startswith("."):
-                continue
-            if path.lower().endswith(extensions):
-                triples.append((relative, path, split))
-            else:
-                ignored.append(relative)
+    ignored: list[str] = []
+    triples = [(sample_id, path, split) for split, directory in layout.items()
+               for sample_id, path in _image_files(directory / "images", root, ignored)]
     if not triples:
-        raise UserError(f"{root}: the images/ folders hold no image files ({', '.join(extensions)})")
-    paired = pair_masks(root, layout, triples, _walk_files)
+        raise UserError(f"{root}: the images/ folders hold no image files ({', '.join(IMAGE_EXTENSIONS)})")
+    paired, spare = pair_masks(root, layout, triples, _walk_files)
     entries = [FileEntry(sample_id, path, 0, split) for sample_id, path, split in triples]
     dataset = build_image_dataset(str(root), entries, ["image"], settings, progress)
     dataset.ignored_files = ignored
     dataset.task = "segmentation"
     dataset.pending_masks = {sample_id: paired[sample_id] for part in dataset.splits.values() for sample_id in part.ids}
-    spare = unmatched_masks(paired, layout, _walk_files, root)
     if spare:
         dataset.notes.append(f"{len(spare)} mask file(s) have no image of the same name and were not read "
                              f"(first: {spare[0]})")

@@ -30,9 +30,10 @@ def is_mask_layout(split_dirs: dict[str, Path]) -> bool:
     return bool(split_dirs) and all(children(d) == set(LAYOUT) for d in split_dirs.values())
 
 
-def pair_masks(root: Path, layout: dict[str, Path], images: list[tuple[str, str, str]], walk) -> dict[str, str]:
-    """sample id -> mask path, for (sample id, image path, split) triples; an image without a mask is
-    refused naming the first few (exit 2); masks without an image are listed by unmatched_masks."""
+def pair_masks(root: Path, layout: dict[str, Path], images: list[tuple[str, str, str]],
+               walk) -> tuple[dict[str, str], list[str]]:
+    """(sample id -> mask path, masks that no image claims) for (sample id, image path, split)
+    triples; an image without a mask is refused naming the first few (exit 2)."""
     stems: dict[str, dict[str, str]] = {}
     for split, directory in layout.items():
         top = directory / "masks"
@@ -40,8 +41,7 @@ def pair_masks(root: Path, layout: dict[str, Path], images: list[tuple[str, str,
                         if not os.path.basename(p).startswith(".")}
     paired, missing = {}, []
     for sample_id, path, split in images:
-        stem = os.path.splitext(os.path.relpath(path, layout[split] / "images"))[0]
-        mask = stems[split].get(stem)
+        mask = stems[split].get(os.path.splitext(os.path.relpath(path, layout[split] / "images"))[0])
         if mask is None:
             missing.append(sample_id)
         else:
@@ -50,13 +50,9 @@ def pair_masks(root: Path, layout: dict[str, Path], images: list[tuple[str, str,
         shown = ", ".join(missing[:MAX_NAMED]) + (f" and {len(missing) - MAX_NAMED} more" if len(missing) > MAX_NAMED else "")
         raise UserError(f"{root}: {len(missing)} image(s) have no mask of the same name under masks/ ({shown}); "
                         "add their masks or remove the images (a mask is matched by its path without the extension)")
-    return paired
-
-
-def unmatched_masks(paired: dict[str, str], layout: dict[str, Path], walk, root: Path) -> list[str]:
     used = set(paired.values())
-    return [os.path.relpath(p, root) for d in layout.values() for p in walk(d / "masks", root)
-            if p not in used and not os.path.basename(p).startswith(".")]
+    spare = [os.path.relpath(p, root) for masks in stems.values() for p in masks.values() if p not in used]
+    return paired, spare
 
 
 def read_masks(paths: list[str], size: tuple[int, int]) -> tuple[np.ndarray, list[int]]:
@@ -71,17 +67,15 @@ def read_masks(paths: list[str], size: tuple[int, int]) -> tuple[np.ndarray, lis
         try:
             with Image.open(path) as im:
                 im.load()
-                mode = im.mode
-                array = np.asarray(im.convert("RGB") if mode in ("RGBA", "LA", "CMYK", "YCbCr") else im)
+                array = np.asarray(im.convert("RGB") if im.mode in ("RGBA", "LA", "CMYK", "YCbCr") else im)
         except (OSError, ValueError) as exc:
             raise UserError(f"{path}: the mask cannot be decoded ({exc}); re-export it as a PNG of class ids") from None
         native.append(array.shape[:2])
-        if array.ndim == 3 and array.shape[-1] >= 3 and np.all(array[..., 0] == array[..., 1]) and \
-                np.all(array[..., 1] == array[..., 2]):
-            array = array[..., 0]  # a grey mask saved as RGB: its ids, not colours
-        resized = nearest_masks(array[None], size)[0]
-        out.append(resized)
-    kinds = {a.ndim for a in out}
-    if len(kinds) > 1:  # some colour, some ids: colour them all so one mapping covers every mask
-        out = [np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a[..., :3] for a in out]
-    return np.stack([a[..., :3] if a.ndim == 3 else a for a in out]), native
+        if array.ndim == 3:
+            array = array[..., :3]
+            if np.all(array == array[..., :1]):
+                array = array[..., 0]  # a grey mask saved as RGB: its ids, not colours
+        out.append(nearest_masks(array[None], size)[0])
+    if len({a.ndim for a in out}) > 1:  # some colour, some ids: all as colours, one mapping covers every mask
+        out = [np.repeat(a[..., None], 3, axis=-1) if a.ndim == 2 else a for a in out]
+    return np.stack(out), native

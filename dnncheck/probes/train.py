@@ -23,7 +23,8 @@ from dnncheck.probes.budget import Guard, NoGuard
 
 EVAL_BATCH = 1024
 EVAL_VALUES = 2**22  # input values per evaluation chunk (16 MB as float32)
-DENSE_INITIAL_VALUES = 2**25  # segmentation: output scores of the initial-loss pass (masks' pixels x 32 classes)
+DENSE_SCORES = 2**24  # segmentation: N,C,H,W output scores an initial-loss pass holds at once (64 MB)
+DENSE_CLASSES = 32  # classes assumed where the engine does not know them (the bound stays a bound)
 # on a GPU the chunk's activations live in its memory, not the host's: chunks 8x larger (222 photos
 # at 224 px, whose bf16 activations take well under 1 GB) keep it busy between host copies
 CUDA_EVAL_SCALE = 8
@@ -197,6 +198,12 @@ def dense_pass(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, devi
             maps.append(classes.to(torch.uint8 if out.shape[1] <= 256 else torch.int16).cpu())
     model.train(was_training)
     return total / rows, torch.cat(maps)
+
+
+def dense_rows(scores_per_row: int, cap: int = 512) -> int:
+    """Rows of a segmentation batch whose N,C,H,W scores stay within DENSE_SCORES (at least 16, at
+    most `cap`): 512 MNIST masks of 11 classes, 16 photos at 224 px."""
+    return max(16, min(cap, DENSE_SCORES // max(1, scores_per_row)))
 
 
 def mean_loss(loss_fn, out: torch.Tensor, y: torch.Tensor) -> float:
@@ -429,10 +436,8 @@ def _sync(device: str) -> None:
 
 def _initial_loss(model, loss_fn, x, y, device, task: str = "classification") -> float:
     """The loss before any update, on up to 512 training samples (train-mode BatchNorm); masks: as
-    many as keep the scores near DENSE_INITIAL_VALUES (16 at 224 px and 21 classes)."""
-    rows = 512
-    if task == "segmentation" and len(y):
-        rows = max(16, min(rows, DENSE_INITIAL_VALUES // max(1, y[0].numel() * 32)))
+    many as dense_rows allows."""
+    rows = dense_rows(y[0].numel() * DENSE_CLASSES) if task == "segmentation" and len(y) else 512
     with torch.no_grad(), autocast(device):
         try:
             return float(loss_fn(model(x[:rows]), y[:rows]))
