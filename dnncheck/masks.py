@@ -13,6 +13,9 @@ import numpy as np
 
 MAX_SHIFT = 8  # px: offsets searched in each direction
 ALIGNMENT_SAMPLES = 256  # images per split whose edges are matched against their masks
+# a class held by this share of training masks is background: its presence says nothing (imbalance leaves
+# it out of the ratio, label-noise out of the label sets)
+UBIQUITOUS_SHARE = 0.95
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ def segmentation_arrays(x: np.ndarray, y: np.ndarray, n_train: int, n_val: int, 
     - "shift": val masks shifted 4 pixels right against their images;
     - "absent": the digit 3 never appears in train (its samples moved to val);
     - "bilinear": masks resized down and back up with interpolation, stored as uint8;
-    - "thin": a new class drawn as a line 1 px wide on every mask (column 13)."""
+    - "thin": a new class drawn as a line 1 px wide on every mask (column 13);
+    - "relabel": 10% of train masks paint their digit with another digit's class."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
     if defect == "absent":
@@ -55,11 +56,16 @@ def segmentation_arrays(x: np.ndarray, y: np.ndarray, n_train: int, n_val: int, 
     if defect == "thin":  # a class 1 px wide (a vessel, a crack) drawn on every mask
         masks = masks.copy()
         masks[:, :, 13] = masks.max() + 1
-    mask_val = masks[val]
+    mask_train, mask_val = masks[train], masks[val]
+    if defect == "relabel":
+        mask_train = mask_train.copy()
+        for i in rng.choice(len(train), len(train) // 10, replace=False):
+            digit = int(mask_train[i].max())  # class + 1
+            mask_train[i][mask_train[i] > 0] = (digit - 1 + rng.integers(1, 10)) % 10 + 1
     if defect == "shift":
         mask_val = np.roll(mask_val, 4, axis=2)
         mask_val[:, :, :4] = 0
-    return {"x_train": x[train], "mask_train": masks[train], "x_val": x[val], "mask_val": mask_val}
+    return {"x_train": x[train], "mask_train": mask_train, "x_val": x[val], "mask_val": mask_val}
 
 
 def _interpolated(masks: np.ndarray) -> np.ndarray:
@@ -100,6 +106,23 @@ def multilabel_arrays(x: np.ndarray, y: np.ndarray, n_train: int, n_val: int, de
         flip = rng.random(len(y_train)) < 0.30
         y_train[flip, 3] ^= 1
     return {"x_train": images[train], "y_train": y_train, "x_val": images[val], "y_val": labels[val]}
+
+
+def two_digit_masks(x: np.ndarray, y: np.ndarray, n_train: int, n_val: int, relabel: bool = False,
+                    seed: int = 0) -> dict:
+    """Masks of two digits side by side (two object classes per mask, or one when both digits are the
+    same); `relabel`: on 10% of train masks the left digit is painted with another digit's class."""
+    rng = np.random.default_rng(seed)
+    left, right = rng.integers(0, len(y), size=(2, n_train + n_val))
+    images = np.concatenate([x[left], x[right]], axis=2)
+    masks = np.concatenate([digit_masks(x[left], y[left]), digit_masks(x[right], y[right])], axis=2)
+    mask_train = masks[:n_train].copy()
+    if relabel:
+        half = x.shape[2]
+        for i in rng.choice(n_train, n_train // 10, replace=False):
+            side = mask_train[i][:, :half]
+            side[side > 0] = (int(side.max()) - 1 + rng.integers(1, 10)) % 10 + 1
+    return {"x_train": images[:n_train], "mask_train": mask_train, "x_val": images[n_train:], "mask_val": masks[n_train:]}
 
 
 def write_mask_folder(root, arrays: dict, palette: bool = False, mask_suffix: str = ".png") -> None:

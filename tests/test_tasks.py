@@ -232,9 +232,33 @@ def test_multi_class_cross_entropy_on_multilabel_targets_fails(tmp_path, digits)
     assert result.status is Status.FAIL and "makes the labels compete" in messages(result)
 
 
+# -- label-noise on masks ------------------------------------------------------------------------
+def test_masks_painted_with_another_digits_class_are_found_and_clean_masks_pass(tmp_path, digits):
+    clean = run_one(LabelNoise(), source=_seg(tmp_path, digits), **FAST)
+    assert clean.status is Status.PASS, messages(clean)
+    assert clean.metrics["one_label_per_mask"] and clean.metrics["unit"] == "masks"
+    assert clean.metrics["labels"] == [str(k) for k in range(1, 11)]  # background (class 0) left out
+    assert "probe" in clean.metrics["estimators"] and "masks the probe agrees with least" in messages(clean)
+    relabelled = run_one(LabelNoise(), source=_save(tmp_path, T.segmentation_arrays(*digits, 1200, 400, "relabel"),
+                                                     "bad.npz"), **FAST)
+    assert relabelled.status is Status.FAIL and relabelled.metrics["estimated_noise_rate"] > 0.05, messages(relabelled)
+    assert "training masks hold classes the estimators do not see" in messages(relabelled)
+
+
+def test_masks_holding_two_objects_use_the_multi_label_filter_and_find_a_repainted_digit(tmp_path):
+    small = T.digits_uint8(16)  # pairs at 16x32 px: the four probes cost half of what 24 px would
+    clean = run_one(LabelNoise(), source=_save(tmp_path, T.two_digit_masks(*small, 1200, 400)), epochs=2)
+    assert clean.status is Status.PASS and not clean.metrics["one_label_per_mask"], messages(clean)
+    repainted = run_one(LabelNoise(), source=_save(tmp_path, T.two_digit_masks(*small, 1200, 400, relabel=True),
+                                                    "bad.npz"), epochs=2)
+    assert repainted.status is Status.FAIL, messages(repainted)
+
+
 # -- the checks not adapted yet ------------------------------------------------------------------
 def test_a_check_not_adapted_to_the_task_is_skipped_saying_so(tmp_path, digits):
-    result = run_one(LabelNoise(), source=_seg(tmp_path, digits))
+    from dnncheck.checks.separability import Separability
+
+    result = run_one(Separability(), source=_seg(tmp_path, digits))
     assert result.status is Status.SKIP and "not adapted to segmentation data yet" in result.summary
 
 

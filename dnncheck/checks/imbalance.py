@@ -10,6 +10,7 @@ import numpy as np
 from dnncheck.figures import Bars
 from dnncheck.checks.base import ALL_TASKS, Check, Finding, ProbeGap, Status, Verdict, verdict, with_reason
 from dnncheck.errors import ProbeUnavailable
+from dnncheck.masks import UBIQUITOUS_SHARE
 
 MAX_LISTED = 20
 
@@ -373,7 +374,6 @@ def _summary(num_classes, train, ratio, probe_metrics) -> str:
 
 
 # -- segmentation and multi-label -------------------------------------------------------------------
-UBIQUITOUS_SHARE = 0.95  # segmentation: a class held by this share of training images is background
 def _per_label_measurement(ctx) -> ImbalanceMeasurement:
     """Per split: images holding each class and pixels per class (segmentation), or samples carrying
     each label, labels per sample and train's co-occurrence counts (multilabel). Every sample counts."""

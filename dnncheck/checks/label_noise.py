@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dnncheck.figures import ImageGrid
-from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict
+from dnncheck.checks.base import ALL_TASKS, Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict
 from dnncheck.errors import ProbeCutShort, ProbeNotRun, ProbeUnavailable
 
 FIGURE_SUSPECTS = 16
@@ -56,7 +56,9 @@ class LabelNoise(Check):
         Measured on 3,500 real MNIST digits with 10% of labels flipped: see benchmarks/.
 
         Multi-label rows: per-label estimates and cleanlab's multi-label filter, the rate over label
-        bits (checks/multilabel_noise.py).
+        bits (checks/multilabel_noise.py). Segmentation masks: the classes each mask holds (background
+        left out) checked the same way, the rate over masks, and the probe's per-image mask quality
+        as information (checks/mask_noise.py).
 
     How to fix
         Review the top suspects (the figure shows them with both labels); relabel or drop the
@@ -78,10 +80,10 @@ class LabelNoise(Check):
         "min_estimator_skill": (0.6, "below this estimator skill (confidence and accuracy vs chance), suspects warn at most"),
     }
 
-    tasks = ("classification", "regression", "multilabel")
+    tasks = ALL_TASKS
 
     def _folds(self, ctx) -> int:
-        if ctx.dataset.task == "multilabel":  # samples dealt round-robin: any split into folds works
+        if ctx.dataset.task in ("multilabel", "segmentation"):  # dealt round-robin: any split into folds works
             return int(min(self.t.folds, len(ctx.view("train"))))
         counts = np.bincount(ctx.view("train").y, minlength=ctx.dataset.num_classes)
         return int(min(self.t.folds, counts[counts > 0].min()))
@@ -90,18 +92,19 @@ class LabelNoise(Check):
         return bool(self.t.probe) and ctx.output_info.units == ctx.dataset.num_classes
 
     def probes(self, ctx) -> dict[str, dict]:
-        if ctx.dataset.task not in ("classification", "multilabel") or self._folds(ctx) < 2 or not self._uses_probe(ctx):
+        if ctx.dataset.task == "regression" or self._folds(ctx) < 2 or not self._uses_probe(ctx):
             return {}
         return {"label-noise": {"folds": self._folds(ctx)}}
 
     # -- measuring ------------------------------------------------------------------------------
     def measure(self, ctx):
         ds = ctx.dataset
-        if ds.task == "multilabel":
-            from dnncheck.checks import multilabel_noise
+        if ds.task in ("multilabel", "segmentation"):
+            from dnncheck.checks import mask_noise, multilabel_noise
 
+            module = multilabel_noise if ds.task == "multilabel" else mask_noise
             try:
-                return multilabel_noise.measure(ctx, self._folds(ctx), bool(self.t.probe) and self._uses_probe(ctx))
+                return module.measure(ctx, self._folds(ctx), bool(self.t.probe) and self._uses_probe(ctx))
             except ProbeCutShort as exc:
                 return LabelNoiseMeasurement(tuple(ds.classes), tuple(ctx.view("train").ids), ctx.view("train").y,
                                              self._folds(ctx), (), probe_gap=ProbeGap.of(exc))
@@ -126,10 +129,12 @@ class LabelNoise(Check):
     # -- judging --------------------------------------------------------------------------------
     @classmethod
     def judge(cls, m: "LabelNoiseMeasurement", t) -> Verdict:
-        from dnncheck.checks import multilabel_noise
+        from dnncheck.checks import mask_noise, multilabel_noise
 
         if isinstance(m, multilabel_noise.MultilabelNoise):
             return multilabel_noise.judge(m, t)
+        if isinstance(m, mask_noise.MaskNoise):
+            return mask_noise.judge(m, t)
         conflict_findings = _conflict_findings(m.conflicts)
         if m.probe_gap is not None:
             findings = [m.probe_gap.finding("label noise not estimated"), *conflict_findings]

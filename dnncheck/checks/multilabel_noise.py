@@ -92,6 +92,12 @@ def skill(y: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(scores)) if scores else 0.0
 
 
+def weak_evidence(evidence_skill: float, t, what: str) -> Finding:
+    return Finding(Status.INFO, f"weak evidence, the estimators are not skilled enough to {what} (skill "
+                   f"{evidence_skill:.2f} < {t.min_estimator_skill:g}, mean over labels of 2 x ROC AUC - 1); review "
+                   "the suspects as candidates", evidence={"estimator_skill": round(evidence_skill, 4)})
+
+
 def judge(m: MultilabelNoise, t) -> Verdict:
     n, c = m.y.shape
     bits = int(m.bits.sum())
@@ -123,10 +129,7 @@ def judge(m: MultilabelNoise, t) -> Verdict:
                                 evidence={"given": [name(m.y[i]) for i in rows[:MAX_LISTED]],
                                           "suggested": [name(m.probs[i] > 0.5) for i in rows[:MAX_LISTED]]}))
         if weak:
-            findings.append(Finding(Status.INFO, f"weak evidence, the estimators are not skilled enough to call label "
-                                    f"bits wrong (skill {evidence_skill:.2f} < {t.min_estimator_skill:g}, mean over "
-                                    "labels of 2 x ROC AUC - 1); review the suspects as candidates",
-                                    evidence={"estimator_skill": round(evidence_skill, 4)}))
+            findings.append(weak_evidence(evidence_skill, t, "call label bits wrong"))
     summary = (f"{bits} of {n * c:,} training label bits look wrong ({len(m.flagged)} samples flagged, estimated "
                f"noise rate {rate:.1%}; estimator skill {evidence_skill:.2f})")
     remedy = ("Review the flagged samples' labels (the figure shows given -> suggested label sets); fix or drop "

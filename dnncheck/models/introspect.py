@@ -114,6 +114,8 @@ def describe_outputs(out: torch.Tensor) -> OutputInfo:
     out = out.detach().float()
     if out.ndim == 1:
         out = out[:, None]
+    if out.ndim > 2:  # N,C,H,W score maps: one row per pixel, so units are classes and softmax rows sum to 1
+        out = out.movedim(1, -1).reshape(-1, out.shape[1])
     out = out.reshape(out.shape[0], -1)
     finite = bool(torch.isfinite(out).all())
     lo, hi = float(out.min()), float(out.max())
