@@ -12,9 +12,10 @@ from dnncheck.data.dataset import Dataset, SplitData
 from dnncheck.errors import UserError, refuse_system_path, require_regular_file
 
 # what each task needs, said when the configured task does not match the source (DESIGN section 3)
-TASK_SOURCES = {"segmentation": "segmentation masks are read from an .npz with mask_<split> arrays or a folder "
-                                "<split>/images + <split>/masks; ",
-                "multilabel": "multi-label rows are read from an .npz with (N, C) 0/1 y_<split> arrays; ",
+TASK_SOURCES = {"segmentation": "segmentation masks are read from an .npz with mask_<split> arrays, a folder "
+                                "<split>/images + <split>/masks or a manifest with a mask_path column; ",
+                "multilabel": "multi-label rows are read from an .npz with (N, C) 0/1 y_<split> arrays or a manifest "
+                              "with a labels column (names separated by |); ",
                 "regression": "a regression target is read from a table CSV's `target` column; ",
                 "classification": ""}
 MAX_DEFAULT_SIDE = 128  # a common native size up to this is used as the model's input size

@@ -1,5 +1,6 @@
-"""CSV sources: a manifest of image paths (`path,label[,split][,group]`) or a table of features
-(`label` or `target`, optional `split`, `group`). A CSV with a `path` column is a manifest."""
+"""CSV sources: a manifest of image paths (`path,label[,split][,group]`; segmentation `path,mask_path`;
+multi-label `path,labels` with `|`-separated names) or a table of features (`label` or `target`,
+optional `split`, `group`). A CSV with a `path` column is a manifest."""
 
 from __future__ import annotations
 
@@ -45,21 +46,49 @@ def load_csv(path: Path, settings, progress=None) -> tuple[Dataset, bool]:
     return load_table(frame, path), True
 
 
+LABEL_COLUMNS = ("label", "mask_path", "labels")  # classification, segmentation, multi-label
+
+
 def load_manifest(frame, path: Path, settings, progress=None) -> Dataset:
-    if "label" not in frame.columns:
-        raise UserError(f"{path}: a manifest needs columns path,label (found: {', '.join(frame.columns)})")
-    if frame["label"].isna().any():
-        row = int(np.flatnonzero(frame["label"].isna().to_numpy())[0])
-        raise UserError(f"{path}: row {row + 2} has no label; fill in the label column or drop the row")
+    present = [c for c in LABEL_COLUMNS if c in frame.columns]
+    if len(present) != 1:
+        found = ", ".join(frame.columns)
+        raise UserError(f"{path}: a manifest needs path and one of label (classes), mask_path (segmentation) or "
+                        f"labels (multi-label, names separated by |); found: {found}")
+    column = present[0]
+    if column != "labels" and frame[column].isna().any():
+        row = int(np.flatnonzero(frame[column].isna().to_numpy())[0])
+        raise UserError(f"{path}: row {row + 2} has no {column}; fill it in or drop the row")
     label_notes: list[str] = []
-    labels, classes = class_labels(frame["label"].to_numpy(), f"{path} column label", label_notes)
+    if column == "label":
+        labels, classes = class_labels(frame["label"].to_numpy(), f"{path} column label", label_notes)
+    else:  # read after the images: masks at the model's size, label sets per sample id
+        labels, classes = np.zeros(len(frame), dtype=np.int64), ["image"]
+    base = path.resolve().parent
+    entries = _entries(frame, path, base, labels)
+    dataset = build_image_dataset(str(path), entries, classes, settings, progress)
+    if "train" not in dataset.splits:
+        raise UserError(f"{path}: no readable rows have split=train; mark the training rows")
+    dataset.notes = label_notes + dataset.notes
+    if column == "mask_path":
+        dataset.task = "segmentation"
+        dataset.pending_masks = _mask_files(frame, path, base, dataset)
+    elif column == "labels":
+        _label_sets(frame, path, dataset)
+    return dataset
+
+
+def _resolved(rel: str, base: Path) -> Path:
+    file = Path(rel).expanduser()
+    return file if file.is_absolute() else base / file
+
+
+def _entries(frame, path: Path, base: Path, labels) -> list[FileEntry]:
     splits = _split_column(frame, path)
     groups = frame["group"].astype(str).to_numpy() if "group" in frame.columns else None
-    base = path.resolve().parent
     entries, missing = [], []
     for i, rel in enumerate(frame["path"].astype(str)):
-        file = Path(rel).expanduser()
-        file = file if file.is_absolute() else base / file
+        file = _resolved(rel, base)
         if not file.is_file():
             missing.append(rel)
         entries.append(FileEntry(rel, str(file), int(labels[i]), splits[i] if splits is not None else "train",
@@ -67,11 +96,37 @@ def load_manifest(frame, path: Path, settings, progress=None) -> Dataset:
     if len(missing) == len(entries):
         raise UserError(f"{path}: none of the {len(entries)} paths exist (first: {missing[0]}); "
                         f"paths are read relative to {base}")
-    dataset = build_image_dataset(str(path), entries, classes, settings, progress)
-    if "train" not in dataset.splits:
-        raise UserError(f"{path}: no readable rows have split=train; mark the training rows")
-    dataset.notes = label_notes + dataset.notes
-    return dataset
+    return entries
+
+
+def _mask_files(frame, path: Path, base: Path, dataset: Dataset) -> dict[str, str]:
+    """Sample id -> mask file for the images that were read; a missing mask file is refused."""
+    masks = dict(zip(frame["path"].astype(str), frame["mask_path"].astype(str)))
+    kept = {sample_id for part in dataset.splits.values() for sample_id in part.ids}
+    files = {sample_id: str(_resolved(masks[sample_id], base)) for sample_id in kept}
+    missing = sorted(masks[i] for i, f in files.items() if not Path(f).is_file())
+    if missing:
+        raise UserError(f"{path}: {len(missing)} mask file(s) in column mask_path do not exist (first: {missing[0]}); "
+                        f"paths are read relative to {base}")
+    return files
+
+
+def _label_sets(frame, path: Path, dataset: Dataset) -> None:
+    """Column `labels`: names separated by `|` (an empty cell: no label) into (N, C) 0/1 rows."""
+    cells = {rel: ("" if isinstance(v, float) and np.isnan(v) else str(v))
+             for rel, v in zip(frame["path"].astype(str), frame["labels"])}
+    sets = {rel: {name.strip() for name in cell.split("|") if name.strip()} for rel, cell in cells.items()}
+    classes = sorted(set().union(*sets.values()))
+    if len(classes) < 2:
+        raise UserError(f"{path}: column labels names {len(classes)} label(s); a multi-label manifest needs at least "
+                        "two, separated by | within a cell")
+    column = {name: k for k, name in enumerate(classes)}
+    for part in dataset.splits.values():
+        rows = np.zeros((len(part.ids), len(classes)), dtype=np.uint8)
+        for r, sample_id in enumerate(part.ids):
+            rows[r, [column[name] for name in sets[sample_id]]] = 1
+        part.y = rows
+    dataset.classes, dataset.task = classes, "multilabel"
 
 
 def load_table(frame, path: Path) -> Dataset:
