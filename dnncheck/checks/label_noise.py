@@ -103,8 +103,12 @@ class LabelNoise(Check):
             from dnncheck.checks import mask_noise, multilabel_noise
 
             module = multilabel_noise if ds.task == "multilabel" else mask_noise
+            # the compact plan's frozen-feature head has no form for label sets or masks yet: the classical
+            # estimators alone then (the plan in the JSON says it was compact)
+            use_probe = bool(self.t.probe) and self._uses_probe(ctx) and \
+                ctx.planned("label-noise", folds=self._folds(ctx)).kind != "features"
             try:
-                return module.measure(ctx, self._folds(ctx), bool(self.t.probe) and self._uses_probe(ctx))
+                return module.measure(ctx, self._folds(ctx), use_probe)
             except ProbeCutShort as exc:
                 return LabelNoiseMeasurement(tuple(ds.classes), tuple(ctx.view("train").ids), ctx.view("train").y,
                                              self._folds(ctx), (), probe_gap=ProbeGap.of(exc))

@@ -105,9 +105,7 @@ class LearningRate(Check):
                                                                      "loss": list(m.losses)},
                                        "learning rate", "loss", x=list(m.lrs), logx=True,
                                        marks={f"your lr {lr:g}": lr}, band=band)}
-        summary = findings[0].short if findings else (
-            f"lr {lr:g} lies in the suggested range [{metrics['suggested_lr_min']:.2g}, {metrics['suggested_lr_max']:.2g}]"
-            f"{_for(m)}")
+        summary = findings[0].short if findings else _where_lr_sits(lr, metrics, t) + _for(m)
         remedy = ""
         if serious(findings):  # a range to set only when the test found one
             remedy = (f"Set [train] lr inside [{metrics['suggested_lr_min']:.2g}, {metrics['suggested_lr_max']:.2g}]{_for(m)}, "
@@ -115,6 +113,18 @@ class LearningRate(Check):
                       "Run the one-batch test (overfit) and gradient-health: when no learning rate helps, look at "
                       "the model's wiring, its outputs and the loss before the learning rate.")
         return Verdict(verdict(findings), summary, tuple(findings), metrics, remedy, figures)
+
+
+def _where_lr_sits(lr: float, metrics: dict, t) -> str:
+    """The summary of a range test that found nothing to say: where the lr sits against the range (an
+    lr below it, but within low_factor, was called "in the range")."""
+    lo, hi = metrics["suggested_lr_min"], metrics["suggested_lr_max"]
+    band = f"the suggested range [{lo:.2g}, {hi:.2g}]"
+    if lr < lo:
+        return f"lr {lr:g} sits {lo / lr:.1f}x below {band}, within the {t.low_factor:g}x tolerated"
+    if lr > hi:
+        return f"lr {lr:g} sits {lr / hi:.1f}x above {band}, on the curve's flat bottom"
+    return f"lr {lr:g} lies in {band}"
 
 
 @dataclass(frozen=True)
