@@ -670,8 +670,9 @@ class Context:
             model, self.loss_fn, x, y, self.probe_settings(batch_size=spec.batch_size), lrs, guard,
             from_start=spec.compact))
 
-    def one_batch_fit(self, batch: int, max_steps: int, target_ratio: float):
-        """A fresh model trained on the first `batch` training samples (the one-batch test)."""
+    def one_batch_fit(self, batch: int, max_steps: int, target_ratio: float, pixel_ratio: float | None = None):
+        """A fresh model trained on the first `batch` training samples (the one-batch test);
+        `pixel_ratio`: segmentation's pixel-error rule (probes/train.py:fit_one_batch)."""
         from dnncheck.probes.train import fit_one_batch
 
         def run():
@@ -679,10 +680,10 @@ class Context:
             x, y = self.inputs_of("train", range(spec.batch_size)), self.targets("train")[: spec.batch_size]
             model = self.fresh_model()
             return self.probe_runner.guarded("overfit-batch", lambda guard: fit_one_batch(
-                model, self.loss_fn, x, y, self.probe_settings(), spec.steps, target_ratio, guard))
+                model, self.loss_fn, x, y, self.probe_settings(), spec.steps, target_ratio, guard, pixel_ratio))
 
         # one run shared by overfit (its verdict) and learning-rate (a second opinion)
-        return self._memo(("one batch", batch, max_steps, target_ratio), run, remember=ProbeUnavailable)
+        return self._memo(("one batch", batch, max_steps, target_ratio, pixel_ratio), run, remember=ProbeUnavailable)
 
     def frozen_feature_probabilities(self, x, y, fold) -> dict:
         """The compact label-noise probe: out-of-sample probabilities of a linear head on the fresh

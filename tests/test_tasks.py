@@ -186,6 +186,10 @@ def shrinks(num_classes, in_channels):
     return nn.Conv2d(in_channels, num_classes, 3, stride=2, padding=1)
 
 
+def per_pixel(num_classes, in_channels):  # a 1x1 convolution: sees ink, never which digit it is
+    return nn.Conv2d(in_channels, num_classes, 1)
+
+
 def softmax_head(num_classes, in_channels, image_size):
     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size[0] * image_size[1], num_classes),
                          nn.Softmax(dim=1))
@@ -215,6 +219,20 @@ def test_the_built_in_segmentation_net_passes_loss_sanity_near_ln_c(tmp_path, di
 def test_pixel_accuracy_on_background_dominated_masks_is_named_misleading(tmp_path, digits):
     result = run_one(LossSanity(), source=_seg(tmp_path, digits), metric="accuracy", **FAST)
     assert result.status is Status.WARN and "where class 0 covers" in messages(result)
+
+
+# -- overfit ------------------------------------------------------------------------------------
+def test_the_built_in_segmentation_net_memorises_a_batch_of_masks_and_a_1x1_convolution_cannot(tmp_path, digits,
+                                                                                                user_module):
+    from dnncheck.checks.overfit import Overfit
+
+    source = _seg(tmp_path, digits)
+    fits = run_one(Overfit(), source=source, **FAST)
+    assert fits.status is Status.PASS, messages(fits)
+    assert fits.metrics["batch_samples"] == 4 and fits.metrics["batch_final_pixel_error"] <= \
+        0.2 * fits.metrics["batch_baseline_pixel_error"]
+    blind = run_one(Overfit(), source=source, model=f"{user_module(SEG_MODELS)}:per_pixel", **FAST)
+    assert blind.status is Status.FAIL and "cannot overfit one batch of 4 masks" in messages(blind)
 
 
 def test_multilabel_softmax_head_with_bce_fails_and_logits_with_bce_pass(tmp_path, digits, user_module):

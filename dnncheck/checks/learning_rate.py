@@ -71,9 +71,8 @@ class LearningRate(Check):
 
     def probes(self, ctx) -> dict[str, dict]:
         # the one-batch test (shared with overfit) is the second opinion before "no lr learns"
-        t = _overfit_thresholds(ctx)
         return {"learning-rate": {"steps": self.t.steps},
-                "overfit-batch": {"batch": t.batch_size, "max_steps": t.max_steps}}
+                "overfit-batch": _overfit(ctx).one_batch_request(ctx.dataset.task)}
 
     def measure(self, ctx):
         if not any(p.requires_grad for p in ctx.fresh_model().parameters()):
@@ -90,7 +89,7 @@ class LearningRate(Check):
         return LearningRateMeasurement(ctx.user_lr, tuple(test.lrs), tuple(test.losses), tuple(test.smoothed),
                                        test.stopped_by, compact=ctx.planned("learning-rate").compact,
                                        fit_losses=fit_losses, one_batch_losses=_one_batch_losses(ctx),
-                                       one_batch_target=_overfit_thresholds(ctx).target_ratio,
+                                       one_batch_target=_overfit(ctx).t.target_ratio,
                                        optimizer=ctx.training_recipe()["optimizer"])
 
     @classmethod
@@ -142,20 +141,19 @@ class LearningRateMeasurement:
     optimizer: str = ""  # the user's optimizer as the probes build it, e.g. "Adadelta(rho=0.9)"
 
 
-def _overfit_thresholds(ctx):
-    """Overfit's thresholds as configured: the one-batch test is asked for with overfit's settings, so
-    the context runs it once for both checks."""
+def _overfit(ctx):
+    """Overfit as configured: the one-batch test is asked for with overfit's settings, so the context
+    runs it once for both checks."""
     from dnncheck.checks import lookup
 
     overfit = lookup("overfit", "overfit")
     configured = next((v for k, v in ctx.cfg.thresholds.items() if lookup(k, k) is overfit), {})
-    return overfit(**configured).t
+    return overfit(**configured)
 
 
 def _one_batch_losses(ctx) -> tuple:
-    t = _overfit_thresholds(ctx)
     try:
-        return tuple(ctx.one_batch_fit(t.batch_size, t.max_steps, t.target_ratio).losses)
+        return tuple(_overfit(ctx).fit_one_batch(ctx).losses)
     except ProbeUnavailable:  # not planned, cut short or cannot train: no second opinion
         return ()
 

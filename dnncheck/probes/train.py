@@ -102,6 +102,8 @@ class OneBatchRun:
     losses: list[float]
     reached_params: bool  # the loss's gradient reaches the parameters
     stopped_by: str  # "target reached" | "plan" | "non-finite loss" | "detached" | "budget"
+    pixel_errors: list[float] = field(default_factory=list)  # segmentation: misclassified share of the batch's pixels
+    pixel_baseline: float | None = None  # segmentation: the error of the batch's commonest class painted everywhere
 
     @property
     def steps(self) -> int:
@@ -365,16 +367,27 @@ def range_test(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, sett
 
 
 def fit_one_batch(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, settings: ProbeSettings,
-                  max_steps: int, target_ratio: float, guard: Guard | None = None) -> OneBatchRun:
+                  max_steps: int, target_ratio: float, guard: Guard | None = None,
+                  pixel_ratio: float | None = None) -> OneBatchRun:
     """Train on one fixed batch until the loss falls below `target_ratio` of its first value (or
-    1e-3), for at most `max_steps` steps."""
+    1e-3), for at most `max_steps` steps. With `pixel_ratio` (segmentation) the batch also counts as
+    memorised once its pixel error falls to that share of the baseline's (the commonest class painted
+    everywhere): a per-pixel cross-entropy keeps falling slowly long after the pixels are right
+    (SegNet on 4 MNIST masks: under 1% of pixels wrong after 150 steps, the loss at 40% of its start)."""
     guard = guard or NoGuard()
     device = settings.device
     x, y, params, optimizer = _start(model, x, y, settings)
     run = OneBatchRun([], True, "plan")
+    if pixel_ratio is not None:
+        run.pixel_baseline = 1.0 - float(torch.bincount(y.reshape(-1).long().cpu()).max()) / max(1, y.numel())
     for step in range(max_steps):
-        loss, _ = train_step(model, loss_fn, optimizer, x, y, device)
+        loss, out = train_step(model, loss_fn, optimizer, x, y, device)
         run.losses.append(float(loss.detach()))
+        if run.pixel_baseline is not None:
+            run.pixel_errors.append(_pixel_error(out, y))
+            if run.pixel_errors[-1] <= pixel_ratio * run.pixel_baseline and loss.requires_grad:
+                run.stopped_by = "target reached"
+                break
         if not loss.requires_grad:
             run.reached_params, run.stopped_by = False, "detached"
             break
@@ -390,6 +403,14 @@ def fit_one_batch(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, s
             run.stopped_by = "budget"
             break
     return run
+
+
+def _pixel_error(out: torch.Tensor, y: torch.Tensor) -> float:
+    """Share of the batch's pixels whose top class is not the mask's (1.0 for outputs not N,C,H,W)."""
+    with torch.no_grad():
+        if out.ndim != 4 or out.shape[0] != y.shape[0] or out.shape[2:] != y.shape[1:]:
+            return 1.0
+        return float((out.argmax(1) != y.to(out.device)).float().mean())
 
 
 def calibrate(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor, settings: ProbeSettings,
