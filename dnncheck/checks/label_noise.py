@@ -78,6 +78,9 @@ class LabelNoise(Check):
         "folds": (4, "cross-fitting folds"),
         "probe": (True, "include the user's model (cross-fitted probes) in the estimate"),
         "min_estimator_skill": (0.6, "below this estimator skill (confidence and accuracy vs chance), suspects warn at most"),
+        "pair_share_warn": (0.05, "warn when this share of one class's training samples look like one other class"),
+        "pair_share_fail": (0.10, "fail when this share of one class's training samples look like one other class"),
+        "pair_min_samples": (8, "a class pair needs at least this many suspects to be a finding"),
     }
 
     tasks = ALL_TASKS
@@ -159,7 +162,7 @@ class LabelNoise(Check):
         metrics["estimator_skill"] = round(skill, 4)
         findings = [Finding(Status.WARN, note) for note in m.notes]
         findings += [Finding(Status.INFO, note) for note in m.info_notes]
-        suspect_findings = _suspect_findings(m, t)
+        suspect_findings = _suspect_findings(m, t) + _pair_findings(m, t)
         weak = skill < t.min_estimator_skill and any(f.severity.rank >= Status.WARN.rank for f in suspect_findings)
         if weak:
             # weak estimators' suspects are candidates, not a finding, unless something independent of
@@ -301,6 +304,35 @@ def _suspect_findings(m: LabelNoiseMeasurement, t):
                     samples=ids, headline=head,
                     evidence={"given": given, "suggested": proposed,
                               "label_quality": [round(float(c.quality[i]), 4) for i in suspects]})]
+
+
+def _pair_findings(m: LabelNoiseMeasurement, t) -> list:
+    """Confusions of one class pair, judged per class and apart from the global rate: annotators
+    confusing two similar classes is the commonest real label error, and it hides in a global rate (20%
+    of MNIST's 7s labelled 1 is 1.4% of all labels). The share is of the given class's training samples
+    whose suspects cleanlab suggests as one other class (the confident joint's off-diagonal, pruned)."""
+    c = m.confident
+    if not len(c.suspects):
+        return []
+    counts = np.bincount(m.y, minlength=len(m.classes))
+    pairs = m.y[c.suspects] * len(m.classes) + c.suggested[c.suspects]
+    values, hits = np.unique(pairs, return_counts=True)
+    findings = []
+    for value, k in sorted(zip(values.tolist(), hits.tolist()), key=lambda vk: -vk[1]):
+        given, suggested = divmod(int(value), len(m.classes))
+        share = k / max(1, counts[given])
+        if k < t.pair_min_samples or share < t.pair_share_warn:
+            continue
+        severity = Status.FAIL if share >= t.pair_share_fail else Status.WARN
+        a, b = m.classes[given], m.classes[suggested]
+        head = f"{share:.0%} of the training samples labelled {a} look like {b} ({k} of {counts[given]})"
+        members = [i for i, p in zip(c.suspects, pairs) if p == value]
+        findings.append(Finding(severity, f"{head}: a systematic confusion of two classes (an annotator's or a "
+                                f"mapping's), hidden in the global rate; review the {a} samples that look like {b}",
+                                samples=tuple(m.ids[i] for i in members), headline=head,
+                                evidence={"given": a, "suggested": b, "share": round(share, 4), "suspects": k,
+                                          "class_samples": int(counts[given])}))
+    return findings
 
 
 def _conflicting_duplicates(ds) -> list:
