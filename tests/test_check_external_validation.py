@@ -64,7 +64,7 @@ def test_external_key_in_config_loads_another_source(tmp_path):
     np.savez(tmp_path / "ext.npz", x_train=255 - np.round(d.images[:300] * 255 / 16).astype(np.uint8),
              y_train=d.target[:300])
     cfg = write_config(tmp_path, f"[data]\nsource = '{path.name}'\nexternal = 'ext.npz'\n[model]\nfactory = 'mlp'\n"
-                                 "[probe]\nepochs = 10\n")
+                                 "[probe]\nepochs = 3\n")
     result = CliRunner().invoke(app, ["audit", str(cfg), "--select", "DNC7", "--quiet", "--json", str(tmp_path / "r.json")])
     assert result.exit_code == 1, result.stderr
 

@@ -41,11 +41,18 @@ def test_balanced_ample_data_passes(tmp_path):
 
 
 def test_digits_is_called_small_data_as_info_since_the_probe_already_learns_it():
-    result = run_one(Imbalance(), source="sklearn:digits", model="mlp")
+    from dnncheck.config import AuditConfig
+    from dnncheck.context import Context
+
+    ctx = Context(AuditConfig(source="sklearn:digits", model="mlp", epochs=3))
+    ctx.prepare()
+    ctx.plan_probes([Imbalance()])
+    measured = Imbalance().measure(ctx)  # one probe, judged under both settings
+    result = Imbalance.judge(measured, Imbalance().t)
     assert result.status is Status.PASS and "small data" in messages(result)
     assert result.findings[0].severity is Status.INFO and result.metrics["probe_balanced_accuracy"] >= 0.9
     assert result.metrics["imbalance_ratio"] < 1.2
-    strict = run_one(Imbalance(small_data_info_accuracy=1.0), source="sklearn:digits", model="mlp")
+    strict = Imbalance.judge(measured, Imbalance(small_data_info_accuracy=1.0).t)
     assert strict.status is Status.WARN and strict.summary.startswith("1")  # the reason leads the summary
 
 

@@ -105,7 +105,8 @@ def test_a_darker_mnist_class_is_an_image_property_shortcut(tmp_path):
     (found,) = _property_shortcuts(result)
     assert result.status is Status.FAIL and found["class"] == "3" and found["direction"] == "lower"
     assert found["property"] == "brightest value" and "property_3" in result.figures
-    assert result.summary.startswith("image-property shortcut for class 3")
+    assert result.summary.startswith("image-property shortcut for class 3: 3 images are darker in their highlights")
+    assert "mean brightness, 0-1: median" in result.summary  # what people see, beside the cleaner statistic
 
 
 def test_bees_saved_as_png_are_a_format_shortcut_and_the_real_folder_has_none(tmp_path):

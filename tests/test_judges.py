@@ -787,9 +787,24 @@ def test_pixel_attack_image_property_auc_edges(overlap, status):
     v = PixelAttack.judge(m, PixelAttack.Thresholds())
     assert v.status is status, v.summary
     if status is not Status.PASS:
-        assert v.summary.startswith("image-property shortcut for class cat: its brightness is lower")
+        assert v.summary.startswith("image-property shortcut for class cat: cat images are darker than dog images "
+                                    "(mean brightness, 0-1: median 0.19 vs 0.59")
         assert v.findings[0].samples[0] == "s0"  # the class's most extreme image first
         assert v.metrics["property_balanced_accuracy"] == 0.6 and "property_cat" in v.figures
+
+
+def test_pixel_attack_names_the_darker_of_two_classes_as_people_say_it():
+    """Two classes: one finding, about the class lower in the property (a darkening export lowers the
+    class it was applied to), whichever class comes first."""
+    from dnncheck.checks.pixel_attack import PixelAttack, PixelAttackMeasurement, ShortcutScan
+
+    scan = ShortcutScan((2, 2), True, (2, 2, 1, 2), np.zeros((200, 8), bool), np.repeat([0, 1], 100),
+                        tuple(f"s{i}" for i in range(200)), {0: np.zeros((2, 2, 1)), 1: np.zeros((2, 2, 1))})
+    m = PixelAttackMeasurement(("ants", "bees"), scan, properties=_property_scan(np.arange(100, 200), np.arange(100)))
+    v = PixelAttack.judge(m, PixelAttack.Thresholds())
+    (finding,) = [f for f in v.findings if "property" in f.evidence]
+    assert finding.evidence["class"] == "bees" and finding.evidence["said_as"] == "mean brightness"
+    assert "bees images are darker than ants images" in finding.message
 
 
 # -- DNC5 separability ---------------------------------------------------------------------------

@@ -269,16 +269,18 @@ def _property_findings(scan: PropertyScan, classes, t):
     enough = scan.class_counts >= t.min_count
     flagged = [(float(strength[p, c]), p, c) for p in range(len(scan.names)) for c in range(len(classes))
                if enough[c] and strength[p, c] >= t.property_auc_warn]
-    flagged.sort(key=lambda f: (-f[0], f[1], f[2]))  # strongest first; ties in property, then class order
+    two = int(np.sum(scan.class_counts > 0)) == 2
+    # strongest first; ties in property, then (two classes) the class lower in it first: "class A lower" is
+    # "class B higher", and a darkening, shrinking or blurring export lowers the class it was applied to
+    flagged.sort(key=lambda f: (-f[0], f[1], scan.auc[f[1], f[2]] > 0.5 if two else 0, f[2]))
     findings, figures, seen = [], {}, set()
-    # two classes: "class A lower" is "class B higher", one finding says it
-    most = 1 if int(np.sum(scan.class_counts > 0)) == 2 else MAX_PROPERTY_FINDINGS
+    most = 1 if two else MAX_PROPERTY_FINDINGS  # two classes: one finding says it
     for score, p, c in flagged:
         if c in seen or len(findings) >= most:
             continue  # one finding per class: its strongest property (the others are listed in evidence)
         seen.add(c)
         name, prop = classes[c], scan.names[p]
-        findings.append(_property_finding(scan, p, c, score, name, prop, flagged, t))
+        findings.append(_property_finding(scan, p, c, score, classes, prop, flagged, t))
         centres, shares = scan.histogram(p, c)
         figures[f"property_{name}"] = Lines(f"{prop}: class {name} against the other classes",
                                             {f"class {name}": shares["this class"],
@@ -287,16 +289,26 @@ def _property_findings(scan: PropertyScan, classes, t):
     return findings, metrics, figures
 
 
-def _property_finding(scan, p, c, score, name, prop, flagged, t):
+def _property_finding(scan, p, c, score, classes, prop, flagged, t):
+    name = classes[c]
+    from dnncheck.data.properties import said_as
+
     v = scan.values[:, p]
     mine, rest = v[(scan.y == c) & np.isfinite(v)], v[(scan.y != c) & np.isfinite(v)]
     higher = scan.auc[p, c] > 0.5
+    present = np.flatnonzero(scan.class_counts > 0)
+    others = (f"{classes[int(present[present != c][0])]} images" if len(present) == 2 else
+              "the other classes' images")
     if prop.startswith(("mode is", "format is")):
         head = (f"image-property shortcut for class {name}: '{prop}' holds for {mine.mean():.0%} of {name} images "
                 f"and {rest.mean():.1%} of the others")
     else:
-        head = (f"image-property shortcut for class {name}: its {prop} is {'higher' if higher else 'lower'} than the "
-                f"other classes' (median {np.median(mine):.4g} vs {np.median(rest):.4g}; ROC AUC {score:.3f})")
+        phrase, lower_word, higher_word, scale = _on_unit_scale(said_as(prop), v)
+        head = (f"image-property shortcut for class {name}: {name} images are {higher_word if higher else lower_word} "
+                f"than {others} ({phrase}: median {_scaled(np.median(mine), scale)} vs "
+                f"{_scaled(np.median(rest), scale)}; ROC AUC {score:.3f})")
+        mean = _mean_brightness_clause(scan, c, prop)
+        head += mean
     also = sorted({scan.names[q] for s, q, k in flagged if k == c and q != p})
     order = np.argsort(v[scan.y == c])  # the class's most extreme images first, in the shortcut's direction
     order = order[::-1] if higher else order
@@ -306,10 +318,46 @@ def _property_finding(scan, p, c, score, name, prop, flagged, t):
                    "in it (same capture and export pipeline, or normalise/augment it away) or check that it is not "
                    "how the class was collected", samples=tuple(ids), headline=head,
                    evidence={"class": name, "property": prop, "roc_auc": round(score, 4),
+                             "said_as": prop if prop.startswith(("mode is", "format is")) else
+                             _said_name(prop),
                              "direction": "higher" if higher else "lower",
                              "class_median": round(float(np.median(mine)), 6) if len(mine) else None,
                              "other_median": round(float(np.median(rest)), 6) if len(rest) else None,
                              "also_separating": also})
+
+
+def _said_name(prop: str) -> str:
+    from dnncheck.data.properties import said_as
+
+    return said_as(prop)[0]
+
+
+def _on_unit_scale(said, values: np.ndarray):
+    """Pixel statistics of 8-bit images printed on 0-1 (as people quote brightness); others as stored."""
+    phrase, lower, higher, scale = said
+    if scale == 1.0 or not np.nanmax(values, initial=0.0) > 1.5:
+        return phrase, lower, higher, 1.0
+    return f"{phrase}, 0-1", lower, higher, scale
+
+
+def _scaled(value: float, scale: float) -> str:
+    return f"{value * scale:.2f}" if scale != 1.0 else f"{value:.4g}"
+
+
+def _mean_brightness_clause(scan, c: int, prop: str) -> str:
+    """For a class told apart by its darkest or brightest pixels, how its mean brightness compares: what
+    people see ("the bees are darker"), even when the extremes separate it more cleanly."""
+    from dnncheck.data.properties import BRIGHTNESS_FAMILY, said_as
+
+    if prop not in BRIGHTNESS_FAMILY or prop == "brightness" or "brightness" not in scan.names:
+        return ""
+    q = scan.names.index("brightness")
+    v = scan.values[:, q]
+    mine, rest = v[(scan.y == c) & np.isfinite(v)], v[(scan.y != c) & np.isfinite(v)]
+    phrase, _, _, scale = _on_unit_scale(said_as("brightness"), v)
+    strength = max(scan.auc[q, c], 1 - scan.auc[q, c])
+    return (f"; {phrase}: median {_scaled(np.median(mine), scale)} vs {_scaled(np.median(rest), scale)} "
+            f"(ROC AUC {strength:.3f})")
 
 
 def _property_summary(findings, metrics) -> str:

@@ -16,6 +16,28 @@ import numpy as np
 from dnncheck.data.records import image_channel_stats
 
 COLOUR_NAMES = ("red", "green", "blue")
+BRIGHTNESS_FAMILY = ("brightness", "darkest value", "brightest value")
+# property -> (what people call it, the class is ... when lower, ... when higher, scale from 0-255 to 0-1):
+# findings say "the bees are darker", not "class ants: its brightest value is higher"
+SAID_AS = {
+    "brightness": ("mean brightness", "darker", "brighter", 1 / 255),
+    "darkest value": ("darkest pixel", "deeper in their blacks", "lighter in their blacks", 1 / 255),
+    "brightest value": ("brightest pixel", "darker in their highlights", "brighter in their highlights", 1 / 255),
+    "contrast": ("contrast (pixel std)", "lower in contrast", "higher in contrast", 1 / 255),
+    "sharpness": ("sharpness", "blurrier", "sharper", 1.0),
+    "pixel count": ("size (pixels)", "smaller", "larger", 1.0),
+    "aspect ratio": ("aspect ratio (width / height)", "narrower", "wider", 1.0),
+}
+
+
+def said_as(prop: str) -> tuple[str, str, str, float]:
+    """(name people use, word for lower, word for higher, print scale) of a numeric property."""
+    if prop in SAID_AS:
+        return SAID_AS[prop]
+    colour = prop.removesuffix(" share")
+    if colour in COLOUR_NAMES:
+        return (f"{colour} cast ({colour} share of the channel means)", f"less {colour}", f"more {colour}", 1.0)
+    return (prop, "lower", "higher", 1.0)
 
 
 def numeric_properties(records: np.ndarray) -> dict[str, np.ndarray]:
