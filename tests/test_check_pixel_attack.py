@@ -105,7 +105,7 @@ def test_a_darker_mnist_class_is_an_image_property_shortcut(tmp_path):
     (found,) = _property_shortcuts(result)
     assert result.status is Status.FAIL and found["class"] == "3" and found["direction"] == "lower"
     assert found["property"] == "brightest value" and "property_3" in result.figures
-    assert result.summary.startswith("image-property shortcut for class 3: 3 images are darker in their highlights")
+    assert result.summary.startswith("image-property shortcut for class 3: 3 images are darker than the other classes")
     assert "mean brightness, 0-1: median" in result.summary  # what people see, beside the cleaner statistic
 
 

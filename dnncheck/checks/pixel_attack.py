@@ -314,12 +314,11 @@ def _property_finding(scan, p, c, score, classes, prop, flagged, t):
     order = order[::-1] if higher else order
     ids = [scan.ids[i] for i in np.flatnonzero(scan.y == c)[order][:20]]
     severity = Status.FAIL if score >= t.property_auc_fail else Status.WARN
-    return Finding(severity, f"{head}; a model can learn the {prop} instead of the class - make the classes alike "
+    return Finding(severity, f"{head}; a model can learn the {_said_name(prop)} instead of the class - make the classes alike "
                    "in it (same capture and export pipeline, or normalise/augment it away) or check that it is not "
                    "how the class was collected", samples=tuple(ids), headline=head,
                    evidence={"class": name, "property": prop, "roc_auc": round(score, 4),
-                             "said_as": prop if prop.startswith(("mode is", "format is")) else
-                             _said_name(prop),
+                             "said_as": _said_name(prop),
                              "direction": "higher" if higher else "lower",
                              "class_median": round(float(np.median(mine)), 6) if len(mine) else None,
                              "other_median": round(float(np.median(rest)), 6) if len(rest) else None,
@@ -329,7 +328,7 @@ def _property_finding(scan, p, c, score, classes, prop, flagged, t):
 def _said_name(prop: str) -> str:
     from dnncheck.data.properties import said_as
 
-    return said_as(prop)[0]
+    return prop if prop.startswith(("mode is", "format is")) else said_as(prop)[0]
 
 
 def _on_unit_scale(said, values: np.ndarray):

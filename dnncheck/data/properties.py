@@ -21,8 +21,8 @@ BRIGHTNESS_FAMILY = ("brightness", "darkest value", "brightest value")
 # findings say "the bees are darker", not "class ants: its brightest value is higher"
 SAID_AS = {
     "brightness": ("mean brightness", "darker", "brighter", 1 / 255),
-    "darkest value": ("darkest pixel", "deeper in their blacks", "lighter in their blacks", 1 / 255),
-    "brightest value": ("brightest pixel", "darker in their highlights", "brighter in their highlights", 1 / 255),
+    "darkest value": ("darkest pixel", "darker", "lighter", 1 / 255),
+    "brightest value": ("brightest pixel", "darker", "brighter", 1 / 255),
     "contrast": ("contrast (pixel std)", "lower in contrast", "higher in contrast", 1 / 255),
     "sharpness": ("sharpness", "blurrier", "sharper", 1.0),
     "pixel count": ("size (pixels)", "smaller", "larger", 1.0),
