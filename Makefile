@@ -37,6 +37,9 @@ bench-pixel-attack: install
 bench-scale: install
 	$(PYTHON) benchmarks/bench_scale.py
 
+bench-faults: install
+	$(PYTHON) benchmarks/bench_faults.py
+
 bench-clients: install
 	$(PYTHON) benchmarks/bench_clients.py
 
