@@ -7,7 +7,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 INDEX_PINS ?= faiss-cpu==1.15.1 opencv-python-headless==4.14.0.94
 PIP = $(PYTHON) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test bench bench-leakage bench-label-noise bench-throughput bench-pixel-attack bench-scale bench-clients bench-stream bench-estimate bench-threads
+.PHONY: install demo test bench bench-leakage bench-label-noise bench-throughput bench-pixel-attack bench-scale bench-faults bench-clients bench-stream bench-estimate bench-threads
 
 install:
 	$(PIP) $(TORCH_PINS) $(INDEX_PINS) -e ".[dev]"
