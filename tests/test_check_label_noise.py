@@ -78,10 +78,38 @@ def test_identical_samples_with_different_labels_fail(tmp_path):
     assert result.metrics["estimators"] == ["knn", "svm"]
 
 
-def test_regression_is_skipped(tmp_path):
+def test_a_target_without_signal_on_unstructured_features_gets_no_verdict(tmp_path):
     rng = np.random.default_rng(0)
     (tmp_path / "r.csv").write_text("a,target\n" + "\n".join(f"{rng.normal()},{rng.normal()}" for _ in range(50)))
-    assert run_one(LabelNoise(), source=str(tmp_path / "r.csv")).status is Status.SKIP
+    result = run_one(LabelNoise(), source=str(tmp_path / "r.csv"))
+    assert result.status is Status.PASS and "no verdict on the labels" in result.summary
+    assert result.metrics["input_structure"] > 0.85
+
+
+def test_a_table_whose_target_column_is_shifted_by_one_row_fails(tmp_path):
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True).frame
+    frame.to_csv(tmp_path / "diabetes.csv", index=False)
+    clean = run_one(LabelNoise(), source=str(tmp_path / "diabetes.csv"))
+    assert clean.status is Status.PASS and "the targets carry signal" in clean.summary, clean.summary
+    frame["target"] = np.roll(frame["target"].to_numpy(), 1)
+    frame.to_csv(tmp_path / "shifted.csv", index=False)
+    shifted = run_one(LabelNoise(), source=str(tmp_path / "shifted.csv"))
+    assert shifted.status is Status.FAIL and shifted.summary.startswith("the targets look unrelated to the inputs")
+    assert "check that targets and samples are aligned" in messages(shifted)
+
+
+def test_labels_shifted_by_one_against_their_images_fail_whatever_the_estimators(tmp_path):
+    # every label belongs to the previous image: confident learning alone read it as weak estimators (issue 33)
+    path, _ = _digits_npz(tmp_path)
+    data = dict(np.load(path))
+    data["y_train"] = np.roll(data["y_train"], 1)
+    np.savez(tmp_path / "rolled.npz", **data)
+    result = run_one(LabelNoise(probe=False), source=str(tmp_path / "rolled.npz"))
+    assert result.status is Status.FAIL and result.summary.startswith("the labels look unrelated to the inputs")
+    assert result.metrics["label_signal_z"] < 3 and result.metrics["input_structure"] < 0.85
+    assert not [f for f in result.findings if "weak evidence" in f.message]
 
 
 def test_estimators_at_chance_make_suspects_information_that_says_why(tmp_path):
@@ -96,6 +124,7 @@ def test_estimators_at_chance_make_suspects_information_that_says_why(tmp_path):
     assert result.summary.startswith("weak evidence") and "weak evidence" in messages(result)
     assert result.metrics["weak_evidence_confirmed"] is False
     assert all(f.severity is Status.INFO for f in result.findings)
+    assert result.metrics["input_structure"] > 0.85  # noise images: no structure, so no alignment failure
 
 
 def test_one_confused_class_pair_is_a_finding_although_the_global_rate_is_tolerated(tmp_path):

@@ -1091,3 +1091,32 @@ def test_split_leakage_within_split_pairs_warn_and_are_listed_up_to_a_thousand()
     assert SplitLeakage.judge(SplitLeakageMeasurement(("cat", "dog"), (), (), 500, (), {}, counts,
                                                       {"train": 1000, "val": 200}, None, within_pairs=within[:3]),
                               SplitLeakage.Thresholds()).findings[0].severity is Status.INFO
+
+
+# -- DNC3 label-noise: labels unrelated to their inputs (issue 33) ---------------------------------
+@pytest.mark.parametrize("score, structure, unrelated", [
+    (0.128, 0.70, True),   # 2.95 standard deviations above shuffled labels, structured inputs: no signal
+    (0.129, 0.70, False),  # 3.06: weak but real signal stays with the estimators' evidence
+    (0.128, 0.86, False),  # no structure in the inputs: the estimators' weakness is the likelier reading
+])
+def test_label_signal_edges(score, structure, unrelated):
+    from dnncheck.checks.label_noise import LabelNoise
+    from dnncheck.checks.label_signal import LabelSignal
+
+    # five shuffles at 0.1: their spread is 0, so the binomial one counts, sqrt(0.1 * 0.9 / 1000) = 0.0095
+    signal = LabelSignal("accuracy", score, (0.1,) * 5, structure, 1000)
+    assert signal.unrelated(LabelNoise.Thresholds()) is unrelated
+
+
+@pytest.mark.parametrize("score, structure, status, said", [
+    (0.04, 0.70, Status.FAIL, "the targets look unrelated to the inputs"),  # z 2.5 on structured inputs
+    (0.04, 0.86, Status.PASS, "no verdict on the labels"),
+    (0.40, 0.70, Status.PASS, "the targets carry signal about the inputs"),
+])
+def test_target_signal_judge(score, structure, status, said):
+    from dnncheck.checks.label_noise import LabelNoise, _judge_target
+    from dnncheck.checks.label_signal import LabelSignal
+
+    target = LabelSignal("R2", score, (0.0, 0.02, -0.02, 0.01, -0.01), structure, 400)  # sd 0.0158
+    v = _judge_target(target, LabelNoise.Thresholds())
+    assert v.status is status and said in v.summary

@@ -9,6 +9,8 @@ import numpy as np
 
 from dnncheck.figures import ImageGrid
 from dnncheck.checks.base import ALL_TASKS, Check, Finding, ProbeGap, Skipped, Status, Verdict, serious, verdict
+from dnncheck.checks.label_signal import (LabelSignal, input_structure, shuffled_accuracies, structure_rows,
+                                          target_signal)
 from dnncheck.errors import ProbeCutShort, ProbeNotRun, ProbeUnavailable
 
 FIGURE_SUSPECTS = 16
@@ -87,6 +89,10 @@ class LabelNoise(Check):
         "pair_share_warn": (0.05, "warn when this share of one class's training samples look like one other class"),
         "pair_share_fail": (0.10, "fail when this share of one class's training samples look like one other class"),
         "pair_min_samples": (8, "a class pair needs at least this many suspects to be a finding"),
+        "signal_z": (3.0, "labels scoring fewer standard deviations than this above shuffled labels carry no signal"),
+        "max_structure": (0.85, "inputs whose nearest-neighbour distance ratio (vs columns permuted) is below this "
+                                "have clear structure: labels without signal on them fail"),
+        "shuffles": (5, "label permutations of the signal test"),
     }
 
     tasks = ALL_TASKS
@@ -121,8 +127,8 @@ class LabelNoise(Check):
             except ProbeCutShort as exc:
                 return LabelNoiseMeasurement(tuple(ds.classes), tuple(ctx.view("train").ids), ctx.view("train").y,
                                              self._folds(ctx), (), probe_gap=ProbeGap.of(exc))
-        if ds.task != "classification":
-            return Skipped("label noise applies to classification; the target is continuous")
+        if ds.task == "regression":
+            return self._target_signal(ctx)
         train = ctx.view("train")  # every training sample, or max_train_samples of them (stratified)
         folds = self._folds(ctx)
         if folds < 2:
@@ -131,19 +137,37 @@ class LabelNoise(Check):
         base = LabelNoiseMeasurement(tuple(ds.classes), tuple(train.ids), train.y, folds, conflicts,
                                      ctx.sampled_note("train"))
         try:
-            probs, used, notes, info_notes = self._probabilities(ctx, train.y, folds)
+            probs, used, notes, info_notes, (features, rows), fold = self._probabilities(ctx, train.y, folds)
         except ProbeCutShort as exc:  # partial evidence: say so, never a verdict from it
             return replace(base, probe_gap=ProbeGap.of(exc))
         confident = _confident_learning(train.y, probs)
+        signal = LabelSignal("accuracy", float(np.mean(confident.suggested == train.y)),
+                             shuffled_accuracies(features, train.y, fold, int(self.t.shuffles), ctx.seed),
+                             input_structure(rows, ctx.seed), len(train.y))
         return replace(base, confident=confident, estimators=tuple(used), notes=tuple(notes),
-                       info_notes=tuple(info_notes),
+                       info_notes=tuple(info_notes), signal=signal,
                        figure=_suspect_figure(ds, train, confident))
+
+    def _target_signal(self, ctx) -> "TargetSignal":
+        from dnncheck.probes.crossfit import pca_features, pixel_rows
+
+        train = ctx.view("train")
+        flat = pixel_rows(ctx.inputs("train"))
+        features = pca_features(flat, ctx.seed)
+        target = np.asarray(train.y, dtype=np.float64).reshape(len(train.y), -1)[:, 0]
+        folds = int(min(self.t.folds, len(target) // 2))
+        if folds < 2:
+            return Skipped("too few training samples to cross-fit a regressor")
+        return TargetSignal(target_signal(features, structure_rows(flat, features), target, folds,
+                                          int(self.t.shuffles), ctx.seed))
 
     # -- judging --------------------------------------------------------------------------------
     @classmethod
     def judge(cls, m: "LabelNoiseMeasurement", t) -> Verdict:
         from dnncheck.checks import mask_noise, multilabel_noise
 
+        if isinstance(m, TargetSignal):
+            return _judge_target(m.signal, t)
         if isinstance(m, multilabel_noise.MultilabelNoise):
             return multilabel_noise.judge(m, t)
         if isinstance(m, mask_noise.MaskNoise):
@@ -170,7 +194,12 @@ class LabelNoise(Check):
         findings += [Finding(Status.INFO, note) for note in m.info_notes]
         rate_findings = _suspect_findings(m, t)
         suspect_findings = rate_findings + _pair_findings(m, t)
-        weak = skill < t.min_estimator_skill and any(f.severity.rank >= Status.WARN.rank for f in suspect_findings)
+        unrelated = m.signal is not None and m.signal.unrelated(t)
+        if m.signal is not None:
+            metrics.update(m.signal.metrics())
+        # labels unrelated to their inputs are no weak estimators' guess: no gate softens it
+        weak = (not unrelated and skill < t.min_estimator_skill and
+                any(f.severity.rank >= Status.WARN.rank for f in suspect_findings))
         if weak:
             # weak estimators' suspects are candidates, not a finding, unless something independent of
             # them confirms: identical samples with two labels, or suspects concentrated on one class pair
@@ -186,10 +215,14 @@ class LabelNoise(Check):
                                                       "confirmed": confirmed}))
         findings += suspect_findings
         findings += conflict_findings
+        if unrelated:
+            findings.insert(0, m.signal.finding())
         summary = _summary(metrics)
         pairs = [f for f in suspect_findings[len(rate_findings):] if serious([f]) and "class_samples" in f.evidence]
         if pairs and not serious(suspect_findings[:len(rate_findings)]):
             summary = f"{pairs[0].short}; {summary}"  # the reason first: the global rate alone reads as tolerated
+        if unrelated:
+            summary = f"{m.signal.finding().short}; {summary}"
         if weak:
             summary = f"weak evidence (estimator skill {skill:.2f}), not a verdict: {summary}"
             metrics["weak_evidence_confirmed"] = confirmed
@@ -233,13 +266,39 @@ class LabelNoise(Check):
 
     @staticmethod
     def _combined(ctx, flat, y, fold, estimates, notes, info_notes):
-        """The model's estimates (if any) averaged with the classical ones on the input pixels."""
+        """The model's estimates (if any) averaged with the classical ones on the input pixels; with the
+        features and folds the label-signal test reuses."""
         from dnncheck.probes.crossfit import classical_probabilities, pca_features
 
-        estimates.update(classical_probabilities(pca_features(flat, ctx.seed), y, fold, ctx.dataset.num_classes,
+        features = pca_features(flat, ctx.seed)
+        estimates.update(classical_probabilities(features, y, fold, ctx.dataset.num_classes,
                                                  with_knn="probe" not in estimates))
         probs = np.mean(list(estimates.values()), axis=0)
-        return probs, sorted(estimates), notes, info_notes
+        return probs, sorted(estimates), notes, info_notes, (features, structure_rows(flat, features)), fold
+
+
+@dataclass(frozen=True)
+class TargetSignal:
+    """A continuous target: whether it carries signal about the inputs (label noise itself is not
+    estimated on continuous targets)."""
+    signal: LabelSignal
+
+
+def _judge_target(signal: LabelSignal, t) -> Verdict:
+    metrics = signal.metrics()
+    if signal.unrelated(t):
+        finding = signal.finding()
+        return Verdict(Status.FAIL, finding.short, (finding,), metrics,
+                       "Check that the target column and the feature rows are aligned, then rerun.")
+    said = (f"the targets carry signal about the inputs (out-of-sample R2 {signal.score:.3f}, shuffled targets "
+            f"{signal.shuffled_mean:.3f}); label noise on a continuous target is not estimated")
+    findings = ()
+    if signal.z < t.signal_z:  # no signal, and inputs without structure: nothing to call either way
+        said = (f"the targets are not predictable from the inputs (R2 {signal.score:.3f}, shuffled "
+                f"{signal.shuffled_mean:.3f}) and the inputs show little structure (nearest-neighbour ratio "
+                f"{signal.structure:.2f}): no verdict on the labels")
+        findings = (Finding(Status.INFO, said),)
+    return Verdict(Status.PASS, said, findings, metrics)
 
 
 @dataclass(frozen=True)
@@ -269,6 +328,7 @@ class LabelNoiseMeasurement:
     info_notes: tuple[str, ...] = ()  # estimators the probe plan left out (said once for the audit)
     figure: ImageGrid | None = None  # the top suspects with their images
     probe_gap: ProbeGap | None = None
+    signal: LabelSignal | None = None  # whether the labels carry signal about the inputs at all
 
 
 def _confident_learning(y, probs) -> ConfidentLearning:

@@ -270,9 +270,7 @@ def _property_findings(scan: PropertyScan, classes, t):
     flagged = [(float(strength[p, c]), p, c) for p in range(len(scan.names)) for c in range(len(classes))
                if enough[c] and strength[p, c] >= t.property_auc_warn]
     two = int(np.sum(scan.class_counts > 0)) == 2
-    # strongest first; ties in property, then (two classes) the class lower in it first: "class A lower" is
-    # "class B higher", and a darkening, shrinking or blurring export lowers the class it was applied to
-    flagged.sort(key=lambda f: (-f[0], f[1], scan.auc[f[1], f[2]] > 0.5 if two else 0, f[2]))
+    flagged.sort(key=lambda f: _finding_order(scan, f, two))
     findings, figures, seen = [], {}, set()
     most = 1 if two else MAX_PROPERTY_FINDINGS  # two classes: one finding says it
     for score, p, c in flagged:
@@ -287,6 +285,19 @@ def _property_findings(scan: PropertyScan, classes, t):
                                              "other classes": shares["other classes"]}, prop, "share of images",
                                             x=centres)
     return findings, metrics, figures
+
+
+def _finding_order(scan, flagged, two: bool) -> tuple:
+    """Strongest first. On two classes "class A lower" is "class B higher" and one finding says it:
+    a numeric property about the class lower in it (a darkening, shrinking or blurring export lowers
+    the class it was applied to), a yes/no property ("format is .png") about the rarer value and the
+    class that holds it (the bees re-saved as PNG, not "'format is .jpg' holds for 0% of bees")."""
+    score, p, c = flagged
+    higher = scan.auc[p, c] > 0.5
+    if scan.names[p].startswith(("mode is", "format is")):
+        share = float(np.nanmean(scan.values[:, p]))
+        return (-score, share, not higher, p, c) if two else (-score, p, c)
+    return (-score, 0.0, higher, p, c) if two else (-score, p, c)
 
 
 def _property_finding(scan, p, c, score, classes, prop, flagged, t):
