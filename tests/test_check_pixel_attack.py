@@ -136,3 +136,15 @@ def test_tables_are_skipped(tmp_path):
     rng = np.random.default_rng(0)
     (tmp_path / "t.csv").write_text("a,label\n" + "\n".join(f"{rng.normal()},{i % 2}" for i in range(40)))
     assert run_one(PixelAttack(), source=str(tmp_path / "t.csv")).status is Status.SKIP
+
+
+def test_a_class_stored_in_greyscale_among_colour_images_is_greyer(tmp_path):
+    # its channel shares sit at 1/3, inside the colour class's range: only colourfulness tells it
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 256, (60, 16, 16, 3), dtype=np.uint8)
+    grey = np.repeat(rng.integers(0, 256, (60, 16, 16, 1), dtype=np.uint8), 3, axis=3)
+    np.savez(tmp_path / "g.npz", x_train=np.concatenate([colour, grey]), y_train=np.repeat([0, 1], 60))
+    result = run_one(PixelAttack(probes=False), source=str(tmp_path / "g.npz"))
+    (found,) = _property_shortcuts(result)
+    assert found["class"] == "1" and found["property"] == "colourfulness" and found["direction"] == "lower"
+    assert "1 images are greyer than 0 images" in result.summary

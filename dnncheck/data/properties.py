@@ -1,5 +1,6 @@
 """Simple per-image properties computed from the records of the data pass (no pixels are read):
-brightness, contrast, colour means, native size and aspect ratio, sharpness, file format and mode.
+brightness, contrast, colour means and colourfulness, native size and aspect ratio, sharpness, file
+format and mode.
 
 They are what a global shortcut is made of: a class photographed in other light, exported by
 another tool, at another resolution or blurrier than the rest can be told apart by one of these
@@ -27,6 +28,7 @@ SAID_AS = {
     "sharpness": ("sharpness", "blurrier", "sharper", 1.0),
     "pixel count": ("size (pixels)", "smaller", "larger", 1.0),
     "aspect ratio": ("aspect ratio (width / height)", "narrower", "wider", 1.0),
+    "colourfulness": ("colourfulness (mean |R-G|, |B-G| over the value range)", "greyer", "more colourful", 1.0),
 }
 
 
@@ -58,6 +60,9 @@ def numeric_properties(records: np.ndarray) -> dict[str, np.ndarray]:
         # a colour cast is a channel's mean against the image's brightness, not its absolute level
         for k, name in enumerate(COLOUR_NAMES):
             props[f"{name} share"] = channel_means[:, k] / np.maximum(channel_means.sum(axis=1), 1e-9)
+        # colour apart from brightness: a class stored in greyscale among colour photos has none (its
+        # channel shares sit at 1/3, inside the others' range, so no share tells it)
+        props["colourfulness"] = np.abs(records["chroma"].astype(np.float64)).mean(axis=(1, 2, 3)) / 127.0
     out = {}
     for name, values in props.items():
         values = np.where(ok, np.nan_to_num(values), np.nan)
