@@ -230,7 +230,7 @@ def test_the_built_in_segmentation_net_memorises_a_batch_of_masks_and_a_1x1_conv
     fits = run_one(Overfit(), source=source, **FAST)
     assert fits.status is Status.PASS, messages(fits)
     assert fits.metrics["batch_samples"] == 4 and fits.metrics["batch_final_pixel_error"] <= \
-        0.2 * fits.metrics["batch_baseline_pixel_error"]
+        0.5 * fits.metrics["batch_baseline_pixel_error"]
     blind = run_one(Overfit(), source=source, model=f"{user_module(SEG_MODELS)}:per_pixel", **FAST)
     assert blind.status is Status.FAIL and "cannot overfit one batch of 4 masks" in messages(blind)
 

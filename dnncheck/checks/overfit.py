@@ -64,7 +64,9 @@ class Overfit(Check):
         # segmentation: 32 masks hold 25,000 pixel targets at MNIST size, and a per-pixel cross-entropy
         # keeps falling slowly long after every pixel is right, so the rule is on pixels, on fewer masks
         "dense_batch_size": (4, "segmentation: masks in the one-batch test"),
-        "pixel_error_ratio": (0.2, "segmentation: the batch is memorised once its pixel error falls to this share of "
+        # a working SegNet reaches 0.2-0.37 of the baseline in 200 steps on 4 MNIST masks (which 4 decides
+        # where: 0.2 was a false warning at 0.37); broken heads stay above the baseline (1.7x, 5.7x)
+        "pixel_error_ratio": (0.5, "segmentation: the batch is memorised once its pixel error falls to this share of "
                                    "the error of its commonest class painted everywhere"),
         "max_steps": (200, "steps allowed to fit the batch"),
         "target_ratio": (0.05, "the batch loss must fall below this fraction of its initial value"),
@@ -257,8 +259,8 @@ def _one_batch_findings(m: OverfitMeasurement, t):
 
 
 def _pixel_error_findings(b: OneBatch, t, metrics: dict) -> list:
-    """A batch of masks not memorised: slow when its pixel error beat the baseline's (the commonest
-    class painted everywhere) by `slow_fit_ratio`, else broken."""
+    """A batch of masks not memorised: slow when its pixel error at least beat the baseline's (the
+    commonest class painted everywhere), else broken."""
     errors, n, baseline = b.pixel_errors, b.samples, b.pixel_baseline
     first, best = errors[0], min(errors)
     metrics.update(batch_initial_pixel_error=round(first, 5), batch_final_pixel_error=round(errors[-1], 5),
@@ -266,7 +268,7 @@ def _pixel_error_findings(b: OneBatch, t, metrics: dict) -> list:
     evidence = {"pixel_errors": list(errors[:: max(1, len(errors) // 50)]), "baseline_pixel_error": baseline}
     trend = (f"pixel error {first:.1%} -> best {best:.1%} in {len(errors)} steps (painting the commonest class "
              f"everywhere: {baseline:.1%})")
-    if b.reached_params and math.isfinite(b.losses[-1]) and best <= t.slow_fit_ratio * baseline:
+    if b.reached_params and math.isfinite(b.losses[-1]) and best < baseline:
         head = f"fits one batch of {n} masks only slowly: {trend}, not down to {t.pixel_error_ratio:.0%} of that"
         return [Finding(Status.WARN, f"{head}; unscaled inputs (see normalization), a small learning rate or a "
                         "receptive field too small for the objects slow every step of training", headline=head,
