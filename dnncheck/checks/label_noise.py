@@ -56,6 +56,9 @@ class LabelNoise(Check):
         0.97. Cost of the gate: on two classes, more than about 20% of flipped labels also reads as
         weak evidence (the given labels are then close to coin flips) and is information, not a failure.
         Measured on 3,500 real MNIST digits with 10% of labels flipped: see benchmarks/.
+        Labels that do not belong to their inputs at all (shifted a row, shuffled) fail first: a
+        permutation test of the estimators' out-of-sample accuracy against shuffled labels, on inputs
+        with nearest-neighbour structure (checks/label_signal.py; regression targets on R-squared).
         One class pair: annotators confusing two similar classes is the commonest real label error
         and hides in a global rate (20% of MNIST's 7s labelled 1 is 1.4% of all labels). Per given
         class, the share of its training samples whose suspects are suggested as one other class
