@@ -77,7 +77,7 @@ def test_crashing_check_is_an_error_result_and_exit_3(digits_config, tmp_path, m
 
     monkeypatch.setattr(Imbalance, "run", boom)
     out = tmp_path / "r.json"
-    result = audit(str(digits_config), "--quiet", "--json", str(out))
+    result = audit(str(digits_config), "--quiet", "--json", str(out), "--select", "imbalance,loss-sanity,input-fidelity")
     assert result.exit_code == 3
     data = json.loads(out.read_text())
     checks = {c["slug"]: c for c in data["checks"]}
