@@ -82,8 +82,9 @@ def measure(ctx, folds: int, use_probe: bool) -> MaskNoise:
     from dnncheck.probes.crossfit import label_estimates, pca_features, pixel_rows
 
     ds, train = ctx.dataset, ctx.view("train")
-    labels = object_labels(presence(train.y, ds.num_classes))
-    held = presence(train.y, ds.num_classes)[:, labels].astype(np.int64)
+    held_all = presence(train.y, ds.num_classes)
+    labels = object_labels(held_all)
+    held = held_all[:, labels].astype(np.int64)
     fold = label_folds(len(held), folds, ctx.seed)
     estimates, notes, quality = {}, [], None
     if use_probe:
@@ -142,15 +143,14 @@ def _confident_learning(held: np.ndarray, probs: np.ndarray, single: bool) -> np
         from cleanlab.filter import find_label_issues
         from cleanlab.rank import get_label_quality_scores
 
-        # one column per label plus "(none)" for masks holding none of them, rows normalised
+        # one column per label plus "(none)" for masks holding none of them
         none = 1.0 - probs.max(axis=1, initial=0.0)
         p = np.column_stack([probs, none]) + 1e-6
-        p /= p.sum(axis=1, keepdims=True)
         given = np.where(held.any(axis=1), held.argmax(axis=1), held.shape[1])
         used = np.unique(given)
         if len(used) < 2:
             return np.array([], dtype=np.int64)
-        # cleanlab wants classes 0..K-1 all present: keep the columns of labels that occur
+        # cleanlab wants classes 0..K-1 all present: keep the columns of labels that occur, rows normalised
         remap = np.searchsorted(used, given)
         q = p[:, used] / p[:, used].sum(axis=1, keepdims=True)
         mask = find_label_issues(remap, q, filter_by=FILTER, n_jobs=1)
