@@ -219,13 +219,13 @@ class LabelNoise(Check):
         findings += suspect_findings
         findings += conflict_findings
         if unrelated:
-            findings.insert(0, m.signal.finding())
+            findings.insert(0, m.signal.finding())  # the reason first, in the findings and in the summary
         summary = _summary(metrics)
         pairs = [f for f in suspect_findings[len(rate_findings):] if serious([f]) and "class_samples" in f.evidence]
         if pairs and not serious(suspect_findings[:len(rate_findings)]):
             summary = f"{pairs[0].short}; {summary}"  # the reason first: the global rate alone reads as tolerated
         if unrelated:
-            summary = f"{m.signal.finding().short}; {summary}"
+            summary = f"{findings[0].short}; {summary}"
         if weak:
             summary = f"weak evidence (estimator skill {skill:.2f}), not a verdict: {summary}"
             metrics["weak_evidence_confirmed"] = confirmed
