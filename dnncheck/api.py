@@ -57,6 +57,10 @@ def audit(target: Any = None, *, model: Any = None, weights: str | Path | None =
                                          scheduler=scheduler, scheduler_args=scheduler_args, lr=lr,
                                          batch_size=batch_size))
         result = execute(cfg, NullProgress(), "dnncheck.audit(...)", time.perf_counter())
+    except UserError as exc:  # in-memory data is "target" to the caller, not the name it was registered under
+        if type(exc) is UserError and source and source.startswith(f"python:{__name__}:_object_"):
+            raise UserError(str(exc).replace(source, "target")) from None
+        raise
     finally:  # the audit is over: the user's arrays, model and transform are no longer held here
         _forget(source, factory, transform)
     return _named_for_people(result, target, model)
@@ -101,10 +105,17 @@ def audit_config(target: str | None, *, model: str | None = None, weights: str |
     for key, value in (training or {}).items():  # audit(loss=, optimizer=, lr=, ...): [model] loss, [train] keys
         overrides[key] = ("model" if key == "loss" else "train", key, value)
     cfg = build_config(target, overrides)
-    if select:
+    if select is not None:
         cfg.select = _ids(select, "select")
+        if not cfg.select:  # `--select ''` used to run every check, which on a large dataset looked like a hang
+            raise UserError("--select names no check; leave it out to run every check, or name some "
+                            "(`dnncheck checks` lists them)")
     if ignore:
         cfg.ignore = cfg.ignore + _ids(ignore, "ignore")
+    from dnncheck.config import input_paths
+    from dnncheck.data.cache import refuse_cache_inside
+
+    refuse_cache_inside(input_paths(cfg)[1], cfg.config_path)
     return cfg
 
 
@@ -183,14 +194,50 @@ def _splits_function(splits: dict):
 
     made = {}
     for name, value in splits.items():
+        if not isinstance(name, str):
+            raise UserError(f"target: split names must be text such as 'train' (got {name!r})")
         if isinstance(value, tuple) and len(value) == 2:
-            x, y = np.asarray(value[0]), np.asarray(value[1])
+            x = _array(value[0], f"target[{name!r}] inputs", "iufb")
+            y = _array(value[1], f"target[{name!r}] labels", "iufbUS")
             if len(x) != len(y):
                 raise UserError(f"target[{name!r}]: {len(x)} inputs but {len(y)} labels")
             made[name] = _Pairs(x, y)
-        else:
+        elif _dataset_like(value):
             made[name] = value
+        else:
+            sized = f" of {len(value)} items" if isinstance(value, tuple) else ""
+            raise UserError(f"target[{name!r}]: expected a torch Dataset (items (x, y)) or an (x, y) tuple of "
+                            f"arrays; got {type(value).__name__}{sized}")
     return lambda: made
+
+
+def _dataset_like(value) -> bool:
+    """Map-style: len() and indexing, as torch's DataLoader needs; not text, a mapping or a bare
+    array (which has no labels)."""
+    import numpy as np
+
+    return (hasattr(value, "__len__") and hasattr(value, "__getitem__")
+            and not isinstance(value, (str, bytes, dict, tuple, np.ndarray)))
+
+
+def _array(value, what: str, kinds: str):
+    """value as a numpy array with one row per sample, of a numeric (or, for labels, text) dtype."""
+    import numpy as np
+
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as exc:  # ragged lists
+        reason = str(exc).split(". ")[0]
+        raise UserError(f"{what}: not an array ({reason}); pass a numpy array with one row per sample") from None
+    if array.ndim == 0:
+        raise UserError(f"{what}: a single {type(value).__name__} value, not one per sample; pass an array of "
+                        "shape (N, ...)")
+    if array.dtype.kind not in kinds:
+        expected = "numbers or class names" if "U" in kinds else "numbers"
+        raise UserError(f"{what}: dtype {array.dtype} holds no {expected}; pass a numeric array "
+                        "(np.stack the samples)" if array.dtype.kind == "O" else
+                        f"{what}: dtype {array.dtype} holds no {expected}")
+    return array
 
 
 class _Pairs:

@@ -239,10 +239,10 @@ def explain(key: str = typer.Argument(..., help="a check id (DNC4) or slug (loss
         console.print(Padding(Text(paragraph), (0, 0, 0, indent), expand=False), highlight=False)
     if check.thresholds:
         table = Table(title=Text(f"thresholds ([checks.{check.slug}] in the config)"), title_justify="left")
-        for col in ("name", "default", "meaning"):
+        for col in ("name", "default", "valid", "meaning"):
             table.add_column(col)
         for name, (default, meaning) in check.thresholds.items():
-            table.add_row(name, repr(default), meaning)
+            table.add_row(name, repr(default), check.threshold_range(name), meaning)
         console.print(table)
 
 

@@ -6,6 +6,7 @@ CLI can print it as one line and exit 2.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +85,8 @@ def _is_int(v):
 
 
 def _is_number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite int or float: TOML admits inf and nan, and lr = inf crashed torch's optimizer natively."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _is_str_list(v):
@@ -159,9 +161,9 @@ SCHEMA: dict[str, dict[str, tuple]] = {
                                            "CosineAnnealingLR, ReduceLROnPlateau, ...) or pkg.module:factory"),
         "scheduler_args": (_is_arguments, "a table of the scheduler's keyword arguments, e.g. [train.scheduler_args] "
                                           "step_size = 1"),
-        "lr": (lambda v: _is_number(v) and v > 0, "a positive number"),
+        "lr": (lambda v: _is_number(v) and 0 < v <= 1e6, "a positive number (at most 1e6)"),
         "batch_size": (_int_in(1, 65536), "an integer between 1 and 65536"),
-        "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+        "weight_decay": (lambda v: _is_number(v) and 0 <= v <= 1e6, "a number between 0 and 1e6"),
         "momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
         "metric": (lambda v: v in METRICS, f"one of {', '.join(METRICS)}"),
     },
@@ -175,7 +177,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "ray_address": (lambda v: isinstance(v, str) and v.strip() != "", "a Ray cluster address such as \"ray://head:10001\" or \"auto\""),
     },
     "checks": {
-        "select": (_is_str_list, "a list of check ids or slugs"),
+        "select": (lambda v: _is_str_list(v) and any(x.strip() for x in v),
+                   "a non-empty list of check ids or slugs (leave select out to run every check)"),
         "ignore": (_is_str_list, "a list of check ids or slugs"),
         "fail_on": (lambda v: v in FAIL_ON, f"one of {', '.join(FAIL_ON)}"),
     },

@@ -139,7 +139,9 @@ def system_folder(path) -> str | None:
     for folder in SYSTEM_FOLDERS:
         if real == folder or real.startswith(folder + "/"):
             return folder
-    return None
+    above = "/" if real == "/" else real + "/"
+    holding = [folder for folder in SYSTEM_FOLDERS if folder.startswith(above)]
+    return holding[0] if holding else None  # `/` or `/usr` as TARGET: a walk that reaches /proc
 
 
 def refuse_system_path(path, what: str) -> None:
@@ -148,6 +150,9 @@ def refuse_system_path(path, what: str) -> None:
 
     folder = system_folder(path)
     if folder:
-        link = f" (a link to {os.path.realpath(path)})" if os.path.realpath(path) != os.path.abspath(path) else ""
-        raise UserError(f"{path}: the {what}{link} lies in the system folder {folder}; dnncheck reads datasets, "
+        real = os.path.realpath(path)
+        link = f" (a link to {real})" if real != os.path.abspath(path) else ""
+        where = (f"lies in the system folder {folder}" if real == folder or real.startswith(folder + "/")
+                 else f"holds system folders such as {folder}")
+        raise UserError(f"{path}: the {what}{link} {where}; dnncheck reads datasets, "
                         "never system folders: point it at your data or remove the link")

@@ -15,6 +15,7 @@ closest valid one, and reach `judge` as a typed, frozen `<Check>Thresholds` reco
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, ClassVar
 
@@ -92,6 +93,43 @@ def inconclusive(gap: ProbeGap, what: str, metrics: dict | None = None) -> Verdi
     return Verdict(Status.WARN, gap.headline, (gap.finding(what),), dict(metrics or {}))
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric threshold may take, checked when the config is read: an impossible value
+    (a negative step count, a share above 1) is exit 2 naming the key, not a crash inside the check,
+    and an upper bound keeps counts (folds, steps, evaluations, samples) from making work explode."""
+    low: float
+    high: float
+    low_open: bool = False  # the low end itself is excluded (a ratio that must be positive)
+
+    def admits(self, value) -> bool:
+        if not math.isfinite(value):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        return above and value <= self.high
+
+    def said(self, integer: bool) -> str:
+        kind = "an integer" if integer else "a number"
+        low, high = _plain(self.low), _plain(self.high)
+        if self.low_open:
+            return f"{kind} above {low} and at most {high}"
+        return f"{kind} between {low} and {high}"
+
+
+def _plain(x: float) -> str:
+    """1000000 -> "1,000,000"; 1e-06 stays 1e-06; 0.5 stays 0.5."""
+    if float(x).is_integer() and abs(x) < 1e15:
+        return f"{int(x):,}"
+    return f"{x:g}"
+
+
+SHARE = Range(0.0, 1.0)  # a share, rate or probability
+POSITIVE_SHARE = Range(0.0, 1.0, low_open=True)
+AUC = Range(0.5, 1.0)  # below 0.5 a classifier is better read the other way round
+FACTOR = Range(1.0, 1e9)  # "this many times": below 1 the rule reads backwards
+SCALE = Range(0.0, 1e12, low_open=True)  # a positive magnitude in the data's units
+
+
 def _thresholds_record(check_cls):
     """A frozen dataclass with one typed field per documented threshold (defaults included)."""
     fields = [(name, type(default), field(default=default)) for name, (default, _) in check_cls.thresholds.items()]
@@ -114,6 +152,12 @@ class Check:
     tasks: ClassVar[tuple[str, ...]] = ("classification", "regression")
     # name -> (default, what it means)
     thresholds: ClassVar[dict[str, tuple[Any, str]]] = {}
+    # name -> the Range a numeric threshold may take (every numeric threshold has one: a test says so)
+    ranges: ClassVar[dict[str, Range]] = {}
+    # (a, b): threshold a must not exceed threshold b (a warning level below its failing level)
+    ordered: ClassVar[tuple[tuple[str, str], ...]] = ()
+    # name -> what is valid, for a text threshold (validated by the check's own __init__)
+    texts: ClassVar[dict[str, str]] = {}
 
     Thresholds: ClassVar[type]  # made per subclass from `thresholds`
 
@@ -132,7 +176,30 @@ class Check:
                 raise UserError(f"[checks.{self.slug}] {name} = {value!r}: expected {type(default).__name__} "
                                 f"like the default {default!r}")
             values[name] = float(value) if isinstance(default, float) else value
+            self._require_valid(name, values[name])
+        for low, high in self.ordered:
+            if values[low] > values[high]:
+                raise UserError(f"[checks.{self.slug}] {low} = {values[low]!r} must not exceed {high} = "
+                                f"{values[high]!r}; set both so that {low} <= {high}")
         self.t = self.Thresholds(**values)
+
+    def _require_valid(self, name: str, value) -> None:
+        """The range of one overridden numeric threshold; exit 2 naming key, value and range."""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            valid = self.ranges[name]
+            if not valid.admits(value):
+                raise UserError(f"[checks.{self.slug}] {name} = {value!r} is out of range; expected "
+                                f"{valid.said(isinstance(value, int))}")
+
+    @classmethod
+    def threshold_range(cls, name: str) -> str:
+        """What `dnncheck explain` shows as a threshold's valid values."""
+        default = cls.thresholds[name][0]
+        if isinstance(default, bool):
+            return "true or false"
+        if isinstance(default, str):
+            return cls.texts.get(name, "text")
+        return cls.ranges[name].said(isinstance(default, int))
 
     def measure(self, ctx):  # pragma: no cover - every check overrides it
         raise NotImplementedError

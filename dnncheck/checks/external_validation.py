@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dnncheck.figures import Bars
+from dnncheck.checks.base import AUC, SHARE
 from dnncheck.checks.base import (Check, Finding, ProbeGap, Skipped, Status,
                                   Verdict, inconclusive, probe_missing, verdict)
 from dnncheck.errors import ProbeUnavailable
@@ -60,6 +61,10 @@ class ExternalValidation(Check):
     thresholds = {
         "max_drop": (0.1, "fail when external accuracy is lower than internal by more than this"),
         "max_shift_auc": (0.8, "warn when a domain classifier tells internal from external with this AUC"),
+    }
+    ranges = {
+        "max_drop": SHARE,
+        "max_shift_auc": AUC,
     }
 
     def probes(self, ctx) -> dict[str, dict]:

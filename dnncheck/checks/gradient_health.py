@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.figures import Lines
+from dnncheck.checks.base import FACTOR, POSITIVE_SHARE, SCALE, SHARE
 from dnncheck.checks.base import (ALL_TASKS, Check, Finding, ProbeGap, Status, Verdict,
                                   headline, inconclusive, probe_missing, verdict)
 from dnncheck.errors import ProbeUnavailable
@@ -81,6 +82,17 @@ class GradientHealth(Check):
         "update_ratio_low": (1e-6, "per-step update / weight below this: the layer barely moves"),
         "update_ratio_high": (0.1, "per-step update / weight above this: unstable"),
     }
+    ranges = {
+        "vanishing_ratio": POSITIVE_SHARE,
+        "exploding_norm": SCALE,
+        "dead_fraction": SHARE,
+        "saturated_fraction": SHARE,
+        "init_ratio_low": POSITIVE_SHARE,
+        "init_ratio_high": FACTOR,
+        "update_ratio_low": SHARE,
+        "update_ratio_high": SCALE,
+    }
+    ordered = (("update_ratio_low", "update_ratio_high"),)
 
     def probes(self, ctx) -> dict[str, dict]:
         return {"fit": {}}

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dnncheck.figures import Bars
+from dnncheck.checks.base import FACTOR, Range, SHARE
 from dnncheck.checks.base import ALL_TASKS, Check, Finding, ProbeGap, Status, Verdict, verdict, with_reason
 from dnncheck.errors import ProbeUnavailable
 from dnncheck.masks import UBIQUITOUS_SHARE
@@ -72,6 +73,20 @@ class Imbalance(Check):
         "out_of_range_share": (0.05, "regression: share of val/test targets outside train's range that warns"),
         "together_share": (0.95, "multilabel: warn when two labels' Jaccard overlap on train reaches this (they always occur together)"),
     }
+    ranges = {
+        "ratio_warn": FACTOR,
+        "ratio_fail": FACTOR,
+        "small_data_per_class": Range(0, 10**9),
+        "augment_per_class": Range(0, 10**9),
+        "small_data_info_accuracy": SHARE,
+        "baseline_margin": SHARE,
+        "low_recall_factor": SHARE,
+        "relabel_gain": SHARE,
+        "min_eval_per_class": Range(1, 1_000_000),
+        "out_of_range_share": SHARE,
+        "together_share": SHARE,
+    }
+    ordered = (("ratio_warn", "ratio_fail"), ("small_data_per_class", "augment_per_class"))
     tasks = ALL_TASKS
 
     def probes(self, ctx) -> dict[str, dict]:

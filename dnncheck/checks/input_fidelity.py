@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dnncheck.figures import ImageGrid
+from dnncheck.checks.base import POSITIVE_SHARE, Range, SHARE
 from dnncheck.checks.base import ALL_TASKS, Check, Finding, Status, Verdict, headline, verdict
 from dnncheck.data.sampling import subsample_index
 
@@ -75,6 +76,17 @@ class InputFidelity(Check):
         "mask_offset_px": (2, "segmentation: fail when a split's mask boundaries best match its image edges this many pixels off"),
         "mask_offset_gain": (1.2, "segmentation: ... and edges agree this many times better there than unshifted"),
         "mask_class_lost_warn": (0.5, "segmentation: warn when resizing masks to image_size loses this share of a class's pixels (or of the images holding it)"),
+    }
+    ranges = {
+        "low_information_ratio": SHARE,
+        "aspect_outlier_factor": Range(1.0, 1000.0),
+        "tiny_side_ratio": SHARE,
+        "resize_drop_warn": SHARE,
+        "clipped_share_warn": SHARE,
+        "mask_interpolated_share": SHARE,
+        "mask_offset_px": Range(1, 64),
+        "mask_offset_gain": Range(1.0, 1000.0),
+        "mask_class_lost_warn": POSITIVE_SHARE,
     }
 
     # -- measuring ------------------------------------------------------------------------------

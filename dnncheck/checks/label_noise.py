@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dnncheck.figures import ImageGrid
+from dnncheck.checks.base import Range, SHARE
 from dnncheck.checks.base import ALL_TASKS, Check, Finding, ProbeGap, Skipped, Status, Verdict, serious, verdict
 from dnncheck.checks.label_signal import (LabelSignal, input_structure, shuffled_accuracies, structure_rows,
                                           target_signal)
@@ -97,6 +98,19 @@ class LabelNoise(Check):
                                 "have clear structure: labels without signal on them fail"),
         "shuffles": (5, "label permutations of the signal test"),
     }
+    ranges = {
+        "max_noise_rate": SHARE,
+        "warn_noise_rate": SHARE,
+        "folds": Range(2, 20),  # each fold trains the probe again
+        "min_estimator_skill": SHARE,
+        "pair_share_warn": SHARE,
+        "pair_share_fail": SHARE,
+        "pair_min_samples": Range(1, 1_000_000),
+        "signal_z": Range(0.0, 1000.0),
+        "max_structure": Range(0.0, 10.0),
+        "shuffles": Range(2, 100),  # each shuffle fits the 10-NN again; z needs a spread
+    }
+    ordered = (("warn_noise_rate", "max_noise_rate"), ("pair_share_warn", "pair_share_fail"))
 
     tasks = ALL_TASKS
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.figures import Lines
+from dnncheck.checks.base import FACTOR, Range, SHARE
 from dnncheck.checks.base import (ALL_TASKS, Check, Finding, ProbeGap, Skipped, Status,
                                   Verdict, inconclusive, probe_missing, serious, verdict)
 from dnncheck.errors import ProbeUnavailable
@@ -68,6 +69,17 @@ class LearningRate(Check):
         "min_range_fall": (0.9, "the lowest smoothed loss must fall below this share of the first, else no lr helps"),
         "fit_learning_drop": (0.2, "the fit probe's training loss falling by this share shows the user's lr learns"),
     }
+    ranges = {
+        "steps": Range(10, 10_000),
+        "lr_start": Range(0.0, 1000.0, low_open=True),
+        "lr_end": Range(0.0, 1e6, low_open=True),
+        "fail_factor": FACTOR,
+        "top_rise": Range(0.0, 100.0),
+        "low_factor": FACTOR,
+        "min_range_fall": SHARE,
+        "fit_learning_drop": SHARE,
+    }
+    ordered = (("lr_start", "lr_end"),)
 
     def probes(self, ctx) -> dict[str, dict]:
         # the one-batch test (shared with overfit) is the second opinion before "no lr learns"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dnncheck.checks.base import FACTOR, Range, SCALE, SHARE
 from dnncheck.checks.base import ALL_TASKS, Check, Finding, ProbeGap, Status, Verdict, headline, serious, verdict
 from dnncheck.checks.task_losses import initial_bce_findings, multilabel_findings, segmentation_findings
 from dnncheck.errors import ProbeUnavailable
@@ -67,6 +68,12 @@ class LossSanity(Check):
         "min_fall_ratio": (0.9, "warn when the probe's final loss is above this fraction of its initial loss"),
         "imbalance_ratio_for_metric": (3.0, "warn about plain accuracy as the metric at this imbalance ratio"),
         "target_rms_warn": (10.0, "regression: warn when the targets' root mean square exceeds this (unscaled target)"),
+    }
+    ranges = {
+        "initial_loss_tolerance": Range(0.0, 100.0),
+        "min_fall_ratio": SHARE,
+        "imbalance_ratio_for_metric": FACTOR,
+        "target_rms_warn": SCALE,
     }
 
     def probes(self, ctx) -> dict[str, dict]:

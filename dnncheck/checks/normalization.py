@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.figures import Lines
+from dnncheck.checks.base import FACTOR, Range, SCALE
 from dnncheck.checks.base import ALL_TASKS, Check, Finding, ProbeGap, Status, Verdict, headline, serious, verdict
 from dnncheck.errors import ProbeNotRun, ProbeUnavailable
 MAX_LISTED = 20
@@ -67,6 +68,16 @@ class Normalization(Check):
         "slower_factor": (2.0, "the probe warns when the inputs as fed need this many times the steps"),
         "probe": (True, "run the two-run comparison probe"),
     }
+    ranges = {
+        "max_abs_value": SCALE,
+        "max_abs_mean": Range(0.0, 1e12),
+        "min_std": Range(0.0, 1e12),
+        "max_std": SCALE,
+        "scale_ratio_warn": FACTOR,
+        "scale_ratio_fail": FACTOR,
+        "slower_factor": Range(1.0, 1000.0),
+    }
+    ordered = (("min_std", "max_std"), ("scale_ratio_warn", "scale_ratio_fail"))
 
     def probes(self, ctx) -> dict[str, dict]:
         return {"fit": {}, "normalization": {}} if self.t.probe else {}

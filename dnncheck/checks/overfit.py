@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dnncheck.figures import Lines
+from dnncheck.checks.base import Range, SHARE
 from dnncheck.checks.base import ALL_TASKS, Check, Finding, ProbeGap, Status, Verdict, headline, serious, verdict
 from dnncheck.errors import ProbeUnavailable
 
@@ -77,6 +78,19 @@ class Overfit(Check):
         "gap_warn": (0.15, "warn when train accuracy exceeds validation accuracy by this"),
         "shuffled": (True, "run the shuffled-label memorisation probe"),
     }
+    ranges = {
+        "batch_size": Range(1, 4096),
+        "dense_batch_size": Range(1, 256),
+        "pixel_error_ratio": SHARE,
+        "max_steps": Range(1, 100_000),
+        "target_ratio": SHARE,
+        "slow_fit_ratio": SHARE,
+        "params_per_sample_warn": Range(1, 10**12),
+        "dense_layer_warn": Range(1, 10**12),
+        "memorisation_warn": Range(0.0, 10.0),
+        "gap_warn": SHARE,
+    }
+    ordered = (("target_ratio", "slow_fit_ratio"),)
 
     def one_batch_request(self, task: str) -> dict:
         """The one-batch probe as these thresholds ask for it (learning-rate reads the same run)."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dnncheck.figures import ImageGrid, Lines, MarkedImage
+from dnncheck.checks.base import AUC, Range, SHARE
 from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict, with_reason
 from dnncheck.data.properties import PropertyScan, scan_properties
 from dnncheck.data.sampling import subsample_index
@@ -82,6 +83,17 @@ class PixelAttack(Check):
         "flip_evaluations": (100, "model evaluations per image in the flip search"),
         "probes": (True, "run the trigger and flip probes"),
     }
+    ranges = {
+        "min_count": Range(1, 1_000_000),
+        "min_support": SHARE,
+        "min_precision": SHARE,
+        "property_auc_warn": AUC,
+        "property_auc_fail": AUC,
+        "asr_warn": SHARE,
+        "flip_warn": SHARE,
+        "flip_evaluations": Range(1, 10_000),  # model evaluations per image
+    }
+    ordered = (("property_auc_warn", "property_auc_fail"),)
 
     def probes(self, ctx) -> dict[str, dict]:
         ds = ctx.dataset

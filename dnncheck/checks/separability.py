@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.figures import Points
+from dnncheck.checks.base import Range, SHARE
 from dnncheck.checks.base import (Check, Finding, ProbeGap, Skipped, Status,
                                   Verdict, inconclusive, probe_missing, verdict, with_reason)
 from dnncheck.data.sampling import subsample_index
@@ -64,6 +65,12 @@ class Separability(Check):
         "structure_ratio": (0.5, "feature k-NN must recover this share of the model's gain over chance"),
         "min_silhouette": (0.0, "warn when the features' cosine silhouette is below this"),
         "umap": (True, "also project with UMAP (costs about 15 s of numba compilation per process)"),
+    }
+    ranges = {
+        "max_samples": Range(10, 10_000),  # t-SNE and UMAP grow faster than linearly with it
+        "min_gain": SHARE,
+        "structure_ratio": SHARE,
+        "min_silhouette": Range(-1.0, 1.0),
     }
 
     def probes(self, ctx) -> dict[str, dict]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dnncheck.figures import ImageGrid
+from dnncheck.checks.base import AUC, POSITIVE_SHARE, Range, SHARE
 from dnncheck.checks.base import ALL_TASKS, Check, Finding, Status, Verdict, verdict
 from dnncheck.similarity import SPLIT_ORDER
 
@@ -87,6 +88,21 @@ class SplitLeakage(Check):
         "shift_min_share_diff": (0.05, "label shift: ... and a class share differing by more than this"),
         "split_shift_auc": (0.8, "warn when a domain classifier tells train inputs from val/test inputs with this AUC"),
         "feature_leak_score": (0.99, "tables: a feature alone predicting the label this well (balanced accuracy, or R^2) leaks it"),
+    }
+    texts = {"embedding": '"" (off), "model" or "torchvision:<name>"'}
+    ranges = {
+        "near_threshold": POSITIVE_SHARE,
+        "candidate_cosine": Range(0.5, 1.0),  # lower, nearly every pair becomes a candidate to verify
+        "max_shift": Range(0, 8),
+        "geometric_inliers": Range(4, 10_000),  # a transform needs 3 points; RANSAC a 4th
+        "embedding_cosine": Range(0.5, 1.0),
+        "table_near_threshold": Range(0.5, 1.0),
+        "near_fail_share": SHARE,
+        "within_warn_share": SHARE,
+        "shift_p_value": SHARE,
+        "shift_min_share_diff": SHARE,
+        "split_shift_auc": AUC,
+        "feature_leak_score": SHARE,
     }
 
     def __init__(self, **overrides):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dnncheck.figures import Lines
+from dnncheck.checks.base import FACTOR, Range, SHARE
 from dnncheck.checks.base import (ALL_TASKS, Check, ProbeGap, Status, Verdict, headline, inconclusive, probe_missing,
                                   serious, verdict)
 from dnncheck.errors import ProbeUnavailable
@@ -69,6 +70,19 @@ class TrainingCurves(Check):
         "chance_margin": (0.05, "accuracy within this of chance is no learning"),
         "learning_drop": (0.2, "training loss falling by this share means the model learns its training data"),
     }
+    ranges = {
+        "overfit_rise_warn": Range(0.0, 1000.0),
+        "overfit_rise_fail": Range(0.0, 1000.0),
+        "overfit_min_epochs": Range(1, 1000),
+        "divergence_factor": FACTOR,
+        "plateau_change": SHARE,
+        "oscillation_flips": SHARE,
+        "oscillation_amplitude": Range(0.0, 100.0),
+        "loss_scale_tolerance": Range(0.0, 100.0),
+        "chance_margin": SHARE,
+        "learning_drop": SHARE,
+    }
+    ordered = (("overfit_rise_warn", "overfit_rise_fail"),)
 
     def probes(self, ctx) -> dict[str, dict]:
         return {"fit": {}}

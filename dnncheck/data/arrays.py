@@ -29,7 +29,8 @@ def declared_bytes(path: Path) -> dict[str, int]:
     return sizes
 
 
-def _memory_bytes() -> int | None:
+def memory_bytes() -> int | None:
+    """This machine's physical memory, or None where it cannot be told."""
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not a POSIX system: no check
@@ -43,7 +44,7 @@ def load_npz(path: Path, task: str | None = None) -> Dataset:
         sizes = declared_bytes(path)
     except Exception:  # unreadable headers: np.load below says what is wrong
         sizes = {}
-    memory = _memory_bytes()
+    memory = memory_bytes()
     if memory is not None and sum(sizes.values()) > memory:
         name, size = max(sizes.items(), key=lambda kv: kv[1])
         raise UserError(f"{path}: its arrays declare {sum(sizes.values()) / 2**30:,.1f} GiB ({name}: "

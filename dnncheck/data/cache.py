@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from dnncheck.data.records import RECORD_DTYPE, RECORD_VERSION
+from dnncheck.errors import UserError
 
 CACHE_SCHEMA = 2  # 2: keys with ctime/inode/device, content digests, compressed failed records
 DB_NAME = f"records-v{RECORD_VERSION}-s{CACHE_SCHEMA}.sqlite"
@@ -54,6 +55,27 @@ def cache_dir() -> Path:
         return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "dnncheck" / "Cache"
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "dnncheck"
+
+
+def refuse_cache_inside(folders: dict[str, Path | None], config_path: Path | None) -> None:
+    """UserError (exit 2) when the cache folder lies inside a data folder, an external set or the
+    config file's folder tree: dnncheck never writes into the user's data or project (and an audit
+    would then list its own cache). The config's folder counts unless it is the home folder or above
+    it, where every default cache location lies."""
+    cache = Path(os.path.realpath(cache_dir()))
+    places = {what: folder for what, folder in folders.items() if folder is not None and Path(folder).is_dir()}
+    if config_path is not None:
+        home = Path(os.path.realpath(Path.home()))
+        config_folder = Path(os.path.realpath(Path(config_path).parent))
+        if config_folder != home and config_folder not in home.parents:
+            places["config file's folder"] = config_folder
+    for what, folder in places.items():
+        real = Path(os.path.realpath(folder))
+        if cache == real or real in cache.parents:
+            named = "DNNCHECK_CACHE_DIR" if os.environ.get("DNNCHECK_CACHE_DIR") else "the cache folder"
+            place = what if what.endswith("folder") else f"{what} folder"
+            raise UserError(f"{named} = {cache} lies inside the {place} {folder}; dnncheck never writes there: "
+                            "set DNNCHECK_CACHE_DIR to a folder outside your data and project")
 
 
 def file_key(path: Path) -> str | None:

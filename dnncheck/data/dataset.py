@@ -159,8 +159,7 @@ def class_labels(raw_labels, where: str, notes: list[str] | None = None) -> tupl
         if values.size and values.min() < 0:
             raise UserError(f"{where}: class labels must be >= 0 (found {values.min()}); "
                             "renumber classes as 0..C-1")
-        distinct = np.unique(values)
-        _refuse_too_many(len(distinct), where)
+        distinct = _distinct_bounded(values, where)
         top = int(distinct[-1]) if distinct.size else -1
         if top + 1 <= 2 * len(distinct):
             return values.astype(np.int64), [str(i) for i in range(top + 1)]
@@ -174,9 +173,22 @@ def class_labels(raw_labels, where: str, notes: list[str] | None = None) -> tupl
         raise UserError(f"{where}: class labels must be integers (found {values[~(values == np.round(values))][0].item()!r}); "
                         "for a regression target use a table CSV with a `target` column")
     text = values.astype(str)
-    names = np.unique(text)
-    _refuse_too_many(len(names), where)
+    names = _distinct_bounded(text, where)
     return np.searchsorted(names, text).astype(np.int64), [str(n) for n in names]
+
+
+DISTINCT_CHUNK = 1 << 20
+
+
+def _distinct_bounded(values: np.ndarray, where: str) -> np.ndarray:
+    """np.unique(values), counted chunk by chunk so that ids as labels are refused (more than
+    MAX_CLASSES) after a chunk's worth of work and memory, not after sorting a copy of them all."""
+    seen = np.unique(values[:DISTINCT_CHUNK])
+    _refuse_too_many(len(seen), where)
+    for start in range(DISTINCT_CHUNK, len(values), DISTINCT_CHUNK):
+        seen = np.union1d(seen, values[start:start + DISTINCT_CHUNK])
+        _refuse_too_many(len(seen), where)
+    return seen
 
 
 def _plain_number(value) -> str:

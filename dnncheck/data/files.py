@@ -139,6 +139,10 @@ def build_image_dataset(source: str, entries: list[FileEntry], classes: list[str
     dataset = Dataset(source=source, modality="image", task="classification", classes=classes, splits=splits,
                       channels=channels, unreadable=unreadable, decode_max_side=settings.max_side)
     dataset.notes += scan.notes
+    thin = int(np.count_nonzero(scan.records["kp_skipped"][good]))
+    if thin:
+        dataset.notes.append(f"{thin} image(s) are too thin for keypoints (shorter side under 16 px at the 256 px "
+                             "detection size): crops and mirror images of them are not searched")
     dataset.scan = {"files": len(entries), "decoded": scan.decoded, "from_cache": len(entries) - scan.decoded,
                     "engine": settings.engine, "workers": settings.worker_count if settings.engine == "local" else None,
                     **({"ray_nodes": scan.ray_nodes} if scan.ray_nodes is not None else {}),

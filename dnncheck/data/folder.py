@@ -15,6 +15,7 @@ import os
 
 from pathlib import Path
 
+from dnncheck.data.cache import cache_dir
 from dnncheck.data.dataset import SPLITS, Dataset
 from dnncheck.data.files import FileEntry, build_image_dataset
 from dnncheck.errors import UserError, refuse_system_path
@@ -30,32 +31,60 @@ def _subdirs(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+MAX_FOLDER_DEPTH = 64  # levels below a class folder; deeper is a generated loop or an attack, not a dataset
+
+
 def _walk_files(top: Path, root: Path) -> list[str]:
     """Files under `top`, sorted as torchvision's make_dataset sorts them (by folder, then name).
 
     Symbolic links to folders are followed only when they lead outside `root`'s real tree and to a
     folder not seen yet: no loops, no file listed twice, no image picked up under a second class.
+    The walk keeps its own stack (os.walk recurses: 1,200 nested folders raised RecursionError) and
+    refuses a folder more than MAX_FOLDER_DEPTH levels down. dnncheck's own cache folder is never listed.
     """
     refuse_system_path(top, "class folder")  # the class or split folder itself may be a link
     real_root = Path(os.path.realpath(root))
+    own_cache = os.path.realpath(cache_dir())
     seen = {os.path.realpath(top)}
     found: list[tuple[str, list[str]]] = []
-    for current, dirs, files in os.walk(top, followlinks=True):
-        keep = []
-        for name in dirs:
+    stack = [(str(top), 0)]
+    while stack:
+        current, depth = stack.pop()
+        subdirs, files = _entries(current)
+        found.append((current, files))
+        for name in subdirs:
             path = os.path.join(current, name)
             real = os.path.realpath(path)
             inside = Path(real) == real_root or real_root in Path(real).parents
-            if real in seen or (os.path.islink(path) and inside):
+            if real in seen or real == own_cache or (os.path.islink(path) and inside):
                 continue
             if os.path.islink(path):
                 refuse_system_path(path, "folder link in the data")
+            if depth + 1 > MAX_FOLDER_DEPTH:
+                raise UserError(f"{current[:200]}{'...' if len(current) > 200 else ''}: folders nest more than "
+                                f"{MAX_FOLDER_DEPTH} levels below {top}; a dataset's files sit a few levels down: "
+                                "point dnncheck at the dataset's root or remove the nesting")
             seen.add(real)
-            keep.append(name)
-        dirs[:] = keep
-        found.append((current, files))
+            stack.append((path, depth + 1))
     # paths as text: a Path per file (and pathlib's interning of every name) was 0.16 KB a file
     return [os.path.join(current, name) for current, files in sorted(found) for name in sorted(files)]
+
+
+def _entries(folder: str) -> tuple[list[str], list[str]]:
+    """(sub-folder names, other names) of one folder, as os.walk splits them (a link to a folder is a
+    folder); a folder that cannot be read holds nothing, as for os.walk."""
+    subdirs, files = [], []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                (subdirs if is_dir else files).append(entry.name)
+    except OSError:
+        pass
+    return subdirs, files
 
 
 def load_folder(root: Path, settings, progress=None) -> Dataset:

@@ -19,6 +19,10 @@ import numpy as np
 LOCAL_SIDE = 256  # the grey image's longer side for detection
 LOCAL_POINTS = 64  # keypoints kept per view (strongest first): 64 x 34 bytes x 2 views = 4.4 KB a record
 LOCAL_MIN_SIDE = 64
+# the detection image's shorter side below this: no keypoints (ORB's 5-level pyramid at 1.3 shrank a
+# 20000x20 strip's 256x1 detection image to width 0, and OpenCV's resize asserted; a strip that thin
+# holds no 15 px patch anyway). The record says so (kp_skipped).
+LOCAL_MIN_SHORT_SIDE = 16
 DESCRIPTOR_BYTES = 32
 
 _DETECTOR = None
@@ -53,14 +57,23 @@ def grey_for_detection(image: np.ndarray) -> np.ndarray:
     return grey
 
 
+def too_narrow(shape) -> bool:
+    """Whether an image of this H, W (at least LOCAL_MIN_SIDE on its longer side) is too thin for
+    keypoints once scaled for detection."""
+    h, w = shape[:2]
+    scale = min(1.0, LOCAL_SIDE / max(h, w))
+    return min(h, w) * scale < LOCAL_MIN_SHORT_SIDE
+
+
 def local_features(image: np.ndarray):
     """(counts[2], xy[2, P, 2] uint8, descriptors[2, P, 32] uint8) for the image and its mirror
     (view 1: coordinates in the mirrored frame; whole pixels of the <= 256 px detection image, which
-    the 4 px tolerance of the geometric check does not miss). Zero counts for images too small."""
+    the 4 px tolerance of the geometric check does not miss). Zero counts for images too small or
+    too thin (`too_narrow`)."""
     counts = np.zeros(2, np.int64)
     xy = np.zeros((2, LOCAL_POINTS, 2), np.uint8)
     desc = np.zeros((2, LOCAL_POINTS, DESCRIPTOR_BYTES), np.uint8)
-    if max(image.shape[:2]) < LOCAL_MIN_SIDE:
+    if max(image.shape[:2]) < LOCAL_MIN_SIDE or too_narrow(image.shape):
         return counts, xy, desc
     grey = grey_for_detection(image)
     for view, picture in enumerate((grey, np.ascontiguousarray(grey[:, ::-1]))):

@@ -128,3 +128,25 @@ def _require_items(spec: str, split: str, data) -> None:
         raise UserError(f"python:{spec}: split {split!r} is not a map-style Dataset (no len())") from None
     if n == 0:
         raise UserError(f"python:{spec}: split {split!r} is empty")
+    _refuse_implausible_length(spec, split, data, n)
+
+
+# What each item costs the audit at least, in memory, whatever its shape: a record's light columns
+# (data/store.py), its id and its label; a table row is held whole (its bytes, if larger).
+MIN_ITEM_BYTES = 256
+
+
+def _refuse_implausible_length(spec: str, split: str, data, n: int) -> None:
+    """A Dataset whose len() is more items than this machine's memory could hold at the audit's
+    per-item cost (a 10**12 len() exhausted memory instead of a refusal)."""
+    from dnncheck.data.arrays import memory_bytes
+    from dnncheck.data.store import LIGHT_BYTES
+
+    memory = memory_bytes()
+    if memory is None:
+        return
+    per_item = max(MIN_ITEM_BYTES, LIGHT_BYTES + 64)
+    if n * per_item > memory:
+        raise UserError(f"python:{spec}: split {split!r} says len() = {n:,} items; at {per_item:,} bytes of records "
+                        f"per item that is more than this machine's {memory / 2**30:.0f} GiB of memory: check its "
+                        "__len__, or audit a subset (torch.utils.data.Subset)")

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnncheck.data.keypoints import DESCRIPTOR_BYTES, LOCAL_POINTS, local_features
+from dnncheck.data.keypoints import DESCRIPTOR_BYTES, LOCAL_MIN_SIDE, LOCAL_POINTS, local_features, too_narrow
 from dnncheck.data.resize import resize
 
-RECORD_VERSION = 4  # bump when a field or its computation changes: cached records are then re-read
+RECORD_VERSION = 5  # bump when a field or its computation changes: cached records are then re-read
 CHANNELS = 3  # per-channel statistics of a grey image are those of its channel repeated three times
 GREY_SIDE = 32  # the verification copy's longer side (similarity.VERIFY_MAX_SIDE)
 DESCRIPTOR_SIDE = 16
@@ -47,6 +47,7 @@ RECORD_DTYPE = np.dtype([
     ("kp_count", "u1", (2,)),
     ("kp_xy", "u1", (2, LOCAL_POINTS, 2)),  # x, y in pixels of the (<= 256 px) detection image
     ("kp_desc", "u1", (2, LOCAL_POINTS, DESCRIPTOR_BYTES)),
+    ("kp_skipped", "?"),  # a photo too thin for keypoints (keypoints.too_narrow): its crops are not searched
     # what decoding the file as torchvision's loader does changed (data/images.py, DecodeFacts)
     ("clipped", "<f4"),  # share of pixels a high-bit-depth mode's conversion to 8 bits clipped
     ("src_nonfinite", "<u4"),  # NaN/Inf pixels of a float image (the conversion makes them 0)
@@ -98,6 +99,7 @@ def image_record(image: np.ndarray, native=None, mode: str = "", facts=None) -> 
     rec["grey"][0, : grid[0], : grid[1]] = grey.astype(np.float16)
     rec["chroma"][0] = _chroma(image, float(rec["min"][0]), float(rec["max"][0]))
     rec["kp_count"][0], rec["kp_xy"][0], rec["kp_desc"][0] = local_features(image)
+    rec["kp_skipped"] = max(h, w) >= LOCAL_MIN_SIDE and too_narrow(image.shape)
     return rec
 
 

@@ -81,10 +81,15 @@ def record_file(path: str, max_side: int, with_digest: bool = True) -> tuple[np.
         image, native, mode, facts = decode_image(Path(path), max_side)
     except DecodeError as exc:
         return failed_record(), str(exc), digest
+    except Exception as exc:  # a decoder bug on one odd file is that file's failure, never the pass's
+        return failed_record(), f"the decoder failed ({type(exc).__name__}: {str(exc)[:200]})", digest
     try:
         return image_record(image, native, mode, facts), "", digest
     except MemoryError:
         return failed_record(native, mode), "too large to process in memory", digest
+    except Exception as exc:  # a feature library (OpenCV) refusing one image: that file alone is skipped
+        return failed_record(native, mode), f"its record could not be computed ({type(exc).__name__}: " \
+                                            f"{str(exc)[:200]})", digest
 
 
 def record_chunk(paths: list[str], max_side: int, with_digest: bool = True) -> tuple[np.ndarray, list[str], list[str],
