@@ -201,6 +201,23 @@ def read_toml(path: Path) -> dict:
         raise UserError(f"{path}: invalid TOML ({exc}); fix the syntax at that line") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not UTF-8 text; save the config as UTF-8 TOML") from None
+    except RecursionError:  # tomllib recurses per level of nested arrays or inline tables
+        raise UserError(f"{path}:{_deep_line(path)}: arrays or inline tables nested hundreds of levels deep; a "
+                        "dnncheck config nests at most two levels: fix that value") from None
+
+
+def _deep_line(path: Path, depth: int = 100) -> int:
+    """The first line where brackets and braces (strings not told apart) nest `depth` deep: where the
+    over-deep value is, for the message."""
+    level = 0
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, 1):
+            for char in line:
+                level += char in "[{"
+                level -= char in "]}"
+                if level >= depth:
+                    return number
+    return 1
 
 
 def load_config_file(path: Path) -> AuditConfig:

@@ -64,8 +64,40 @@ def check_outputs(outputs: dict[str, Path | None], inputs: dict[str, Path | None
         claimed[target] = flag
 
 
+def _overlong(path: Path) -> str | None:
+    """Why the file system will refuse this name (a part over NAME_MAX bytes, the whole over PATH_MAX),
+    said before the audit instead of failing to write its report after it."""
+    import os
+
+    shown = str(path) if len(str(path)) <= 80 else f"{str(path)[:60]}...{str(path)[-15:]}"
+    name_max, path_max = _name_limits(path)
+    if len(os.fsencode(str(path.absolute()))) >= path_max:
+        return f"{shown}: the path is over the file system's {path_max} bytes; use a shorter one"
+    longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
+    if longest > name_max:
+        return f"{shown}: a name in it is {longest} bytes long, over the file system's {name_max}; use a shorter name"
+    return None
+
+
+def _name_limits(path: Path) -> tuple[int, int]:
+    """(NAME_MAX, PATH_MAX) of the file system the report would go to (Linux's 255 and 4096 where it
+    cannot be asked)."""
+    import os
+
+    for folder in (path.parent, *path.parent.parents):
+        try:
+            if len(os.fsencode(str(folder.absolute()))) < 4096 and folder.is_dir():
+                return os.pathconf(folder, "PC_NAME_MAX"), os.pathconf(folder, "PC_PATH_MAX")
+        except (OSError, ValueError, AttributeError):
+            continue
+    return 255, 4096
+
+
 def protected_input(path: Path, inputs: dict[str, Path | None], folders: dict[str, Path | None] | None) -> str | None:
     """Why writing a report to `path` is refused ("PATH: is ..."), or None when it may be written."""
+    too_long = _overlong(path)
+    if too_long:
+        return too_long
     kind = _special_kind(path)
     if kind:
         return (f"{path}: is {kind}; a report goes to a regular file, a character device such as /dev/null, "
@@ -177,7 +209,8 @@ def _replace_atomically(path: Path, data: bytes) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # the temporary name is cut: a report name near the 255-byte limit plus 14 characters was too long
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.chmod(tmp, _report_mode(path))  # mkstemp makes 0600; a report is shared like any file
