@@ -306,7 +306,10 @@ def scan_files(paths: list[Path], settings: ScanSettings, progress=None) -> Scan
         if cache.problem:
             notes.append(cache.problem)
         cache.close()
-    return ScanResult(store.records(), reasons, len(todo), notes, len(nodes) if settings.engine == "ray" else None)
+    records = store.records()
+    if store.problem:
+        notes.append(store.problem)
+    return ScanResult(records, reasons, len(todo), notes, len(nodes) if settings.engine == "ray" else None)
 
 
 def _from_cache(cache, keys: list, store, reasons: list) -> tuple[np.ndarray, dict[int, str]]:

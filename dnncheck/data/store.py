@@ -54,25 +54,64 @@ def scratch_folder() -> str | None:
 
 
 class Column:
-    """One heavy field of N records in an anonymous temporary file, row by row."""
+    """One heavy field of N records in an anonymous temporary file, row by row.
+
+    A disk that is full, read-only or refuses the file's size (a quota, RLIMIT_FSIZE) does not end
+    the audit: the column moves to memory (`memory`), as before records went out of core, and
+    `problem` says why, for the report's notes."""
 
     def __init__(self, field: str, n: int, folder: str | None):
         base, shape = RECORD_DTYPE.fields[field][0].base, RECORD_DTYPE.fields[field][0].shape
-        self.field, self.dtype, self.shape = field, base, shape
+        self.field, self.dtype, self.shape, self.n = field, base, shape, n
         self.row_bytes = int(base.itemsize * np.prod(shape, dtype=np.int64))
-        self.file = tempfile.TemporaryFile(dir=folder, prefix=f"dnncheck-{field}-")
-        self.file.truncate(n * self.row_bytes)  # sparse: rows never written read as zeros
-        self.fd = self.file.fileno()
         self._lock = threading.Lock()  # for the seek-and-read fallback where os.preadv is missing
+        self.memory: np.ndarray | None = None
+        self.problem: str | None = None
+        self.file = None
+        for place in dict.fromkeys([folder, None]):  # the cache's scratch folder, else the system's
+            try:
+                self.file = tempfile.TemporaryFile(dir=place, prefix=f"dnncheck-{field}-")
+                self.file.truncate(n * self.row_bytes)  # sparse: rows never written read as zeros
+                self.fd = self.file.fileno()
+                return
+            except OSError as exc:
+                self._drop_file()
+                self.problem = str(exc)
+        self.memory = np.zeros((n, *shape), base)
+
+    def _drop_file(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+    def _to_memory(self, exc: OSError) -> None:
+        """The file could not take more (disk full mid-pass): what it holds and the rest go to memory."""
+        self.problem = str(exc)
+        memory = np.empty((self.n, *self.shape), self.dtype)
+        self._read_into(memoryview(memory).cast("B"), 0)
+        self._drop_file()
+        self.memory = memory
 
     def write(self, first_row: int, values: np.ndarray) -> None:
-        data = memoryview(np.ascontiguousarray(values, dtype=self.dtype)).cast("B")
+        values = np.ascontiguousarray(values, dtype=self.dtype)
+        if self.memory is None:
+            try:
+                self._write_file(first_row, values)
+                return
+            except OSError as exc:
+                self._to_memory(exc)
+        self.memory[first_row:first_row + len(values)] = values
+
+    def _write_file(self, first_row: int, values: np.ndarray) -> None:
+        data = memoryview(values).cast("B")
         offset = first_row * self.row_bytes
         while len(data):
             written = self._pwrite(data, offset)
             data, offset = data[written:], offset + written
 
     def read_range(self, lo: int, hi: int) -> np.ndarray:
+        if self.memory is not None:
+            return self.memory[lo:hi].copy()
         out = np.empty((max(0, hi - lo), *self.shape), self.dtype)
         self._read_into(memoryview(out).cast("B"), lo * self.row_bytes)
         return out
@@ -80,6 +119,8 @@ class Column:
     def read(self, rows: np.ndarray) -> np.ndarray:
         """The rows at `rows` (any order, repeats allowed), one positioned read per run of consecutive rows."""
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if self.memory is not None:
+            return self.memory[rows]
         out = np.empty((len(rows), *self.shape), self.dtype)
         if not len(rows):
             return out
@@ -116,7 +157,8 @@ class Column:
             return self.file.write(data)
 
     def close(self) -> None:
-        self.file.close()
+        self._drop_file()
+        self.memory = None
 
 
 class RecordStore:
@@ -152,6 +194,15 @@ class RecordStore:
         if self._pending:
             self.put(self._pending_first, np.concatenate(self._pending))
             self._pending = []
+
+    @property
+    def problem(self) -> str | None:
+        """Why heavy columns are held in memory (a full or read-only disk), for the report's notes."""
+        moved = [c for c in self.columns.values() if c.memory is not None]
+        if not moved:
+            return None
+        return (f"the scratch files for the duplicate search could not be written ({moved[0].problem}); "
+                f"{len(moved)} of {len(self.columns)} record columns were kept in memory instead")
 
     def records(self) -> "StoredRecords":
         self.flush()
