@@ -115,7 +115,13 @@ def audit_config(target: str | None, *, model: str | None = None, weights: str |
     from dnncheck.config import input_paths
     from dnncheck.data.cache import refuse_cache_inside
 
-    refuse_cache_inside(input_paths(cfg)[1], cfg.config_path)
+    from dnncheck.errors import refuse_system_path
+
+    folders = input_paths(cfg)[1]
+    for what, folder in folders.items():  # before anything else reads or writes near them
+        if folder is not None:
+            refuse_system_path(folder, "data source" if what == "data" else what)
+    refuse_cache_inside(folders, cfg.config_path)
     return cfg
 
 
