@@ -239,10 +239,11 @@ def explain(key: str = typer.Argument(..., help="a check id (DNC4) or slug (loss
         console.print(Padding(Text(paragraph), (0, 0, 0, indent), expand=False), highlight=False)
     if check.thresholds:
         table = Table(title=Text(f"thresholds ([checks.{check.slug}] in the config)"), title_justify="left")
-        for col in ("name", "default", "valid", "meaning"):
-            table.add_column(col)
+        table.add_column("name", no_wrap=True)  # a key people copy into their config: never broken
+        table.add_column("default")
+        table.add_column("meaning (valid values)", overflow="fold")
         for name, (default, meaning) in check.thresholds.items():
-            table.add_row(name, repr(default), check.threshold_range(name), meaning)
+            table.add_row(name, repr(default), f"{meaning} (valid: {check.threshold_range(name)})")
         console.print(table)
 
 

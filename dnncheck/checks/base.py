@@ -117,9 +117,12 @@ class Range:
 
 
 def _plain(x: float) -> str:
-    """1000000 -> "1,000,000"; 1e-06 stays 1e-06; 0.5 stays 0.5."""
-    if float(x).is_integer() and abs(x) < 1e15:
+    """100000 -> "100,000"; 1e12 stays 1e12 (a bound, not a figure to read digit by digit); 0.5 stays 0.5."""
+    if float(x).is_integer() and abs(x) < 1e7:
         return f"{int(x):,}"
+    mantissa, exponent = f"{x:e}".split("e")
+    if abs(x) >= 1e7 and float(mantissa).is_integer():
+        return f"{int(float(mantissa))}e{int(exponent)}"
     return f"{x:g}"
 
 
