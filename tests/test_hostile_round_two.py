@@ -486,3 +486,23 @@ def test_fuzz_generated_configs_and_command_lines_end_in_0_1_or_2(tmp_path, digi
         codes.append(_ends_cleanly(_bounded(args, tmp_path), " ".join(args)))
     assert tree_digest(digits_npz.parent) == protected
     assert codes.count(2) >= 20 and len(codes) - codes.count(2) >= 10, codes  # both refusals and audits ran
+
+
+def test_a_read_only_cache_is_read_and_left_alone(photos, monkeypatch):
+    """A database that refuses writes (simulated with SQLite's read-only mode: the suite may run as
+    root, whom file permissions do not stop): cached files are read from it, new ones decoded, one note."""
+    import sqlite3
+
+    from dnncheck.data import cache
+    from dnncheck.data.scan import ScanSettings, scan_files
+
+    files = sorted(photos.rglob("*.png"))
+    scan_files(files[:10], ScanSettings(workers=1))
+    real = sqlite3.connect
+    monkeypatch.setattr(cache.sqlite3, "connect",
+                        lambda path, timeout: real(f"file:{path}?mode=ro", uri=True, timeout=timeout))
+    scan = scan_files(files, ScanSettings(workers=1))
+    fresh = scan_files(files, ScanSettings(workers=1, cache=False))
+    assert scan.decoded == len(files) - 10 and scan.records["ok"].all()
+    assert scan.records.tobytes() == fresh.records.tobytes()
+    assert len(scan.notes) == 1 and "not written" in scan.notes[0]
