@@ -38,6 +38,8 @@ class AuditConfig:
     normalize: Any = "auto"
     external: str | None = None
     decode_max_side: int = 256
+    image_column: str | None = None  # hf: sources: the inputs' column (None: the first Image feature)
+    label_column: str | None = None  # hf: sources: the labels' column (None: the first ClassLabel)
     eval_transform: str | None = None  # pkg.module:attr replacing the transform of a python: source's Datasets
     workers: int = 0  # processes for the data pass; 0: every core
     cache: bool = True  # per-file record cache (data/cache.py)
@@ -143,6 +145,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "decode_max_side": (_int_in(8, 4 * MAX_IMAGE_SIDE), f"an integer between 8 and {4 * MAX_IMAGE_SIDE} (pixels)"),
         "eval_transform": (_is_str, "pkg.module:attr, a callable that replaces the `transform` of a python: source's "
                                     "Datasets (their evaluation transform)"),
+        "image_column": (_is_str, "the column of an hf: source that holds the inputs (default: its first Image feature)"),
+        "label_column": (_is_str, "the column of an hf: source that holds the labels (default: its first ClassLabel)"),
         "workers": (_int_in(0, 1024), "an integer between 0 (every core) and 1024: processes for the data pass"),
         "cache": (lambda v: isinstance(v, bool), "true or false: keep per-file records in the user's cache folder"),
         "verify_cache": (lambda v: isinstance(v, bool), "true or false: hash every file and decode again any whose content changed since its cached record"),
@@ -237,7 +241,7 @@ def input_paths(cfg: AuditConfig) -> tuple[dict[str, Path | None], dict[str, Pat
     def local(value):
         if not value or value.startswith(("sklearn:", "python:")):
             return None
-        return cfg.resolve(value)
+        return cfg.resolve(value[3:] if value.startswith("hf:") else value)
 
     source, external = local(cfg.source), local(cfg.external)
     inputs = {"config file": cfg.config_path, "data source": source, "weights file": local(cfg.weights),
@@ -316,12 +320,14 @@ STARTER_CONFIG = '''\
 # Run `dnncheck audit {name}`; `dnncheck explain SLUG` documents each check.
 
 [data]
-source = "sklearn:digits"      # folder | manifest.csv | table.csv | arrays.npz | sklearn:digits | python:pkg.mod:fn
+source = "sklearn:digits"      # folder | manifest.csv | table.csv | arrays.npz | sklearn:digits | python:pkg.mod:fn | hf:saved_dataset_dir
 # image_size = [64, 64]        # what the model sees (H, W); default: the native size when all images share one (<= 128), else 64x64
 normalize = "auto"             # auto | none | zscore | minmax | {{mean = [..], std = [..]}}
 # external = "data/external"   # optional external validation set, same formats
 # how_to_get = "..."           # shown when the source is missing: where the data comes from
 # decode_max_side = 256        # images are decoded with their longer side at most this
+# image_column = "image"       # hf: sources: the inputs' and the labels' columns (default: the first Image and ClassLabel)
+# label_column = "label"
 # eval_transform = "pkg.mod:t" # python: sources: audit each Dataset with this as its `transform` (no augmentation)
 # workers = 0                  # processes for the data pass over image files; 0: every core
 # cache = true                 # keep per-file records in $DNNCHECK_CACHE_DIR (default: the user's cache folder)

@@ -72,6 +72,12 @@ class CheckResult:
     # Figures for the HTML report (not part of the JSON contract): name -> a record of dnncheck/figures.py.
     figures: dict[str, Any] = field(default_factory=dict, compare=False)
 
+    def _repr_html_(self) -> str:
+        """A check result displayed in a notebook: its own section (findings, remedy, metrics, figures)."""
+        from dnncheck.report.html import render_check
+
+        return render_check(self)
+
     def with_duration(self, seconds: float) -> "CheckResult":
         return replace(self, duration_s=round(seconds, 3))
 
@@ -131,10 +137,10 @@ class AuditResult:
         write_html(self, Path(path))
 
     def _repr_html_(self) -> str:
-        """Notebooks show the HTML report inline."""
-        from dnncheck.report.html import render_html
+        """Notebooks show the verdict and a row per check, with the full HTML report one click away."""
+        from dnncheck.report.html import render_notebook
 
-        return render_html(self)
+        return render_notebook(self)
 
     def to_dict(self) -> dict:
         out = {"schema_version": SCHEMA_VERSION, "tool": self.tool, "duration_s": self.duration_s,

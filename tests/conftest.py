@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under `pytest -n 2` two workers share the cores: one thread each for torch, OpenMP and BLAS (set
+    # before any of them loads). Two threads each oversubscribed 2 cores, and OpenMP's spinning
+    # made the suite several times slower instead of faster.
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[_name] = "1"
 
 import numpy as np
 import pytest

@@ -110,6 +110,9 @@ class SplitLeakage(Check):
         from dnncheck.embeddings import check_setting
 
         check_setting(self.t.embedding, self.slug)  # exit 2 before any check runs, not halfway through
+        # the search reads records only; the user's model only for embedding = "model": without it an
+        # audit of data checks neither builds the model nor imports torch (a pre-commit hook's case)
+        self.uses_model = self.t.embedding == "model"
 
     # -- measuring ------------------------------------------------------------------------------
     def measure(self, ctx) -> "SplitLeakageMeasurement":

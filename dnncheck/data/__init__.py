@@ -77,6 +77,10 @@ def _read_source(source: str, cfg, progress):
         from dnncheck.data.arrays import load_sklearn
 
         return load_sklearn(source.split(":", 1)[1]), True
+    if source.startswith("hf:"):
+        from dnncheck.data.hfsource import load_hf
+
+        return load_hf(source.split(":", 1)[1], cfg, _scan_settings(cfg).worker_count, progress), True
     if source.startswith("python:"):
         from dnncheck.data.pysource import load_python
 

@@ -60,3 +60,52 @@ def _plain(value) -> str:
 def _short(value, limit: int = 400) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+NOTEBOOK_FRAME_HEIGHT = 900  # px of the expanded full report in a notebook cell
+
+
+def render_notebook(result) -> str:
+    """A notebook cell's view of an audit: the verdict and one row per check, then the full HTML report
+    in a collapsed <details> (an iframe's srcdoc: its styles stay out of the notebook's page)."""
+    import html
+
+    rows = "".join(
+        f"<tr><td>{html.escape(c.id)}</td><td>{html.escape(c.slug)}</td>"
+        f"<td style='color:{_COLOURS.get(c.status.value, '#333')};font-weight:600'>{c.status.value.upper()}</td>"
+        f"<td>{html.escape(c.summary)}</td></tr>" for c in result.checks)
+    full = html.escape(render_html(result), quote=True)
+    return (f"<div class='dnncheck'><p><b>dnncheck: {result.status.value.upper()}</b> (exit code {result.exit_code}; "
+            f"{len(result.checks)} checks, {result.duration_s:.1f} s) on {html.escape(str(result.data.get('source', '')))}"
+            f"</p><table><tr><th>id</th><th>check</th><th>status</th><th>summary</th></tr>{rows}</table>"
+            f"<details><summary>Full report (findings, evidence, figures)</summary>"
+            f"<iframe srcdoc=\"{full}\" style='width:100%;height:{NOTEBOOK_FRAME_HEIGHT}px;border:0'></iframe>"
+            f"</details></div>")
+
+
+def render_check(check) -> str:
+    """One check's section as HTML (a CheckResult displayed alone in a notebook): status, summary,
+    findings with their sample ids, remedy, metrics and figures."""
+    import html
+
+    from dnncheck.plots import figures_for
+
+    findings = "".join(
+        f"<li><b>{f.severity.value}</b>: {html.escape(f.message)}"
+        + (f"<br><small>samples: {html.escape(', '.join(map(str, f.samples[:MAX_SAMPLES_SHOWN])))}"
+           f"{f' and {len(f.samples) - MAX_SAMPLES_SHOWN} more' if len(f.samples) > MAX_SAMPLES_SHOWN else ''}</small>"
+           if f.samples else "") + "</li>" for f in check.findings)
+    metrics = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_short(v, 120))}</td></tr>"
+                      for k, v in check.metrics.items())
+    figures = "".join(f"<figure><img src='{uri}' style='max-width:100%'><figcaption>{html.escape(title)}"
+                      f"</figcaption></figure>" for title, uri in figures_for(check.figures) if uri)
+    return (f"<div class='dnncheck-check'><h3>{html.escape(check.id)} {html.escape(check.slug)}: "
+            f"{html.escape(check.title)} <span style='color:{_COLOURS.get(check.status.value, '#333')}'>"
+            f"{check.status.value.upper()}</span></h3><p>{html.escape(check.summary)}</p>"
+            f"<ul>{findings}</ul>" + (f"<p><b>What to do:</b> {html.escape(check.remedy)}</p>" if check.remedy else "")
+            + (f"<details><summary>metrics</summary><table>{metrics}</table></details>" if metrics else "")
+            + figures + "</div>")
+
+
+_COLOURS = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e", "error": "#8250df", "skip": "#57606a",
+            "info": "#0969da"}
