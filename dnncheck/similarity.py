@@ -763,9 +763,11 @@ class _FitFields:
         self.grey = gather(records, "grey", self.images)
         self.grey_size = gather(records, "grey_size", self.images)
         self.decoded = gather(records, "decoded", self.images)
+        # a dict, not a search per call: each fit asks for its two images' rows a dozen times
+        self._rows = {image: row for row, image in enumerate(self.images.tolist())}
 
     def at(self, image: int) -> int:
-        return int(np.searchsorted(self.images, image))
+        return self._rows[image]
 
 
 def _verify(fields: _FitFields, counts, view, a, b, qp, dp, min_inliers, verified) -> None:
@@ -783,12 +785,14 @@ def _verify(fields: _FitFields, counts, view, a, b, qp, dp, min_inliers, verifie
     scale = max(float(np.sqrt(abs(np.linalg.det(model[:, :2])))), 1e-9)
     if agreeing < min_inliers or max(scale, 1 / scale) > MAX_SIZE_RATIO:
         return  # too few agree, or a degenerate fit that squeezes one image's points together
+    key = (min(a, b), max(a, b))
+    if key in verified and agreeing <= verified[key]["inliers"]:
+        return  # a fit of this pair (the other way round or view) already agrees as well: no gate can change it
     agreeing_points = dst[inliers[:, 0] > 0]
     if not _colours_agree_under(fields, a, b, view, model, agreeing_points):
         return  # the keypoints agree on a transform, the colours it maps onto each other do not
     if not _shapes_agree_beside(fields, a, b, view, model, agreeing_points):
         return  # the keypoints lie on one shape that fits another; what lies beside it differs
-    key = (min(a, b), max(a, b))
     share = agreeing / max(1, min(counts[a, view], counts[b, 0]))
     if key not in verified or agreeing > verified[key]["inliers"]:
         verified[key] = {"inliers": agreeing, "mirrored": bool(view), "size_ratio": round(max(scale, 1 / scale), 3),
