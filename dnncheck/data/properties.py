@@ -62,7 +62,7 @@ def numeric_properties(records: np.ndarray) -> dict[str, np.ndarray]:
             props[f"{name} share"] = channel_means[:, k] / np.maximum(channel_means.sum(axis=1), 1e-9)
         # colour apart from brightness: a class stored in greyscale among colour photos has none (its
         # channel shares sit at 1/3, inside the others' range, so no share tells it)
-        props["colourfulness"] = np.abs(records["chroma"].astype(np.float64)).mean(axis=(1, 2, 3)) / 127.0
+        props["colourfulness"] = _colourfulness(records)
     out = {}
     for name, values in props.items():
         values = np.where(ok, np.nan_to_num(values), np.nan)
@@ -87,6 +87,20 @@ def categorical_properties(records: np.ndarray, ids) -> dict[str, np.ndarray]:
 
 
 SHARPNESS_CHUNK = 4096
+
+
+def _colourfulness(records) -> np.ndarray:
+    """Mean |R-G|, |B-G| of the records' 16x16 chroma grid over the value range, 0..1, read a chunk of
+    images at a time: the whole column in float64 was 4 GB at a million images (the scan's peak
+    went from 1.41 GiB at 100,000 to 5.97 GiB)."""
+    from dnncheck.similarity import gather
+
+    out = np.zeros(len(records))
+    for start in range(0, len(records), SHARPNESS_CHUNK):
+        part = np.arange(start, min(len(records), start + SHARPNESS_CHUNK))
+        chroma = gather(records, "chroma", part)
+        out[part] = np.abs(chroma.astype(np.float32)).mean(axis=(1, 2, 3), dtype=np.float64) / 127.0
+    return out
 
 
 def _sharpness(records) -> np.ndarray:
