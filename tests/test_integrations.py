@@ -322,3 +322,24 @@ def test_a_result_in_a_notebook_shows_its_summary_and_expands_to_the_full_report
     section = result.checks[1]._repr_html_()
     assert "imbalance" in section and result.checks[1].status.value.upper() in section
     assert "<iframe" not in section
+
+
+def test_a_palette_image_among_rgb_items_is_named_as_for_files():
+    """Found auditing the ant/bee photos as an hf: dataset: the folder audit named the one palette
+    image, the Dataset audit did not (items' Pillow modes were not recorded)."""
+    from PIL import Image
+
+    import dnncheck
+
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        return [(Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)), k % 2) for k in range(n)]
+
+    items = split(40)
+    items[7] = (items[7][0].convert("P"), 1)
+    result = dnncheck.audit({"train": items, "val": split(10), "test": split(10)}, select=["input-fidelity"])
+    finding = next(f for f in result.checks[0].findings if "mixed image modes" in f.message)
+    assert "59 RGB, 1 P" in finding.message and finding.samples == ("train:7",)
+    clean = dnncheck.audit({"train": split(40), "val": split(10), "test": split(10)}, select=["input-fidelity"])
+    assert not any("mixed image modes" in f.message for f in clean.checks[0].findings)

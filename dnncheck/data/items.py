@@ -68,6 +68,14 @@ def as_array(x) -> np.ndarray:
 def read_item(data, index: int, where: str, draw: int = 0) -> tuple[np.ndarray, object]:
     """(input array, label) of item `index`, read with its seeded draw; ItemError on failure.
     `where` is "python:pkg.mod:fn|split" (the source, then the split name)."""
+    x, y, _ = read_item_and_mode(data, index, where, draw)
+    return x, y
+
+
+def read_item_and_mode(data, index: int, where: str, draw: int = 0) -> tuple[np.ndarray, object, str]:
+    """read_item's (input array, label) and the Pillow mode of a PIL image input ("" for arrays and
+    tensors): the data pass records it, so that a palette or greyscale image among RGB ones is named
+    for a Dataset's items as for files."""
     source, _, split = where.partition("|")
     try:
         with seeded(index, draw):
@@ -78,7 +86,8 @@ def read_item(data, index: int, where: str, draw: int = 0) -> tuple[np.ndarray, 
         x, y = item[:2]
     except Exception as exc:
         raise ItemError(f"{source}: item {index} of {split!r} is not an (x, y) pair ({exc})") from None
-    return as_array(x), (y.item() if hasattr(y, "item") else y)
+    mode = x.mode if isinstance(getattr(x, "mode", None), str) and hasattr(x, "convert") else ""
+    return as_array(x), (y.item() if hasattr(y, "item") else y), mode
 
 
 def with_transform(data, transform, where: str):
@@ -131,7 +140,7 @@ class _Described:
         from dnncheck.data.records import image_record
 
         try:
-            x, y = read_item(self.data, index, self.where)
+            x, y, mode = read_item_and_mode(self.data, index, self.where)
         except ItemError as exc:
             return None, None, None, str(exc)
         kept = x if index < self.keep_first else None
@@ -141,7 +150,7 @@ class _Described:
             source, _, split = self.where.partition("|")
             return None, None, None, (f"{source}: item {index} of {split!r} has a {x.ndim}-D input; give H,W[,C] "
                                       "images or 1-D rows")
-        return image_record(x)[0], y, kept, None
+        return image_record(x, mode=mode)[0], y, kept, None
 
 
 def _as_list(batch):

@@ -74,8 +74,9 @@ def load_splits(result: dict, source: str, search_dirs=(), workers: int = 1, pro
             continue
         images = DatasetImages(result[name], np.arange(len(ys)), channels, first[0].dtype,
                                f"{source}|{name}")
+        modes = [m.decode("ascii", "replace") for m in records[name]["mode"].tolist()]
         splits[name] = SplitData(name, ids, y, images, native_sizes=records[name]["native"].astype(np.int64),
-                                 records=records[name])
+                                 records=records[name], modes=modes if any(modes) else None)
     external = splits.pop("external", None)
     ds = Dataset(source=source, modality="table" if table else "image", task="classification",
                  classes=classes, splits=splits, channels=channels,
