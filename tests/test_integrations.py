@@ -171,7 +171,8 @@ def _lightning_parts(counts):
             return nn.functional.cross_entropy(self(x), y)
 
         def configure_optimizers(self):
-            return torch.optim.Adam(self.parameters(), lr=1e-3)
+            optimizer = torch.optim.SGD(self.parameters(), lr=0.05, momentum=0.9)
+            return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.StepLR(optimizer, 1)}
 
     class DigitsData(L.LightningDataModule):
         def __init__(self, keep_per_class):
@@ -215,6 +216,8 @@ def test_the_lightning_callback_audits_before_fit_logs_and_lets_a_clean_run_trai
     assert callback.result is not None and callback.result.exit_code == 0
     assert callback.result.data["splits"]["train"] > 1000 and "val" in callback.result.data["splits"]
     assert counts["steps"] == 2  # the audit did not stop a clean run
+    training = callback.result.model["probe_plan"]["training"]  # the probes trained as configure_optimizers says
+    assert training["optimizer"].startswith("SGD") and training["lr"] == 0.05 and training["batch_size"] == 64
     logged = (Path(trainer.logger.log_dir) / "metrics.csv").read_text()
     assert "dnncheck/status" in logged and "dnncheck/imbalance/status" in logged
     assert (tmp_path / "r.html").is_file()

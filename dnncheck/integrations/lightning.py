@@ -7,7 +7,9 @@
 At `on_fit_start` (after the datamodule's `setup("fit")`) it takes the Datasets behind the train and
 val dataloaders (the datamodule's, else the module's own `*_dataloader` hooks, else the loaders given
 to `fit`), audits them with a copy of the LightningModule as the model (its `forward` must return
-logits or, with `loss="nll"`, log-probabilities), logs the verdict and each check's status and numeric
+logits or, with `loss="nll"`, log-probabilities) trained by the probes as the user trains it (the
+optimizer class and learning rate of `configure_optimizers()`, the train loader's batch size, unless
+given as arguments), logs the verdict and each check's status and numeric
 metrics to every logger of the trainer under `dnncheck/`, and, when the audit's exit code would be 1
 under `fail_on` and `stop_on_fail` is set, raises `AuditFailed` so training does not start. Under
 several processes (DDP) the audit runs on global rank 0 and its decision is broadcast.
@@ -76,8 +78,10 @@ class DnnCheckCallback(Callback):
     def _audit(self, trainer, pl_module):
         import dnncheck
 
-        result = dnncheck.audit(training_splits(trainer, pl_module), model=_detached_copy_factory(pl_module),
-                                select=self.select, ignore=self.ignore, fail_on=self.fail_on, **self.audit_args)
+        splits = training_splits(trainer, pl_module)
+        setup = {**training_setup(trainer, pl_module), **self.audit_args}  # what the user passed wins
+        result = dnncheck.audit(splits, model=_detached_copy_factory(pl_module), select=self.select,
+                                ignore=self.ignore, fail_on=self.fail_on, **setup)
         if self.html:
             result.to_html(self.html)
         return result
@@ -107,19 +111,45 @@ def audit_metrics(result) -> dict[str, float]:
     return out
 
 
+def training_setup(trainer, pl_module) -> dict:
+    """The probes imitate the user's training: the optimizer class and learning rate that
+    `configure_optimizers()` returns (its first optimizer; a torch.optim class only) and the train
+    loader's batch size. Anything it cannot tell is left to dnncheck's defaults."""
+    import torch
+
+    setup = {}
+    loader = _first_loader(_sources(trainer, pl_module), "train_dataloader") or _given_train_loader(trainer)
+    if isinstance(getattr(loader, "batch_size", None), int):
+        setup["batch_size"] = loader.batch_size
+    try:
+        configured = pl_module.configure_optimizers()
+    except Exception:  # a configure_optimizers that needs more of the trainer than on_fit_start has
+        return setup
+    optimizer = _first_optimizer(configured)
+    if isinstance(optimizer, torch.optim.Optimizer) and type(optimizer).__module__.startswith("torch.optim"):
+        setup["optimizer"] = type(optimizer).__name__
+        setup["lr"] = float(optimizer.param_groups[0]["lr"])
+    return setup
+
+
+def _first_optimizer(configured):
+    """configure_optimizers() may return an optimizer, a list or tuple (of optimizers, or (optimizers,
+    schedulers)), a dict with "optimizer", or a list of such dicts."""
+    if isinstance(configured, dict):
+        return configured.get("optimizer")
+    if isinstance(configured, (list, tuple)) and configured:
+        return _first_optimizer(configured[0])
+    return configured
+
+
 def training_splits(trainer, pl_module) -> dict:
     """{"train": Dataset, "val": Dataset (when there is one)} behind the dataloaders fit will use."""
-    sources = []
-    if getattr(trainer, "datamodule", None) is not None:
-        sources.append(trainer.datamodule)
-    sources.append(pl_module)
+    sources = _sources(trainer, pl_module)
     splits = {}
     for split, hook in (("train", "train_dataloader"), ("val", "val_dataloader")):
-        for source in sources:
-            loader = _loader(source, hook)
-            if loader is not None:
-                splits[split] = _dataset_of(loader, split)
-                break
+        loader = _first_loader(sources, hook)
+        if loader is not None:
+            splits[split] = _dataset_of(loader, split)
     if "train" not in splits:
         loader = _given_train_loader(trainer)
         if loader is not None:
@@ -130,6 +160,16 @@ def training_splits(trainer, pl_module) -> dict:
         raise UserError("DnnCheckCallback: found no train dataloader (neither a datamodule's nor the "
                         "LightningModule's train_dataloader, nor one given to fit)")
     return splits
+
+
+def _sources(trainer, pl_module) -> list:
+    """Where the loaders come from, in Lightning's order: the datamodule, then the module itself."""
+    datamodule = getattr(trainer, "datamodule", None)
+    return ([datamodule] if datamodule is not None else []) + [pl_module]
+
+
+def _first_loader(sources: list, hook: str):
+    return next((loader for loader in (_loader(source, hook) for source in sources) if loader is not None), None)
 
 
 def _loader(source, hook: str):
