@@ -54,6 +54,12 @@ def test_the_action_declares_its_inputs_outputs_and_runs_the_scripts_tested_here
     for name in audit["env"]:
         assert name in script, name
     assert any(s.get("uses", "").startswith("actions/upload-artifact") for s in steps)
+    # what GitHub requires of a composite action: a shell on every run step, a value on every output,
+    # and only inputs that exist referenced as ${{ inputs.x }}
+    assert all("shell" in s for s in steps if "run" in s)
+    assert all("value" in o and "description" in o for o in action["outputs"].values())
+    used = set(re.findall(r"inputs\.([\w-]+)", (ROOT / "action.yml").read_text()))
+    assert used <= set(action["inputs"]), used - set(action["inputs"])
 
 
 def _audit_step(tmp_path: Path, **inputs) -> tuple[subprocess.CompletedProcess, dict, Path]:
