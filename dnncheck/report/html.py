@@ -12,27 +12,35 @@ TEMPLATE = "report.html.j2"
 MAX_SAMPLES_SHOWN = 20
 
 
-def render_html(result) -> str:
+def _environment():
     from jinja2 import Environment, PackageLoader, select_autoescape
-
-    from dnncheck.plots import figures_for, grids_for, image_uri
 
     env = Environment(loader=PackageLoader("dnncheck", "report/templates"), autoescape=select_autoescape(["html", "j2"]))
     env.filters["short"] = _short
     env.filters["plain"] = _plain
+    return env
+
+
+def check_view(c, change=None) -> dict:
+    """What check_section.html.j2 shows of one CheckResult: figures drawn, findings' samples capped."""
+    from dnncheck.plots import figures_for, grids_for
+
+    return {"c": c, "figures": figures_for(c.figures), "grids": grids_for(c.figures),
+            "in_figures": _ids_in_figures(c.figures), "change": change,
+            "metrics": {k: v for k, v in c.metrics.items()},
+            "findings": [{"f": f, "samples": f.samples[:MAX_SAMPLES_SHOWN],
+                          "more": max(0, len(f.samples) - MAX_SAMPLES_SHOWN),
+                          "evidence": {k: v for k, v in f.evidence.items() if k != "traceback"},
+                          "traceback": f.evidence.get("traceback")} for f in c.findings]}
+
+
+def render_html(result) -> str:
+    from dnncheck.plots import image_uri
+
     thumbs = {sid: image_uri(img, 48) for sid, img in result.thumbnails.items()}
-    checks = []
-    for c in result.checks:
-        checks.append({"c": c, "figures": figures_for(c.figures), "grids": grids_for(c.figures),
-                       "in_figures": _ids_in_figures(c.figures),
-                       "change": result.baseline.get(c.id) if result.baseline else None,
-                       "metrics": {k: v for k, v in c.metrics.items()},
-                       "findings": [{"f": f, "samples": f.samples[:MAX_SAMPLES_SHOWN],
-                                     "more": max(0, len(f.samples) - MAX_SAMPLES_SHOWN),
-                                     "evidence": {k: v for k, v in f.evidence.items() if k != "traceback"},
-                                     "traceback": f.evidence.get("traceback")} for f in c.findings]})
+    checks = [check_view(c, result.baseline.get(c.id) if result.baseline else None) for c in result.checks]
     counts = {s.value: sum(c.status is s for c in result.checks) for s in Status if s is not Status.INFO}
-    return env.get_template(TEMPLATE).render(r=result, checks=checks, thumbs=thumbs, counts=counts)
+    return _environment().get_template(TEMPLATE).render(r=result, checks=checks, thumbs=thumbs, counts=counts)
 
 
 def _ids_in_figures(figures) -> set:
@@ -84,28 +92,15 @@ def render_notebook(result) -> str:
 
 
 def render_check(check) -> str:
-    """One check's section as HTML (a CheckResult displayed alone in a notebook): status, summary,
-    findings with their sample ids, remedy, metrics and figures."""
+    """One check's section, as in the report (check_section.html.j2), for a CheckResult displayed alone
+    in a notebook: in an iframe, so the report's styles stay out of the notebook's page."""
     import html
 
-    from dnncheck.plots import figures_for
-
-    findings = "".join(
-        f"<li><b>{f.severity.value}</b>: {html.escape(f.message)}"
-        + (f"<br><small>samples: {html.escape(', '.join(map(str, f.samples[:MAX_SAMPLES_SHOWN])))}"
-           f"{f' and {len(f.samples) - MAX_SAMPLES_SHOWN} more' if len(f.samples) > MAX_SAMPLES_SHOWN else ''}</small>"
-           if f.samples else "") + "</li>" for f in check.findings)
-    metrics = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_short(v, 120))}</td></tr>"
-                      for k, v in check.metrics.items())
-    figures = "".join(f"<figure><img src='{uri}' style='max-width:100%'><figcaption>{html.escape(title)}"
-                      f"</figcaption></figure>" for title, uri in figures_for(check.figures) if uri)
-    return (f"<div class='dnncheck-check'><h3>{html.escape(check.id)} {html.escape(check.slug)}: "
-            f"{html.escape(check.title)} <span style='color:{_COLOURS.get(check.status.value, '#333')}'>"
-            f"{check.status.value.upper()}</span></h3><p>{html.escape(check.summary)}</p>"
-            f"<ul>{findings}</ul>" + (f"<p><b>What to do:</b> {html.escape(check.remedy)}</p>" if check.remedy else "")
-            + (f"<details><summary>metrics</summary><table>{metrics}</table></details>" if metrics else "")
-            + figures + "</div>")
+    page = _environment().get_template("check.html.j2").render(x=check_view(check), thumbs={})
+    return (f"<iframe srcdoc=\"{html.escape(page, quote=True)}\" "
+            f"style='width:100%;height:{NOTEBOOK_FRAME_HEIGHT // 2}px;border:0'></iframe>")
 
 
-_COLOURS = {"pass": "#1a7f37", "warn": "#9a6700", "fail": "#cf222e", "error": "#8250df", "skip": "#57606a",
-            "info": "#0969da"}
+# the text colours of the report's badges (style.css.j2), inline: a notebook page has no report styles
+_COLOURS = {"pass": "#176b33", "warn": "#7a5a00", "fail": "#9b1c1c", "error": "#5b1c9b", "skip": "#4a5263",
+            "info": "#3b82c4"}
