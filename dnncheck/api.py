@@ -114,7 +114,6 @@ def audit_config(target: str | None, *, model: str | None = None, weights: str |
         cfg.ignore = cfg.ignore + _ids(ignore, "ignore")
     from dnncheck.config import input_paths
     from dnncheck.data.cache import refuse_cache_inside
-
     from dnncheck.errors import refuse_system_path
 
     folders = input_paths(cfg)[1]
@@ -240,9 +239,8 @@ def _array(value, what: str, kinds: str):
                         "shape (N, ...)")
     if array.dtype.kind not in kinds:
         expected = "numbers or class names" if "U" in kinds else "numbers"
-        raise UserError(f"{what}: dtype {array.dtype} holds no {expected}; pass a numeric array "
-                        "(np.stack the samples)" if array.dtype.kind == "O" else
-                        f"{what}: dtype {array.dtype} holds no {expected}")
+        hint = "; pass a numeric array (np.stack the samples)" if array.dtype.kind == "O" else ""
+        raise UserError(f"{what}: dtype {array.dtype} holds no {expected}{hint}")
     return array
 
 

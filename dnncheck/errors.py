@@ -137,11 +137,15 @@ def system_folder(path) -> str | None:
 
     real = os.path.realpath(path)
     for folder in SYSTEM_FOLDERS:
-        if real == folder or real.startswith(folder + "/"):
+        if _within(real, folder):
             return folder
     above = "/" if real == "/" else real + "/"
     holding = [folder for folder in SYSTEM_FOLDERS if folder.startswith(above)]
     return holding[0] if holding else None  # `/` or `/usr` as TARGET: a walk that reaches /proc
+
+
+def _within(real: str, folder: str) -> bool:
+    return real == folder or real.startswith(folder + "/")
 
 
 def refuse_system_path(path, what: str) -> None:
@@ -152,7 +156,7 @@ def refuse_system_path(path, what: str) -> None:
     if folder:
         real = os.path.realpath(path)
         link = f" (a link to {real})" if real != os.path.abspath(path) else ""
-        where = (f"lies in the system folder {folder}" if real == folder or real.startswith(folder + "/")
+        where = (f"lies in the system folder {folder}" if _within(real, folder)
                  else f"holds system folders such as {folder}")
         raise UserError(f"{path}: the {what}{link} {where}; dnncheck reads datasets, "
                         "never system folders: point it at your data or remove the link")

@@ -7,9 +7,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dnncheck.figures import Bars
-from dnncheck.checks.base import AUC, SHARE
-from dnncheck.checks.base import (Check, Finding, ProbeGap, Skipped, Status,
-                                  Verdict, inconclusive, probe_missing, verdict)
+from dnncheck.checks.base import (AUC, SHARE, Check, Finding, ProbeGap, Skipped, Status, Verdict, inconclusive,
+                                  probe_missing, verdict)
 from dnncheck.errors import ProbeUnavailable
 
 BOOTSTRAP = 1000

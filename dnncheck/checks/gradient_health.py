@@ -10,9 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.figures import Lines
-from dnncheck.checks.base import FACTOR, POSITIVE_SHARE, SCALE, SHARE
-from dnncheck.checks.base import (ALL_TASKS, Check, Finding, ProbeGap, Status, Verdict,
-                                  headline, inconclusive, probe_missing, verdict)
+from dnncheck.checks.base import (ALL_TASKS, FACTOR, POSITIVE_SHARE, SCALE, SHARE, Check, Finding, ProbeGap, Status,
+                                  Verdict, headline, inconclusive, probe_missing, verdict)
 from dnncheck.errors import ProbeUnavailable
 
 ACTIVATION_SAMPLES = 512

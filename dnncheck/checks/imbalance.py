@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dnncheck.figures import Bars
-from dnncheck.checks.base import FACTOR, Range, SHARE
-from dnncheck.checks.base import ALL_TASKS, Check, Finding, ProbeGap, Status, Verdict, verdict, with_reason
+from dnncheck.checks.base import (ALL_TASKS, FACTOR, SHARE, Check, Finding, ProbeGap, Range, Status, Verdict,
+                                  verdict, with_reason)
 from dnncheck.errors import ProbeUnavailable
 from dnncheck.masks import UBIQUITOUS_SHARE
 

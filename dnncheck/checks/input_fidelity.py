@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dnncheck.figures import ImageGrid
-from dnncheck.checks.base import POSITIVE_SHARE, Range, SHARE
-from dnncheck.checks.base import ALL_TASKS, Check, Finding, Status, Verdict, headline, verdict
+from dnncheck.checks.base import (ALL_TASKS, POSITIVE_SHARE, SHARE, Check, Finding, Range, Status, Verdict, headline,
+                                  verdict)
 from dnncheck.data.sampling import subsample_index
 
 MAX_LISTED = 50

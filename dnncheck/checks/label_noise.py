@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dnncheck.figures import ImageGrid
-from dnncheck.checks.base import Range, SHARE
-from dnncheck.checks.base import ALL_TASKS, Check, Finding, ProbeGap, Skipped, Status, Verdict, serious, verdict
+from dnncheck.checks.base import (ALL_TASKS, SHARE, Check, Finding, ProbeGap, Range, Skipped, Status, Verdict,
+                                  serious, verdict)
 from dnncheck.checks.label_signal import (LabelSignal, input_structure, shuffled_accuracies, structure_rows,
                                           target_signal)
 from dnncheck.errors import ProbeCutShort, ProbeNotRun, ProbeUnavailable

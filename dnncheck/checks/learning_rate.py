@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.figures import Lines
-from dnncheck.checks.base import FACTOR, Range, SHARE
-from dnncheck.checks.base import (ALL_TASKS, Check, Finding, ProbeGap, Skipped, Status,
+from dnncheck.checks.base import (ALL_TASKS, FACTOR, SHARE, Check, Finding, ProbeGap, Range, Skipped, Status,
                                   Verdict, inconclusive, probe_missing, serious, verdict)
 from dnncheck.errors import ProbeUnavailable
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dnncheck.checks.base import FACTOR, Range, SCALE, SHARE
-from dnncheck.checks.base import ALL_TASKS, Check, Finding, ProbeGap, Status, Verdict, headline, serious, verdict
+from dnncheck.checks.base import (ALL_TASKS, FACTOR, SCALE, SHARE, Check, Finding, ProbeGap, Range, Status, Verdict,
+                                  headline, serious, verdict)
 from dnncheck.checks.task_losses import initial_bce_findings, multilabel_findings, segmentation_findings
 from dnncheck.errors import ProbeUnavailable
 

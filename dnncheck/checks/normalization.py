@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.figures import Lines
-from dnncheck.checks.base import FACTOR, Range, SCALE
-from dnncheck.checks.base import ALL_TASKS, Check, Finding, ProbeGap, Status, Verdict, headline, serious, verdict
+from dnncheck.checks.base import (ALL_TASKS, FACTOR, SCALE, Check, Finding, ProbeGap, Range, Status, Verdict,
+                                  headline, serious, verdict)
 from dnncheck.errors import ProbeNotRun, ProbeUnavailable
 MAX_LISTED = 20
 

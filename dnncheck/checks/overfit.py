@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dnncheck.figures import Lines
-from dnncheck.checks.base import Range, SHARE
-from dnncheck.checks.base import ALL_TASKS, Check, Finding, ProbeGap, Status, Verdict, headline, serious, verdict
+from dnncheck.checks.base import (ALL_TASKS, SHARE, Check, Finding, ProbeGap, Range, Status, Verdict, headline,
+                                  serious, verdict)
 from dnncheck.errors import ProbeUnavailable
 
 COMPACT_GAP_NOTE = "a few dozen training samples for a few epochs, too few for the gap to say how full training generalises"

@@ -8,8 +8,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dnncheck.figures import ImageGrid, Lines, MarkedImage
-from dnncheck.checks.base import AUC, Range, SHARE
-from dnncheck.checks.base import Check, Finding, ProbeGap, Skipped, Status, Verdict, verdict, with_reason
+from dnncheck.checks.base import (AUC, SHARE, Check, Finding, ProbeGap, Range, Skipped, Status, Verdict, verdict,
+                                  with_reason)
 from dnncheck.data.properties import PropertyScan, scan_properties
 from dnncheck.data.sampling import subsample_index
 from dnncheck.errors import ProbeUnavailable

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from dnncheck.figures import Points
-from dnncheck.checks.base import Range, SHARE
-from dnncheck.checks.base import (Check, Finding, ProbeGap, Skipped, Status,
-                                  Verdict, inconclusive, probe_missing, verdict, with_reason)
+from dnncheck.checks.base import (SHARE, Check, Finding, ProbeGap, Range, Skipped, Status, Verdict, inconclusive,
+                                  probe_missing, verdict, with_reason)
 from dnncheck.data.sampling import subsample_index
 from dnncheck.errors import ProbeUnavailable
 

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dnncheck.figures import ImageGrid
-from dnncheck.checks.base import AUC, POSITIVE_SHARE, Range, SHARE
-from dnncheck.checks.base import ALL_TASKS, Check, Finding, Status, Verdict, verdict
+from dnncheck.checks.base import ALL_TASKS, AUC, POSITIVE_SHARE, SHARE, Check, Finding, Range, Status, Verdict, verdict
 from dnncheck.similarity import SPLIT_ORDER
 
 MAX_LISTED = 50

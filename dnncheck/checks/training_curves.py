@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dnncheck.figures import Lines
-from dnncheck.checks.base import FACTOR, Range, SHARE
-from dnncheck.checks.base import (ALL_TASKS, Check, ProbeGap, Status, Verdict, headline, inconclusive, probe_missing,
-                                  serious, verdict)
+from dnncheck.checks.base import (ALL_TASKS, FACTOR, SHARE, Check, ProbeGap, Range, Status, Verdict, headline,
+                                  inconclusive, probe_missing, serious, verdict)
 from dnncheck.errors import ProbeUnavailable
 
 

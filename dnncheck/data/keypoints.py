@@ -58,11 +58,11 @@ def grey_for_detection(image: np.ndarray) -> np.ndarray:
 
 
 def too_narrow(shape) -> bool:
-    """Whether an image of this H, W (at least LOCAL_MIN_SIDE on its longer side) is too thin for
-    keypoints once scaled for detection."""
+    """Whether an image of this H, W, large enough for keypoints (LOCAL_MIN_SIDE on its longer side),
+    is too thin for them once scaled for detection (the record's kp_skipped)."""
     h, w = shape[:2]
     scale = min(1.0, LOCAL_SIDE / max(h, w))
-    return min(h, w) * scale < LOCAL_MIN_SHORT_SIDE
+    return max(h, w) >= LOCAL_MIN_SIDE and min(h, w) * scale < LOCAL_MIN_SHORT_SIDE
 
 
 def local_features(image: np.ndarray):

@@ -139,9 +139,9 @@ def _require_items(source: str, split: str, data) -> None:
     _refuse_implausible_length(source, split, data, n)
 
 
-# What each item costs the audit at least, in memory, whatever its shape: a record's light columns
-# (data/store.py), its id and its label; a table row is held whole (its bytes, if larger).
-MIN_ITEM_BYTES = 256
+# What each item costs the audit at least, in memory, whatever its shape: its record's light columns
+# (data/store.py) and about this much for its id and label.
+ID_AND_LABEL_BYTES = 64
 
 
 def _refuse_implausible_length(source: str, split: str, data, n: int) -> None:
@@ -153,7 +153,7 @@ def _refuse_implausible_length(source: str, split: str, data, n: int) -> None:
     memory = memory_bytes()
     if memory is None:
         return
-    per_item = max(MIN_ITEM_BYTES, LIGHT_BYTES + 64)
+    per_item = LIGHT_BYTES + ID_AND_LABEL_BYTES
     if n * per_item > memory:
         raise UserError(f"{source}: split {split!r} says len() = {n:,} items; at {per_item:,} bytes of records "
                         f"per item that is more than this machine's {memory / 2**30:.0f} GiB of memory: check its "

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dnncheck.data.keypoints import DESCRIPTOR_BYTES, LOCAL_MIN_SIDE, LOCAL_POINTS, local_features, too_narrow
+from dnncheck.data.keypoints import DESCRIPTOR_BYTES, LOCAL_POINTS, local_features, too_narrow
 from dnncheck.data.resize import resize
 
 RECORD_VERSION = 5  # bump when a field or its computation changes: cached records are then re-read
@@ -99,7 +99,7 @@ def image_record(image: np.ndarray, native=None, mode: str = "", facts=None) -> 
     rec["grey"][0, : grid[0], : grid[1]] = grey.astype(np.float16)
     rec["chroma"][0] = _chroma(image, float(rec["min"][0]), float(rec["max"][0]))
     rec["kp_count"][0], rec["kp_xy"][0], rec["kp_desc"][0] = local_features(image)
-    rec["kp_skipped"] = max(h, w) >= LOCAL_MIN_SIDE and too_narrow(image.shape)
+    rec["kp_skipped"] = too_narrow(image.shape)
     return rec
 
 
