@@ -280,6 +280,8 @@ def test_hf_sources_refuse_a_missing_column_or_folder(saved_hf, tmp_path):
     config = write_config(tmp_path, f'[data]\nsource = "hf:{saved_hf}"\nlabel_column = "nope"\n')
     refused(run_cli("audit", str(config), "--select", "input-fidelity", "--quiet"), "label_column = 'nope'", "digit")
     refused(run_cli("audit", f"hf:{tmp_path / 'missing'}", "--select", "input-fidelity", "--quiet"), "no such folder")
+    config = write_config(tmp_path, '[data]\nsource = "sklearn:digits"\nimage_column = "img"\n', "digits.toml")
+    refused(run_cli("audit", str(config), "--select", "input-fidelity", "--quiet"), "image_column", "not one")
     (tmp_path / "plain").mkdir()
     refused(run_cli("audit", f"hf:{tmp_path / 'plain'}", "--select", "input-fidelity", "--quiet"),
             "not a dataset saved with save_to_disk")

@@ -24,6 +24,10 @@ FALLBACK_IMAGE_SIZE = (64, 64)
 
 def load_dataset(cfg, progress=None) -> Dataset:
     """Read cfg.source, make missing splits, settle channels and the model's input size."""
+    hf = [s for s in (cfg.source, cfg.external) if s and s.startswith("hf:")]
+    if (cfg.image_column or cfg.label_column) and not hf:  # set for nothing: said, not ignored
+        key = "image_column" if cfg.image_column else "label_column"
+        raise UserError(f"[data] {key}: names a column of an hf: source; {cfg.source} is not one: remove {key}")
     ds, renumber = _read_source(cfg.source, cfg, progress)
     if cfg.task is not None and cfg.task != ds.task:
         raise UserError(f"{cfg.origin}: [data] task = {cfg.task!r} but {ds.source} holds {ds.task} data; "

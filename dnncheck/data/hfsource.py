@@ -96,7 +96,9 @@ class HFSplit:
     def __init__(self, data, image_column: str, label_column: str):
         import datasets
 
-        self.data, self.image_column, self.label_column = data, image_column, label_column
+        # only the two columns: a row of the whole table would also decode its other image or audio columns
+        self.data = data.select_columns([image_column, label_column])
+        self.image_column, self.label_column = image_column, label_column
         feature = data.features[label_column]
         self.classes = list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
 
